@@ -1,0 +1,248 @@
+//! HTSAT's log-mel front end, computed with a real FFT instead of the reference's STFT-as-convolution.
+//!
+//! Reference (torchlibrosa `Spectrogram` + `LogmelFilterBank`): periodic Hann window of `n_fft`
+//! samples, centred frames with **reflect** padding of `n_fft/2` on each side, power spectrum
+//! `re^2 + im^2`, slaney-normalised slaney-scale mel filters (librosa `filters.mel(htk=False)`),
+//! then `10*log10(max(mel, amin))` with no reference offset and no `top_db` clipping.
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use realfft::{RealFftPlanner, RealToComplex};
+
+use crate::error::{AdiffError, Result};
+use crate::model::config::AudioConfig;
+
+/// Computes `[frames, n_mels]` log-mel spectrograms for fixed-length clips.
+///
+/// The window, the FFT plan and the mel matrix are built once and reused for every clip.
+pub struct LogMelFrontEnd {
+    cfg: AudioConfig,
+    window: Vec<f32>,
+    fft: Arc<dyn RealToComplex<f32>>,
+    /// `[n_bins, n_mels]`, row-major (same layout as the checkpoint's `melW`).
+    mel_matrix: Vec<f32>,
+}
+
+impl LogMelFrontEnd {
+    /// Front end with a mel matrix computed like librosa's `filters.mel(htk=False, norm="slaney")`.
+    pub fn new(cfg: &AudioConfig) -> Self {
+        let mel = slaney_mel_matrix(
+            cfg.sample_rate as f64,
+            cfg.n_fft,
+            cfg.n_mels,
+            cfg.fmin,
+            cfg.fmax,
+        );
+        Self::with_mel_matrix_unchecked(cfg, mel)
+    }
+
+    /// Front end using a mel matrix taken from a checkpoint (`logmel_extractor.melW`, `[n_bins, n_mels]`).
+    pub fn with_mel_matrix(cfg: &AudioConfig, mel_w: &Tensor) -> Result<Self> {
+        let want = (cfg.num_bins(), cfg.n_mels);
+        if mel_w.dims() != [want.0, want.1] {
+            return Err(AdiffError::Invalid(format!(
+                "melW has shape {:?}, expected [{}, {}]",
+                mel_w.dims(),
+                want.0,
+                want.1
+            )));
+        }
+        let mel = mel_w
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(Self::with_mel_matrix_unchecked(cfg, mel))
+    }
+
+    fn with_mel_matrix_unchecked(cfg: &AudioConfig, mel_matrix: Vec<f32>) -> Self {
+        let n = cfg.n_fft;
+        // Periodic Hann (scipy `get_window("hann", n, fftbins=True)`): 0.5 - 0.5 cos(2 pi k / n).
+        let window = (0..n)
+            .map(|k| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * k as f64 / n as f64).cos()) as f32)
+            .collect();
+        let fft = RealFftPlanner::<f32>::new().plan_fft_forward(n);
+        Self {
+            cfg: cfg.clone(),
+            window,
+            fft,
+            mel_matrix,
+        }
+    }
+
+    pub fn config(&self) -> &AudioConfig {
+        &self.cfg
+    }
+
+    /// The `[n_bins, n_mels]` mel matrix in use, row-major.
+    pub fn mel_matrix(&self) -> &[f32] {
+        &self.mel_matrix
+    }
+
+    /// Number of frames produced for `n` samples (centred frames).
+    pub fn num_frames(&self, n: usize) -> usize {
+        1 + n / self.cfg.hop_length
+    }
+
+    /// Power spectrogram `[frames][n_bins]` (row-major, flattened) of one clip.
+    pub fn power_spectrogram(&self, samples: &[f32]) -> Result<Vec<f32>> {
+        let n_fft = self.cfg.n_fft;
+        let pad = n_fft / 2;
+        if samples.len() <= pad {
+            return Err(AdiffError::Invalid(format!(
+                "clip of {} samples is too short for reflect padding of {pad}",
+                samples.len()
+            )));
+        }
+        let padded = reflect_pad(samples, pad);
+        let frames = self.num_frames(samples.len());
+        let bins = self.cfg.num_bins();
+        let mut out = vec![0f32; frames * bins];
+        let mut input = self.fft.make_input_vec();
+        let mut spectrum = self.fft.make_output_vec();
+        let mut scratch = self.fft.make_scratch_vec();
+        for (f, row) in out.chunks_exact_mut(bins).enumerate() {
+            let start = f * self.cfg.hop_length;
+            for ((x, &s), &w) in input
+                .iter_mut()
+                .zip(&padded[start..start + n_fft])
+                .zip(&self.window)
+            {
+                *x = s * w;
+            }
+            self.fft
+                .process_with_scratch(&mut input, &mut spectrum, &mut scratch)
+                .map_err(|e| AdiffError::Invalid(format!("fft: {e}")))?;
+            for (p, c) in row.iter_mut().zip(&spectrum) {
+                *p = c.re * c.re + c.im * c.im;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Log-mel spectrogram `[frames][n_mels]` (row-major, flattened) of one clip, in dB.
+    pub fn log_mel(&self, samples: &[f32]) -> Result<Vec<f32>> {
+        let power = self.power_spectrogram(samples)?;
+        let bins = self.cfg.num_bins();
+        let mels = self.cfg.n_mels;
+        let frames = power.len() / bins;
+        let amin = self.cfg.log_amin as f32;
+        let mut out = vec![0f32; frames * mels];
+        for (p_row, o_row) in power.chunks_exact(bins).zip(out.chunks_exact_mut(mels)) {
+            // o[m] = sum_b p[b] * W[b, m]; W is sparse-ish but 513x64 is cheap enough per frame.
+            for (b, &p) in p_row.iter().enumerate() {
+                if p == 0.0 {
+                    continue;
+                }
+                let w_row = &self.mel_matrix[b * mels..(b + 1) * mels];
+                for (o, &w) in o_row.iter_mut().zip(w_row) {
+                    *o += p * w;
+                }
+            }
+            for o in o_row.iter_mut() {
+                *o = 10.0 * o.max(amin).log10();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Log-mel spectrograms of a batch of equal-length clips as a `[B, frames, n_mels]` tensor.
+    pub fn log_mel_batch(&self, clips: &[Vec<f32>], device: &Device) -> Result<Tensor> {
+        let Some(first) = clips.first() else {
+            return Err(AdiffError::Invalid("no audio clips given".into()));
+        };
+        let frames = self.num_frames(first.len());
+        let mut data = Vec::with_capacity(clips.len() * frames * self.cfg.n_mels);
+        for clip in clips {
+            if clip.len() != first.len() {
+                return Err(AdiffError::Invalid(
+                    "clips in a batch must have the same length".into(),
+                ));
+            }
+            data.extend(self.log_mel(clip)?);
+        }
+        Ok(Tensor::from_vec(
+            data,
+            (clips.len(), frames, self.cfg.n_mels),
+            device,
+        )?)
+    }
+}
+
+/// numpy/torch `reflect` padding (the edge sample is not repeated).
+fn reflect_pad(x: &[f32], pad: usize) -> Vec<f32> {
+    let n = x.len();
+    let mut out = Vec::with_capacity(n + 2 * pad);
+    out.extend((1..=pad).rev().map(|i| x[i]));
+    out.extend_from_slice(x);
+    out.extend((0..pad).map(|i| x[n - 2 - i]));
+    out
+}
+
+/// Slaney mel scale (librosa `hz_to_mel(htk=False)`): linear below 1 kHz, logarithmic above.
+fn hz_to_mel(hz: f64) -> f64 {
+    let (f_sp, min_log_hz) = (200.0 / 3.0, 1000.0);
+    let min_log_mel = min_log_hz / f_sp;
+    let logstep = (6.4f64).ln() / 27.0;
+    if hz >= min_log_hz {
+        min_log_mel + (hz / min_log_hz).ln() / logstep
+    } else {
+        hz / f_sp
+    }
+}
+
+fn mel_to_hz(mel: f64) -> f64 {
+    let (f_sp, min_log_hz) = (200.0 / 3.0, 1000.0);
+    let min_log_mel = min_log_hz / f_sp;
+    let logstep = (6.4f64).ln() / 27.0;
+    if mel >= min_log_mel {
+        min_log_hz * (logstep * (mel - min_log_mel)).exp()
+    } else {
+        f_sp * mel
+    }
+}
+
+/// librosa `filters.mel(sr, n_fft, n_mels, fmin, fmax, htk=False, norm="slaney")`, transposed to
+/// `[n_bins, n_mels]` row-major. Computed in f64 like librosa, stored as f32 like torchlibrosa.
+pub fn slaney_mel_matrix(sr: f64, n_fft: usize, n_mels: usize, fmin: f64, fmax: f64) -> Vec<f32> {
+    let n_bins = n_fft / 2 + 1;
+    let fft_freqs: Vec<f64> = (0..n_bins).map(|i| i as f64 * sr / n_fft as f64).collect();
+    let (mmin, mmax) = (hz_to_mel(fmin), hz_to_mel(fmax));
+    let mel_f: Vec<f64> = (0..n_mels + 2)
+        .map(|i| mel_to_hz(mmin + (mmax - mmin) * i as f64 / (n_mels + 1) as f64))
+        .collect();
+    let mut w = vec![0f32; n_bins * n_mels];
+    for m in 0..n_mels {
+        let (lo, ce, hi) = (mel_f[m], mel_f[m + 1], mel_f[m + 2]);
+        let enorm = 2.0 / (hi - lo);
+        for (b, &f) in fft_freqs.iter().enumerate() {
+            let lower = (f - lo) / (ce - lo);
+            let upper = (hi - f) / (hi - ce);
+            let v = lower.min(upper).max(0.0);
+            w[b * n_mels + m] = (v * enorm) as f32;
+        }
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflect_pad_matches_numpy() {
+        // np.pad([1,2,3,4,5], 2, mode="reflect") == [3,2,1,2,3,4,5,4,3]
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(
+            reflect_pad(&x, 2),
+            vec![3.0, 2.0, 1.0, 2.0, 3.0, 4.0, 5.0, 4.0, 3.0]
+        );
+    }
+
+    #[test]
+    fn mel_scale_round_trips() {
+        for hz in [50.0, 500.0, 999.0, 1000.0, 4000.0, 14000.0] {
+            assert!((mel_to_hz(hz_to_mel(hz)) - hz).abs() < 1e-9);
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Data shipped with or read by adiff.
+
+pub mod audioset;

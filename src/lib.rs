@@ -1,0 +1,15 @@
+//! adiff: explain, in natural language, how two audio recordings differ.
+//!
+//! Pipeline: audio file -> [`audio`] (decode, resample, fixed-length clip, log-mel) ->
+//! [`model::htsat`] (HTSAT embedding + AudioSet events) -> projection, mappers, cross-projection ->
+//! [`model::gpt2`] prefix -> [`generate`] text.
+
+pub mod audio;
+pub mod cli;
+pub mod data;
+pub mod error;
+pub mod generate;
+pub mod model;
+pub mod text;
+
+pub use error::{AdiffError, Result};

@@ -1,0 +1,16 @@
+use clap::Parser;
+
+use adiff::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Embed(args) => adiff::cli::embed::run(args),
+        Command::Tag(args) => adiff::cli::tag::run(args),
+    };
+    if let Err(e) = result {
+        // One line, every cause chained, non-zero exit.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

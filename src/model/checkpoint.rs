@@ -1,0 +1,304 @@
+//! Reading model weights: `.safetensors` and PyTorch `torch.save` archives (`.ckpt/.pth/.pt`).
+//!
+//! PyTorch archives are parsed with candle's pickle reader, which only interprets the pickle
+//! opcodes and never executes code. A DDP `module.` prefix is stripped. Tensors whose storage type
+//! the model never needs (GPT-2's bool `attn.bias` masks) are skipped. Models are built through a
+//! [`CheckedBackend`] that records every missing or mis-shaped tensor, so one error can name all of
+//! them instead of the first.
+
+use std::collections::HashMap;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::pickle::{Object, Stack, TensorInfo};
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+
+use crate::error::{AdiffError, Result};
+
+/// Prefix that `torch.nn.parallel.DistributedDataParallel` adds to every key.
+const DDP_PREFIX: &str = "module.";
+/// How many offending tensors an error message names before summarising.
+const MAX_NAMED_PROBLEMS: usize = 5;
+
+/// All tensors of one checkpoint file, on the CPU, keyed by name (DDP prefix stripped).
+pub struct Checkpoint {
+    path: PathBuf,
+    tensors: HashMap<String, Tensor>,
+    /// Entries present in the file that could not be read (unsupported dtype), with the reason.
+    skipped: HashMap<String, String>,
+}
+
+impl Checkpoint {
+    /// Loads a `.safetensors` file or a PyTorch zip archive (chosen by content, not extension).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let err = |m: String| AdiffError::checkpoint(&path, m);
+        let meta = std::fs::metadata(&path).map_err(|e| err(format!("cannot open: {e}")))?;
+        if meta.len() == 0 {
+            return Err(err("file is empty".into()));
+        }
+        let mut magic = [0u8; 4];
+        std::fs::File::open(&path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .map_err(|e| err(format!("cannot read: {e}")))?;
+        let (raw, skipped) = if &magic == b"PK\x03\x04" {
+            read_torch_zip(&path)
+                .map_err(|e| err(format!("not a readable PyTorch archive: {e}")))?
+        } else {
+            let t = candle_core::safetensors::load(&path, &Device::Cpu)
+                .map_err(|e| err(format!("not a readable safetensors or PyTorch file: {e}")))?;
+            (t.into_iter().collect::<Vec<_>>(), HashMap::new())
+        };
+        if raw.is_empty() {
+            return Err(err("no tensors found".into()));
+        }
+        let strip = |n: String| n.strip_prefix(DDP_PREFIX).map(str::to_string).unwrap_or(n);
+        let tensors = raw.into_iter().map(|(n, t)| (strip(n), t)).collect();
+        let skipped = skipped.into_iter().map(|(n, r)| (strip(n), r)).collect();
+        Ok(Self {
+            path,
+            tensors,
+            skipped,
+        })
+    }
+
+    /// A checkpoint held in memory (used by tests and by converters).
+    pub fn from_tensors(path: impl Into<PathBuf>, tensors: HashMap<String, Tensor>) -> Self {
+        Self {
+            path: path.into(),
+            tensors,
+            skipped: HashMap::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.get(name)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// A [`VarBuilder`] over this checkpoint that records problems instead of failing on the
+    /// first one. Call [`LoadReport::finish`] once the model is built.
+    pub fn var_builder(&self, dtype: DType, device: &Device) -> (VarBuilder<'static>, LoadReport) {
+        let problems = Arc::new(Mutex::new(Vec::new()));
+        let backend = CheckedBackend {
+            tensors: self.tensors.clone(),
+            skipped: self.skipped.clone(),
+            problems: problems.clone(),
+        };
+        let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
+        (
+            vb,
+            LoadReport {
+                path: self.path.clone(),
+                problems,
+            },
+        )
+    }
+}
+
+/// Problems found while building a model from a checkpoint.
+pub struct LoadReport {
+    path: PathBuf,
+    problems: Arc<Mutex<Vec<String>>>,
+}
+
+impl LoadReport {
+    /// Errors with the first few offending tensors (and how many there are) if any was missing or
+    /// had the wrong shape.
+    pub fn finish(self) -> Result<()> {
+        let problems = self.problems.lock().map(|p| p.clone()).unwrap_or_default();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let mut msg = format!("{} tensor(s) do not fit the model: ", problems.len());
+        msg.push_str(
+            &problems
+                .iter()
+                .take(MAX_NAMED_PROBLEMS)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+        if problems.len() > MAX_NAMED_PROBLEMS {
+            msg.push_str(&format!(
+                "; and {} more",
+                problems.len() - MAX_NAMED_PROBLEMS
+            ));
+        }
+        Err(AdiffError::checkpoint(self.path, msg))
+    }
+}
+
+/// A [`SimpleBackend`] that hands out checkpoint tensors, converting dtype and device, and records
+/// (rather than raises) missing or mis-shaped tensors, returning zeros so construction continues.
+struct CheckedBackend {
+    tensors: HashMap<String, Tensor>,
+    skipped: HashMap<String, String>,
+    problems: Arc<Mutex<Vec<String>>>,
+}
+
+impl CheckedBackend {
+    fn record(&self, p: String) {
+        if let Ok(mut v) = self.problems.lock() {
+            v.push(p);
+        }
+    }
+}
+
+impl SimpleBackend for CheckedBackend {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        match self.tensors.get(name) {
+            Some(t) if t.shape() == &s => t.to_dtype(dtype)?.to_device(dev),
+            Some(t) => {
+                self.record(format!(
+                    "{name} has shape {:?}, expected {:?}",
+                    t.dims(),
+                    s.dims()
+                ));
+                Tensor::zeros(s, dtype, dev)
+            }
+            None => {
+                match self.skipped.get(name) {
+                    Some(why) => self.record(format!("{name} could not be read ({why})")),
+                    None => {
+                        self.record(format!("{name} is missing (expected shape {:?})", s.dims()))
+                    }
+                }
+                Tensor::zeros(s, dtype, dev)
+            }
+        }
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        match self.tensors.get(name) {
+            Some(t) => t.to_dtype(dtype)?.to_device(dev),
+            None => {
+                self.record(format!("{name} is missing"));
+                candle_core::bail!("{name} is missing")
+            }
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+}
+
+type NamedTensors = Vec<(String, Tensor)>;
+
+/// Reads every tensor of a `torch.save` zip archive holding a state dict (plain dict or
+/// `OrderedDict`, possibly nested under `state_dict`/`model`). Entries of unsupported storage
+/// types are returned separately, with the reason.
+fn read_torch_zip(path: &Path) -> candle_core::Result<(NamedTensors, HashMap<String, String>)> {
+    let file = std::fs::File::open(path)?;
+    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(candle_core::Error::wrap)?;
+    let pkl_name = zip
+        .file_names()
+        .filter_map(|n| n.ok().map(|n| n.into_owned()))
+        .find(|n| n.ends_with("data.pkl"))
+        .ok_or_else(|| candle_core::Error::Msg("archive has no data.pkl".into()))?;
+    let dir = PathBuf::from(pkl_name.strip_suffix(".pkl").unwrap_or(&pkl_name));
+    let obj = {
+        let mut reader = BufReader::new(zip.by_name(&pkl_name).map_err(candle_core::Error::wrap)?);
+        let mut stack = Stack::empty();
+        stack.read_loop(&mut reader)?;
+        stack.finalize()?
+    };
+    let entries = state_dict_entries(obj)
+        .ok_or_else(|| candle_core::Error::Msg("data.pkl holds no state dict".into()))?;
+    let mut tensors = Vec::new();
+    let mut skipped = HashMap::new();
+    for (key, value) in entries {
+        let Object::Unicode(name) = key.clone() else {
+            continue;
+        };
+        match value.into_tensor_info(key, &dir) {
+            Ok(Some(info)) => tensors.push((name, read_tensor(&mut zip, &info)?)),
+            Ok(None) => {}
+            Err(e) => {
+                skipped.insert(name, e.to_string());
+            }
+        }
+    }
+    Ok((tensors, skipped))
+}
+
+/// Finds the `(name, tensor)` pairs of a state dict in an unpickled object.
+fn state_dict_entries(obj: Object) -> Option<Vec<(Object, Object)>> {
+    let entries = match obj {
+        Object::Dict(d) => d,
+        // An OrderedDict with `_metadata` is pickled as BUILD(OrderedDict(), state).
+        Object::Build { callable, .. } => match *callable {
+            Object::Dict(d) => d,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let has_tensors = entries
+        .iter()
+        .any(|(_, v)| matches!(v, Object::Reduce { .. }));
+    if has_tensors {
+        return Some(entries);
+    }
+    // Training checkpoints nest the weights: {"state_dict": {...}} or {"model": {...}}.
+    entries.into_iter().find_map(|(k, v)| match k {
+        Object::Unicode(k) if k == "state_dict" || k == "model" => state_dict_entries(v),
+        _ => None,
+    })
+}
+
+fn read_tensor<R: std::io::Read + std::io::Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    info: &TensorInfo,
+) -> candle_core::Result<Tensor> {
+    let layout = &info.layout;
+    let mut reader = zip.by_name(&info.path).map_err(candle_core::Error::wrap)?;
+    let fortran = layout.is_fortran_contiguous() && layout.shape().rank() > 1;
+    if !layout.is_contiguous() && !fortran {
+        candle_core::bail!("{}: non-contiguous tensors are not supported", info.name);
+    }
+    std::io::copy(
+        &mut reader.by_ref().take(layout.start_offset() as u64),
+        &mut std::io::sink(),
+    )?;
+    let mut bytes = vec![0u8; layout.shape().elem_count() * info.dtype.size_in_bytes()];
+    reader.read_exact(&mut bytes)?;
+    if fortran {
+        // Stored column-major: read with the reversed shape, then reverse the axes back.
+        let rev: Vec<usize> = layout.dims().iter().rev().copied().collect();
+        let t = Tensor::from_raw_buffer(&bytes, info.dtype, &rev, &Device::Cpu)?;
+        let axes: Vec<usize> = (0..rev.len()).rev().collect();
+        t.permute(axes)?.contiguous()
+    } else {
+        Tensor::from_raw_buffer(&bytes, info.dtype, layout.dims(), &Device::Cpu)
+    }
+}

@@ -1,0 +1,3 @@
+//! Text side: the GPT-2 tokenizer with ADIFF's prompt encoding.
+
+pub mod tokenizer;
