@@ -79,6 +79,36 @@ impl LogMelFrontEnd {
         &self.mel_matrix
     }
 
+    /// Largest absolute difference between a checkpoint's STFT convolution kernels
+    /// (`conv_real`/`conv_imag`, `[n_bins, 1, n_fft]`, i.e. `window * cos` and `-window * sin`)
+    /// and the windowed DFT this front end computes. Every 8th bin is checked, which is enough to
+    /// catch a different window or size at a fraction of the cost.
+    pub fn stft_kernel_error(&self, conv_real: &Tensor, conv_imag: &Tensor) -> Result<f32> {
+        let (n, bins) = (self.cfg.n_fft, self.cfg.num_bins());
+        for t in [conv_real, conv_imag] {
+            if t.dims() != [bins, 1, n] {
+                return Err(AdiffError::Invalid(format!(
+                    "STFT kernel has shape {:?}, expected [{bins}, 1, {n}]",
+                    t.dims()
+                )));
+            }
+        }
+        let re = conv_real.to_dtype(candle_core::DType::F32)?.reshape((bins, n))?.to_vec2::<f32>()?;
+        let im = conv_imag.to_dtype(candle_core::DType::F32)?.reshape((bins, n))?.to_vec2::<f32>()?;
+        let mut worst = 0f32;
+        for k in (0..bins).step_by(8).chain(std::iter::once(bins - 1)) {
+            for j in 0..n {
+                // Reduce k*j mod n first so the angle stays accurate in f64.
+                let angle = 2.0 * std::f64::consts::PI * ((k * j) % n) as f64 / n as f64;
+                let w = self.window[j] as f64;
+                worst = worst
+                    .max((re[k][j] as f64 - w * angle.cos()).abs() as f32)
+                    .max((im[k][j] as f64 + w * angle.sin()).abs() as f32);
+            }
+        }
+        Ok(worst)
+    }
+
     /// Number of frames produced for `n` samples (centred frames).
     pub fn num_frames(&self, n: usize) -> usize {
         1 + n / self.cfg.hop_length

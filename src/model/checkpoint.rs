@@ -213,6 +213,27 @@ impl SimpleBackend for CheckedBackend {
     }
 }
 
+/// Writes tensors (moved to the CPU) and optional string metadata to a safetensors file,
+/// atomically: a temporary file beside the target, then a rename, so an interrupted write never
+/// leaves a truncated file under the final name.
+pub fn save_safetensors(
+    tensors: &HashMap<String, Tensor>,
+    metadata: Option<HashMap<String, String>>,
+    path: &Path,
+) -> Result<()> {
+    let mut cpu = Vec::with_capacity(tensors.len());
+    for (k, v) in tensors {
+        cpu.push((k.as_str(), v.to_device(&Device::Cpu)?));
+    }
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.partial"));
+    let io = |e: String| AdiffError::Invalid(format!("cannot write {}: {e}", path.display()));
+    safetensors::serialize_to_file(cpu.iter().map(|(k, v)| (*k, v)), metadata, &tmp)
+        .map_err(|e| io(e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| io(e.to_string()))?;
+    Ok(())
+}
+
 type NamedTensors = Vec<(String, Tensor)>;
 
 /// Reads every tensor of a `torch.save` zip archive holding a state dict (plain dict or

@@ -1,0 +1,73 @@
+//! The audio side of ADIFF up to HTSAT's outputs: log-mel front end + HTSAT, loaded from the
+//! checkpoint's `audio_encoder.base.htsat.*` tensors.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::audio::mel::LogMelFrontEnd;
+use crate::error::{AdiffError, Result};
+use crate::model::checkpoint::Checkpoint;
+use crate::model::config::AdiffConfig;
+use crate::model::htsat::{Htsat, HtsatOutput};
+
+/// Checkpoint prefix of HTSAT's tensors.
+pub const HTSAT_PREFIX: &str = "audio_encoder.base.htsat";
+/// Largest difference tolerated between the checkpoint's STFT kernels and the periodic-Hann DFT
+/// this front end computes (the kernels are stored in f32).
+const STFT_KERNEL_TOLERANCE: f32 = 1e-4;
+
+/// Log-mel front end and HTSAT, ready to encode batches of fixed-length clips.
+pub struct AudioEncoder {
+    pub front_end: LogMelFrontEnd,
+    pub htsat: Htsat,
+    device: Device,
+}
+
+impl AudioEncoder {
+    /// Builds the encoder from a checkpoint. Uses the checkpoint's mel matrix when it has one, and
+    /// checks that its STFT kernels (when present) are the DFT the front end computes.
+    pub fn from_checkpoint(ckpt: &Checkpoint, cfg: &AdiffConfig, device: &Device) -> Result<Self> {
+        let (vb, report) = ckpt.var_builder(DType::F32, device);
+        let htsat = Htsat::new(&cfg.htsat, &cfg.audio, vb.pp(HTSAT_PREFIX))?;
+        report.finish()?;
+        let mel_name = format!("{HTSAT_PREFIX}.logmel_extractor.melW");
+        let front_end = match ckpt.get(&mel_name) {
+            Some(w) => LogMelFrontEnd::with_mel_matrix(&cfg.audio, w)
+                .map_err(|e| AdiffError::checkpoint(ckpt.path(), format!("{mel_name}: {e}")))?,
+            None => LogMelFrontEnd::new(&cfg.audio),
+        };
+        let stft = format!("{HTSAT_PREFIX}.spectrogram_extractor.stft");
+        if let (Some(re), Some(im)) = (
+            ckpt.get(&format!("{stft}.conv_real.weight")),
+            ckpt.get(&format!("{stft}.conv_imag.weight")),
+        ) {
+            let err = front_end.stft_kernel_error(re, im)?;
+            if err > STFT_KERNEL_TOLERANCE {
+                return Err(AdiffError::checkpoint(
+                    ckpt.path(),
+                    format!(
+                        "{stft}.conv_real/conv_imag differ from a periodic-Hann DFT of size {} by {err:.2e}; \
+                         this front end cannot reproduce them",
+                        cfg.audio.n_fft
+                    ),
+                ));
+            }
+        }
+        Ok(Self { front_end, htsat, device: device.clone() })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// `[B, frames, n_mels]` log-mel of equal-length clips.
+    pub fn log_mel(&self, clips: &[Vec<f32>]) -> Result<Tensor> {
+        self.front_end.log_mel_batch(clips, &self.device)
+    }
+
+    /// Clips -> (log-mel `[B, T, M]`, HTSAT outputs).
+    pub fn encode(&self, clips: &[Vec<f32>]) -> Result<(Tensor, HtsatOutput)> {
+        let logmel = self.log_mel(clips)?;
+        let out = self.htsat.forward(&logmel)?;
+        Ok((logmel, out))
+    }
+}
