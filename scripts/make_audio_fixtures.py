@@ -14,6 +14,9 @@ present) a 1000 Hz sine at amplitude 0.25, both starting at phase 0. `manifest.j
 file; `<file>.ref.f32` (raw little-endian float32) holds the mono mix (channel mean, computed in
 float64) of the file as decoded by torchaudio.load -- the reference implementation's loader -- and
 `resampled_*.ref.f32` holds torchaudio.transforms.Resample's output for the resampling parity test.
+
+Re-running reproduces the audio data and every .ref.f32 bit for bit; only metadata bytes change
+(the timestamp in libsndfile's PEAK chunk of float WAVs, the random Ogg stream serial numbers).
 """
 
 import json

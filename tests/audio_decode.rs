@@ -408,6 +408,8 @@ const BAD_INPUTS: &[(&str, &str)] = &[
     ("inf_float32.wav", "non-finite sample (inf) at frame 100"),
     ("opus_48k_mono.ogg", "unsupported codec"),
     ("does_not_exist.wav", "file not found"),
+    // The fixtures directory itself.
+    ("", "is a directory"),
 ];
 
 #[test]

@@ -61,11 +61,13 @@ fn decode_unguarded(path: &Path) -> Result<DecodedAudio> {
         ErrorKind::NotFound => err("file not found".into()),
         _ => err(format!("cannot open: {e}")),
     })?;
-    let size = file
+    let meta = file
         .metadata()
-        .map_err(|e| err(format!("cannot read file metadata: {e}")))?
-        .len();
-    if size == 0 {
+        .map_err(|e| err(format!("cannot read file metadata: {e}")))?;
+    if meta.is_dir() {
+        return Err(err("is a directory, not an audio file".into()));
+    }
+    if meta.len() == 0 {
         return Err(err("empty file (0 bytes)".into()));
     }
 
@@ -145,10 +147,12 @@ fn decode_unguarded(path: &Path) -> Result<DecodedAudio> {
             return Err(err("stream declares zero channels".into()));
         }
         match (sample_rate, channels) {
-            (Some(sr), Some(ch)) if sr != spec.rate || ch != n_ch => return Err(err(format!(
+            (Some(sr), Some(ch)) if sr != spec.rate || ch != n_ch => {
+                return Err(err(format!(
                 "stream changes from {ch} ch @ {sr} Hz to {n_ch} ch @ {} Hz midway (unsupported)",
                 spec.rate
-            ))),
+            )))
+            }
             _ => {
                 sample_rate = Some(spec.rate);
                 channels = Some(n_ch);

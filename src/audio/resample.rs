@@ -189,6 +189,10 @@ mod tests {
         assert_eq!(output_len(3, 48_000, 32_000), 2);
         assert_eq!(resample(&[0.5; 3], 48_000, 32_000).unwrap().len(), 2);
         assert!(resample(&[], 48_000, 32_000).unwrap().is_empty());
+        assert_eq!(
+            resample(&[0.1, -0.2], 32_000, 32_000).unwrap(),
+            vec![0.1, -0.2]
+        );
         assert!(resample(&[1.0], 48_000, 0).is_err());
     }
 }
