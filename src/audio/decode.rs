@@ -1,1 +1,256 @@
-//! (in progress)
+//! Decode an audio file (WAV, FLAC, MP3, OGG/Vorbis) to mono `f32` with symphonia.
+//!
+//! Integer PCM is scaled exactly like libsndfile / `soundfile` and torchaudio do (`s / 2^(bits-1)`,
+//! unsigned 8-bit re-centred first), so a PCM16 WAV gives bit-identical floats to the reference's
+//! loader. Channels are **averaged** to mono. The reference instead flattens `[channels, samples]`
+//! with `reshape(-1)`, i.e. it plays the channels one after the other, which doubles the duration
+//! of a stereo file and puts the right channel in the second half; averaging keeps the timing.
+
+use std::fs::File;
+use std::io::ErrorKind;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+
+use symphonia::core::audio::SampleBuffer;
+use symphonia::core::codecs::{
+    CodecType, DecoderOptions, CODEC_TYPE_FLAC, CODEC_TYPE_NULL, CODEC_TYPE_PCM_F32BE,
+    CODEC_TYPE_PCM_F32LE, CODEC_TYPE_PCM_F64BE, CODEC_TYPE_PCM_F64LE, CODEC_TYPE_PCM_S16BE,
+    CODEC_TYPE_PCM_S16LE, CODEC_TYPE_PCM_S24BE, CODEC_TYPE_PCM_S24LE, CODEC_TYPE_PCM_S32BE,
+    CODEC_TYPE_PCM_S32LE, CODEC_TYPE_PCM_S8, CODEC_TYPE_PCM_U8, CODEC_TYPE_VORBIS,
+};
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::FormatOptions;
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::probe::Hint;
+
+use crate::error::{AdiffError, Result};
+
+/// A whole file decoded and mixed down to mono.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedAudio {
+    /// Mono samples, the per-frame mean of all channels, nominally in `[-1, 1]`.
+    pub samples: Vec<f32>,
+    /// Sample rate of the file in Hz.
+    pub sample_rate: u32,
+    /// Number of channels in the file (before averaging).
+    pub channels: usize,
+}
+
+/// Decodes every packet of the file's first audio track and averages its channels to mono.
+///
+/// A packet that fails to decode (`DecodeError`) is skipped, as symphonia recommends for
+/// recoverable corruption; a file in which no packet decodes is an error. Every failure is a
+/// one-line [`AdiffError::Audio`] naming the file: missing or empty file, unrecognised or corrupt
+/// container, unsupported codec, lossless data shorter than its header declares, no samples, or
+/// NaN/Inf samples.
+pub fn decode_file(path: &Path) -> Result<DecodedAudio> {
+    // symphonia's demuxers and decoders parse untrusted bytes; should one of them panic on a
+    // malformed file, report it as a bad file instead of bringing the process down.
+    std::panic::catch_unwind(AssertUnwindSafe(|| decode_unguarded(path))).unwrap_or_else(|_| {
+        Err(AdiffError::audio(
+            path,
+            "corrupt audio data (the decoder panicked)",
+        ))
+    })
+}
+
+fn decode_unguarded(path: &Path) -> Result<DecodedAudio> {
+    let err = |msg: String| AdiffError::audio(path, msg);
+    let file = File::open(path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => err("file not found".into()),
+        _ => err(format!("cannot open: {e}")),
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| err(format!("cannot read file metadata: {e}")))?;
+    if meta.is_dir() {
+        return Err(err("is a directory, not an audio file".into()));
+    }
+    if meta.len() == 0 {
+        return Err(err("empty file (0 bytes)".into()));
+    }
+
+    let mss = MediaSourceStream::new(Box::new(file), Default::default());
+    let mut hint = Hint::new();
+    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+        hint.with_extension(ext);
+    }
+    // Gapless: trim MP3/Vorbis encoder delay and padding like ffmpeg (torchaudio's backend) does.
+    let format_opts = FormatOptions {
+        enable_gapless: true,
+        ..Default::default()
+    };
+    let probed = symphonia::default::get_probe()
+        .format(&hint, mss, &format_opts, &MetadataOptions::default())
+        .map_err(|e| err(format!("unrecognised or corrupt audio container ({e})")))?;
+    let mut format = probed.format;
+
+    let track = format
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        .ok_or_else(|| err("no audio track".into()))?;
+    let track_id = track.id;
+    let params = track.codec_params.clone();
+    let codec_name = symphonia::default::get_codecs()
+        .get_codec(params.codec)
+        .map(|d| d.short_name.to_string())
+        .unwrap_or_else(|| format!("{}", params.codec));
+    let mut decoder = symphonia::default::get_codecs()
+        .make(&params, &DecoderOptions::default())
+        .map_err(|e| match e {
+            SymError::Unsupported(what) => err(format!("unsupported codec ({what})")),
+            other => err(format!("cannot set up the {codec_name} decoder ({other})")),
+        })?;
+
+    let mut samples: Vec<f32> = Vec::new();
+    let mut interleaved: Option<SampleBuffer<f32>> = None;
+    let mut sample_rate = params.sample_rate;
+    let mut channels = params.channels.map(|c| c.count());
+    let (mut decoded_packets, mut skipped_packets) = (0usize, 0usize);
+    let mut frames = 0u64;
+    let mut last_skip_reason = String::new();
+
+    loop {
+        let packet = match format.next_packet() {
+            Ok(p) => p,
+            // The documented end-of-stream signal.
+            Err(SymError::IoError(e)) if e.kind() == ErrorKind::UnexpectedEof => break,
+            Err(SymError::ResetRequired) => {
+                return Err(err("stream changes its format midway (unsupported)".into()))
+            }
+            Err(e) => return Err(err(format!("corrupt audio data ({e})"))),
+        };
+        if packet.track_id() != track_id {
+            continue;
+        }
+        let decoded = match decoder.decode(&packet) {
+            Ok(d) => d,
+            // Recoverable: a damaged packet; skip it and keep going.
+            Err(SymError::DecodeError(reason)) => {
+                skipped_packets += 1;
+                last_skip_reason = reason.to_string();
+                continue;
+            }
+            Err(SymError::IoError(e)) => {
+                skipped_packets += 1;
+                last_skip_reason = e.to_string();
+                continue;
+            }
+            Err(e) => return Err(err(format!("{codec_name} decoder failed ({e})"))),
+        };
+        decoded_packets += 1;
+        let spec = *decoded.spec();
+        let n_ch = spec.channels.count();
+        if n_ch == 0 {
+            return Err(err("stream declares zero channels".into()));
+        }
+        match (sample_rate, channels) {
+            (Some(sr), Some(ch)) if sr != spec.rate || ch != n_ch => {
+                return Err(err(format!(
+                "stream changes from {ch} ch @ {sr} Hz to {n_ch} ch @ {} Hz midway (unsupported)",
+                spec.rate
+            )))
+            }
+            _ => {
+                sample_rate = Some(spec.rate);
+                channels = Some(n_ch);
+            }
+        }
+        let n_frames = decoded.frames();
+        if n_frames == 0 {
+            continue;
+        }
+        // Reuse one interleaved f32 buffer; grow it only when a packet is larger than any before.
+        let buf = match &mut interleaved {
+            Some(b) if b.capacity() >= n_frames * n_ch => b,
+            slot => slot.insert(SampleBuffer::<f32>::new(n_frames as u64, spec)),
+        };
+        buf.copy_interleaved_ref(decoded);
+        frames += n_frames as u64;
+        // [n_frames * n_ch] interleaved -> [n_frames] mean over channels (f64 sum, exact for mono).
+        samples.extend(buf.samples().chunks_exact(n_ch).map(|frame| {
+            if n_ch == 1 {
+                frame[0]
+            } else {
+                (frame.iter().map(|&s| s as f64).sum::<f64>() / n_ch as f64) as f32
+            }
+        }));
+    }
+
+    if decoded_packets == 0 {
+        return Err(if skipped_packets > 0 {
+            err(format!(
+                "corrupt audio data: all {skipped_packets} packets failed to decode ({last_skip_reason})"
+            ))
+        } else {
+            err("no audio samples (the stream is empty)".into())
+        });
+    }
+    if samples.is_empty() {
+        return Err(err("no audio samples decoded".into()));
+    }
+    if let Some(declared) = params.n_frames {
+        // A Vorbis stream ends exactly at its last granule position (Vorbis I spec, A.2), but
+        // symphonia 0.5 does not trim the final block's padding when it cannot see the previous
+        // page's granule position (short files); cut to the declared end like libvorbis does.
+        if params.codec == CODEC_TYPE_VORBIS && (samples.len() as u64) > declared {
+            samples.truncate(declared as usize);
+        }
+        if is_lossless(params.codec) && frames < declared && !is_streaming_length(&params, declared)
+        {
+            return Err(err(format!(
+                "truncated: header declares {declared} sample frames but only {frames} are present"
+            )));
+        }
+    }
+    if let Some(i) = samples.iter().position(|s| !s.is_finite()) {
+        return Err(err(format!(
+            "non-finite sample ({}) at frame {i}",
+            samples[i]
+        )));
+    }
+    let sample_rate = sample_rate
+        .filter(|&sr| sr > 0)
+        .ok_or_else(|| err("stream has no sample rate".into()))?;
+    Ok(DecodedAudio {
+        samples,
+        sample_rate,
+        channels: channels.unwrap_or(1),
+    })
+}
+
+/// Codecs whose declared frame count is exact. Lossy containers only estimate it (an MP3 without a
+/// Xing header guesses from the file size), so a shortfall there is not evidence of truncation.
+fn is_lossless(codec: CodecType) -> bool {
+    [
+        CODEC_TYPE_FLAC,
+        CODEC_TYPE_PCM_U8,
+        CODEC_TYPE_PCM_S8,
+        CODEC_TYPE_PCM_S16LE,
+        CODEC_TYPE_PCM_S16BE,
+        CODEC_TYPE_PCM_S24LE,
+        CODEC_TYPE_PCM_S24BE,
+        CODEC_TYPE_PCM_S32LE,
+        CODEC_TYPE_PCM_S32BE,
+        CODEC_TYPE_PCM_F32LE,
+        CODEC_TYPE_PCM_F32BE,
+        CODEC_TYPE_PCM_F64LE,
+        CODEC_TYPE_PCM_F64BE,
+    ]
+    .contains(&codec)
+}
+
+/// A WAV written to a pipe (ffmpeg to stdout) declares a data length of `u32::MAX` bytes because
+/// the real length is unknown; its frame count is then meaningless rather than a sign of truncation.
+fn is_streaming_length(params: &symphonia::core::codecs::CodecParameters, declared: u64) -> bool {
+    let bytes_per_frame = params
+        .bits_per_coded_sample
+        .zip(params.channels)
+        .map(|(bits, ch)| (bits as u64).div_ceil(8) * ch.count() as u64);
+    match bytes_per_frame {
+        Some(b) if b > 0 => declared == u32::MAX as u64 / b,
+        _ => false,
+    }
+}
