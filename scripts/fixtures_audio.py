@@ -358,10 +358,26 @@ def cross_check(model, cfg, waves, cap) -> dict:
     a, h = cfg["audio"], cfg["htsat"]
     report = {}
     # Mel matrix: librosa slaney mel.
-    mel = librosa.filters.mel(sr=a["sample_rate"], n_fft=a["n_fft"], n_mels=a["n_mels"], fmin=a["fmin"], fmax=a["fmax"], htk=False, norm="slaney").T
+    mel = librosa.filters.mel(
+        sr=a["sample_rate"],
+        n_fft=a["n_fft"],
+        n_mels=a["n_mels"],
+        fmin=a["fmin"],
+        fmax=a["fmax"],
+        htk=False,
+        norm="slaney",
+    ).T
     report["melW_max_abs_diff"] = float(np.abs(model.logmel_extractor.melW.detach().numpy() - mel).max())
     # Power spectrum: FFT STFT (periodic Hann, reflect-centred) vs the conv STFT.
-    spec = torch.stft(waves.double(), n_fft=a["n_fft"], hop_length=a["hop_length"], window=torch.hann_window(a["n_fft"], periodic=True, dtype=torch.float64), center=True, pad_mode="reflect", return_complex=True)
+    spec = torch.stft(
+        waves.double(),
+        n_fft=a["n_fft"],
+        hop_length=a["hop_length"],
+        window=torch.hann_window(a["n_fft"], periodic=True, dtype=torch.float64),
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )
     power_fft = (spec.abs() ** 2).transpose(1, 2)  # [B, frames, bins]
     power_conv = cap["power"][:, 0].double()
     report["power_max_rel_diff_vs_fft64"] = float(((power_conv - power_fft).abs().max() / power_fft.abs().max()))
@@ -370,7 +386,9 @@ def cross_check(model, cfg, waves, cap) -> dict:
     # bn0 + resize + fold.
     bn = model.bn0
     lm = cap["logmel"][:, 0].numpy().astype(np.float64)
-    lm_bn = (lm - bn.running_mean.detach().numpy()) / np.sqrt(bn.running_var.detach().numpy() + bn.eps) * bn.weight.detach().numpy() + bn.bias.detach().numpy()
+    lm_bn = (lm - bn.running_mean.detach().numpy()) / np.sqrt(
+        bn.running_var.detach().numpy() + bn.eps
+    ) * bn.weight.detach().numpy() + bn.bias.detach().numpy()
     for name, f32 in [("f32", True), ("f64", False)]:
         img = numpy_image(lm_bn, h["spec_size"] * h["freq_ratio"], h["freq_ratio"], f32_coords=f32)
         report[f"image_max_abs_diff_vs_numpy_{name}_coords"] = float(np.abs(img - cap["image"].numpy()).max())
@@ -378,7 +396,9 @@ def cross_check(model, cfg, waves, cap) -> dict:
     tin = cap["tscam_in"]
     report["embedding_max_abs_diff_vs_mean"] = float((tin.mean(dim=(2, 3)) - cap["latent_output"]).abs().max())
     logits = cap["tscam_logits"]
-    report["clipwise_max_abs_diff_vs_sigmoid_mean"] = float((torch.sigmoid(logits.mean(-1)) - cap["clipwise_output"]).abs().max())
+    report["clipwise_max_abs_diff_vs_sigmoid_mean"] = float(
+        (torch.sigmoid(logits.mean(-1)) - cap["clipwise_output"]).abs().max()
+    )
     fw32 = torch.sigmoid(logits).permute(0, 2, 1)
     report["framewise_is_32x_repeat"] = bool(torch.equal(fw32.repeat_interleave(32, dim=1), cap["framewise_output"]))
     # Sensitivity: feed the float64-FFT log-mel (rounded to f32) through the rest of the model
@@ -429,7 +449,7 @@ def official_htsat_keys(path: Path) -> "OrderedDict[str, tuple[list[int], str]]"
     for line in path.read_text().splitlines():
         if line.startswith(KEYS_FILE_PREFIX):
             name, shape, dtype = line.split("\t")
-            keys[name[len(KEYS_FILE_PREFIX):]] = (json.loads(shape), dtype)
+            keys[name[len(KEYS_FILE_PREFIX) :]] = (json.loads(shape), dtype)
     return keys
 
 
@@ -518,7 +538,9 @@ def main() -> int:
     clip_prob = cap["clipwise_output"]
     inside = float(((clip_prob > PROB_LO) & (clip_prob < PROB_HI)).float().mean())
     q = torch.quantile(clip_prob.flatten(), torch.tensor([0.0, 0.05, 0.5, 0.95, 1.0])).tolist()
-    print(f"clipwise: min/q05/median/q95/max = {[round(v, 4) for v in q]}, fraction in ({PROB_LO},{PROB_HI}) = {inside:.3f}")
+    print(
+        f"clipwise: min/q05/median/q95/max = {[round(v, 4) for v in q]}, fraction in ({PROB_LO},{PROB_HI}) = {inside:.3f}"
+    )
     assert q[1] < 0.2 and q[3] > 0.8 and inside > 0.85, "clipwise probabilities do not spread as intended"
 
     tensors = {
