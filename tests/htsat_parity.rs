@@ -13,16 +13,28 @@ use adiff::model::config::AdiffConfig;
 use candle_core::{Device, IndexOp, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/htsat").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/htsat")
+        .join(name)
 }
 
 fn expected() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture("htsat_tiny_expected.safetensors"), &Device::Cpu).unwrap()
+    candle_core::safetensors::load(fixture("htsat_tiny_expected.safetensors"), &Device::Cpu)
+        .unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn clips(cfg: &AdiffConfig) -> Vec<Vec<f32>> {
@@ -45,9 +57,17 @@ fn waveforms_load_like_the_reference() {
     let sums = exp["waveform_sum"].to_vec1::<f32>().unwrap();
     for (i, clip) in clips(&cfg).iter().enumerate() {
         assert_eq!(clip.len(), cfg.audio.clip_samples());
-        assert_eq!(&clip[..head[i].len()], head[i].as_slice(), "clip {i}: first samples differ");
+        assert_eq!(
+            &clip[..head[i].len()],
+            head[i].as_slice(),
+            "clip {i}: first samples differ"
+        );
         let sum: f64 = clip.iter().map(|&x| x as f64).sum();
-        assert!((sum - sums[i] as f64).abs() < 1e-2, "clip {i}: sum {sum} vs {}", sums[i]);
+        assert!(
+            (sum - sums[i] as f64).abs() < 1e-2,
+            "clip {i}: sum {sum} vs {}",
+            sums[i]
+        );
     }
 }
 
@@ -67,14 +87,26 @@ fn log_mel_matches_torchlibrosa() {
     let ours2 = own.log_mel_batch(&clips, &Device::Cpu).unwrap();
     let err2 = max_abs_diff(&ours2, &exp["logmel"]);
     eprintln!("log-mel max abs error (computed mel matrix): {err2:.3e} dB");
-    assert!(err2 <= 1e-2, "log-mel error with computed mel matrix {err2} dB");
+    assert!(
+        err2 <= 1e-2,
+        "log-mel error with computed mel matrix {err2} dB"
+    );
     // Power spectrum of one frame against the STFT-as-convolution reference (relative error).
     let p = own.power_spectrogram(&clips[0]).unwrap();
     let bins = cfg.audio.num_bins();
     let frame = &p[100 * bins..101 * bins];
-    let refp = exp["power_frame100"].i(0).unwrap().to_vec1::<f32>().unwrap();
+    let refp = exp["power_frame100"]
+        .i(0)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let scale = refp.iter().cloned().fold(0f32, f32::max);
-    let worst = frame.iter().zip(&refp).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / scale;
+    let worst = frame
+        .iter()
+        .zip(&refp)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
+        / scale;
     eprintln!("power spectrum frame 100: max error relative to peak {worst:.3e}");
     assert!(worst < 1e-4);
 }
@@ -84,7 +116,9 @@ fn mel_matrix_and_stft_kernels_match_the_checkpoint() {
     let cfg = AdiffConfig::tiny();
     let ckpt = Checkpoint::load(fixture("htsat_tiny.ckpt")).unwrap();
     let own = adiff::audio::mel::LogMelFrontEnd::new(&cfg.audio);
-    let mel_w = ckpt.get(&format!("{HTSAT_PREFIX}.logmel_extractor.melW")).unwrap();
+    let mel_w = ckpt
+        .get(&format!("{HTSAT_PREFIX}.logmel_extractor.melW"))
+        .unwrap();
     let ours = Tensor::from_slice(own.mel_matrix(), mel_w.dims(), &Device::Cpu).unwrap();
     let err = max_abs_diff(&ours, mel_w);
     eprintln!("mel matrix max abs error vs checkpoint melW: {err:.3e}");
@@ -128,7 +162,13 @@ fn swin_stages_and_head_match_pytorch() {
     let fw32 = &exp["framewise_32"];
     let (b, steps, k) = fw32.dims3().unwrap();
     let repeat = cfg.htsat.target_frames() / steps;
-    let fw = fw32.unsqueeze(2).unwrap().broadcast_as((b, steps, repeat, k)).unwrap().reshape((b, steps * repeat, k)).unwrap();
+    let fw = fw32
+        .unsqueeze(2)
+        .unwrap()
+        .broadcast_as((b, steps, repeat, k))
+        .unwrap()
+        .reshape((b, steps * repeat, k))
+        .unwrap();
     let e_frame = max_abs_diff(&out.framewise, &fw);
     eprintln!("from reference image: embedding {e_emb:.3e}, clipwise {e_clip:.3e}, framewise {e_frame:.3e}");
     assert!(e_emb <= 1e-4 && e_clip <= 1e-4 && e_frame <= 1e-4);
@@ -150,12 +190,17 @@ fn end_to_end_from_wav_matches_pytorch() {
 fn checkpoint_problems_are_named() {
     let cfg = AdiffConfig::tiny();
     let ckpt = Checkpoint::load(fixture("htsat_tiny.ckpt")).unwrap();
-    let mut tensors: HashMap<String, Tensor> =
-        ckpt.names().map(|n| (n.to_string(), ckpt.get(n).unwrap().clone())).collect();
+    let mut tensors: HashMap<String, Tensor> = ckpt
+        .names()
+        .map(|n| (n.to_string(), ckpt.get(n).unwrap().clone()))
+        .collect();
     let missing = format!("{HTSAT_PREFIX}.layers.1.blocks.0.attn.qkv.weight");
     let reshaped = format!("{HTSAT_PREFIX}.norm.weight");
     tensors.remove(&missing);
-    tensors.insert(reshaped.clone(), Tensor::zeros(7, candle_core::DType::F32, &Device::Cpu).unwrap());
+    tensors.insert(
+        reshaped.clone(),
+        Tensor::zeros(7, candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
     let broken = Checkpoint::from_tensors("broken.ckpt", tensors);
     let msg = match AudioEncoder::from_checkpoint(&broken, &cfg, &Device::Cpu) {
         Ok(_) => panic!("a broken checkpoint loaded"),

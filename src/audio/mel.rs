@@ -93,8 +93,14 @@ impl LogMelFrontEnd {
                 )));
             }
         }
-        let re = conv_real.to_dtype(candle_core::DType::F32)?.reshape((bins, n))?.to_vec2::<f32>()?;
-        let im = conv_imag.to_dtype(candle_core::DType::F32)?.reshape((bins, n))?.to_vec2::<f32>()?;
+        let re = conv_real
+            .to_dtype(candle_core::DType::F32)?
+            .reshape((bins, n))?
+            .to_vec2::<f32>()?;
+        let im = conv_imag
+            .to_dtype(candle_core::DType::F32)?
+            .reshape((bins, n))?
+            .to_vec2::<f32>()?;
         let mut worst = 0f32;
         for k in (0..bins).step_by(8).chain(std::iter::once(bins - 1)) {
             for j in 0..n {

@@ -43,10 +43,13 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
     let cfg = args.model.config()?;
     let device = args.model.device()?;
+    let started = std::time::Instant::now();
     let ckpt = Checkpoint::load(&args.model.checkpoint)?;
     let encoder = AudioEncoder::from_checkpoint(&ckpt, &cfg, &device)?;
     drop(ckpt);
 
+    let load_s = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
     let pb = progress_bar(args.inputs.len(), "embedding");
     let (mut emb, mut clip, mut frame, mut mels) = (vec![], vec![], vec![], vec![]);
     for (b, chunk) in args.inputs.chunks(args.batch_size).enumerate() {
@@ -65,6 +68,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
+    let encode_s = started.elapsed().as_secs_f64();
 
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     tensors.insert("embedding".into(), Tensor::cat(&emb, 0)?);
@@ -73,9 +77,17 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     if args.logmel {
         tensors.insert("logmel".into(), Tensor::cat(&mels, 0)?);
     }
-    let paths: Vec<String> = args.inputs.iter().map(|p| p.display().to_string()).collect();
+    let paths: Vec<String> = args
+        .inputs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     let metadata = HashMap::from([("paths".to_string(), serde_json::to_string(&paths)?)]);
     save_safetensors(&tensors, Some(metadata), &args.output)?;
-    eprintln!("wrote {} clip(s) to {}", args.inputs.len(), args.output.display());
+    eprintln!(
+        "wrote {} clip(s) to {} (model load {load_s:.2} s, audio + encode {encode_s:.2} s)",
+        args.inputs.len(),
+        args.output.display()
+    );
     Ok(())
 }

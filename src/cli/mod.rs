@@ -86,7 +86,9 @@ impl ClipArgs {
         match self.crop {
             Crop::Start => CropMode::Start,
             Crop::Center => CropMode::Center,
-            Crop::Random => CropMode::Random { seed: self.seed.wrapping_add(index as u64) },
+            Crop::Random => CropMode::Random {
+                seed: self.seed.wrapping_add(index as u64),
+            },
         }
     }
 }
@@ -97,7 +99,9 @@ pub fn parse_device(spec: &str) -> anyhow::Result<Device> {
         "cpu" => Ok(Device::Cpu),
         s if s == "cuda" || s.starts_with("cuda:") => {
             let ordinal = match s.strip_prefix("cuda:") {
-                Some(n) => n.parse::<usize>().with_context(|| format!("bad device '{s}'"))?,
+                Some(n) => n
+                    .parse::<usize>()
+                    .with_context(|| format!("bad device '{s}'"))?,
                 None => 0,
             };
             if !candle_core::utils::cuda_is_available() {

@@ -72,16 +72,34 @@ pub fn run(args: TagArgs) -> anyhow::Result<()> {
     let clipwise = out.clipwise.i(0)?.to_vec1::<f32>()?;
     let framewise = out.framewise.i(0)?.to_vec2::<f32>()?;
     let seconds_per_frame = cfg.audio.duration_s as f32 / framewise.len() as f32;
-    let events = top_events(&clipwise, &framewise, &labels, args.top, args.threshold, seconds_per_frame);
+    let events = top_events(
+        &clipwise,
+        &framewise,
+        &labels,
+        args.top,
+        args.threshold,
+        seconds_per_frame,
+    );
 
     if args.json {
-        let report = TagReport { file: args.input.display().to_string(), events };
+        let report = TagReport {
+            file: args.input.display().to_string(),
+            events,
+        };
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("{}", args.input.display());
         for e in &events {
-            let spans: Vec<String> = e.spans.iter().map(|[a, b]| format!("{a:.2}-{b:.2}s")).collect();
-            let spans = if spans.is_empty() { "-".to_string() } else { spans.join(", ") };
+            let spans: Vec<String> = e
+                .spans
+                .iter()
+                .map(|[a, b]| format!("{a:.2}-{b:.2}s"))
+                .collect();
+            let spans = if spans.is_empty() {
+                "-".to_string()
+            } else {
+                spans.join(", ")
+            };
             println!("  {:>6.3}  {:<40}  {}", e.probability, e.label, spans);
         }
     }

@@ -52,7 +52,11 @@ impl AudioEncoder {
                 ));
             }
         }
-        Ok(Self { front_end, htsat, device: device.clone() })
+        Ok(Self {
+            front_end,
+            htsat,
+            device: device.clone(),
+        })
     }
 
     pub fn device(&self) -> &Device {

@@ -225,7 +225,10 @@ pub fn save_safetensors(
     for (k, v) in tensors {
         cpu.push((k.as_str(), v.to_device(&Device::Cpu)?));
     }
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.partial"));
     let io = |e: String| AdiffError::Invalid(format!("cannot write {}: {e}", path.display()));
     safetensors::serialize_to_file(cpu.iter().map(|(k, v)| (*k, v)), metadata, &tmp)

@@ -201,19 +201,23 @@ impl AdiffConfig {
         }
         for (i, &heads) in h.num_heads.iter().enumerate() {
             let dim = h.embed_dim << i;
-            if heads == 0 || dim % heads != 0 {
+            if heads == 0 || !dim.is_multiple_of(heads) {
                 return err(format!(
                     "htsat stage {i}: width {dim} is not divisible by {heads} heads"
                 ));
             }
         }
-        if h.spec_size % (h.patch_stride << (h.depths.len() - 1)) != 0 || h.final_grid() == 0 {
+        if !h
+            .spec_size
+            .is_multiple_of(h.patch_stride << (h.depths.len() - 1))
+            || h.final_grid() == 0
+        {
             return err("htsat.spec_size must be divisible by patch_stride * 2^(stages-1)".into());
         }
-        if h.final_grid() % h.freq_ratio != 0 {
+        if !h.final_grid().is_multiple_of(h.freq_ratio) {
             return err("htsat final grid must be divisible by freq_ratio".into());
         }
-        if h.patch_grid() % h.window_size != 0 && h.patch_grid() > h.window_size {
+        if !h.patch_grid().is_multiple_of(h.window_size) && h.patch_grid() > h.window_size {
             return err("htsat patch grid must be divisible by window_size".into());
         }
         if self.audio.n_mels != h.target_mels() {
@@ -233,11 +237,14 @@ impl AdiffConfig {
                 h.num_features()
             ));
         }
-        if self.gpt2.n_embd % self.gpt2.n_head != 0 {
+        if !self.gpt2.n_embd.is_multiple_of(self.gpt2.n_head) {
             return err("gpt2.n_embd must be divisible by gpt2.n_head".into());
         }
-        if self.gpt2.n_embd % self.mapper.num_heads != 0
-            || self.gpt2.n_embd % self.cross_projection.num_heads != 0
+        if !self.gpt2.n_embd.is_multiple_of(self.mapper.num_heads)
+            || !self
+                .gpt2
+                .n_embd
+                .is_multiple_of(self.cross_projection.num_heads)
         {
             return err(
                 "gpt2.n_embd must be divisible by the mapper and cross-projection heads".into(),

@@ -102,23 +102,33 @@ impl Htsat {
         }
         let target = self.cfg.target_frames();
         // [B, T, M]
-        let x = logmel.broadcast_mul(&self.bn_scale)?.broadcast_add(&self.bn_shift)?;
+        let x = logmel
+            .broadcast_mul(&self.bn_scale)?
+            .broadcast_add(&self.bn_shift)?;
         // [B, M, T]
         let x = x.transpose(1, 2)?.contiguous()?;
         // [B, M, target]
         let x = match &self.time_resize_t {
-            Some(r) if r.dim(0)? == t => x.reshape((b * m, t))?.matmul(r)?.reshape((b, m, target))?,
+            Some(r) if r.dim(0)? == t => {
+                x.reshape((b * m, t))?.matmul(r)?.reshape((b, m, target))?
+            }
             None if t == target => x,
             _ => {
                 return Err(AdiffError::Invalid(format!(
                     "log-mel has {t} frames; this model was built for {}",
-                    self.time_resize_t.as_ref().map(|r| r.dim(0).unwrap_or(0)).unwrap_or(target)
+                    self.time_resize_t
+                        .as_ref()
+                        .map(|r| r.dim(0).unwrap_or(0))
+                        .unwrap_or(target)
                 )))
             }
         };
         let (fr, s) = (self.cfg.freq_ratio, self.cfg.spec_size);
         // [B, M, fr, S] -> [B, fr, M, S] -> [B, 1, fr*M = S, S]
-        let x = x.reshape((b, m, fr, target / fr))?.permute((0, 2, 1, 3))?.contiguous()?;
+        let x = x
+            .reshape((b, m, fr, target / fr))?
+            .permute((0, 2, 1, 3))?
+            .contiguous()?;
         Ok(x.reshape((b, 1, s, s))?)
     }
 
@@ -154,7 +164,11 @@ impl Htsat {
         let g = cfg.final_grid();
         let fr = cfg.freq_ratio;
         // [B, 64, C] -> [B, C, G(freq rows), G(time cols)]
-        let x = self.norm.forward(tokens)?.transpose(1, 2)?.reshape((b, c, g, g))?;
+        let x = self
+            .norm
+            .forward(tokens)?
+            .transpose(1, 2)?
+            .reshape((b, c, g, g))?;
         // Undo the fold: rows are fr chunks of g/fr bins; chunks become consecutive in time.
         // [B, C, fr, g/fr, G] -> [B, C, g/fr, fr, G] -> [B, C, g/fr (2), fr*G (32)]
         let x = x
@@ -180,7 +194,11 @@ impl Htsat {
             .unsqueeze(2)?
             .broadcast_as((b, steps, repeat, cfg.num_classes))?
             .reshape((b, steps * repeat, cfg.num_classes))?;
-        Ok(HtsatOutput { embedding, clipwise, framewise })
+        Ok(HtsatOutput {
+            embedding,
+            clipwise,
+            framewise,
+        })
     }
 }
 
@@ -193,13 +211,19 @@ const BICUBIC_A: f64 = -0.75;
 /// source coordinate `i * (in-1)/(out-1)`, four taps clamped to the borders.
 pub fn bicubic_resize_matrix(n_in: usize, n_out: usize) -> Vec<f32> {
     let cubic1 = |x: f64| ((BICUBIC_A + 2.0) * x - (BICUBIC_A + 3.0)) * x * x + 1.0; // |x| <= 1
-    let cubic2 = |x: f64| ((BICUBIC_A * x - 5.0 * BICUBIC_A) * x + 8.0 * BICUBIC_A) * x - 4.0 * BICUBIC_A; // 1 < |x| < 2
-    let scale = if n_out > 1 { (n_in as f64 - 1.0) / (n_out as f64 - 1.0) } else { 0.0 };
+    let cubic2 =
+        |x: f64| ((BICUBIC_A * x - 5.0 * BICUBIC_A) * x + 8.0 * BICUBIC_A) * x - 4.0 * BICUBIC_A; // 1 < |x| < 2
+                                                                                                  // PyTorch computes the source coordinate in f32; doing the same keeps the taps identical.
+    let scale = if n_out > 1 {
+        (n_in as f32 - 1.0) / (n_out as f32 - 1.0)
+    } else {
+        0.0
+    };
     let mut m = vec![0f32; n_out * n_in];
     for i in 0..n_out {
-        let real = scale * i as f64;
+        let real = scale * i as f32;
         let idx = real.floor();
-        let t = real - idx;
+        let t = (real - idx) as f64;
         let w = [cubic2(t + 1.0), cubic1(t), cubic1(1.0 - t), cubic2(2.0 - t)];
         for (k, wk) in w.iter().enumerate() {
             let src = (idx as i64 - 1 + k as i64).clamp(0, n_in as i64 - 1) as usize;
@@ -254,10 +278,22 @@ impl SwinStage {
         let mut blocks = Vec::with_capacity(cfg.depths[stage]);
         for j in 0..cfg.depths[stage] {
             let shift = if j % 2 == 1 { cfg.window_size / 2 } else { 0 };
-            blocks.push(SwinBlock::new(cfg, dim, cfg.num_heads[stage], grid, shift, vb.pp(format!("blocks.{j}")))?);
+            blocks.push(SwinBlock::new(
+                cfg,
+                dim,
+                cfg.num_heads[stage],
+                grid,
+                shift,
+                vb.pp(format!("blocks.{j}")),
+            )?);
         }
         let downsample = if stage + 1 < cfg.depths.len() {
-            Some(PatchMerging::new(dim, grid, cfg.layer_norm_eps, vb.pp("downsample"))?)
+            Some(PatchMerging::new(
+                dim,
+                grid,
+                cfg.layer_norm_eps,
+                vb.pp("downsample"),
+            )?)
         } else {
             None
         };
@@ -293,16 +329,33 @@ struct SwinBlock {
 }
 
 impl SwinBlock {
-    fn new(cfg: &HtsatConfig, dim: usize, heads: usize, grid: usize, shift: usize, vb: VarBuilder) -> Result<Self> {
+    fn new(
+        cfg: &HtsatConfig,
+        dim: usize,
+        heads: usize,
+        grid: usize,
+        shift: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         // A map no larger than the window is attended as one window, without shift.
-        let (window, shift) = if grid <= cfg.window_size { (grid, 0) } else { (cfg.window_size, shift) };
+        let (window, shift) = if grid <= cfg.window_size {
+            (grid, 0)
+        } else {
+            (cfg.window_size, shift)
+        };
         let n = window * window;
         let hidden = (dim as f64 * cfg.mlp_ratio) as usize;
         let attn = vb.pp("attn");
-        let table = attn.get(((2 * window - 1) * (2 * window - 1), heads), "relative_position_bias_table")?;
+        let table = attn.get(
+            ((2 * window - 1) * (2 * window - 1), heads),
+            "relative_position_bias_table",
+        )?;
         let index = Tensor::from_vec(relative_position_index(window), n * n, vb.device())?;
         // [N*N, heads] -> [heads, N, N]
-        let bias = table.index_select(&index, 0)?.reshape((n, n, heads))?.permute((2, 0, 1))?;
+        let bias = table
+            .index_select(&index, 0)?
+            .reshape((n, n, heads))?
+            .permute((2, 0, 1))?;
         let attn_bias = if shift > 0 {
             let nw = (grid / window) * (grid / window);
             let mask = shift_attention_mask(grid, window, shift, cfg.shift_mask_value as f32);
@@ -355,7 +408,9 @@ impl SwinBlock {
             h = h.roll(s, 1)?.roll(s, 2)?;
         }
         let x = (x + h.reshape((b, l, c))?)?;
-        let m = self.fc2.forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
+        let m = self
+            .fc2
+            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
         Ok((x + m)?)
     }
 
@@ -364,7 +419,11 @@ impl SwinBlock {
         let (bw, n, c) = x.dims3()?;
         let hd = c / self.heads;
         // [B*nW, N, 3C] -> [3, B*nW, heads, N, hd]
-        let qkv = self.qkv.forward(x)?.reshape((bw, n, 3, self.heads, hd))?.permute((2, 0, 3, 1, 4))?;
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((bw, n, 3, self.heads, hd))?
+            .permute((2, 0, 3, 1, 4))?;
         let q = (qkv.i(0)?.contiguous()? * (hd as f64).powf(-0.5))?;
         let k = qkv.i(1)?.contiguous()?;
         let v = qkv.i(2)?.contiguous()?;
@@ -476,6 +535,9 @@ mod tests {
     #[test]
     fn relative_position_index_matches_swin() {
         // Known values for a 2x2 window (from the Swin reference implementation).
-        assert_eq!(relative_position_index(2), vec![4, 3, 1, 0, 5, 4, 2, 1, 7, 6, 4, 3, 8, 7, 5, 4]);
+        assert_eq!(
+            relative_position_index(2),
+            vec![4, 3, 1, 0, 5, 4, 2, 1, 7, 6, 4, 3, 8, 7, 5, 4]
+        );
     }
 }

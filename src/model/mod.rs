@@ -5,3 +5,4 @@ pub mod checkpoint;
 pub mod config;
 pub mod gpt2;
 pub mod htsat;
+pub mod mapper;

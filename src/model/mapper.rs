@@ -1,0 +1,245 @@
+//! The blocks between HTSAT and GPT-2: the audio projection, the prefix mappers (ClipCap-style
+//! transformer mappers) and the cross-projection transformer over the joint prefix.
+//!
+//! Names follow the official checkpoint: `audio_encoder.projection.*`,
+//! `caption_decoder.audio_project{1,2}.*`, `caption_decoder.text_project.*`,
+//! `caption_decoder.cross_project.*`. Shapes in comments use the base config: E = 1024 projection
+//! width, C = 768 GPT-2 width, P = 40 prefix tokens.
+
+use candle_core::{Module, Tensor, D};
+use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
+
+use crate::error::Result;
+use crate::model::config::{CrossProjectionConfig, MapperConfig, ProjectionConfig};
+
+/// HTSAT embedding -> unit-norm projection (`audio_encoder.projection`):
+/// `LN(l1(x) + l2(gelu(l1(x))))`, then divided by its L2 norm.
+pub struct Projection {
+    linear1: Linear,
+    linear2: Linear,
+    layer_norm: LayerNorm,
+}
+
+impl Projection {
+    pub fn new(cfg: &ProjectionConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            linear1: linear_no_bias(cfg.in_dim, cfg.out_dim, vb.pp("linear1"))?,
+            linear2: linear_no_bias(cfg.out_dim, cfg.out_dim, vb.pp("linear2"))?,
+            layer_norm: layer_norm(cfg.out_dim, cfg.layer_norm_eps, vb.pp("layer_norm"))?,
+        })
+    }
+
+    /// `[B, 768]` -> `[B, E]` with unit L2 norm (no epsilon, as the reference).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h1 = self.linear1.forward(x)?;
+        let h2 = self.linear2.forward(&h1.gelu_erf()?)?;
+        let y = self.layer_norm.forward(&(h1 + h2)?)?;
+        let norm = y.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+        Ok(y.broadcast_div(&norm)?)
+    }
+}
+
+/// Multi-head self-attention of the mapper transformer (`to_queries`, `to_keys_values` without
+/// bias, `project` with bias; no mask).
+struct MapperAttention {
+    to_queries: Linear,
+    to_keys_values: Linear,
+    project: Linear,
+    heads: usize,
+}
+
+impl MapperAttention {
+    fn new(dim: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            to_queries: linear_no_bias(dim, dim, vb.pp("to_queries"))?,
+            to_keys_values: linear_no_bias(dim, 2 * dim, vb.pp("to_keys_values"))?,
+            project: linear(dim, dim, vb.pp("project"))?,
+            heads,
+        })
+    }
+
+    /// `[B, N, C]` -> `[B, N, C]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, n, c) = x.dims3()?;
+        let hd = c / self.heads;
+        // [B, heads, N, hd]
+        let q = self
+            .to_queries
+            .forward(x)?
+            .reshape((b, n, self.heads, hd))?
+            .transpose(1, 2)?;
+        let q = (q.contiguous()? * (hd as f64).powf(-0.5))?;
+        // [B, N, 2, heads, hd]: keys are the first C outputs, values the next C.
+        let kv = self
+            .to_keys_values
+            .forward(x)?
+            .reshape((b, n, 2, self.heads, hd))?;
+        let k = kv
+            .narrow(2, 0, 1)?
+            .squeeze(2)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = kv
+            .narrow(2, 1, 1)?
+            .squeeze(2)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        // [B, heads, N, N], softmax over keys
+        let attn = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        // [B, heads, N, hd] -> [B, N, C]
+        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+        Ok(self.project.forward(&out)?)
+    }
+}
+
+/// Pre-LN transformer layer: `x + attn(norm1(x))`, then `x + fc2(relu(fc1(norm2(x))))`.
+struct MapperLayer {
+    norm1: LayerNorm,
+    attn: MapperAttention,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl MapperLayer {
+    fn new(dim: usize, heads: usize, mlp_ratio: f64, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let hidden = (dim as f64 * mlp_ratio) as usize;
+        Ok(Self {
+            norm1: layer_norm(dim, eps, vb.pp("norm1"))?,
+            attn: MapperAttention::new(dim, heads, vb.pp("attn"))?,
+            norm2: layer_norm(dim, eps, vb.pp("norm2"))?,
+            fc1: linear(dim, hidden, vb.pp("mlp.fc1"))?,
+            fc2: linear(hidden, dim, vb.pp("mlp.fc2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.norm1.forward(x)?)?)?;
+        let m = self
+            .fc2
+            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.relu()?)?;
+        Ok((x + m)?)
+    }
+}
+
+/// A stack of [`MapperLayer`]s with no final norm (`<prefix>.layers.N`).
+pub struct MapperTransformer {
+    layers: Vec<MapperLayer>,
+}
+
+impl MapperTransformer {
+    pub fn new(
+        dim: usize,
+        heads: usize,
+        num_layers: usize,
+        mlp_ratio: f64,
+        eps: f64,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let layers = (0..num_layers)
+            .map(|i| MapperLayer::new(dim, heads, mlp_ratio, eps, vb.pp(format!("layers.{i}"))))
+            .collect::<Result<_>>()?;
+        Ok(Self { layers })
+    }
+
+    /// `[B, N, C]` -> `[B, N, C]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for layer in &self.layers {
+            x = layer.forward(&x)?;
+        }
+        Ok(x)
+    }
+}
+
+/// Turns a sequence into P prefix tokens: `[input | prefix_const]` through a transformer, keeping
+/// the last P positions. The audio mappers first expand a vector into P tokens with `linear`; the
+/// text mapper takes GPT-2 token embeddings as they are.
+pub struct PrefixMapper {
+    /// `E -> P*C` expansion (audio mappers only).
+    linear: Option<Linear>,
+    /// `[P, C]` learned queries.
+    prefix_const: Tensor,
+    transformer: MapperTransformer,
+    prefix_length: usize,
+}
+
+impl PrefixMapper {
+    /// Audio mapper (`caption_decoder.audio_project{1,2}`): `[B, E]` -> `[B, P, C]`.
+    pub fn audio(cfg: &MapperConfig, in_dim: usize, width: usize, vb: VarBuilder) -> Result<Self> {
+        let linear = linear(in_dim, cfg.prefix_length * width, vb.pp("linear"))?;
+        Self::build(cfg, width, Some(linear), vb)
+    }
+
+    /// Text mapper (`caption_decoder.text_project`): `[B, L, C]` token embeddings -> `[B, P, C]`.
+    pub fn text(cfg: &MapperConfig, width: usize, vb: VarBuilder) -> Result<Self> {
+        Self::build(cfg, width, None, vb)
+    }
+
+    fn build(
+        cfg: &MapperConfig,
+        width: usize,
+        linear: Option<Linear>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Ok(Self {
+            linear,
+            prefix_const: vb.get((cfg.prefix_length, width), "prefix_const")?,
+            transformer: MapperTransformer::new(
+                width,
+                cfg.num_heads,
+                cfg.num_layers,
+                cfg.mlp_ratio,
+                cfg.layer_norm_eps,
+                vb.pp("transformer"),
+            )?,
+            prefix_length: cfg.prefix_length,
+        })
+    }
+
+    /// Audio: `[B, E]`; text: `[B, L, C]`. Returns `[B, P, C]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, width) = (x.dim(0)?, self.prefix_const.dim(1)?);
+        // [B, P or L, C]
+        let tokens = match &self.linear {
+            Some(l) => l.forward(x)?.reshape((b, self.prefix_length, width))?,
+            None => x.clone(),
+        };
+        let n_in = tokens.dim(1)?;
+        // [B, n_in + P, C]
+        let queries =
+            self.prefix_const
+                .unsqueeze(0)?
+                .broadcast_as((b, self.prefix_length, width))?;
+        let x = Tensor::cat(&[&tokens, &queries.contiguous()?], 1)?;
+        Ok(self
+            .transformer
+            .forward(&x)?
+            .narrow(1, n_in, self.prefix_length)?)
+    }
+}
+
+/// Cross-projection over the joint prefix (`caption_decoder.cross_project`): `[B, 3P+1, C]` ->
+/// `[B, 3P+1, C]`.
+pub struct CrossProjection {
+    transformer: MapperTransformer,
+}
+
+impl CrossProjection {
+    pub fn new(cfg: &CrossProjectionConfig, width: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            transformer: MapperTransformer::new(
+                width,
+                cfg.num_heads,
+                cfg.num_layers,
+                cfg.mlp_ratio,
+                cfg.layer_norm_eps,
+                vb,
+            )?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.transformer.forward(x)
+    }
+}
