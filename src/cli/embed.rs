@@ -9,7 +9,7 @@ use candle_core::Tensor;
 use super::{progress_bar, ClipArgs, ModelArgs};
 use crate::audio::load_clip;
 use crate::model::audio_encoder::AudioEncoder;
-use crate::model::checkpoint::{save_safetensors, Checkpoint};
+use crate::model::checkpoint::save_safetensors;
 
 /// Compute HTSAT embeddings for audio files.
 ///
@@ -44,7 +44,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let cfg = args.model.config()?;
     let device = args.model.device()?;
     let started = std::time::Instant::now();
-    let ckpt = Checkpoint::load(&args.model.checkpoint)?;
+    let ckpt = args.model.load_checkpoint()?;
     let encoder = AudioEncoder::from_checkpoint(&ckpt, &cfg, &device)?;
     drop(ckpt);
 

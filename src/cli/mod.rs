@@ -7,6 +7,7 @@ use candle_core::Device;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::audio::CropMode;
+use crate::model::checkpoint::Checkpoint;
 use crate::model::config::AdiffConfig;
 
 pub mod embed;
@@ -35,8 +36,9 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
     /// Checkpoint: the official ADIFF `.ckpt`/`.pth` (torch.save) or a `.safetensors` file.
-    #[arg(long, short = 'c')]
-    pub checkpoint: PathBuf,
+    /// Repeat to combine files (a tensor in a later file replaces one in an earlier file).
+    #[arg(long, short = 'c', required = true)]
+    pub checkpoint: Vec<PathBuf>,
     /// Model config JSON (default: the paper's, as in configs/base.json).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -55,6 +57,11 @@ impl ModelArgs {
 
     pub fn device(&self) -> anyhow::Result<Device> {
         parse_device(&self.device)
+    }
+
+    /// Reads the checkpoint file(s).
+    pub fn load_checkpoint(&self) -> anyhow::Result<Checkpoint> {
+        Ok(Checkpoint::load_all(&self.checkpoint)?)
     }
 }
 
@@ -122,4 +129,54 @@ pub fn progress_bar(n: usize, what: &str) -> indicatif::ProgressBar {
     pb.set_style(style);
     pb.set_message(what.to_string());
     pb
+}
+
+/// Decoding options shared by `explain` and `infer`.
+#[derive(Debug, clap::Args)]
+pub struct DecodingArgs {
+    /// Greedy decoding (argmax at every step; the default, as the reference).
+    #[arg(long, conflicts_with = "sample")]
+    pub greedy: bool,
+    /// Sample instead of taking the argmax (see --temperature, --top-k, --top-p, --seed).
+    #[arg(long)]
+    pub sample: bool,
+    /// Sampling temperature (logits are divided by it).
+    #[arg(long, default_value_t = 1.0, requires = "sample")]
+    pub temperature: f64,
+    /// Sample only among the K most likely tokens.
+    #[arg(long, requires = "sample")]
+    pub top_k: Option<usize>,
+    /// Sample only among the most likely tokens whose probabilities add up to P.
+    #[arg(long, requires = "sample")]
+    pub top_p: Option<f64>,
+    /// Random seed for sampling: the same seed gives the same text.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Most new tokens per explanation (also capped by GPT-2's 1024 positions).
+    #[arg(long, default_value_t = crate::generate::DEFAULT_MAX_NEW_TOKENS)]
+    pub max_tokens: usize,
+    /// Token id(s) that end an explanation (default: the model config's stop id, 220, as the
+    /// reference). Repeat to give several.
+    #[arg(long = "stop-id")]
+    pub stop_ids: Vec<u32>,
+}
+
+impl DecodingArgs {
+    pub fn options(&self, cfg: &AdiffConfig) -> crate::generate::GenerateOptions {
+        use crate::generate::{GenerateOptions, SamplingOptions, Strategy};
+        let mut opts = GenerateOptions::new(&cfg.text);
+        if self.sample {
+            opts.strategy = Strategy::Sample(SamplingOptions {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                seed: self.seed,
+            });
+        }
+        opts.max_new_tokens = self.max_tokens;
+        if !self.stop_ids.is_empty() {
+            opts.stop_tokens = self.stop_ids.clone();
+        }
+        opts
+    }
 }

@@ -10,7 +10,6 @@ use super::{ClipArgs, ModelArgs};
 use crate::audio::load_clip;
 use crate::data::audioset::class_labels;
 use crate::model::audio_encoder::AudioEncoder;
-use crate::model::checkpoint::Checkpoint;
 
 /// Print the top AudioSet events of an audio file.
 ///
@@ -64,7 +63,7 @@ pub fn run(args: TagArgs) -> anyhow::Result<()> {
         cfg.htsat.num_classes,
         labels.len()
     );
-    let ckpt = Checkpoint::load(&args.model.checkpoint)?;
+    let ckpt = args.model.load_checkpoint()?;
     let encoder = AudioEncoder::from_checkpoint(&ckpt, &cfg, &device)?;
     drop(ckpt);
     let clip = load_clip(&args.input, &cfg.audio, args.clip.crop_mode(0))?;

@@ -2,6 +2,7 @@
 //! checkpoint's `audio_encoder.base.htsat.*` tensors.
 
 use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
 
 use crate::audio::mel::LogMelFrontEnd;
 use crate::error::{AdiffError, Result};
@@ -23,12 +24,19 @@ pub struct AudioEncoder {
 }
 
 impl AudioEncoder {
-    /// Builds the encoder from a checkpoint. Uses the checkpoint's mel matrix when it has one, and
-    /// checks that its STFT kernels (when present) are the DFT the front end computes.
+    /// Builds the encoder from a checkpoint, failing with every missing or mis-shaped tensor named.
     pub fn from_checkpoint(ckpt: &Checkpoint, cfg: &AdiffConfig, device: &Device) -> Result<Self> {
         let (vb, report) = ckpt.var_builder(DType::F32, device);
-        let htsat = Htsat::new(&cfg.htsat, &cfg.audio, vb.pp(HTSAT_PREFIX))?;
+        let encoder = Self::load(ckpt, vb, cfg)?;
         report.finish()?;
+        Ok(encoder)
+    }
+
+    /// Builds the encoder from `vb` (the checkpoint root). Uses the checkpoint's mel matrix when it
+    /// has one, and checks that its STFT kernels (when present) are the DFT the front end computes.
+    pub fn load(ckpt: &Checkpoint, vb: VarBuilder, cfg: &AdiffConfig) -> Result<Self> {
+        let device = vb.device().clone();
+        let htsat = Htsat::new(&cfg.htsat, &cfg.audio, vb.pp(HTSAT_PREFIX))?;
         let mel_name = format!("{HTSAT_PREFIX}.logmel_extractor.melW");
         let front_end = match ckpt.get(&mel_name) {
             Some(w) => LogMelFrontEnd::with_mel_matrix(&cfg.audio, w)
@@ -52,11 +60,7 @@ impl AudioEncoder {
                 ));
             }
         }
-        Ok(Self {
-            front_end,
-            htsat,
-            device: device.clone(),
-        })
+        Ok(Self { front_end, htsat, device })
     }
 
     pub fn device(&self) -> &Device {

@@ -6,7 +6,7 @@
 //! [`CheckedBackend`] that records every missing or mis-shaped tensor, so one error can name all of
 //! them instead of the first.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -63,6 +63,23 @@ impl Checkpoint {
             tensors,
             skipped,
         })
+    }
+
+    /// Loads several files as one checkpoint (e.g. ADIFF weights plus a hub GPT-2); a tensor in a
+    /// later file replaces one of the same name in an earlier file.
+    pub fn load_all(paths: &[impl AsRef<Path>]) -> Result<Self> {
+        let mut iter = paths.iter();
+        let first = iter
+            .next()
+            .ok_or_else(|| AdiffError::Invalid("no checkpoint file given".into()))?;
+        let mut ckpt = Self::load(first)?;
+        for p in iter {
+            let next = Self::load(p)?;
+            ckpt.path = PathBuf::from(format!("{}+{}", ckpt.path.display(), next.path.display()));
+            ckpt.tensors.extend(next.tensors);
+            ckpt.skipped.extend(next.skipped);
+        }
+        Ok(ckpt)
     }
 
     /// A checkpoint held in memory (used by tests and by converters).
@@ -122,9 +139,15 @@ impl Checkpoint {
 pub struct LoadReport {
     path: PathBuf,
     problems: Arc<Mutex<Vec<String>>>,
+    used: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl LoadReport {
+    /// Names of the checkpoint tensors the model read, sorted (what `adiff convert` keeps).
+    pub fn used_names(&self) -> Vec<String> {
+        self.used.lock().map(|u| u.iter().cloned().collect()).unwrap_or_default()
+    }
+
     /// Errors with the first few offending tensors (and how many there are) if any was missing or
     /// had the wrong shape.
     pub fn finish(self) -> Result<()> {
@@ -157,12 +180,19 @@ struct CheckedBackend {
     tensors: HashMap<String, Tensor>,
     skipped: HashMap<String, String>,
     problems: Arc<Mutex<Vec<String>>>,
+    used: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl CheckedBackend {
     fn record(&self, p: String) {
         if let Ok(mut v) = self.problems.lock() {
             v.push(p);
+        }
+    }
+
+    fn mark_used(&self, name: &str) {
+        if let Ok(mut u) = self.used.lock() {
+            u.insert(name.to_string());
         }
     }
 }
@@ -177,7 +207,10 @@ impl SimpleBackend for CheckedBackend {
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
         match self.tensors.get(name) {
-            Some(t) if t.shape() == &s => t.to_dtype(dtype)?.to_device(dev),
+            Some(t) if t.shape() == &s => {
+                self.mark_used(name);
+                t.to_dtype(dtype)?.to_device(dev)
+            }
             Some(t) => {
                 self.record(format!(
                     "{name} has shape {:?}, expected {:?}",
@@ -200,7 +233,10 @@ impl SimpleBackend for CheckedBackend {
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         match self.tensors.get(name) {
-            Some(t) => t.to_dtype(dtype)?.to_device(dev),
+            Some(t) => {
+                self.mark_used(name);
+                t.to_dtype(dtype)?.to_device(dev)
+            }
             None => {
                 self.record(format!("{name} is missing"));
                 candle_core::bail!("{name} is missing")

@@ -1,0 +1,75 @@
+//! `adiff convert`: an official ADIFF checkpoint (or several files) -> one safetensors file with
+//! exactly the tensors the model reads, plus the config JSON beside it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device};
+
+use super::ModelArgs;
+use crate::model::adiff::Adiff;
+use crate::model::audio_encoder::HTSAT_PREFIX;
+use crate::model::checkpoint::save_safetensors;
+
+/// Convert a checkpoint to safetensors.
+///
+/// The whole model is built from the input first, so a checkpoint with missing or mis-shaped
+/// tensors is rejected (with their names) instead of converted. Buffers the model never reads
+/// (GPT-2's causal masks, HTSAT's precomputed indices and masks, the unused HTSAT head) are
+/// dropped; names stay the official ones, so the output loads wherever the input did. The config
+/// is written next to the output as <output stem>.json.
+///
+/// Example: adiff convert adiff_base.ckpt -o adiff_base.safetensors
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct ConvertArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Output safetensors file.
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+}
+
+pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
+    let cfg = args.model.config()?;
+    let ckpt = args.model.load_checkpoint()?;
+    let (vb, report) = ckpt.var_builder(DType::F32, &Device::Cpu);
+    Adiff::load(&ckpt, vb, &cfg)?;
+    let mut names = report.used_names();
+    report.finish()?;
+    // The front end reads these directly from the checkpoint, not through the VarBuilder.
+    for extra in [
+        "logmel_extractor.melW",
+        "spectrogram_extractor.stft.conv_real.weight",
+        "spectrogram_extractor.stft.conv_imag.weight",
+    ] {
+        let name = format!("{HTSAT_PREFIX}.{extra}");
+        if ckpt.contains(&name) {
+            names.push(name);
+        }
+    }
+    let mut tensors: HashMap<String, candle_core::Tensor> = names
+        .iter()
+        .filter_map(|n| ckpt.get(n).map(|t| (n.clone(), t.clone())))
+        .collect();
+    // A tied head (the official checkpoint stores lm_head and wte as one storage) is written once:
+    // the loader ties lm_head to wte when it is absent.
+    let (head, wte) = ("caption_decoder.gpt.lm_head.weight", "caption_decoder.gpt.transformer.wte.weight");
+    if let (Some(h), Some(w)) = (tensors.get(head), tensors.get(wte)) {
+        if h.dims() == w.dims() && h.eq(w)?.to_dtype(DType::F32)?.mean_all()?.to_scalar::<f32>()? == 1.0 {
+            tensors.remove(head);
+        }
+    }
+    let metadata = HashMap::from([("format".to_string(), "adiff".to_string())]);
+    save_safetensors(&tensors, Some(metadata), &args.output)?;
+    let cfg_path = args.output.with_extension("json");
+    std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg)? + "\n")?;
+    let params: usize = tensors.values().map(|t| t.elem_count()).sum();
+    eprintln!(
+        "wrote {} tensors ({params} values) to {} and the config to {}",
+        tensors.len(),
+        args.output.display(),
+        cfg_path.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! `adiff explain`: how two recordings differ, in words.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{IndexOp, Tensor};
+use serde::Serialize;
+
+use super::tag::{top_events, TaggedEvent};
+use super::{ClipArgs, DecodingArgs, ModelArgs};
+use crate::audio::load_clip;
+use crate::data::audioset::class_labels;
+use crate::generate::{generate, FinishReason};
+use crate::model::adiff::Adiff;
+use crate::model::htsat::HtsatOutput;
+use crate::text::prompts::{PromptDatabase, PromptKind};
+use crate::text::tokenizer::Gpt2Tokenizer;
+
+/// Explain how two audio recordings differ.
+///
+/// The prompt picks the kind of answer: --tier 1 (a few words), 2 (one sentence) or 3 (a detailed
+/// paragraph, the default) use the first prompt of that tier in data/prompts/prompts.json;
+/// --prompt gives your own; --caption first|second|both asks for a caption of one or both audios.
+///
+/// Examples:
+///   adiff explain a.wav b.wav -c adiff_base.ckpt --tier 1
+///   adiff explain a.wav b.wav -c adiff_base.ckpt --sample --top-p 0.9 --seed 7 --json --events
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct ExplainArgs {
+    /// First audio file.
+    pub audio1: PathBuf,
+    /// Second audio file.
+    pub audio2: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub clip: ClipArgs,
+    /// Explanation tier: 1 = a few words, 2 = one sentence, 3 = a detailed paragraph.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3), conflicts_with_all = ["prompt", "caption"])]
+    pub tier: Option<u8>,
+    /// Your own prompt instead of a tier's.
+    #[arg(long, conflicts_with = "caption")]
+    pub prompt: Option<String>,
+    /// Caption the first audio, the second, or both (two answers).
+    #[arg(long, value_enum)]
+    pub caption: Option<CaptionTarget>,
+    /// GPT-2 tokenizer.json to use instead of the bundled one.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub decoding: DecodingArgs,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also list each audio's top AudioSet events with the time spans where they are active.
+    #[arg(long)]
+    pub events: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CaptionTarget {
+    First,
+    Second,
+    Both,
+}
+
+/// Default explanation tier when no prompt option is given.
+const DEFAULT_TIER: u8 = 3;
+/// AudioSet events listed per audio with --events.
+const EVENTS_PER_AUDIO: usize = 5;
+/// Frame-wise probability above which an event counts as active in --events.
+const EVENT_THRESHOLD: f32 = 0.5;
+
+#[derive(Debug, Serialize)]
+struct Answer {
+    prompt: String,
+    explanation: String,
+    tokens: usize,
+    finish: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    audio1: String,
+    audio2: String,
+    answers: Vec<Answer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<[Vec<TaggedEvent>; 2]>,
+    seconds: Timing,
+}
+
+#[derive(Debug, Serialize)]
+struct Timing {
+    load: f64,
+    audio: f64,
+    generate: f64,
+}
+
+pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
+    let cfg = args.model.config()?;
+    let device = args.model.device()?;
+    let started = Instant::now();
+    let tokenizer = match &args.tokenizer {
+        Some(p) => Gpt2Tokenizer::from_file(p, &cfg.text)?,
+        None => Gpt2Tokenizer::bundled(&cfg.text)?,
+    };
+    let prompts = prompts_for(&args)?;
+    let model = {
+        let ckpt = args.model.load_checkpoint()?;
+        Adiff::from_checkpoint(&ckpt, &cfg, &device)?
+    };
+    model.check_tokenizer(&tokenizer)?;
+    let load_s = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let clip1 = load_clip(&args.audio1, &cfg.audio, args.clip.crop_mode(0))?;
+    let clip2 = load_clip(&args.audio2, &cfg.audio, args.clip.crop_mode(1))?;
+    // One HTSAT pass for both clips: [2, ...]
+    let (_, out) = model.audio.encode(&[clip1, clip2])?;
+    let audio_s = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let n = prompts.len();
+    let mut ids = Vec::with_capacity(n * cfg.text.prompt_length);
+    for p in &prompts {
+        ids.extend(tokenizer.encode_prompt(p)?);
+    }
+    let prompt_ids = Tensor::from_vec(ids, (n, cfg.text.prompt_length), &device)?;
+    let emb1 = out.embedding.i(0..1)?.broadcast_as((n, out.embedding.dim(1)?))?.contiguous()?;
+    let emb2 = out.embedding.i(1..2)?.broadcast_as((n, out.embedding.dim(1)?))?.contiguous()?;
+    let parts = model.prefix(&emb1, &emb2, &prompt_ids)?;
+    let generations = generate(&model.gpt, &parts.prefix, None, &args.decoding.options(&cfg))?;
+    let generate_s = started.elapsed().as_secs_f64();
+
+    let mut answers = Vec::with_capacity(n);
+    for (prompt, g) in prompts.into_iter().zip(generations) {
+        let text_ids: Vec<u32> = match g.finish {
+            // The stop token is the end marker, not part of the answer.
+            FinishReason::Stop => g.ids[..g.ids.len() - 1].to_vec(),
+            _ => g.ids.clone(),
+        };
+        answers.push(Answer {
+            prompt,
+            explanation: tokenizer.decode_clean(&text_ids)?.trim().to_string(),
+            tokens: g.ids.len(),
+            finish: match g.finish {
+                FinishReason::Stop => "stop",
+                FinishReason::MaxNewTokens => "max_tokens",
+                FinishReason::PositionLimit => "position_limit",
+            },
+        });
+    }
+    let events = if args.events { Some(audio_events(&out, &cfg)?) } else { None };
+    let report = Report {
+        audio1: args.audio1.display().to_string(),
+        audio2: args.audio2.display().to_string(),
+        answers,
+        events,
+        seconds: Timing { load: load_s, audio: audio_s, generate: generate_s },
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_text(&report);
+    }
+    Ok(())
+}
+
+/// The prompt(s) the options ask for.
+fn prompts_for(args: &ExplainArgs) -> anyhow::Result<Vec<String>> {
+    if let Some(p) = &args.prompt {
+        anyhow::ensure!(!p.trim().is_empty(), "--prompt is empty");
+        return Ok(vec![p.clone()]);
+    }
+    let db = PromptDatabase::bundled()?;
+    let kinds = match args.caption {
+        Some(CaptionTarget::First) => vec![PromptKind::CaptionFirst],
+        Some(CaptionTarget::Second) => vec![PromptKind::CaptionSecond],
+        Some(CaptionTarget::Both) => vec![PromptKind::CaptionFirst, PromptKind::CaptionSecond],
+        None => vec![PromptKind::Tier(args.tier.unwrap_or(DEFAULT_TIER))],
+    };
+    Ok(kinds.into_iter().map(|k| db.default_prompt(k).to_string()).collect())
+}
+
+/// Top events of both audios, from the HTSAT outputs of the explanation run.
+fn audio_events(out: &HtsatOutput, cfg: &crate::model::config::AdiffConfig) -> anyhow::Result<[Vec<TaggedEvent>; 2]> {
+    let labels = class_labels()?;
+    anyhow::ensure!(
+        labels.len() == cfg.htsat.num_classes,
+        "the model has {} classes but {} AudioSet labels are shipped",
+        cfg.htsat.num_classes,
+        labels.len()
+    );
+    let one = |i: usize| -> anyhow::Result<Vec<TaggedEvent>> {
+        let clipwise = out.clipwise.i(i)?.to_vec1::<f32>()?;
+        let framewise = out.framewise.i(i)?.to_vec2::<f32>()?;
+        let sec = cfg.audio.duration_s as f32 / framewise.len() as f32;
+        Ok(top_events(&clipwise, &framewise, &labels, EVENTS_PER_AUDIO, EVENT_THRESHOLD, sec))
+    };
+    Ok([one(0)?, one(1)?])
+}
+
+fn print_text(r: &Report) {
+    for a in &r.answers {
+        if r.answers.len() > 1 {
+            println!("[{}]", a.prompt);
+        }
+        println!("{}", a.explanation);
+    }
+    if let Some(events) = &r.events {
+        for (name, ev) in [&r.audio1, &r.audio2].iter().zip(events) {
+            println!("\nevents in {name}:");
+            for e in ev {
+                let spans: Vec<String> = e.spans.iter().map(|[a, b]| format!("{a:.2}-{b:.2}s")).collect();
+                println!("  {:>6.3}  {:<40}  {}", e.probability, e.label, spans.join(", "));
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The whole ADIFF model: two audios and a prompt -> a GPT-2 prefix -> an explanation.
+//!
+//! ```text
+//! audio1 -> HTSAT -> projection -> audio_project1 -> [B, P, C] --+
+//! wte(separator)                                   -> [B, 1, C] --+
+//! audio2 -> HTSAT -> projection -> audio_project2 -> [B, P, C] --+--> cross_project -> GPT-2
+//! prompt ids -> wte -> text_project                -> [B, P, C] --+    [B, 3P+1, C]
+//! ```
+//! Tensor names are the official checkpoint's, so `adiff_base.ckpt` loads as it is.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::error::{AdiffError, Result};
+use crate::generate::{generate, GenerateOptions, Generation};
+use crate::model::audio_encoder::AudioEncoder;
+use crate::model::checkpoint::Checkpoint;
+use crate::model::config::AdiffConfig;
+use crate::model::gpt2::Gpt2;
+use crate::model::mapper::{CrossProjection, PrefixMapper, Projection};
+use crate::text::tokenizer::Gpt2Tokenizer;
+
+/// Intermediate tensors of the prefix computation (kept for parity checks and `--json`).
+pub struct PrefixParts {
+    /// `[B, E]` unit-norm projections of the two HTSAT embeddings.
+    pub projected1: Tensor,
+    pub projected2: Tensor,
+    /// `[B, P, C]` mapper outputs.
+    pub audio_prefix1: Tensor,
+    pub audio_prefix2: Tensor,
+    pub text_prefix: Tensor,
+    /// `[B, 3P+1, C]` after the cross-projection: GPT-2's `inputs_embeds`.
+    pub prefix: Tensor,
+}
+
+pub struct Adiff {
+    cfg: AdiffConfig,
+    pub audio: AudioEncoder,
+    projection: Projection,
+    audio_project1: PrefixMapper,
+    audio_project2: PrefixMapper,
+    text_project: PrefixMapper,
+    cross_project: CrossProjection,
+    pub gpt: Gpt2,
+}
+
+impl Adiff {
+    /// Loads the whole model, naming every missing or mis-shaped tensor on failure.
+    pub fn from_checkpoint(ckpt: &Checkpoint, cfg: &AdiffConfig, device: &Device) -> Result<Self> {
+        let (vb, report) = ckpt.var_builder(DType::F32, device);
+        let model = Self::load(ckpt, vb, cfg)?;
+        report.finish()?;
+        Ok(model)
+    }
+
+    /// Builds the model from `vb` (the checkpoint root); problems are collected by the
+    /// [`crate::model::checkpoint::LoadReport`] that came with `vb`.
+    pub fn load(ckpt: &Checkpoint, vb: VarBuilder, cfg: &AdiffConfig) -> Result<Self> {
+        let audio = AudioEncoder::load(ckpt, vb.clone(), cfg)?;
+        let width = cfg.gpt2.n_embd;
+        let dec = vb.pp("caption_decoder");
+        let model = Self {
+            cfg: cfg.clone(),
+            audio,
+            projection: Projection::new(&cfg.projection, vb.pp("audio_encoder.projection"))?,
+            audio_project1: PrefixMapper::audio(&cfg.mapper, cfg.projection.out_dim, width, dec.pp("audio_project1"))?,
+            audio_project2: PrefixMapper::audio(&cfg.mapper, cfg.projection.out_dim, width, dec.pp("audio_project2"))?,
+            text_project: PrefixMapper::text(&cfg.mapper, width, dec.pp("text_project"))?,
+            cross_project: CrossProjection::new(&cfg.cross_projection, width, dec.pp("cross_project"))?,
+            gpt: Gpt2::load(dec.pp("gpt"), &cfg.gpt2)?,
+        };
+        Ok(model)
+    }
+
+    pub fn config(&self) -> &AdiffConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        self.audio.device()
+    }
+
+    /// Checks that a tokenizer's vocabulary fits this model's GPT-2.
+    pub fn check_tokenizer(&self, tok: &Gpt2Tokenizer) -> Result<()> {
+        let (v_tok, v_model) = (tok.vocab_size(), self.cfg.gpt2.vocab_size);
+        if v_tok != v_model {
+            return Err(AdiffError::Tokenizer(format!(
+                "the tokenizer has {v_tok} tokens but the model's GPT-2 has {v_model}; they do not belong together"
+            )));
+        }
+        Ok(())
+    }
+
+    /// HTSAT embeddings `[B, 768]` of both audios and prompt ids `[B, L]` -> prefix parts.
+    pub fn prefix(&self, embedding1: &Tensor, embedding2: &Tensor, prompt_ids: &Tensor) -> Result<PrefixParts> {
+        let b = embedding1.dim(0)?;
+        // [B, E]
+        let projected1 = self.projection.forward(embedding1)?;
+        let projected2 = self.projection.forward(embedding2)?;
+        // [B, P, C]
+        let audio_prefix1 = self.audio_project1.forward(&projected1)?;
+        let audio_prefix2 = self.audio_project2.forward(&projected2)?;
+        // [B, L, C] -> [B, P, C]
+        let text_prefix = self.text_project.forward(&self.gpt.embed_ids(prompt_ids)?)?;
+        // [1, 1] -> [B, 1, C]
+        let sep = Tensor::new(&[[self.cfg.text.separator_token_id]], self.device())?;
+        let sep = self.gpt.embed_ids(&sep)?.broadcast_as((b, 1, self.cfg.gpt2.n_embd))?.contiguous()?;
+        // [B, 3P+1, C]
+        let joint = Tensor::cat(&[&audio_prefix1, &sep, &audio_prefix2, &text_prefix], 1)?;
+        let prefix = self.cross_project.forward(&joint)?;
+        Ok(PrefixParts { projected1, projected2, audio_prefix1, audio_prefix2, text_prefix, prefix })
+    }
+
+    /// Explains each pair `(clips1[i], clips2[i])` under `prompt_ids[i]` (`[B, L]`).
+    pub fn explain(
+        &self,
+        clips1: &[Vec<f32>],
+        clips2: &[Vec<f32>],
+        prompt_ids: &Tensor,
+        opts: &GenerateOptions,
+    ) -> Result<Vec<Generation>> {
+        let (_, out1) = self.audio.encode(clips1)?;
+        let (_, out2) = self.audio.encode(clips2)?;
+        let parts = self.prefix(&out1.embedding, &out2.embedding, prompt_ids)?;
+        generate(&self.gpt, &parts.prefix, None, opts)
+    }
+}
