@@ -1,1 +1,605 @@
-//! (in progress)
+//! GPT-2 (the Hugging Face layout) as ADIFF's caption decoder.
+//!
+//! The model is fed `inputs_embeds` (ADIFF's 121-token prefix) at positions 0.., then one token
+//! per step through a preallocated key/value cache. Rows of a batch may have different prefix
+//! lengths: they are left-aligned by the caller (right padding) and stored left-padded in the
+//! cache, so every row appends at the same cache slot and a per-row key mask hides the padding
+//! (the same scheme as Hugging Face `generate` with an attention mask).
+//!
+//! Weights load from either naming scheme through a [`VarBuilder`]: the hub names (`wte.weight`,
+//! `h.0.attn.c_attn.weight`, ... optionally under `transformer.`) and ADIFF's
+//! (`caption_decoder.gpt.transformer.*` with `caption_decoder.gpt.lm_head.weight`). Conv1D weights
+//! are stored `[in, out]`. The causal-mask buffers `attn.bias` / `attn.masked_bias` are never read.
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{LayerNorm, VarBuilder};
+
+use crate::error::{AdiffError, Result};
+use crate::model::config::Gpt2Config;
+
+/// Additive attention bias for masked keys. Finite (like Hugging Face's `finfo.min`) so that a
+/// fully masked row (a padding query) gives a uniform softmax instead of NaNs that would leak
+/// into later layers through `0 * NaN`.
+const MASKED: f32 = f32::MIN;
+
+/// How the matmul weights (attention, MLP, lm_head) are held. Embeddings, biases and layer norms
+/// stay f32 in every format; activations are f32 between layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// Exact: the checkpoint's f32 values.
+    F32,
+    /// Half-precision weights; activations are rounded to f16 for each matmul.
+    F16,
+    /// ggml Q8_0 blocks (8-bit weights, one f16 scale per 32 values) through candle's quantized
+    /// matmul; activations are quantized to 8 bits per matmul.
+    Q8_0,
+}
+
+/// A dense projection `y = x W + b` with `W` in one of the [`WeightFormat`]s.
+#[derive(Debug, Clone)]
+enum Proj {
+    /// `w` is `[in, out]` (Conv1D layout), contiguous.
+    F32 { w: Tensor, b: Option<Tensor> },
+    /// `w` is `[in, out]` in f16.
+    F16 { w: Tensor, b: Option<Tensor> },
+    /// Quantized `[out, in]` weight.
+    Quant { w: QMatMul, b: Option<Tensor> },
+}
+
+impl Proj {
+    /// Builds from an `[in, out]` f32 weight.
+    fn new(w_in_out: Tensor, b: Option<Tensor>, format: WeightFormat) -> Result<Self> {
+        Ok(match format {
+            WeightFormat::F32 => Proj::F32 {
+                w: w_in_out.contiguous()?,
+                b,
+            },
+            WeightFormat::F16 => Proj::F16 {
+                w: w_in_out.to_dtype(DType::F16)?.contiguous()?,
+                b,
+            },
+            WeightFormat::Q8_0 => {
+                let w_out_in = w_in_out.t()?.contiguous()?;
+                let q = QTensor::quantize(&w_out_in, GgmlDType::Q8_0)?;
+                Proj::Quant {
+                    w: QMatMul::from_qtensor(q)?,
+                    b,
+                }
+            }
+        })
+    }
+
+    /// `[in, out]` f32 view of the weight (dequantized if needed), for re-packing.
+    fn weight_in_out(&self) -> Result<Tensor> {
+        Ok(match self {
+            Proj::F32 { w, .. } => w.clone(),
+            Proj::F16 { w, .. } => w.to_dtype(DType::F32)?,
+            Proj::Quant { w, .. } => match w {
+                QMatMul::QTensor(q) => q.dequantize(&Device::Cpu)?.t()?,
+                QMatMul::Tensor(t) => t.t()?,
+                QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?.t()?,
+            },
+        })
+    }
+
+    fn bias(&self) -> Option<&Tensor> {
+        match self {
+            Proj::F32 { b, .. } | Proj::F16 { b, .. } | Proj::Quant { b, .. } => b.as_ref(),
+        }
+    }
+
+    /// x: [N, in] -> [N, out]
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = match self {
+            Proj::F32 { w, .. } => x.matmul(w)?,
+            Proj::F16 { w, .. } => x.to_dtype(DType::F16)?.matmul(w)?.to_dtype(DType::F32)?,
+            Proj::Quant { w, .. } => w.forward(x)?,
+        };
+        Ok(match self.bias() {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+/// Reads a Conv1D (`weight [in, out]`, `bias [out]`).
+fn conv1d(vb: &VarBuilder, d_in: usize, d_out: usize) -> Result<Proj> {
+    let w = vb.get((d_in, d_out), "weight")?;
+    let b = vb.get(d_out, "bias")?;
+    Proj::new(w, Some(b), WeightFormat::F32)
+}
+
+fn layer_norm(vb: VarBuilder, cfg: &Gpt2Config) -> Result<LayerNorm> {
+    Ok(candle_nn::layer_norm(
+        cfg.n_embd,
+        cfg.layer_norm_epsilon,
+        vb,
+    )?)
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    ln_1: LayerNorm,
+    c_attn: Proj,
+    attn_proj: Proj,
+    ln_2: LayerNorm,
+    c_fc: Proj,
+    mlp_proj: Proj,
+    n_head: usize,
+}
+
+impl Block {
+    fn load(vb: VarBuilder, cfg: &Gpt2Config) -> Result<Self> {
+        let c = cfg.n_embd;
+        let inner = 4 * c; // GPT-2's n_inner default (None -> 4 * n_embd)
+        Ok(Self {
+            ln_1: layer_norm(vb.pp("ln_1"), cfg)?,
+            c_attn: conv1d(&vb.pp("attn.c_attn"), c, 3 * c)?,
+            attn_proj: conv1d(&vb.pp("attn.c_proj"), c, c)?,
+            ln_2: layer_norm(vb.pp("ln_2"), cfg)?,
+            c_fc: conv1d(&vb.pp("mlp.c_fc"), c, inner)?,
+            mlp_proj: conv1d(&vb.pp("mlp.c_proj"), inner, c)?,
+            n_head: cfg.n_head,
+        })
+    }
+
+    fn projs_mut(&mut self) -> [&mut Proj; 4] {
+        [
+            &mut self.c_attn,
+            &mut self.attn_proj,
+            &mut self.c_fc,
+            &mut self.mlp_proj,
+        ]
+    }
+
+    /// x: [B, T, C] written at cache slots `offset..offset+T`; `mask`: additive bias
+    /// broadcastable to [B, H, T, offset+T] (None = every key visible).
+    fn forward(
+        &self,
+        x: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        offset: usize,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, t, c) = x.dims3()?;
+        let h = self.n_head;
+        let d = c / h;
+        let residual = x;
+        let x = self.ln_1.forward(x)?.reshape((b * t, c))?; // [B*T, C]
+        let qkv = self.c_attn.forward(&x)?.reshape((b, t, 3 * c))?; // [B, T, 3C]
+        let heads = |i: usize| -> Result<Tensor> {
+            // [B, T, C] -> [B, T, H, D] -> [B, H, T, D]
+            let part = qkv.narrow(2, i * c, c)?.reshape((b, t, h, d))?;
+            Ok(if t == 1 {
+                part.reshape((b, h, 1, d))?
+            } else {
+                part.transpose(1, 2)?.contiguous()?
+            })
+        };
+        let q = heads(0)?; // [B, H, T, D]
+        k_cache.slice_set(&heads(1)?, 2, offset)?;
+        v_cache.slice_set(&heads(2)?, 2, offset)?;
+        let len = offset + t;
+        let k = k_cache.narrow(2, 0, len)?; // [B, H, L, D] (strided view, no copy)
+        let v = v_cache.narrow(2, 0, len)?; // [B, H, L, D]
+        let scale = 1.0 / (d as f64).sqrt();
+        let att = (q.matmul(&k.t()?)? * scale)?; // [B, H, T, L]
+        let att = match mask {
+            Some(m) => att.broadcast_add(m)?,
+            None => att,
+        };
+        let att = candle_nn::ops::softmax_last_dim(&att)?; // [B, H, T, L]
+        let y = att.matmul(&v)?; // [B, H, T, D]
+        let y = if t == 1 {
+            y.reshape((b * t, c))?
+        } else {
+            y.transpose(1, 2)?.reshape((b * t, c))? // [B*T, C]
+        };
+        let y = self.attn_proj.forward(&y)?.reshape((b, t, c))?;
+        let x = (residual + y)?; // [B, T, C]
+        let m = self.ln_2.forward(&x)?.reshape((b * t, c))?;
+        let m = self.c_fc.forward(&m)?.gelu()?; // gelu_new (tanh approximation), [B*T, 4C]
+        let m = self.mlp_proj.forward(&m)?.reshape((b, t, c))?;
+        Ok((x + m)?)
+    }
+}
+
+/// Key/value cache for one batch: `[B, H, capacity, D]` per layer, filled left to right.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    /// Slots already written (the same for every row).
+    len: usize,
+    capacity: usize,
+    /// Left-padding slots of each row (masked keys, not positions).
+    pad: Vec<usize>,
+    /// Additive key mask `[B, 1, 1, capacity]`; None when no row is padded.
+    key_mask: Option<Tensor>,
+}
+
+impl KvCache {
+    pub fn batch_size(&self) -> usize {
+        self.pad.len()
+    }
+
+    /// Slots written so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Position id of the next token of each row (its real length so far).
+    pub fn next_positions(&self) -> Vec<usize> {
+        self.pad.iter().map(|p| self.len - p).collect()
+    }
+
+    /// Keeps only `rows` (in that order): finished rows stop costing work, beams get reordered.
+    pub fn select_rows(&self, rows: &[usize]) -> Result<KvCache> {
+        if let Some(&r) = rows.iter().find(|&&r| r >= self.batch_size()) {
+            return Err(AdiffError::Invalid(format!(
+                "kv cache: row {r} out of range for batch {}",
+                self.batch_size()
+            )));
+        }
+        let dev = self
+            .k
+            .first()
+            .map(|t| t.device().clone())
+            .unwrap_or(Device::Cpu);
+        let idx = Tensor::from_vec(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            rows.len(),
+            &dev,
+        )?;
+        let pick = |ts: &[Tensor]| -> Result<Vec<Tensor>> {
+            ts.iter()
+                .map(|t| Ok(t.index_select(&idx, 0)?))
+                .collect::<Result<Vec<_>>>()
+        };
+        let pad: Vec<usize> = rows.iter().map(|&r| self.pad[r]).collect();
+        let key_mask = match &self.key_mask {
+            Some(m) if pad.iter().any(|&p| p > 0) => Some(m.index_select(&idx, 0)?),
+            _ => None,
+        };
+        Ok(KvCache {
+            k: pick(&self.k)?,
+            v: pick(&self.v)?,
+            len: self.len,
+            capacity: self.capacity,
+            pad,
+            key_mask,
+        })
+    }
+}
+
+/// GPT-2 language model with a tied or separate lm_head.
+#[derive(Debug, Clone)]
+pub struct Gpt2 {
+    wte: Tensor, // [V, C]
+    wpe: Tensor, // [P, C]
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    /// `[C, V]` projection to the vocabulary (no bias).
+    lm_head: Proj,
+    cfg: Gpt2Config,
+    format: WeightFormat,
+}
+
+impl Gpt2 {
+    /// Loads from `vb`, which points at the model root: the hub layout (`wte.weight` or
+    /// `transformer.wte.weight`) or ADIFF's (`vb.pp("caption_decoder.gpt")`, holding
+    /// `transformer.*` and `lm_head.weight`). Without `lm_head.weight` the head is tied to `wte`.
+    pub fn load(vb: VarBuilder, cfg: &Gpt2Config) -> Result<Self> {
+        if cfg.n_head == 0 || cfg.n_embd % cfg.n_head != 0 || cfg.n_layer == 0 {
+            return Err(AdiffError::Config(format!(
+                "gpt2: n_embd {} must be a positive multiple of n_head {}, with n_layer > 0",
+                cfg.n_embd, cfg.n_head
+            )));
+        }
+        let tvb = if vb.contains_tensor("transformer.wte.weight") {
+            vb.pp("transformer")
+        } else if vb.contains_tensor("wte.weight") {
+            vb.clone()
+        } else {
+            return Err(AdiffError::Invalid(format!(
+                "no GPT-2 weights under '{}': neither transformer.wte.weight nor wte.weight found",
+                vb.prefix()
+            )));
+        };
+        let (v, c) = (cfg.vocab_size, cfg.n_embd);
+        let wte = tvb.get((v, c), "wte.weight")?.contiguous()?;
+        let wpe = tvb.get((cfg.n_positions, c), "wpe.weight")?.contiguous()?;
+        let blocks = (0..cfg.n_layer)
+            .map(|i| Block::load(tvb.pp(format!("h.{i}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let ln_f = layer_norm(tvb.pp("ln_f"), cfg)?;
+        let head = if vb.contains_tensor("lm_head.weight") {
+            vb.get((v, c), "lm_head.weight")?
+        } else {
+            wte.clone()
+        };
+        // [V, C] -> [C, V]: the Conv1D orientation shared by every projection.
+        let lm_head = Proj::new(head.t()?, None, WeightFormat::F32)?;
+        Ok(Self {
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+            lm_head,
+            cfg: cfg.clone(),
+            format: WeightFormat::F32,
+        })
+    }
+
+    pub fn config(&self) -> &Gpt2Config {
+        &self.cfg
+    }
+
+    pub fn weight_format(&self) -> WeightFormat {
+        self.format
+    }
+
+    /// Re-packs the matmul weights into `format` (from the f32 originals when converting twice
+    /// from F32, otherwise from the dequantized values).
+    pub fn with_weight_format(mut self, format: WeightFormat) -> Result<Self> {
+        if format == self.format {
+            return Ok(self);
+        }
+        let repack = |p: &mut Proj| -> Result<()> {
+            let b = p.bias().cloned();
+            *p = Proj::new(p.weight_in_out()?, b, format)?;
+            Ok(())
+        };
+        for block in &mut self.blocks {
+            for p in block.projs_mut() {
+                repack(p)?;
+            }
+        }
+        repack(&mut self.lm_head)?;
+        self.format = format;
+        Ok(self)
+    }
+
+    /// The token embedding table `[V, C]` (ADIFF's text mapper and separator read it).
+    pub fn wte(&self) -> &Tensor {
+        &self.wte
+    }
+
+    /// Token embeddings (no position added): ids [B, T] -> [B, T, C].
+    pub fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let flat = ids.flatten_all()?;
+        if let Some(&bad) = flat
+            .to_dtype(DType::U32)?
+            .to_vec1::<u32>()?
+            .iter()
+            .find(|&&i| i as usize >= self.cfg.vocab_size)
+        {
+            return Err(AdiffError::Invalid(format!(
+                "token id {bad} is outside the GPT-2 vocabulary ({})",
+                self.cfg.vocab_size
+            )));
+        }
+        Ok(self
+            .wte
+            .index_select(&flat, 0)?
+            .reshape((b, t, self.cfg.n_embd))?)
+    }
+
+    fn check_embeds(&self, embeds: &Tensor) -> Result<(usize, usize)> {
+        let (b, t, c) = embeds.dims3().map_err(|_| {
+            AdiffError::Invalid(format!(
+                "inputs_embeds must be [batch, time, {}], got {:?}",
+                self.cfg.n_embd,
+                embeds.dims()
+            ))
+        })?;
+        if c != self.cfg.n_embd || b == 0 || t == 0 {
+            return Err(AdiffError::Invalid(format!(
+                "inputs_embeds must be [batch >= 1, time >= 1, {}], got {:?}",
+                self.cfg.n_embd,
+                embeds.dims()
+            )));
+        }
+        if t > self.cfg.n_positions {
+            return Err(AdiffError::Invalid(format!(
+                "prefix of {t} positions exceeds GPT-2's limit of {}",
+                self.cfg.n_positions
+            )));
+        }
+        if embeds.dtype() != DType::F32 {
+            return Err(AdiffError::Invalid(format!(
+                "inputs_embeds must be f32, got {:?}",
+                embeds.dtype()
+            )));
+        }
+        Ok((b, t))
+    }
+
+    /// Full causal forward without a cache: inputs_embeds [B, T, C] at positions 0..T
+    /// -> logits [B, T, V]. The reference recomputation that the cached path must equal.
+    pub fn forward(&self, embeds: &Tensor) -> Result<Tensor> {
+        let (_, t) = self.check_embeds(embeds)?;
+        let mut cache = self.new_cache(&vec![0; embeds.dim(0)?], t, embeds.device())?;
+        let hidden = self.run(embeds, &mut cache)?; // [B, T, C]
+        self.head(&hidden)
+    }
+
+    /// Runs the prefix and fills a new cache that can take `capacity` slots in all.
+    /// `embeds` [B, T, C] holds each row's prefix from position 0 (right padding after
+    /// `lengths[b]`, whose values must lie in 1..=T; None means every row is T long).
+    /// Returns the logits of each row's last prefix position [B, V] and the cache.
+    pub fn start(
+        &self,
+        embeds: &Tensor,
+        lengths: Option<&[usize]>,
+        capacity: usize,
+    ) -> Result<(Tensor, KvCache)> {
+        let (b, t) = self.check_embeds(embeds)?;
+        let lengths: Vec<usize> = match lengths {
+            Some(l) => l.to_vec(),
+            None => vec![t; b],
+        };
+        if lengths.len() != b {
+            return Err(AdiffError::Invalid(format!(
+                "{} prefix lengths given for a batch of {b}",
+                lengths.len()
+            )));
+        }
+        if let Some(&bad) = lengths.iter().find(|&&l| l == 0 || l > t) {
+            return Err(AdiffError::Invalid(format!(
+                "prefix length {bad} is outside 1..={t}"
+            )));
+        }
+        if capacity < t || capacity > self.cfg.n_positions {
+            return Err(AdiffError::Invalid(format!(
+                "cache capacity {capacity} must lie in {t}..={}",
+                self.cfg.n_positions
+            )));
+        }
+        let pad: Vec<usize> = lengths.iter().map(|&l| t - l).collect();
+        // Right padding -> left padding: row b's real tokens end at slot T-1.
+        let embeds = if pad.iter().all(|&p| p == 0) {
+            embeds.clone()
+        } else {
+            let rows = (0..b)
+                .map(|r| {
+                    let row = embeds.get(r)?; // [T, C]
+                    if pad[r] == 0 {
+                        return Ok(row);
+                    }
+                    let zeros = Tensor::zeros((pad[r], self.cfg.n_embd), DType::F32, row.device())?;
+                    Ok(Tensor::cat(&[&zeros, &row.narrow(0, 0, lengths[r])?], 0)?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Tensor::stack(&rows, 0)? // [B, T, C]
+        };
+        let mut cache = self.new_cache(&pad, capacity, embeds.device())?;
+        let hidden = self.run(&embeds, &mut cache)?; // [B, T, C]
+        let last = hidden.narrow(1, t - 1, 1)?; // [B, 1, C]
+        let logits = self.head(&last)?.squeeze(1)?; // [B, V]
+        Ok((logits, cache))
+    }
+
+    /// Feeds one token per row (ids [B]) and returns the next logits [B, V].
+    pub fn step(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let dev = self.wte.device();
+        let idx = Tensor::from_vec(ids.to_vec(), (ids.len(), 1), dev)?;
+        let embeds = self.embed_ids(&idx)?; // [B, 1, C]
+        self.step_embeds(&embeds, cache)
+    }
+
+    /// Feeds one embedding per row ([B, 1, C]) and returns the next logits [B, V].
+    pub fn step_embeds(&self, embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t) = self.check_embeds(embeds)?;
+        if t != 1 || b != cache.batch_size() {
+            return Err(AdiffError::Invalid(format!(
+                "a step takes [{}, 1, {}] embeddings, got {:?}",
+                cache.batch_size(),
+                self.cfg.n_embd,
+                embeds.dims()
+            )));
+        }
+        let hidden = self.run(embeds, cache)?; // [B, 1, C]
+        Ok(self.head(&hidden)?.squeeze(1)?) // [B, V]
+    }
+
+    fn new_cache(&self, pad: &[usize], capacity: usize, dev: &Device) -> Result<KvCache> {
+        let b = pad.len();
+        let h = self.cfg.n_head;
+        let d = self.cfg.n_embd / h;
+        let zeros = || Tensor::zeros((b, h, capacity, d), DType::F32, dev);
+        let mut k = Vec::with_capacity(self.blocks.len());
+        let mut v = Vec::with_capacity(self.blocks.len());
+        for _ in &self.blocks {
+            k.push(zeros()?);
+            v.push(zeros()?);
+        }
+        let key_mask = if pad.iter().any(|&p| p > 0) {
+            let mut m = vec![0f32; b * capacity];
+            for (r, &p) in pad.iter().enumerate() {
+                m[r * capacity..r * capacity + p].fill(MASKED);
+            }
+            Some(Tensor::from_vec(m, (b, 1, 1, capacity), dev)?)
+        } else {
+            None
+        };
+        Ok(KvCache {
+            k,
+            v,
+            len: 0,
+            capacity,
+            pad: pad.to_vec(),
+            key_mask,
+        })
+    }
+
+    /// Runs `embeds` [B, T, C] at the cache's next slots; returns ln_f output [B, T, C].
+    fn run(&self, embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t, _) = embeds.dims3()?;
+        let offset = cache.len;
+        if offset + t > cache.capacity {
+            return Err(AdiffError::Invalid(format!(
+                "kv cache full: {offset} + {t} slots exceed its capacity {}",
+                cache.capacity
+            )));
+        }
+        let dev = embeds.device();
+        // Position ids: slot - pad (padding slots get position 0; they are masked anyway).
+        let pos = if cache.pad.iter().all(|&p| p == 0) {
+            self.wpe.narrow(0, offset, t)?.unsqueeze(0)? // [1, T, C]
+        } else {
+            let ids: Vec<u32> = cache
+                .pad
+                .iter()
+                .flat_map(|&p| (offset..offset + t).map(move |s| s.saturating_sub(p) as u32))
+                .collect();
+            let ids = Tensor::from_vec(ids, b * t, dev)?;
+            self.wpe
+                .index_select(&ids, 0)?
+                .reshape((b, t, self.cfg.n_embd))? // [B, T, C]
+        };
+        let mut x = embeds.broadcast_add(&pos)?; // [B, T, C]
+        let len = offset + t;
+        // Additive mask [B or 1, 1, T, L]: causal within the new tokens, plus padded keys.
+        let mask = if t > 1 {
+            let mut m = vec![0f32; t * len];
+            for q in 0..t {
+                m[q * len + offset + q + 1..(q + 1) * len].fill(MASKED);
+            }
+            let causal = Tensor::from_vec(m, (1, 1, t, len), dev)?;
+            Some(match &cache.key_mask {
+                // minimum, not sum: MASKED + MASKED would overflow to -inf.
+                Some(km) => causal.broadcast_minimum(&km.narrow(3, 0, len)?)?,
+                None => causal,
+            })
+        } else {
+            match &cache.key_mask {
+                Some(km) => Some(km.narrow(3, 0, len)?),
+                None => None,
+            }
+        };
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x, &cache.k[i], &cache.v[i], offset, mask.as_ref())?;
+        }
+        cache.len = len;
+        Ok(self.ln_f.forward(&x)?)
+    }
+
+    /// hidden [B, T, C] -> logits [B, T, V].
+    fn head(&self, hidden: &Tensor) -> Result<Tensor> {
+        let (b, t, c) = hidden.dims3()?;
+        let logits = self.lm_head.forward(&hidden.reshape((b * t, c))?)?; // [B*T, V]
+        Ok(logits.reshape((b, t, self.cfg.vocab_size))?)
+    }
+}
