@@ -167,6 +167,11 @@ fn main() -> anyhow::Result<()> {
             .flatten_all()?
             .max(0)?
             .to_scalar::<f32>()?;
+        let scale = ref_logits
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
         let same = if ref_ids.is_empty() {
             ref_ids = out[0].ids.clone();
             n
@@ -179,7 +184,7 @@ fn main() -> anyhow::Result<()> {
         };
         println!(
             "rust {format:?}: {n} new tokens in {secs:.2} s (incl. the {}-token prefix, {prefix_s:.3} s alone) = {rate:.1} tok/s ({decode_rate:.1} tok/s after the prefix); \
-             prefix logits max |diff| vs f32 {drift:.2e}; greedy ids equal to f32 for the first {same}/{n}",
+             prefix logits max |diff| vs f32 {drift:.2e} (max |logit| {scale:.2e}); greedy ids equal to f32 for the first {same}/{n}",
             prefix.dim(1)?
         );
         println!(

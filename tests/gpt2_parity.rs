@@ -327,8 +327,7 @@ fn reference_prefix_and_300_tokens_stay_within_positions() {
 #[test]
 fn missing_weights_are_a_clear_error() {
     let e = Gpt2::load(vb("adiff_tiny.safetensors").pp("nope"), &config("tiny"))
-        .err()
-        .expect("error")
+        .expect_err("error")
         .to_string();
     assert!(e.contains("nope") && e.contains("wte"), "{e}");
 }

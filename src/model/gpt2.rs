@@ -39,12 +39,20 @@ pub enum WeightFormat {
     Q8_0,
 }
 
-/// A dense projection `y = x W + b` with `W` in one of the [`WeightFormat`]s.
+/// Activation rows up to which a projection runs as dot products over weight rows (each weight
+/// read once, straight from memory); beyond it candle's gemm, which packs and blocks, is faster.
+const MATVEC_MAX_ROWS: usize = 4;
+
+/// A dense projection `y = x W^T + b` with `W` `[out, in]` in one of the [`WeightFormat`]s.
 #[derive(Debug, Clone)]
 enum Proj {
-    /// `w` is `[in, out]` (Conv1D layout), contiguous.
-    F32 { w: Tensor, b: Option<Tensor> },
-    /// `[out, in]` rows in f16 or int8, with the bias as a plain vector.
+    /// `wt` is `[out, in]`, contiguous (a tied lm_head shares the storage of `wte`).
+    F32 {
+        wt: Tensor,
+        b: Option<Tensor>,
+        b_vec: Option<Vec<f32>>,
+    },
+    /// Rows in f16 or int8, with the bias as a plain vector.
     Packed {
         w: packed::Packed,
         b: Option<Tensor>,
@@ -55,47 +63,39 @@ enum Proj {
 }
 
 impl Proj {
-    /// Builds from an `[in, out]` f32 weight.
-    fn new(w_in_out: Tensor, b: Option<Tensor>, format: WeightFormat) -> Result<Self> {
-        let (d_in, d_out) = w_in_out.dims2()?;
+    /// Builds from an `[out, in]` f32 weight.
+    fn new(w_out_in: Tensor, b: Option<Tensor>, format: WeightFormat) -> Result<Self> {
+        let (d_out, d_in) = w_out_in.dims2()?;
         let needs_blocks = matches!(format, WeightFormat::I8 | WeightFormat::Q8_0);
-        if needs_blocks && d_in % packed::I8_BLOCK != 0 {
+        if needs_blocks && !d_in.is_multiple_of(packed::I8_BLOCK) {
             return Err(AdiffError::Invalid(format!(
                 "{format:?} weights need input widths divisible by {}, got {d_in}",
                 packed::I8_BLOCK
             )));
         }
-        let rows = || -> Result<Vec<f32>> {
-            Ok(w_in_out
-                .t()?
-                .contiguous()?
-                .flatten_all()?
-                .to_vec1::<f32>()?)
-        };
-        let b_vec = || -> Result<Option<Vec<f32>>> {
-            Ok(match &b {
-                Some(b) => Some(b.to_vec1::<f32>()?),
-                None => None,
-            })
+        let rows = || -> Result<Vec<f32>> { Ok(w_out_in.flatten_all()?.to_vec1::<f32>()?) };
+        let b_vec = match &b {
+            Some(b) => Some(b.to_vec1::<f32>()?),
+            None => None,
         };
         Ok(match format {
             WeightFormat::F32 => Proj::F32 {
-                w: w_in_out.contiguous()?,
+                wt: w_out_in.contiguous()?,
                 b,
+                b_vec,
             },
             WeightFormat::F16 => Proj::Packed {
                 w: packed::Packed::f16(&rows()?, d_out, d_in),
-                b_vec: b_vec()?,
                 b,
+                b_vec,
             },
             WeightFormat::I8 => Proj::Packed {
                 w: packed::Packed::i8(&rows()?, d_out, d_in),
-                b_vec: b_vec()?,
                 b,
+                b_vec,
             },
             WeightFormat::Q8_0 => {
-                let w_out_in = w_in_out.t()?.contiguous()?;
-                let q = QTensor::quantize(&w_out_in, GgmlDType::Q8_0)?;
+                let q = QTensor::quantize(&w_out_in.contiguous()?, GgmlDType::Q8_0)?;
                 Proj::Quant {
                     w: QMatMul::from_qtensor(q)?,
                     b,
@@ -104,17 +104,15 @@ impl Proj {
         })
     }
 
-    /// `[in, out]` f32 view of the weight (dequantized if needed), for re-packing.
-    fn weight_in_out(&self) -> Result<Tensor> {
+    /// `[out, in]` f32 weight (dequantized if needed), for re-packing.
+    fn weight_out_in(&self) -> Result<Tensor> {
         Ok(match self {
-            Proj::F32 { w, .. } => w.clone(),
-            Proj::Packed { w, .. } => {
-                Tensor::from_vec(w.to_f32(), (w.n, w.k), &Device::Cpu)?.t()?
-            }
+            Proj::F32 { wt, .. } => wt.clone(),
+            Proj::Packed { w, .. } => Tensor::from_vec(w.to_f32(), (w.n, w.k), &Device::Cpu)?,
             Proj::Quant { w, .. } => match w {
-                QMatMul::QTensor(q) => q.dequantize(&Device::Cpu)?.t()?,
-                QMatMul::Tensor(t) => t.t()?,
-                QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?.t()?,
+                QMatMul::QTensor(q) => q.dequantize(&Device::Cpu)?,
+                QMatMul::Tensor(t) => t.clone(),
+                QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?,
             },
         })
     }
@@ -125,12 +123,24 @@ impl Proj {
         }
     }
 
-    /// x: [N, in] -> [N, out]
+    /// x: [M, in] -> [M, out]
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (m, _) = x.dims2()?;
         let y = match self {
-            Proj::F32 { w, .. } => x.matmul(w)?,
+            Proj::F32 { wt, b_vec, .. } => {
+                if m <= MATVEC_MAX_ROWS {
+                    if let Some(y) = matvec_f32(wt, x, b_vec.as_deref())? {
+                        return Ok(y);
+                    }
+                }
+                x.matmul(&wt.t()?)? // [M, in] x [in, out]
+            }
+            Proj::Packed { w, .. } if m > MATVEC_MAX_ROWS => {
+                // Many rows (a prefix): gemm on the weights widened back to f32 for this call.
+                let wt = Tensor::from_vec(w.to_f32(), (w.n, w.k), x.device())?;
+                x.matmul(&wt.t()?)?
+            }
             Proj::Packed { w, b_vec, .. } => {
-                let (m, _) = x.dims2()?;
                 let xs = x.flatten_all()?.to_vec1::<f32>()?;
                 let y = w.matmul(&xs, m, b_vec.as_deref());
                 return Ok(Tensor::from_vec(y, (m, w.n), x.device())?);
@@ -144,11 +154,26 @@ impl Proj {
     }
 }
 
+/// Few-row f32 product on the CPU, reading `wt` [out, in] in place; None on other devices.
+fn matvec_f32(wt: &Tensor, x: &Tensor, bias: Option<&[f32]>) -> Result<Option<Tensor>> {
+    let (n, k) = wt.dims2()?;
+    let (m, _) = x.dims2()?;
+    let (storage, layout) = wt.storage_and_layout();
+    let data = match &*storage {
+        candle_core::Storage::Cpu(cpu) => cpu.as_slice::<f32>()?,
+        _ => return Ok(None),
+    };
+    let w = &data[layout.start_offset()..layout.start_offset() + n * k];
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    let y = packed::matmul_f32(w, n, k, &xs, m, bias);
+    Ok(Some(Tensor::from_vec(y, (m, n), x.device())?))
+}
+
 /// Reads a Conv1D (`weight [in, out]`, `bias [out]`).
 fn conv1d(vb: &VarBuilder, d_in: usize, d_out: usize) -> Result<Proj> {
-    let w = vb.get((d_in, d_out), "weight")?;
+    let w = vb.get((d_in, d_out), "weight")?; // Conv1D: [in, out]
     let b = vb.get(d_out, "bias")?;
-    Proj::new(w, Some(b), WeightFormat::F32)
+    Proj::new(w.t()?, Some(b), WeightFormat::F32)
 }
 
 fn layer_norm(vb: VarBuilder, cfg: &Gpt2Config) -> Result<LayerNorm> {
@@ -341,7 +366,7 @@ impl Gpt2 {
     /// `transformer.wte.weight`) or ADIFF's (`vb.pp("caption_decoder.gpt")`, holding
     /// `transformer.*` and `lm_head.weight`). Without `lm_head.weight` the head is tied to `wte`.
     pub fn load(vb: VarBuilder, cfg: &Gpt2Config) -> Result<Self> {
-        if cfg.n_head == 0 || cfg.n_embd % cfg.n_head != 0 || cfg.n_layer == 0 {
+        if cfg.n_head == 0 || !cfg.n_embd.is_multiple_of(cfg.n_head) || cfg.n_layer == 0 {
             return Err(AdiffError::Config(format!(
                 "gpt2: n_embd {} must be a positive multiple of n_head {}, with n_layer > 0",
                 cfg.n_embd, cfg.n_head
@@ -369,8 +394,8 @@ impl Gpt2 {
         } else {
             wte.clone()
         };
-        // [V, C] -> [C, V]: the Conv1D orientation shared by every projection.
-        let lm_head = Proj::new(head.t()?, None, WeightFormat::F32)?;
+        // [V, C] is already [out, in]; tied, it shares wte's storage.
+        let lm_head = Proj::new(head, None, WeightFormat::F32)?;
         Ok(Self {
             wte,
             wpe,
@@ -398,7 +423,7 @@ impl Gpt2 {
         }
         let repack = |p: &mut Proj| -> Result<()> {
             let b = p.bias().cloned();
-            *p = Proj::new(p.weight_in_out()?, b, format)?;
+            *p = Proj::new(p.weight_out_in()?, b, format)?;
             Ok(())
         };
         for block in &mut self.blocks {
@@ -775,49 +800,96 @@ mod packed {
 
         /// `x` [m, k] -> `x W^T + bias` [m, n].
         pub fn matmul(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
-            let (n, k) = (self.n, self.k);
             let simd = simd_available();
-            // Output transposed, [n, m], so that each task owns whole weight rows.
-            let mut yt = vec![0f32; n * m];
-            yt.par_chunks_mut(ROWS_PER_TASK * m)
-                .enumerate()
-                .for_each(|(task, out)| {
-                    let first = task * ROWS_PER_TASK;
-                    if m == 1 {
-                        for (j, y) in out.iter_mut().enumerate() {
-                            *y = self.dot_row(x, first + j, simd);
-                        }
-                    } else {
-                        // Several activation rows: convert each weight row once, reuse it m times.
-                        let mut row = vec![0f32; k];
-                        for (j, ys) in out.chunks_exact_mut(m).enumerate() {
-                            self.row_f32(first + j, &mut row);
-                            for (r, y) in ys.iter_mut().enumerate() {
-                                *y = dot_f32(&x[r * k..(r + 1) * k], &row, simd);
-                            }
-                        }
+            matmul_rows(
+                self.n,
+                self.k,
+                x,
+                m,
+                bias,
+                |xr, o| self.dot_row(xr, o, simd),
+                |o, dst| self.row_f32(o, dst),
+            )
+        }
+    }
+
+    /// `x` [m, k] times f32 rows `w` [n, k] transposed, plus bias -> [m, n].
+    pub fn matmul_f32(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        x: &[f32],
+        m: usize,
+        bias: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let simd = simd_available();
+        matmul_rows(
+            n,
+            k,
+            x,
+            m,
+            bias,
+            |xr, o| dot_f32(xr, &w[o * k..(o + 1) * k], simd),
+            |o, dst| dst.copy_from_slice(&w[o * k..(o + 1) * k]),
+        )
+    }
+
+    /// Shared driver: `dot(x_row, o)` is one output; `row(o, dst)` writes weight row `o` as f32
+    /// (used when several activation rows share each weight row).
+    fn matmul_rows<D, R>(
+        n: usize,
+        k: usize,
+        x: &[f32],
+        m: usize,
+        bias: Option<&[f32]>,
+        dot: D,
+        row: R,
+    ) -> Vec<f32>
+    where
+        D: Fn(&[f32], usize) -> f32 + Sync,
+        R: Fn(usize, &mut [f32]) + Sync,
+    {
+        let simd = simd_available();
+        // Output transposed, [n, m], so that each task owns whole weight rows.
+        let mut yt = vec![0f32; n * m];
+        yt.par_chunks_mut(ROWS_PER_TASK * m)
+            .enumerate()
+            .for_each(|(task, out)| {
+                let first = task * ROWS_PER_TASK;
+                if m == 1 {
+                    for (j, y) in out.iter_mut().enumerate() {
+                        *y = dot(x, first + j);
                     }
-                });
-            let mut y = if m == 1 {
-                yt
-            } else {
-                let mut y = vec![0f32; m * n];
-                for (o, col) in yt.chunks_exact(m).enumerate() {
-                    for (r, &v) in col.iter().enumerate() {
-                        y[r * n + o] = v;
+                } else {
+                    // Convert each weight row once, reuse it for the m activation rows.
+                    let mut buf = vec![0f32; k];
+                    for (j, ys) in out.chunks_exact_mut(m).enumerate() {
+                        row(first + j, &mut buf);
+                        for (r, y) in ys.iter_mut().enumerate() {
+                            *y = dot_f32(&x[r * k..(r + 1) * k], &buf, simd);
+                        }
                     }
                 }
-                y
-            };
-            if let Some(b) = bias {
-                for row in y.chunks_exact_mut(n) {
-                    for (v, b) in row.iter_mut().zip(b) {
-                        *v += b;
-                    }
+            });
+        let mut y = if m == 1 {
+            yt
+        } else {
+            let mut y = vec![0f32; m * n];
+            for (o, col) in yt.chunks_exact(m).enumerate() {
+                for (r, &v) in col.iter().enumerate() {
+                    y[r * n + o] = v;
                 }
             }
             y
+        };
+        if let Some(b) = bias {
+            for row in y.chunks_exact_mut(n) {
+                for (v, b) in row.iter_mut().zip(b) {
+                    *v += b;
+                }
+            }
         }
+        y
     }
 
     fn dot_f32(a: &[f32], b: &[f32], simd: bool) -> f32 {
