@@ -220,7 +220,8 @@ impl Block {
     }
 
     /// x: [B, T, C] written at cache slots `offset..offset+T`; `mask`: additive bias
-    /// broadcastable to [B, H, T, offset+T] (None = every key visible).
+    /// broadcastable to [B, H, T, offset+T] (None = every key visible); `pad`: each row's
+    /// masked leading slots (the same information, for the one-token path).
     fn forward(
         &self,
         x: &Tensor,
@@ -228,6 +229,7 @@ impl Block {
         v_cache: &Tensor,
         offset: usize,
         mask: Option<&Tensor>,
+        pad: &[usize],
     ) -> Result<Tensor> {
         let (b, t, c) = x.dims3()?;
         let h = self.n_head;
@@ -248,6 +250,12 @@ impl Block {
         k_cache.slice_set(&heads(1)?, 2, offset)?;
         v_cache.slice_set(&heads(2)?, 2, offset)?;
         let len = offset + t;
+        if t == 1 {
+            // One query per row: dot products straight over the cache, no gemm calls.
+            if let Some(y) = attend_one(&q, k_cache, v_cache, len, pad)? {
+                return self.finish(residual, &y.reshape((b, c))?);
+            }
+        }
         let k = k_cache.narrow(2, 0, len)?; // [B, H, L, D] (strided view, no copy)
         let v = v_cache.narrow(2, 0, len)?; // [B, H, L, D]
         let scale = 1.0 / (d as f64).sqrt();
@@ -263,13 +271,45 @@ impl Block {
         } else {
             y.transpose(1, 2)?.reshape((b * t, c))? // [B*T, C]
         };
-        let y = self.attn_proj.forward(&y)?.reshape((b, t, c))?;
+        self.finish(residual, &y)
+    }
+
+    /// Output projection, residual and MLP: attention output y [B*T, C] -> block output [B, T, C].
+    fn finish(&self, residual: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let (b, t, c) = residual.dims3()?;
+        let y = self.attn_proj.forward(y)?.reshape((b, t, c))?;
         let x = (residual + y)?; // [B, T, C]
         let m = self.ln_2.forward(&x)?.reshape((b * t, c))?;
         let m = self.c_fc.forward(&m)?.gelu()?; // gelu_new (tanh approximation), [B*T, 4C]
         let m = self.mlp_proj.forward(&m)?.reshape((b, t, c))?;
         Ok((x + m)?)
     }
+}
+
+/// Single-query attention on the CPU, reading the caches in place: q [B, H, 1, D], caches
+/// [B, H, capacity, D] with `len` slots filled, row b's first `pad[b]` slots masked (skipped:
+/// the same as an additive f32::MIN, whose exp underflows to exactly 0). Returns [B, H, D]
+/// (= [B, C] with heads concatenated), or None when the tensors are not on the CPU.
+fn attend_one(
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    len: usize,
+    pad: &[usize],
+) -> Result<Option<Tensor>> {
+    let (b, h, cap, d) = k_cache.dims4()?;
+    let (ks, kl) = k_cache.storage_and_layout();
+    let (vs, vl) = v_cache.storage_and_layout();
+    let (k, v) = match (&*ks, &*vs) {
+        (candle_core::Storage::Cpu(k), candle_core::Storage::Cpu(v)) => (
+            &k.as_slice::<f32>()?[kl.start_offset()..],
+            &v.as_slice::<f32>()?[vl.start_offset()..],
+        ),
+        _ => return Ok(None),
+    };
+    let qv = q.flatten_all()?.to_vec1::<f32>()?; // [B*H*D]
+    let y = packed::attend_one(&qv, k, v, b, h, cap, d, len, pad);
+    Ok(Some(Tensor::from_vec(y, (b, h, d), q.device())?))
 }
 
 /// Key/value cache for one batch: `[B, H, capacity, D]` per layer, filled left to right.
@@ -656,7 +696,14 @@ impl Gpt2 {
             }
         };
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, &cache.k[i], &cache.v[i], offset, mask.as_ref())?;
+            x = block.forward(
+                &x,
+                &cache.k[i],
+                &cache.v[i],
+                offset,
+                mask.as_ref(),
+                &cache.pad,
+            )?;
         }
         cache.len = len;
         Ok(self.ln_f.forward(&x)?)
@@ -889,6 +936,44 @@ mod packed {
                 }
             }
         }
+        y
+    }
+
+    /// See `super::attend_one`. Caches are [b, h, cap, d] contiguous slices.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend_one(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        b: usize,
+        h: usize,
+        cap: usize,
+        d: usize,
+        len: usize,
+        pad: &[usize],
+    ) -> Vec<f32> {
+        let simd = simd_available();
+        let scale = 1.0 / (d as f32).sqrt();
+        let mut y = vec![0f32; b * h * d];
+        y.par_chunks_mut(d).enumerate().for_each(|(bh, out)| {
+            let row = bh / h;
+            let base = bh * cap * d;
+            let qh = &q[bh * d..(bh + 1) * d];
+            let first = pad[row].min(len);
+            let scores: Vec<f32> = (first..len)
+                .map(|l| dot_f32(qh, &k[base + l * d..base + (l + 1) * d], simd) * scale)
+                .collect();
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let probs: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+            let total: f32 = probs.iter().sum();
+            for (j, p) in probs.iter().enumerate() {
+                let vr = &v[base + (first + j) * d..base + (first + j + 1) * d];
+                let w = p / total;
+                for (o, x) in out.iter_mut().zip(vr) {
+                    *o += w * x;
+                }
+            }
+        });
         y
     }
 
