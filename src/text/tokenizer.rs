@@ -1,1 +1,183 @@
-//! (in progress)
+//! The GPT-2 BPE tokenizer with ADIFF's prompt encoding.
+//!
+//! ADIFF's wrapper loads the hub `gpt2` tokenizer and calls `add_special_tokens({'pad_token': '!'})`.
+//! `!` is already id 0, so padding uses id 0, but `!` also becomes a *special added token*: every
+//! `!` in a prompt is split out before BPE and becomes id 0 on its own (`"wow!!"` -> `[42773, 0, 0]`,
+//! not `[42773, 3228]`). Prompts are `prompt + " <|endoftext|>"`, truncated and padded to 40 ids.
+
+use std::path::Path;
+
+use tokenizers::{AddedToken, Tokenizer};
+
+use crate::error::{AdiffError, Result};
+use crate::model::config::TextConfig;
+
+/// The shipped `data/gpt2/tokenizer.json` (see `data/README.md` for where it came from), compiled
+/// in so the CLI needs no extra file.
+const BUNDLED_TOKENIZER: &[u8] = include_bytes!("../../data/gpt2/tokenizer.json");
+
+/// What the reference puts between the prompt and `<|endoftext|>` (`prompt + ' <|endoftext|>'`).
+const PROMPT_EOS_SEPARATOR: &str = " ";
+
+/// Hugging Face's `clean_up_tokenization` replacements, in its order: spaces before punctuation
+/// and English contractions are removed.
+const CLEAN_UP_REPLACEMENTS: [(&str, &str); 10] = [
+    (" .", "."),
+    (" ?", "?"),
+    (" !", "!"),
+    (" ,", ","),
+    (" ' ", "'"),
+    (" n't", "n't"),
+    (" 'm", "'m"),
+    (" 's", "'s"),
+    (" 've", "'ve"),
+    (" 're", "'re"),
+];
+
+/// GPT-2 tokenizer set up like ADIFF's (with `!` as a special pad token).
+#[derive(Clone)]
+pub struct Gpt2Tokenizer {
+    inner: Tokenizer,
+    text: TextConfig,
+    /// `" <|endoftext|>"`, appended to every prompt.
+    prompt_suffix: String,
+    vocab_size: usize,
+}
+
+impl Gpt2Tokenizer {
+    /// Loads a `tokenizer.json` file.
+    pub fn from_file(path: impl AsRef<Path>, text: &TextConfig) -> Result<Self> {
+        let path = path.as_ref();
+        let inner = Tokenizer::from_file(path)
+            .map_err(|e| AdiffError::Tokenizer(format!("{}: {e}", path.display())))?;
+        Self::new(inner, text)
+    }
+
+    /// The tokenizer shipped in `data/gpt2/tokenizer.json`.
+    pub fn bundled(text: &TextConfig) -> Result<Self> {
+        let inner = Tokenizer::from_bytes(BUNDLED_TOKENIZER)
+            .map_err(|e| AdiffError::Tokenizer(format!("bundled tokenizer.json: {e}")))?;
+        Self::new(inner, text)
+    }
+
+    fn new(mut inner: Tokenizer, text: &TextConfig) -> Result<Self> {
+        let name = |id: u32, what: &str| {
+            inner.id_to_token(id).ok_or_else(|| {
+                AdiffError::Tokenizer(format!("{what} id {id} is not in the vocabulary"))
+            })
+        };
+        let pad = name(text.pad_token_id, "pad")?;
+        let eos = name(text.eos_token_id, "eos")?;
+        // The pad token string comes from the vocabulary ("!" for id 0), registered as special.
+        inner.add_special_tokens(&[AddedToken::from(pad.clone(), true)]);
+        if inner.token_to_id(&pad) != Some(text.pad_token_id) {
+            return Err(AdiffError::Tokenizer(format!(
+                "pad token {pad:?} did not keep id {}",
+                text.pad_token_id
+            )));
+        }
+        let vocab_size = inner.get_vocab_size(true);
+        Ok(Self {
+            inner,
+            text: text.clone(),
+            prompt_suffix: format!("{PROMPT_EOS_SEPARATOR}{eos}"),
+            vocab_size,
+        })
+    }
+
+    /// Number of ids, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// Plain encoding (no padding or truncation), `!` split out as the pad id.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| AdiffError::Tokenizer(format!("cannot encode {text:?}: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// ADIFF's prompt ids: `prompt + " <|endoftext|>"`, cut to the first `prompt_length` ids
+    /// (so a long prompt loses its end marker, as in the reference), then padded with the pad id.
+    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(&format!("{prompt}{}", self.prompt_suffix))?;
+        ids.truncate(self.text.prompt_length);
+        ids.resize(self.text.prompt_length, self.text.pad_token_id);
+        Ok(ids)
+    }
+
+    /// Ids back to text exactly (`skip_special_tokens=False`, no clean-up).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.vocab_size) {
+            return Err(AdiffError::Tokenizer(format!(
+                "cannot decode id {bad}: the vocabulary has {} ids",
+                self.vocab_size
+            )));
+        }
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| AdiffError::Tokenizer(format!("cannot decode: {e}")))
+    }
+
+    /// Ids back to text the way ADIFF's wrapper printed them: `tokenizer.decode(ids)` under
+    /// transformers 4.28, whose default `clean_up_tokenization_spaces=True` removes the space
+    /// before punctuation and contractions.
+    pub fn decode_clean(&self, ids: &[u32]) -> Result<String> {
+        Ok(clean_up_tokenization(&self.decode(ids)?))
+    }
+}
+
+/// Hugging Face's `PreTrainedTokenizerBase.clean_up_tokenization`.
+pub fn clean_up_tokenization(text: &str) -> String {
+    CLEAN_UP_REPLACEMENTS
+        .iter()
+        .fold(text.to_string(), |s, (from, to)| s.replace(from, to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::AdiffConfig;
+
+    fn tok() -> Gpt2Tokenizer {
+        Gpt2Tokenizer::bundled(&AdiffConfig::base().text).unwrap()
+    }
+
+    #[test]
+    fn reference_prompt_ids() {
+        // Ids from data/gpt2 README (checked there against transformers' GPT2TokenizerFast).
+        let ids = tok()
+            .encode_prompt("Explain the difference between the two audios in detail.")
+            .unwrap();
+        let mut want = vec![
+            18438, 391, 262, 3580, 1022, 262, 734, 2709, 4267, 287, 3703, 13, 220, 50256,
+        ];
+        want.resize(40, 0);
+        assert_eq!(ids, want);
+    }
+
+    #[test]
+    fn bang_is_its_own_pad_token() {
+        assert_eq!(tok().encode("wow!!").unwrap(), vec![42773, 0, 0]);
+    }
+
+    #[test]
+    fn empty_and_overlong_prompts() {
+        let t = tok();
+        let e = t.encode_prompt("").unwrap();
+        assert_eq!(&e[..2], &[220, 50256]);
+        assert_eq!(e.len(), 40);
+        let long = "word ".repeat(100);
+        let l = t.encode_prompt(&long).unwrap();
+        assert_eq!(l.len(), 40);
+        assert!(!l.contains(&50256));
+    }
+
+    #[test]
+    fn decode_rejects_unknown_ids() {
+        let e = tok().decode(&[1, 999_999]).unwrap_err().to_string();
+        assert!(e.contains("999999"), "{e}");
+    }
+}
