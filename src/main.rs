@@ -7,6 +7,8 @@ fn main() {
     let result = match cli.command {
         Command::Embed(args) => adiff::cli::embed::run(args),
         Command::Tag(args) => adiff::cli::tag::run(args),
+        Command::Explain(args) => adiff::cli::explain::run(args),
+        Command::Convert(args) => adiff::cli::convert::run(args),
     };
     if let Err(e) = result {
         // One line, every cause chained, non-zero exit.

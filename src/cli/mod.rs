@@ -10,7 +10,9 @@ use crate::audio::CropMode;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::AdiffConfig;
 
+pub mod convert;
 pub mod embed;
+pub mod explain;
 pub mod tag;
 
 /// adiff: explain how two audio recordings differ, in natural language.
@@ -30,6 +32,10 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// Print the top AudioSet events of an audio file, with the time spans where each is active.
     Tag(tag::TagArgs),
+    /// Explain how two audio recordings differ (tier 1: a few words, 2: a sentence, 3: in detail).
+    Explain(explain::ExplainArgs),
+    /// Convert a checkpoint (official .ckpt, or several files) to one safetensors file + config.
+    Convert(convert::ConvertArgs),
 }
 
 /// Options shared by every subcommand that loads a model.
@@ -159,6 +165,9 @@ pub struct DecodingArgs {
     /// reference). Repeat to give several.
     #[arg(long = "stop-id")]
     pub stop_ids: Vec<u32>,
+    /// Never stop before --max-tokens (for benchmarks).
+    #[arg(long, conflicts_with = "stop_ids")]
+    pub no_stop: bool,
 }
 
 impl DecodingArgs {
@@ -176,6 +185,9 @@ impl DecodingArgs {
         opts.max_new_tokens = self.max_tokens;
         if !self.stop_ids.is_empty() {
             opts.stop_tokens = self.stop_ids.clone();
+        }
+        if self.no_stop {
+            opts.stop_tokens.clear();
         }
         opts
     }

@@ -119,19 +119,16 @@ impl Checkpoint {
     /// first one. Call [`LoadReport::finish`] once the model is built.
     pub fn var_builder(&self, dtype: DType, device: &Device) -> (VarBuilder<'static>, LoadReport) {
         let problems = Arc::new(Mutex::new(Vec::new()));
+        let used = Arc::new(Mutex::new(BTreeSet::new()));
         let backend = CheckedBackend {
             tensors: self.tensors.clone(),
             skipped: self.skipped.clone(),
             problems: problems.clone(),
+            used: used.clone(),
         };
         let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
-        (
-            vb,
-            LoadReport {
-                path: self.path.clone(),
-                problems,
-            },
-        )
+        let report = LoadReport { path: self.path.clone(), problems, used };
+        (vb, report)
     }
 }
 

@@ -1,0 +1,176 @@
+//! Parity of the whole ADIFF model against a tiny PyTorch ADIFF (`scripts/fixtures_adiff.py`):
+//! msclap HTSAT + projection + ClipCap-style mappers + cross-projection + Hugging Face GPT-2, in the
+//! official checkpoint layout. The model is the union of three fixture files (HTSAT, GPT-2, the
+//! rest), loaded with `Checkpoint::load_all`. Tolerances: prefix and logits <= 1e-4 abs, ids equal.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use adiff::audio::{load_clip, CropMode};
+use adiff::generate::{generate, GenerateOptions};
+use adiff::model::adiff::Adiff;
+use adiff::model::checkpoint::Checkpoint;
+use adiff::model::config::AdiffConfig;
+use adiff::text::tokenizer::Gpt2Tokenizer;
+use candle_core::{DType, Device, IndexOp, Tensor};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(rel: &str) -> PathBuf {
+    root().join("tests/fixtures").join(rel)
+}
+
+/// The three files that together form the tiny official-layout checkpoint.
+fn checkpoint_parts() -> Vec<PathBuf> {
+    vec![
+        fixture("htsat/htsat_tiny.ckpt"),
+        fixture("gpt2/adiff_tiny.safetensors"),
+        fixture("adiff/adiff_tiny_rest.ckpt"),
+    ]
+}
+
+fn model() -> Adiff {
+    let ckpt = Checkpoint::load_all(&checkpoint_parts()).unwrap();
+    Adiff::from_checkpoint(&ckpt, &AdiffConfig::tiny(), &Device::Cpu).unwrap()
+}
+
+fn expected() -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixture("adiff/adiff_tiny_expected.safetensors"), &Device::Cpu).unwrap()
+}
+
+fn expected_json() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("adiff/adiff_tiny_expected.json")).unwrap()).unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shape mismatch");
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+fn ids(t: &Tensor) -> Vec<Vec<u32>> {
+    t.to_dtype(DType::I64)
+        .unwrap()
+        .to_vec2::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.into_iter().map(|x| x as u32).collect())
+        .collect()
+}
+
+#[test]
+fn prompt_ids_match_the_reference_tokenizer() {
+    let cfg = AdiffConfig::tiny();
+    let tok = Gpt2Tokenizer::bundled(&cfg.text).unwrap();
+    let exp = expected_json();
+    for row in exp["rows"].as_array().unwrap() {
+        let want: Vec<u32> = row["prompt_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(tok.encode_prompt(row["prompt"].as_str().unwrap()).unwrap(), want);
+    }
+}
+
+#[test]
+fn prefix_and_logits_match_pytorch() {
+    let cfg = AdiffConfig::tiny();
+    let m = model();
+    let exp = expected();
+    let prompt = Tensor::from_vec(ids(&exp["prompt_ids"]).concat(), (2, cfg.text.prompt_length), &Device::Cpu).unwrap();
+    // Audio side, end to end from the WAVs: row 0 = (a, b), row 1 = (b, a).
+    let a = load_clip(&fixture("htsat/clip_a.wav"), &cfg.audio, CropMode::Start).unwrap();
+    let b = load_clip(&fixture("htsat/clip_b.wav"), &cfg.audio, CropMode::Start).unwrap();
+    let (_, o1) = m.audio.encode(&[a.clone(), b.clone()]).unwrap();
+    let (_, o2) = m.audio.encode(&[b, a]).unwrap();
+    let e1 = max_abs_diff(&o1.embedding, &exp["embedding1"]);
+    let e2 = max_abs_diff(&o2.embedding, &exp["embedding2"]);
+    eprintln!("HTSAT embeddings: {e1:.3e} {e2:.3e}");
+    assert!(e1 <= 1e-4 && e2 <= 1e-4);
+
+    let parts = m.prefix(&o1.embedding, &o2.embedding, &prompt).unwrap();
+    for (name, ours) in [
+        ("normalized1", &parts.projected1),
+        ("normalized2", &parts.projected2),
+        ("audio_prefix1", &parts.audio_prefix1),
+        ("audio_prefix2", &parts.audio_prefix2),
+        ("text_prefix", &parts.text_prefix),
+        ("prefix", &parts.prefix),
+    ] {
+        let err = max_abs_diff(ours, &exp[name]);
+        eprintln!("{name}: max abs error {err:.3e}");
+        assert!(err <= 1e-4, "{name}: {err}");
+    }
+    // GPT-2 logits at the last prefix position.
+    let logits = m.gpt.forward(&parts.prefix).unwrap();
+    let t = logits.dim(1).unwrap();
+    let last = logits.i((.., t - 1, ..)).unwrap();
+    let err = max_abs_diff(&last, &exp["last_logits"]);
+    eprintln!("last-position logits: max abs error {err:.3e}");
+    assert!(err <= 1e-4);
+}
+
+#[test]
+fn greedy_ids_match_pytorch() {
+    let cfg = AdiffConfig::tiny();
+    let m = model();
+    let exp = expected();
+    let prompt = Tensor::from_vec(ids(&exp["prompt_ids"]).concat(), (2, cfg.text.prompt_length), &Device::Cpu).unwrap();
+    let parts = m.prefix(&exp["embedding1"], &exp["embedding2"], &prompt).unwrap();
+    let want = ids(&exp["greedy_ids"]);
+    // 30 tokens, no early stop.
+    let mut opts = GenerateOptions::new(&cfg.text);
+    opts.max_new_tokens = want[0].len();
+    opts.stop_tokens.clear();
+    let got = generate(&m.gpt, &parts.prefix, None, &opts).unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(&g.ids, w);
+    }
+    // The reference loop (stop on 220, at most 30 tokens), and with another stop id.
+    let j = expected_json();
+    opts.stop_tokens = vec![cfg.text.stop_token_id];
+    let got = generate(&m.gpt, &parts.prefix, None, &opts).unwrap();
+    for (g, row) in got.iter().zip(j["rows"].as_array().unwrap()) {
+        let r: Vec<u32> = row["reference_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(g.ids, r);
+    }
+}
+
+#[test]
+fn explain_cli_gives_the_reference_text_and_convert_round_trips() {
+    let dir = std::env::temp_dir().join(format!("adiff-test-{}-explain", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("tiny.safetensors");
+    let parts = checkpoint_parts();
+    let mut args: Vec<String> = vec!["convert".into()];
+    for p in &parts {
+        args.extend(["-c".into(), p.display().to_string()]);
+    }
+    args.extend(["--config".into(), "configs/tiny.json".into(), "-o".into(), out.display().to_string()]);
+    let run = |args: &[String]| Command::new(env!("CARGO_BIN_EXE_adiff")).args(args).current_dir(root()).output().unwrap();
+    let o = run(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.with_extension("json").exists());
+    let j = expected_json();
+    let row = &j["rows"][0];
+    let o = run(&[
+        "explain".into(),
+        fixture("htsat/clip_a.wav").display().to_string(),
+        fixture("htsat/clip_b.wav").display().to_string(),
+        "-c".into(),
+        out.display().to_string(),
+        "--config".into(),
+        out.with_extension("json").display().to_string(),
+        "--tier".into(),
+        "3".into(),
+        "--max-tokens".into(),
+        "30".into(),
+        "--json".into(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let answer = &v["answers"][0];
+    assert_eq!(answer["prompt"], row["prompt"]);
+    assert_eq!(answer["tokens"].as_u64().unwrap() as usize, row["reference_ids"].as_array().unwrap().len());
+    assert_eq!(answer["explanation"].as_str().unwrap(), row["reference_text"].as_str().unwrap().trim());
+    std::fs::remove_dir_all(dir).ok();
+}
