@@ -20,6 +20,7 @@ Deterministic (fixed seeds). Writes into tests/fixtures/gpt2/:
                            ids (+ pad '!' as in ADIFF's wrapper), prompt ids, and decodings.
 
 Run standalone: /work/venv/bin/python scripts/fixtures_gpt2.py [--shared ../shared]
+or from scripts/make_fixtures.py: `import fixtures_gpt2; fixtures_gpt2.make(shared)`.
 """
 import argparse
 import csv
@@ -271,11 +272,10 @@ def tokenizer_fixtures(shared):
     return len(cases)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared",
-                    help="folder holding data/ACD/*.csv (default: ../shared)")
-    args = ap.parse_args()
+def make(shared=None):
+    """Writes every fixture; `shared` holds data/ACD/*.csv (default ../shared). Entry point for
+    scripts/make_fixtures.py."""
+    shared = Path(shared) if shared is not None else REPO.parent / "shared"
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
     tiny_fixtures()
@@ -287,9 +287,16 @@ def main():
         )
         + "\n"
     )
-    n = tokenizer_fixtures(args.shared)
+    n = tokenizer_fixtures(shared)
     total = sum(p.stat().st_size for p in OUT.iterdir())
     print(f"wrote {OUT} ({n} tokenizer cases, {total / 1e6:.2f} MB)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared",
+                    help="folder holding data/ACD/*.csv (default: ../shared)")
+    make(ap.parse_args().shared)
 
 
 if __name__ == "__main__":
