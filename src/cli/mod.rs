@@ -78,7 +78,7 @@ pub enum Crop {
     Start,
     /// The middle 10 s.
     Center,
-    /// A random 10 s window (reproducible with --seed).
+    /// A random 10 s window (reproducible with --crop-seed).
     Random,
 }
 
@@ -89,8 +89,8 @@ pub struct ClipArgs {
     #[arg(long, value_enum, default_value_t = Crop::Start)]
     pub crop: Crop,
     /// Seed for `--crop random` (file i of a run uses seed + i).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[arg(long = "crop-seed", default_value_t = 0)]
+    pub crop_seed: u64,
 }
 
 impl ClipArgs {
@@ -100,7 +100,7 @@ impl ClipArgs {
             Crop::Start => CropMode::Start,
             Crop::Center => CropMode::Center,
             Crop::Random => CropMode::Random {
-                seed: self.seed.wrapping_add(index as u64),
+                seed: self.crop_seed.wrapping_add(index as u64),
             },
         }
     }

@@ -48,9 +48,8 @@ impl Checkpoint {
             read_torch_zip(&path)
                 .map_err(|e| err(format!("not a readable PyTorch archive: {e}")))?
         } else {
-            let t = candle_core::safetensors::load(&path, &Device::Cpu)
-                .map_err(|e| err(format!("not a readable safetensors or PyTorch file: {e}")))?;
-            (t.into_iter().collect::<Vec<_>>(), HashMap::new())
+            read_safetensors(&path)
+                .map_err(|e| err(format!("not a readable safetensors or PyTorch file: {e}")))?
         };
         if raw.is_empty() {
             return Err(err("no tensors found".into()));
@@ -301,6 +300,26 @@ fn read_torch_zip(path: &Path) -> candle_core::Result<(NamedTensors, HashMap<Str
         match value.into_tensor_info(key, &dir) {
             Ok(Some(info)) => tensors.push((name, read_tensor(&mut zip, &info)?)),
             Ok(None) => {}
+            Err(e) => {
+                skipped.insert(name, e.to_string());
+            }
+        }
+    }
+    Ok((tensors, skipped))
+}
+
+/// Reads every tensor of a safetensors file; tensors of dtypes candle cannot hold (the bool
+/// causal masks some GPT-2 exports carry) are returned separately, with the reason.
+fn read_safetensors(path: &Path) -> candle_core::Result<(NamedTensors, HashMap<String, String>)> {
+    use candle_core::safetensors::Load;
+    // SAFETY: the file is mapped read-only and every tensor is copied out before the map drops;
+    // like any memory map it assumes nobody truncates the file meanwhile.
+    let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path)? };
+    let mut tensors = Vec::new();
+    let mut skipped = HashMap::new();
+    for (name, view) in st.tensors() {
+        match view.load(&Device::Cpu) {
+            Ok(t) => tensors.push((name, t)),
             Err(e) => {
                 skipped.insert(name, e.to_string());
             }
