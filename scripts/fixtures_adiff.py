@@ -294,9 +294,7 @@ def load_tokenizer(path: Path = TOKENIZER_FILE) -> GPT2TokenizerFast:
 
 def prompt_ids(tok: GPT2TokenizerFast, prompts: list[str], length: int) -> torch.Tensor:
     """prompt + ' <|endoftext|>', padded with id 0 and truncated to `length` -> [B, length] int64."""
-    rows = [
-        tok(p + STOP_TEXT, max_length=length, padding="max_length", truncation=True)["input_ids"] for p in prompts
-    ]
+    rows = [tok(p + STOP_TEXT, max_length=length, padding="max_length", truncation=True)["input_ids"] for p in prompts]
     return torch.tensor(rows, dtype=torch.int64)
 
 
@@ -377,36 +375,64 @@ def _ln64(x, w, b, eps):
     return (x - mu) / np.sqrt(var + eps) * w + b
 
 
-def _layer64(x, sd, pre, heads, eps):
-    """Pre-LN mapper layer: keys = first C outputs of to_keys_values, values = next C."""
+def _layer64(x, sd, pre, heads, eps, v=None):
+    """Pre-LN mapper layer: keys = first C outputs of to_keys_values, values = next C.
+    `v` (a dict of deliberate mistakes, for the sensitivity checks) is empty for the reference."""
+    v = v or {}
     b, n, c = x.shape
     hd = c // heads
     h = _ln64(x, sd[pre + "norm1.weight"], sd[pre + "norm1.bias"], eps)
     q = h @ sd[pre + "attn.to_queries.weight"].T  # [b, n, c]
     kv = h @ sd[pre + "attn.to_keys_values.weight"].T  # [b, n, 2c]
-    k, v = kv[..., :c], kv[..., c:]
+    k, val = (kv[..., c:], kv[..., :c]) if v.get("kv_swapped") else (kv[..., :c], kv[..., c:])
     q = q.reshape(b, n, heads, hd).transpose(0, 2, 1, 3)  # [b, h, n, hd]
     k = k.reshape(b, n, heads, hd).transpose(0, 2, 1, 3)
-    v = v.reshape(b, n, heads, hd).transpose(0, 2, 1, 3)
-    a = q @ k.transpose(0, 1, 3, 2) * hd**-0.5  # [b, h, n, n]
+    val = val.reshape(b, n, heads, hd).transpose(0, 2, 1, 3)
+    a = q @ k.transpose(0, 1, 3, 2) * hd ** v.get("scale_power", -0.5)  # [b, h, n, n]
+    if v.get("causal"):
+        a = a + np.triu(np.full((n, n), -np.inf), 1)
     a = np.exp(a - a.max(-1, keepdims=True))
     a = a / a.sum(-1, keepdims=True)
-    o = (a @ v).transpose(0, 2, 1, 3).reshape(b, n, c)
+    o = (a @ val).transpose(0, 2, 1, 3).reshape(b, n, c)
     x = x + o @ sd[pre + "attn.project.weight"].T + sd[pre + "attn.project.bias"]
     h = _ln64(x, sd[pre + "norm2.weight"], sd[pre + "norm2.bias"], eps)
-    h = np.maximum(h @ sd[pre + "mlp.fc1.weight"].T + sd[pre + "mlp.fc1.bias"], 0.0)
+    h = h @ sd[pre + "mlp.fc1.weight"].T + sd[pre + "mlp.fc1.bias"]
+    h = _gelu64(h) if v.get("gelu_mlp") else np.maximum(h, 0.0)
     return x + h @ sd[pre + "mlp.fc2.weight"].T + sd[pre + "mlp.fc2.bias"]
 
 
-def _transformer64(x, sd, pre, heads, layers, eps):
+def _gelu64(x):
+    from scipy.special import erf
+
+    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+
+
+def _transformer64(x, sd, pre, heads, layers, eps, v=None):
     for i in range(layers):
-        x = _layer64(x, sd, f"{pre}layers.{i}.", heads, eps)
+        x = _layer64(x, sd, f"{pre}layers.{i}.", heads, eps, v)
     return x
 
 
-def prefix_float64(cfg: dict, sd: dict, emb1: np.ndarray, emb2: np.ndarray, ids: np.ndarray) -> dict:
-    """Projection -> normalise -> mappers -> separator -> cross_project, in float64 numpy."""
-    from scipy.special import erf
+# Deliberate mistakes a port could make. Each must move some stored tensor by far more than its
+# float32 rounding error (tanh GELU in the projection only moves `prefix` by 5e-5, see FIXTURES.md).
+MISTAKE_MIN_RATIO = 20.0
+MISTAKES = {
+    "keys_values_swapped": {"kv_swapped": True},
+    "attention_scale_1_over_hd": {"scale_power": -1.0},
+    "causal_attention_mask": {"causal": True},
+    "gelu_instead_of_relu_in_mlp": {"gelu_mlp": True},
+    "keep_first_p_instead_of_last": {"keep_first": True},
+    "no_l2_normalisation": {"no_l2": True},
+    "tanh_gelu_in_projection": {"tanh_gelu": True},
+    "prefix_const_before_inputs": {"const_first": True},
+    "no_separator_token": {"no_sep": True},
+}
+
+
+def prefix_float64(cfg: dict, sd: dict, emb1: np.ndarray, emb2: np.ndarray, ids: np.ndarray, v=None) -> dict:
+    """Projection -> normalise -> mappers -> separator -> cross_project, in float64 numpy.
+    `v`: one of MISTAKES (None for the reference)."""
+    v = v or {}
 
     p, m, x = cfg["projection"], cfg["mapper"], cfg["cross_projection"]
     P, C = m["prefix_length"], cfg["gpt2"]["n_embd"]
@@ -415,31 +441,45 @@ def prefix_float64(cfg: dict, sd: dict, emb1: np.ndarray, emb2: np.ndarray, ids:
     def project(e):
         pre = "audio_encoder.projection."
         e1 = e @ sd[pre + "linear1.weight"].T
-        g = 0.5 * e1 * (1.0 + erf(e1 / np.sqrt(2.0)))
-        y = _ln64(e1 + g @ sd[pre + "linear2.weight"].T, sd[pre + "layer_norm.weight"], sd[pre + "layer_norm.bias"],
-                  p["layer_norm_eps"])
-        return y, y / np.sqrt((y**2).sum(-1, keepdims=True))
+        if v.get("tanh_gelu"):
+            g = 0.5 * e1 * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (e1 + 0.044715 * e1**3)))
+        else:
+            g = _gelu64(e1)
+        y = _ln64(
+            e1 + g @ sd[pre + "linear2.weight"].T,
+            sd[pre + "layer_norm.weight"],
+            sd[pre + "layer_norm.bias"],
+            p["layer_norm_eps"],
+        )
+        return y, (y if v.get("no_l2") else y / np.sqrt((y**2).sum(-1, keepdims=True)))
 
-    def amap(v, name):
+    def run_mapper(inputs, pre):
+        """inputs [B, T, C] -> cat prefix_const -> transformer -> keep the last P."""
+        const = np.broadcast_to(sd[pre + "prefix_const"], (inputs.shape[0], P, C))
+        z = np.concatenate([const, inputs] if v.get("const_first") else [inputs, const], 1)
+        z = _transformer64(z, sd, pre + "transformer.", m["num_heads"], m["num_layers"], m["layer_norm_eps"], v)
+        return z[:, :P] if v.get("keep_first") else z[:, -P:]
+
+    def amap(u, name):
         pre = f"caption_decoder.{name}."
-        z = (v @ sd[pre + "linear.weight"].T + sd[pre + "linear.bias"]).reshape(v.shape[0], P, C)
-        z = np.concatenate([z, np.broadcast_to(sd[pre + "prefix_const"], (v.shape[0], P, C))], 1)
-        return _transformer64(z, sd, pre + "transformer.", m["num_heads"], m["num_layers"], m["layer_norm_eps"])[:, P:]
+        z = (u @ sd[pre + "linear.weight"].T + sd[pre + "linear.bias"]).reshape(u.shape[0], P, C)
+        return run_mapper(z, pre)
 
     out["projected1"], n1 = project(emb1)
     out["projected2"], n2 = project(emb2)
     out["audio_prefix1"] = amap(n1, "audio_project1")
     out["audio_prefix2"] = amap(n2, "audio_project2")
     wte = sd[GPT_PREFIX + "transformer.wte.weight"]
-    t = wte[ids]  # [B, T, C]
-    pre = "caption_decoder.text_project."
-    z = np.concatenate([t, np.broadcast_to(sd[pre + "prefix_const"], (t.shape[0], P, C))], 1)
-    out["text_prefix"] = _transformer64(z, sd, pre + "transformer.", m["num_heads"], m["num_layers"],
-                                        m["layer_norm_eps"])[:, -P:]
-    sep = np.broadcast_to(wte[cfg["text"]["separator_token_id"]], (t.shape[0], 1, C))
-    cat = np.concatenate([out["audio_prefix1"], sep, out["audio_prefix2"], out["text_prefix"]], 1)
-    out["prefix"] = _transformer64(cat, sd, "caption_decoder.cross_project.", x["num_heads"], x["num_layers"],
-                                   x["layer_norm_eps"])
+    out["text_prefix"] = run_mapper(wte[ids], "caption_decoder.text_project.")  # wte[ids]: [B, T, C]
+    sep = np.broadcast_to(wte[cfg["text"]["separator_token_id"]], (ids.shape[0], 1, C))
+    parts = [out["audio_prefix1"], sep, out["audio_prefix2"], out["text_prefix"]]
+    if v.get("no_sep"):
+        parts = [parts[0], parts[0][:, -1:], parts[2], parts[3]]  # same length, separator replaced
+    cat = np.concatenate(parts, 1)
+    xv = {k: val for k, val in v.items() if k not in ("keep_first", "const_first")}
+    out["prefix"] = _transformer64(
+        cat, sd, "caption_decoder.cross_project.", x["num_heads"], x["num_layers"], x["layer_norm_eps"], xv
+    )
     return out
 
 
@@ -466,7 +506,10 @@ def load_tiny_model(cfg: dict) -> Adiff:
     gsd = {k[len(GPT_PREFIX) :]: v for k, v in gsd.items() if k not in skipped}
     missing, unexpected = model.caption_decoder.gpt.load_state_dict(gsd, strict=False)
     assert missing == ["lm_head.weight"] and not unexpected, (missing, unexpected)  # lm_head is tied
-    assert model.caption_decoder.gpt.lm_head.weight.data_ptr() == model.caption_decoder.gpt.transformer.wte.weight.data_ptr()
+    assert (
+        model.caption_decoder.gpt.lm_head.weight.data_ptr()
+        == model.caption_decoder.gpt.transformer.wte.weight.data_ptr()
+    )
 
     randomize_rest(model, torch.Generator().manual_seed(SEED_REST))
     return model
@@ -589,6 +632,15 @@ def main() -> int:
         d = float(np.abs(r[k].double().numpy() - v).max())
         checks[f"{k}_f32_vs_independent_f64_max_abs"] = d
         assert d < 1e-4, (k, d)
+    e1, e2 = r["embedding1"].double().numpy(), r["embedding2"].double().numpy()
+    for name, v in MISTAKES.items():
+        # How far the mistake moves each stored tensor, in units of its f32-vs-f64 error.
+        wrong = prefix_float64(cfg, sd64, e1, e2, ids.numpy(), v)
+        moved = {k: float(np.abs(wrong[k] - ref64[k]).max()) for k in ref64}
+        checks[f"mistake_{name}"] = {k: moved[k] for k in ("projected1", "prefix")}
+        ratio = max(moved[k] / checks[f"{k}_f32_vs_independent_f64_max_abs"] for k in ref64)
+        print(f"mistake {name}: prefix moves {moved['prefix']:.3g}, projected1 {moved['projected1']:.3g}")
+        assert ratio > MISTAKE_MIN_RATIO, (name, moved)
     # Float64 GPT-2 (HF, cast) on the float64 prefix: a floor for the last_logits tolerance.
     logits64 = gpt.double()(inputs_embeds=torch.from_numpy(np.asarray(ref64["prefix"]))).logits[:, -1]
     gpt.float()
