@@ -1,3 +1,4 @@
 //! Text side: the GPT-2 tokenizer with ADIFF's prompt encoding.
 
+pub mod prompts;
 pub mod tokenizer;
