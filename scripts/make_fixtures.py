@@ -8,14 +8,16 @@ reference implementations. Run by hand (never in CI):
     .venv/bin/python scripts/make_fixtures.py htsat      # one part
 
 Parts: htsat (torchlibrosa front end + msclap HTSAT, scripts/fixtures_audio.py),
-       gpt2 (Hugging Face GPT-2 + tokenizer, scripts/fixtures_gpt2.py).
+       gpt2 (Hugging Face GPT-2 + tokenizer, scripts/fixtures_gpt2.py),
+       adiff (the whole tiny ADIFF; needs the htsat and gpt2 parts; scripts/fixtures_adiff.py).
+Audio decoding fixtures: scripts/make_audio_fixtures.py.
 """
 import runpy
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PARTS = {"htsat": "fixtures_audio.py", "gpt2": "fixtures_gpt2.py"}
+PARTS = {"htsat": "fixtures_audio.py", "gpt2": "fixtures_gpt2.py", "adiff": "fixtures_adiff.py"}
 
 if __name__ == "__main__":
     wanted = sys.argv[1:] or list(PARTS)
