@@ -271,6 +271,13 @@ mod tests {
     }
 
     #[test]
+    #[should_panic(expected = "outside 1..=3")]
+    fn out_of_range_tier_panics_as_documented() {
+        let db = PromptDatabase::from_json(&db_json(r#"["a"]"#), "t").unwrap();
+        let _ = db.default_prompt(PromptKind::Tier(4));
+    }
+
+    #[test]
     fn slots_are_distinct_and_follow_all() {
         for (i, kind) in PromptKind::ALL.iter().enumerate() {
             assert_eq!(kind.slot(), i);
