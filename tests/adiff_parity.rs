@@ -38,16 +38,32 @@ fn model() -> Adiff {
 }
 
 fn expected() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture("adiff/adiff_tiny_expected.safetensors"), &Device::Cpu).unwrap()
+    candle_core::safetensors::load(
+        fixture("adiff/adiff_tiny_expected.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 fn expected_json() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture("adiff/adiff_tiny_expected.json")).unwrap()).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(fixture("adiff/adiff_tiny_expected.json")).unwrap(),
+    )
+    .unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn ids(t: &Tensor) -> Vec<Vec<u32>> {
@@ -66,8 +82,16 @@ fn prompt_ids_match_the_reference_tokenizer() {
     let tok = Gpt2Tokenizer::bundled(&cfg.text).unwrap();
     let exp = expected_json();
     for row in exp["rows"].as_array().unwrap() {
-        let want: Vec<u32> = row["prompt_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        assert_eq!(tok.encode_prompt(row["prompt"].as_str().unwrap()).unwrap(), want);
+        let want: Vec<u32> = row["prompt_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(
+            tok.encode_prompt(row["prompt"].as_str().unwrap()).unwrap(),
+            want
+        );
     }
 }
 
@@ -76,7 +100,12 @@ fn prefix_and_logits_match_pytorch() {
     let cfg = AdiffConfig::tiny();
     let m = model();
     let exp = expected();
-    let prompt = Tensor::from_vec(ids(&exp["prompt_ids"]).concat(), (2, cfg.text.prompt_length), &Device::Cpu).unwrap();
+    let prompt = Tensor::from_vec(
+        ids(&exp["prompt_ids"]).concat(),
+        (2, cfg.text.prompt_length),
+        &Device::Cpu,
+    )
+    .unwrap();
     // Audio side, end to end from the WAVs: row 0 = (a, b), row 1 = (b, a).
     let a = load_clip(&fixture("htsat/clip_a.wav"), &cfg.audio, CropMode::Start).unwrap();
     let b = load_clip(&fixture("htsat/clip_b.wav"), &cfg.audio, CropMode::Start).unwrap();
@@ -90,7 +119,10 @@ fn prefix_and_logits_match_pytorch() {
     let parts = m.prefix(&o1.embedding, &o2.embedding, &prompt).unwrap();
     // Tighter than the 1e-4 on purpose: a tanh GELU in the projection moves the
     // normalised vector by 1.8e-5 (measured by the fixture script), float32 error is ~1e-7.
-    for (name, ours) in [("normalized1", &parts.projected1), ("normalized2", &parts.projected2)] {
+    for (name, ours) in [
+        ("normalized1", &parts.projected1),
+        ("normalized2", &parts.projected2),
+    ] {
         let err = max_abs_diff(ours, &exp[name]);
         assert!(err <= 2e-6, "{name}: {err} (erf vs tanh GELU?)");
     }
@@ -120,8 +152,15 @@ fn greedy_ids_match_pytorch() {
     let cfg = AdiffConfig::tiny();
     let m = model();
     let exp = expected();
-    let prompt = Tensor::from_vec(ids(&exp["prompt_ids"]).concat(), (2, cfg.text.prompt_length), &Device::Cpu).unwrap();
-    let parts = m.prefix(&exp["embedding1"], &exp["embedding2"], &prompt).unwrap();
+    let prompt = Tensor::from_vec(
+        ids(&exp["prompt_ids"]).concat(),
+        (2, cfg.text.prompt_length),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let parts = m
+        .prefix(&exp["embedding1"], &exp["embedding2"], &prompt)
+        .unwrap();
     let want = ids(&exp["greedy_ids"]);
     // 30 tokens, no early stop.
     let mut opts = GenerateOptions::new(&cfg.text);
@@ -136,7 +175,12 @@ fn greedy_ids_match_pytorch() {
     opts.stop_tokens = vec![cfg.text.stop_token_id];
     let got = generate(&m.gpt, &parts.prefix, None, &opts).unwrap();
     for (g, row) in got.iter().zip(j["rows"].as_array().unwrap()) {
-        let r: Vec<u32> = row["reference_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let r: Vec<u32> = row["reference_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(g.ids, r);
     }
 }
@@ -151,8 +195,19 @@ fn explain_cli_gives_the_reference_text_and_convert_round_trips() {
     for p in &parts {
         args.extend(["-c".into(), p.display().to_string()]);
     }
-    args.extend(["--config".into(), "configs/tiny.json".into(), "-o".into(), out.display().to_string()]);
-    let run = |args: &[String]| Command::new(env!("CARGO_BIN_EXE_adiff")).args(args).current_dir(root()).output().unwrap();
+    args.extend([
+        "--config".into(),
+        "configs/tiny.json".into(),
+        "-o".into(),
+        out.display().to_string(),
+    ]);
+    let run = |args: &[String]| {
+        Command::new(env!("CARGO_BIN_EXE_adiff"))
+            .args(args)
+            .current_dir(root())
+            .output()
+            .unwrap()
+    };
     let o = run(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.with_extension("json").exists());
@@ -176,7 +231,13 @@ fn explain_cli_gives_the_reference_text_and_convert_round_trips() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let answer = &v["answers"][0];
     assert_eq!(answer["prompt"], row["prompt"]);
-    assert_eq!(answer["tokens"].as_u64().unwrap() as usize, row["reference_ids"].as_array().unwrap().len());
-    assert_eq!(answer["explanation"].as_str().unwrap(), row["reference_text"].as_str().unwrap().trim());
+    assert_eq!(
+        answer["tokens"].as_u64().unwrap() as usize,
+        row["reference_ids"].as_array().unwrap().len()
+    );
+    assert_eq!(
+        answer["explanation"].as_str().unwrap(),
+        row["reference_text"].as_str().unwrap().trim()
+    );
     std::fs::remove_dir_all(dir).ok();
 }

@@ -8,7 +8,6 @@ use candle_core::{DType, Device};
 
 use super::ModelArgs;
 use crate::model::adiff::Adiff;
-use crate::model::audio_encoder::HTSAT_PREFIX;
 use crate::model::checkpoint::save_safetensors;
 
 /// Convert a checkpoint to safetensors.
@@ -34,29 +33,27 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     let cfg = args.model.config()?;
     let ckpt = args.model.load_checkpoint()?;
     let (vb, report) = ckpt.var_builder(DType::F32, &Device::Cpu);
-    Adiff::load(&ckpt, vb, &cfg)?;
-    let mut names = report.used_names();
+    Adiff::load(vb, &cfg)?;
+    let names = report.used_names();
     report.finish()?;
-    // The front end reads these directly from the checkpoint, not through the VarBuilder.
-    for extra in [
-        "logmel_extractor.melW",
-        "spectrogram_extractor.stft.conv_real.weight",
-        "spectrogram_extractor.stft.conv_imag.weight",
-    ] {
-        let name = format!("{HTSAT_PREFIX}.{extra}");
-        if ckpt.contains(&name) {
-            names.push(name);
-        }
-    }
     let mut tensors: HashMap<String, candle_core::Tensor> = names
         .iter()
         .filter_map(|n| ckpt.get(n).map(|t| (n.clone(), t.clone())))
         .collect();
     // A tied head (the official checkpoint stores lm_head and wte as one storage) is written once:
     // the loader ties lm_head to wte when it is absent.
-    let (head, wte) = ("caption_decoder.gpt.lm_head.weight", "caption_decoder.gpt.transformer.wte.weight");
+    let (head, wte) = (
+        "caption_decoder.gpt.lm_head.weight",
+        "caption_decoder.gpt.transformer.wte.weight",
+    );
     if let (Some(h), Some(w)) = (tensors.get(head), tensors.get(wte)) {
-        if h.dims() == w.dims() && h.eq(w)?.to_dtype(DType::F32)?.mean_all()?.to_scalar::<f32>()? == 1.0 {
+        if h.dims() == w.dims()
+            && h.eq(w)?
+                .to_dtype(DType::F32)?
+                .mean_all()?
+                .to_scalar::<f32>()?
+                == 1.0
+        {
             tensors.remove(head);
         }
     }

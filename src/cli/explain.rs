@@ -106,10 +106,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         None => Gpt2Tokenizer::bundled(&cfg.text)?,
     };
     let prompts = prompts_for(&args)?;
-    let model = {
-        let ckpt = args.model.load_checkpoint()?;
-        Adiff::from_checkpoint(&ckpt, &cfg, &device)?
-    };
+    let model = Adiff::from_checkpoint_owned(args.model.load_checkpoint()?, &cfg, &device)?;
     model.check_tokenizer(&tokenizer)?;
     let load_s = started.elapsed().as_secs_f64();
 
@@ -127,10 +124,23 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         ids.extend(tokenizer.encode_prompt(p)?);
     }
     let prompt_ids = Tensor::from_vec(ids, (n, cfg.text.prompt_length), &device)?;
-    let emb1 = out.embedding.i(0..1)?.broadcast_as((n, out.embedding.dim(1)?))?.contiguous()?;
-    let emb2 = out.embedding.i(1..2)?.broadcast_as((n, out.embedding.dim(1)?))?.contiguous()?;
+    let emb1 = out
+        .embedding
+        .i(0..1)?
+        .broadcast_as((n, out.embedding.dim(1)?))?
+        .contiguous()?;
+    let emb2 = out
+        .embedding
+        .i(1..2)?
+        .broadcast_as((n, out.embedding.dim(1)?))?
+        .contiguous()?;
     let parts = model.prefix(&emb1, &emb2, &prompt_ids)?;
-    let generations = generate(&model.gpt, &parts.prefix, None, &args.decoding.options(&cfg))?;
+    let generations = generate(
+        &model.gpt,
+        &parts.prefix,
+        None,
+        &args.decoding.options(&cfg),
+    )?;
     let generate_s = started.elapsed().as_secs_f64();
 
     let mut answers = Vec::with_capacity(n);
@@ -151,13 +161,21 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
             },
         });
     }
-    let events = if args.events { Some(audio_events(&out, &cfg)?) } else { None };
+    let events = if args.events {
+        Some(audio_events(&out, &cfg)?)
+    } else {
+        None
+    };
     let report = Report {
         audio1: args.audio1.display().to_string(),
         audio2: args.audio2.display().to_string(),
         answers,
         events,
-        seconds: Timing { load: load_s, audio: audio_s, generate: generate_s },
+        seconds: Timing {
+            load: load_s,
+            audio: audio_s,
+            generate: generate_s,
+        },
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -180,11 +198,17 @@ fn prompts_for(args: &ExplainArgs) -> anyhow::Result<Vec<String>> {
         Some(CaptionTarget::Both) => vec![PromptKind::CaptionFirst, PromptKind::CaptionSecond],
         None => vec![PromptKind::Tier(args.tier.unwrap_or(DEFAULT_TIER))],
     };
-    Ok(kinds.into_iter().map(|k| db.default_prompt(k).to_string()).collect())
+    Ok(kinds
+        .into_iter()
+        .map(|k| db.default_prompt(k).to_string())
+        .collect())
 }
 
 /// Top events of both audios, from the HTSAT outputs of the explanation run.
-fn audio_events(out: &HtsatOutput, cfg: &crate::model::config::AdiffConfig) -> anyhow::Result<[Vec<TaggedEvent>; 2]> {
+fn audio_events(
+    out: &HtsatOutput,
+    cfg: &crate::model::config::AdiffConfig,
+) -> anyhow::Result<[Vec<TaggedEvent>; 2]> {
     let labels = class_labels()?;
     anyhow::ensure!(
         labels.len() == cfg.htsat.num_classes,
@@ -196,7 +220,14 @@ fn audio_events(out: &HtsatOutput, cfg: &crate::model::config::AdiffConfig) -> a
         let clipwise = out.clipwise.i(i)?.to_vec1::<f32>()?;
         let framewise = out.framewise.i(i)?.to_vec2::<f32>()?;
         let sec = cfg.audio.duration_s as f32 / framewise.len() as f32;
-        Ok(top_events(&clipwise, &framewise, &labels, EVENTS_PER_AUDIO, EVENT_THRESHOLD, sec))
+        Ok(top_events(
+            &clipwise,
+            &framewise,
+            &labels,
+            EVENTS_PER_AUDIO,
+            EVENT_THRESHOLD,
+            sec,
+        ))
     };
     Ok([one(0)?, one(1)?])
 }
@@ -212,8 +243,17 @@ fn print_text(r: &Report) {
         for (name, ev) in [&r.audio1, &r.audio2].iter().zip(events) {
             println!("\nevents in {name}:");
             for e in ev {
-                let spans: Vec<String> = e.spans.iter().map(|[a, b]| format!("{a:.2}-{b:.2}s")).collect();
-                println!("  {:>6.3}  {:<40}  {}", e.probability, e.label, spans.join(", "));
+                let spans: Vec<String> = e
+                    .spans
+                    .iter()
+                    .map(|[a, b]| format!("{a:.2}-{b:.2}s"))
+                    .collect();
+                println!(
+                    "  {:>6.3}  {:<40}  {}",
+                    e.probability,
+                    e.label,
+                    spans.join(", ")
+                );
             }
         }
     }

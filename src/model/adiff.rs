@@ -48,25 +48,56 @@ impl Adiff {
     /// Loads the whole model, naming every missing or mis-shaped tensor on failure.
     pub fn from_checkpoint(ckpt: &Checkpoint, cfg: &AdiffConfig, device: &Device) -> Result<Self> {
         let (vb, report) = ckpt.var_builder(DType::F32, device);
-        let model = Self::load(ckpt, vb, cfg)?;
+        let model =
+            Self::load(vb, cfg).map_err(|e| AdiffError::checkpoint(ckpt.path(), e.to_string()))?;
+        report.finish()?;
+        Ok(model)
+    }
+
+    /// Loads the whole model from a checkpoint it owns: each tensor is released as soon as the
+    /// model has taken (and possibly re-packed) it, which keeps peak memory near the model's size.
+    pub fn from_checkpoint_owned(
+        ckpt: Checkpoint,
+        cfg: &AdiffConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        let (vb, report) = ckpt.var_builder(DType::F32, device);
+        let path = ckpt.path().to_path_buf();
+        drop(ckpt);
+        let model =
+            Self::load(vb, cfg).map_err(|e| AdiffError::checkpoint(&path, e.to_string()))?;
         report.finish()?;
         Ok(model)
     }
 
     /// Builds the model from `vb` (the checkpoint root); problems are collected by the
     /// [`crate::model::checkpoint::LoadReport`] that came with `vb`.
-    pub fn load(ckpt: &Checkpoint, vb: VarBuilder, cfg: &AdiffConfig) -> Result<Self> {
-        let audio = AudioEncoder::load(ckpt, vb.clone(), cfg)?;
+    pub fn load(vb: VarBuilder, cfg: &AdiffConfig) -> Result<Self> {
+        let audio = AudioEncoder::load(vb.clone(), cfg)?;
         let width = cfg.gpt2.n_embd;
         let dec = vb.pp("caption_decoder");
         let model = Self {
             cfg: cfg.clone(),
             audio,
             projection: Projection::new(&cfg.projection, vb.pp("audio_encoder.projection"))?,
-            audio_project1: PrefixMapper::audio(&cfg.mapper, cfg.projection.out_dim, width, dec.pp("audio_project1"))?,
-            audio_project2: PrefixMapper::audio(&cfg.mapper, cfg.projection.out_dim, width, dec.pp("audio_project2"))?,
+            audio_project1: PrefixMapper::audio(
+                &cfg.mapper,
+                cfg.projection.out_dim,
+                width,
+                dec.pp("audio_project1"),
+            )?,
+            audio_project2: PrefixMapper::audio(
+                &cfg.mapper,
+                cfg.projection.out_dim,
+                width,
+                dec.pp("audio_project2"),
+            )?,
             text_project: PrefixMapper::text(&cfg.mapper, width, dec.pp("text_project"))?,
-            cross_project: CrossProjection::new(&cfg.cross_projection, width, dec.pp("cross_project"))?,
+            cross_project: CrossProjection::new(
+                &cfg.cross_projection,
+                width,
+                dec.pp("cross_project"),
+            )?,
             gpt: Gpt2::load(dec.pp("gpt"), &cfg.gpt2)?,
         };
         Ok(model)
@@ -92,7 +123,12 @@ impl Adiff {
     }
 
     /// HTSAT embeddings `[B, 768]` of both audios and prompt ids `[B, L]` -> prefix parts.
-    pub fn prefix(&self, embedding1: &Tensor, embedding2: &Tensor, prompt_ids: &Tensor) -> Result<PrefixParts> {
+    pub fn prefix(
+        &self,
+        embedding1: &Tensor,
+        embedding2: &Tensor,
+        prompt_ids: &Tensor,
+    ) -> Result<PrefixParts> {
         let b = embedding1.dim(0)?;
         // [B, E]
         let projected1 = self.projection.forward(embedding1)?;
@@ -101,14 +137,27 @@ impl Adiff {
         let audio_prefix1 = self.audio_project1.forward(&projected1)?;
         let audio_prefix2 = self.audio_project2.forward(&projected2)?;
         // [B, L, C] -> [B, P, C]
-        let text_prefix = self.text_project.forward(&self.gpt.embed_ids(prompt_ids)?)?;
+        let text_prefix = self
+            .text_project
+            .forward(&self.gpt.embed_ids(prompt_ids)?)?;
         // [1, 1] -> [B, 1, C]
         let sep = Tensor::new(&[[self.cfg.text.separator_token_id]], self.device())?;
-        let sep = self.gpt.embed_ids(&sep)?.broadcast_as((b, 1, self.cfg.gpt2.n_embd))?.contiguous()?;
+        let sep = self
+            .gpt
+            .embed_ids(&sep)?
+            .broadcast_as((b, 1, self.cfg.gpt2.n_embd))?
+            .contiguous()?;
         // [B, 3P+1, C]
         let joint = Tensor::cat(&[&audio_prefix1, &sep, &audio_prefix2, &text_prefix], 1)?;
         let prefix = self.cross_project.forward(&joint)?;
-        Ok(PrefixParts { projected1, projected2, audio_prefix1, audio_prefix2, text_prefix, prefix })
+        Ok(PrefixParts {
+            projected1,
+            projected2,
+            audio_prefix1,
+            audio_prefix2,
+            text_prefix,
+            prefix,
+        })
     }
 
     /// Explains each pair `(clips1[i], clips2[i])` under `prompt_ids[i]` (`[B, L]`).

@@ -27,40 +27,42 @@ impl AudioEncoder {
     /// Builds the encoder from a checkpoint, failing with every missing or mis-shaped tensor named.
     pub fn from_checkpoint(ckpt: &Checkpoint, cfg: &AdiffConfig, device: &Device) -> Result<Self> {
         let (vb, report) = ckpt.var_builder(DType::F32, device);
-        let encoder = Self::load(ckpt, vb, cfg)?;
+        let encoder =
+            Self::load(vb, cfg).map_err(|e| AdiffError::checkpoint(ckpt.path(), e.to_string()))?;
         report.finish()?;
         Ok(encoder)
     }
 
     /// Builds the encoder from `vb` (the checkpoint root). Uses the checkpoint's mel matrix when it
     /// has one, and checks that its STFT kernels (when present) are the DFT the front end computes.
-    pub fn load(ckpt: &Checkpoint, vb: VarBuilder, cfg: &AdiffConfig) -> Result<Self> {
+    pub fn load(vb: VarBuilder, cfg: &AdiffConfig) -> Result<Self> {
         let device = vb.device().clone();
         let htsat = Htsat::new(&cfg.htsat, &cfg.audio, vb.pp(HTSAT_PREFIX))?;
-        let mel_name = format!("{HTSAT_PREFIX}.logmel_extractor.melW");
-        let front_end = match ckpt.get(&mel_name) {
-            Some(w) => LogMelFrontEnd::with_mel_matrix(&cfg.audio, w)
-                .map_err(|e| AdiffError::checkpoint(ckpt.path(), format!("{mel_name}: {e}")))?,
-            None => LogMelFrontEnd::new(&cfg.audio),
+        let (bins, n_fft, mels) = (cfg.audio.num_bins(), cfg.audio.n_fft, cfg.audio.n_mels);
+        let hv = vb.pp(HTSAT_PREFIX);
+        let mel_name = "logmel_extractor.melW";
+        let front_end = if hv.contains_tensor(mel_name) {
+            LogMelFrontEnd::with_mel_matrix(&cfg.audio, &hv.get((bins, mels), mel_name)?)?
+        } else {
+            LogMelFrontEnd::new(&cfg.audio)
         };
-        let stft = format!("{HTSAT_PREFIX}.spectrogram_extractor.stft");
-        if let (Some(re), Some(im)) = (
-            ckpt.get(&format!("{stft}.conv_real.weight")),
-            ckpt.get(&format!("{stft}.conv_imag.weight")),
-        ) {
-            let err = front_end.stft_kernel_error(re, im)?;
+        let stft = hv.pp("spectrogram_extractor.stft");
+        if stft.contains_tensor("conv_real.weight") && stft.contains_tensor("conv_imag.weight") {
+            let re = stft.get((bins, 1, n_fft), "conv_real.weight")?;
+            let im = stft.get((bins, 1, n_fft), "conv_imag.weight")?;
+            let err = front_end.stft_kernel_error(&re, &im)?;
             if err > STFT_KERNEL_TOLERANCE {
-                return Err(AdiffError::checkpoint(
-                    ckpt.path(),
-                    format!(
-                        "{stft}.conv_real/conv_imag differ from a periodic-Hann DFT of size {} by {err:.2e}; \
-                         this front end cannot reproduce them",
-                        cfg.audio.n_fft
-                    ),
-                ));
+                return Err(AdiffError::Invalid(format!(
+                    "{HTSAT_PREFIX}.spectrogram_extractor.stft.conv_real/conv_imag differ from a \
+                     periodic-Hann DFT of size {n_fft} by {err:.2e}; this front end cannot reproduce them"
+                )));
             }
         }
-        Ok(Self { front_end, htsat, device })
+        Ok(Self {
+            front_end,
+            htsat,
+            device,
+        })
     }
 
     pub fn device(&self) -> &Device {

@@ -120,13 +120,17 @@ impl Checkpoint {
         let problems = Arc::new(Mutex::new(Vec::new()));
         let used = Arc::new(Mutex::new(BTreeSet::new()));
         let backend = CheckedBackend {
-            tensors: self.tensors.clone(),
+            tensors: Mutex::new(self.tensors.clone()),
             skipped: self.skipped.clone(),
             problems: problems.clone(),
             used: used.clone(),
         };
         let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
-        let report = LoadReport { path: self.path.clone(), problems, used };
+        let report = LoadReport {
+            path: self.path.clone(),
+            problems,
+            used,
+        };
         (vb, report)
     }
 }
@@ -141,7 +145,10 @@ pub struct LoadReport {
 impl LoadReport {
     /// Names of the checkpoint tensors the model read, sorted (what `adiff convert` keeps).
     pub fn used_names(&self) -> Vec<String> {
-        self.used.lock().map(|u| u.iter().cloned().collect()).unwrap_or_default()
+        self.used
+            .lock()
+            .map(|u| u.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Errors with the first few offending tensors (and how many there are) if any was missing or
@@ -173,7 +180,9 @@ impl LoadReport {
 /// A [`SimpleBackend`] that hands out checkpoint tensors, converting dtype and device, and records
 /// (rather than raises) missing or mis-shaped tensors, returning zeros so construction continues.
 struct CheckedBackend {
-    tensors: HashMap<String, Tensor>,
+    /// Handed-out tensors leave the map, so once the [`Checkpoint`] itself is dropped, a weight
+    /// the model re-packs (transposes, converts) is freed instead of living on beside its copy.
+    tensors: Mutex<HashMap<String, Tensor>>,
     skipped: HashMap<String, String>,
     problems: Arc<Mutex<Vec<String>>>,
     used: Arc<Mutex<BTreeSet<String>>>,
@@ -191,6 +200,10 @@ impl CheckedBackend {
             u.insert(name.to_string());
         }
     }
+
+    fn was_taken(&self, name: &str) -> bool {
+        self.used.lock().map(|u| u.contains(name)).unwrap_or(false)
+    }
 }
 
 impl SimpleBackend for CheckedBackend {
@@ -202,10 +215,20 @@ impl SimpleBackend for CheckedBackend {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        match self.tensors.get(name) {
+        let mut map = self
+            .tensors
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("poisoned".into()))?;
+        match map.get(name) {
             Some(t) if t.shape() == &s => {
+                let t = map.remove(name).expect("present");
+                drop(map);
                 self.mark_used(name);
                 t.to_dtype(dtype)?.to_device(dev)
+            }
+            None if self.was_taken(name) => {
+                self.record(format!("{name} was read twice (a bug in adiff)"));
+                Tensor::zeros(s, dtype, dev)
             }
             Some(t) => {
                 self.record(format!(
@@ -228,7 +251,8 @@ impl SimpleBackend for CheckedBackend {
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        match self.tensors.get(name) {
+        let taken = self.tensors.lock().ok().and_then(|mut m| m.remove(name));
+        match taken {
             Some(t) => {
                 self.mark_used(name);
                 t.to_dtype(dtype)?.to_device(dev)
@@ -241,7 +265,10 @@ impl SimpleBackend for CheckedBackend {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.tensors
+            .lock()
+            .map(|m| m.contains_key(name))
+            .unwrap_or(false)
     }
 }
 
@@ -293,12 +320,29 @@ fn read_torch_zip(path: &Path) -> candle_core::Result<(NamedTensors, HashMap<Str
         .ok_or_else(|| candle_core::Error::Msg("data.pkl holds no state dict".into()))?;
     let mut tensors = Vec::new();
     let mut skipped = HashMap::new();
+    // Tensors that share one storage (GPT-2's tied lm_head and wte) are read once and shared.
+    let mut shared: HashMap<(String, usize, Vec<usize>), Tensor> = HashMap::new();
     for (key, value) in entries {
         let Object::Unicode(name) = key.clone() else {
             continue;
         };
         match value.into_tensor_info(key, &dir) {
-            Ok(Some(info)) => tensors.push((name, read_tensor(&mut zip, &info)?)),
+            Ok(Some(info)) => {
+                let id = (
+                    info.path.clone(),
+                    info.layout.start_offset(),
+                    info.layout.dims().to_vec(),
+                );
+                let t = match shared.get(&id) {
+                    Some(t) => t.clone(),
+                    None => {
+                        let t = read_tensor(&mut zip, &info)?;
+                        shared.insert(id, t.clone());
+                        t
+                    }
+                };
+                tensors.push((name, t));
+            }
             Ok(None) => {}
             Err(e) => {
                 skipped.insert(name, e.to_string());

@@ -1,7 +1,7 @@
 //! Model blocks, one file each. Tensor names follow the official ADIFF checkpoint.
 
-pub mod audio_encoder;
 pub mod adiff;
+pub mod audio_encoder;
 pub mod checkpoint;
 pub mod config;
 pub mod gpt2;
