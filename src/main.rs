@@ -8,6 +8,7 @@ fn main() {
         Command::Embed(args) => adiff::cli::embed::run(args),
         Command::Tag(args) => adiff::cli::tag::run(args),
         Command::Explain(args) => adiff::cli::explain::run(args),
+        Command::Infer(args) => adiff::cli::infer::run(args),
         Command::Convert(args) => adiff::cli::convert::run(args),
     };
     if let Err(e) = result {

@@ -7,7 +7,7 @@ use candle_core::{IndexOp, Tensor};
 use serde::Serialize;
 
 use super::tag::{top_events, TaggedEvent};
-use super::{ClipArgs, DecodingArgs, ModelArgs};
+use super::{answer_text, ClipArgs, DecodingArgs, ModelArgs};
 use crate::audio::load_clip;
 use crate::data::audioset::class_labels;
 use crate::generate::{generate, FinishReason};
@@ -145,14 +145,9 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
 
     let mut answers = Vec::with_capacity(n);
     for (prompt, g) in prompts.into_iter().zip(generations) {
-        let text_ids: Vec<u32> = match g.finish {
-            // The stop token is the end marker, not part of the answer.
-            FinishReason::Stop => g.ids[..g.ids.len() - 1].to_vec(),
-            _ => g.ids.clone(),
-        };
         answers.push(Answer {
             prompt,
-            explanation: tokenizer.decode_clean(&text_ids)?.trim().to_string(),
+            explanation: answer_text(&tokenizer, &g)?,
             tokens: g.ids.len(),
             finish: match g.finish {
                 FinishReason::Stop => "stop",

@@ -13,6 +13,7 @@ use crate::model::config::AdiffConfig;
 pub mod convert;
 pub mod embed;
 pub mod explain;
+pub mod infer;
 pub mod tag;
 
 /// adiff: explain how two audio recordings differ, in natural language.
@@ -34,6 +35,8 @@ pub enum Command {
     Tag(tag::TagArgs),
     /// Explain how two audio recordings differ (tier 1: a few words, 2: a sentence, 3: in detail).
     Explain(explain::ExplainArgs),
+    /// Explain every pair of an ACD/CLD-style CSV into a predictions CSV (resumable).
+    Infer(infer::InferArgs),
     /// Convert a checkpoint (official .ckpt, or several files) to one safetensors file + config.
     Convert(convert::ConvertArgs),
 }
@@ -191,4 +194,17 @@ impl DecodingArgs {
         }
         opts
     }
+}
+
+/// The text of a generated answer: the stop token (an end marker, not part of the answer) is
+/// dropped, and the ids are decoded the way ADIFF's wrapper printed them.
+pub fn answer_text(
+    tokenizer: &crate::text::tokenizer::Gpt2Tokenizer,
+    g: &crate::generate::Generation,
+) -> anyhow::Result<String> {
+    let ids = match g.finish {
+        crate::generate::FinishReason::Stop => &g.ids[..g.ids.len().saturating_sub(1)],
+        _ => &g.ids[..],
+    };
+    Ok(tokenizer.decode_clean(ids)?.trim().to_string())
 }
