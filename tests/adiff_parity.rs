@@ -3,6 +3,9 @@
 //! official checkpoint layout. The model is the union of three fixture files (HTSAT, GPT-2, the
 //! rest), loaded with `Checkpoint::load_all`. Tolerances: prefix and logits <= 1e-4 abs, ids equal.
 
+mod common;
+use common::max_abs_diff;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,20 +53,6 @@ fn expected_json() -> serde_json::Value {
         &std::fs::read_to_string(fixture("adiff/adiff_tiny_expected.json")).unwrap(),
     )
     .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn ids(t: &Tensor) -> Vec<Vec<u32>> {

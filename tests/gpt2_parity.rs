@@ -4,6 +4,9 @@
 //! Tolerances: logits vs HF <= 1e-4 absolute; cached (incremental) logits vs our own full
 //! recomputation <= 1e-5 absolute; greedy ids identical.
 
+mod common;
+use common::max_abs_diff;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -58,20 +61,6 @@ fn small(file: &str) -> Gpt2 {
         vb
     };
     Gpt2::load(vb, &config("small")).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// Every `stride`-th entry of the last dimension.

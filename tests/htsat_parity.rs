@@ -3,6 +3,9 @@
 //! tiny random HTSAT (`configs/tiny.json`). Tolerances are the issue's: log-mel <= 1e-2 dB,
 //! image <= 1e-3, embedding/clip-wise <= 1e-4.
 
+mod common;
+use common::max_abs_diff;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -20,20 +23,6 @@ fn fixture(name: &str) -> PathBuf {
 
 fn expected() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(fixture("htsat_tiny_expected.safetensors"), &Device::Cpu)
-        .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
         .unwrap()
 }
 
