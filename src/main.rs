@@ -9,6 +9,7 @@ fn main() {
         Command::Tag(args) => adiff::cli::tag::run(args),
         Command::Explain(args) => adiff::cli::explain::run(args),
         Command::Convert(args) => adiff::cli::convert::run(args),
+        Command::Download(args) => adiff::cli::download::run(args),
     };
     if let Err(e) = result {
         // One line, every cause chained, non-zero exit.
