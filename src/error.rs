@@ -16,6 +16,9 @@ pub enum AdiffError {
     Tokenizer(String),
     #[error("{0}")]
     Invalid(String),
+    /// A download or cache lookup that failed: the message names the URL and the cache path.
+    #[error("{0}")]
+    Download(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]

@@ -11,6 +11,7 @@ use crate::model::checkpoint::Checkpoint;
 use crate::model::config::AdiffConfig;
 
 pub mod convert;
+pub mod download;
 pub mod embed;
 pub mod explain;
 pub mod infer;
@@ -39,12 +40,15 @@ pub enum Command {
     Infer(infer::InferArgs),
     /// Convert a checkpoint (official .ckpt, or several files) to one safetensors file + config.
     Convert(convert::ConvertArgs),
+    /// Fetch an official checkpoint (adiff-base, adiff-wavcaps) or GPT-2 files into the cache.
+    Download(download::DownloadArgs),
 }
 
 /// Options shared by every subcommand that loads a model.
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
-    /// Checkpoint: the official ADIFF `.ckpt`/`.pth` (torch.save) or a `.safetensors` file.
+    /// Checkpoint: the official ADIFF `.ckpt`/`.pth` (torch.save) or a `.safetensors` file, or
+    /// `adiff-base` / `adiff-wavcaps` for the file `adiff download` put in the cache.
     /// Repeat to combine files (a tensor in a later file replaces one in an earlier file).
     #[arg(long, short = 'c', required = true)]
     pub checkpoint: Vec<PathBuf>,
@@ -70,7 +74,15 @@ impl ModelArgs {
 
     /// Reads the checkpoint file(s).
     pub fn load_checkpoint(&self) -> anyhow::Result<Checkpoint> {
-        Ok(Checkpoint::load_all(&self.checkpoint)?)
+        let paths = self
+            .checkpoint
+            .iter()
+            .map(|p| match p.to_str() {
+                Some(spec) => crate::model::hub::resolve_checkpoint(spec),
+                None => Ok(p.clone()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Checkpoint::load_all(&paths)?)
     }
 }
 

@@ -6,4 +6,5 @@ pub mod checkpoint;
 pub mod config;
 pub mod gpt2;
 pub mod htsat;
+pub mod hub;
 pub mod mapper;
