@@ -4,7 +4,7 @@
 //!
 //! The figure is drawn with `plotters` into an RGB buffer and written as PNG with the `png`
 //! crate (temp file then rename, so a failed run never leaves half a figure). Text uses the
-//! bundled DejaVu Sans through `ab_glyph`, so no system font library is needed; [`GlyphBackend`]
+//! bundled DejaVu Sans through `ab_glyph`, so no system font library is needed; `GlyphBackend`
 //! sets it itself because plotters 0.3.7's `ab_glyph` text path drops each glyph's left side
 //! bearing (uneven letter spacing, "cl" reading as "d").
 
@@ -328,7 +328,7 @@ fn elide_left(font: &FontRef<'static>, size: f64, text: &str, width: u32) -> Str
 
 /// A bitmap backend whose text is set with the bundled font by this module; everything else is
 /// the wrapped backend's.
-pub struct GlyphBackend<B> {
+struct GlyphBackend<B> {
     inner: B,
     font: &'static FontRef<'static>,
 }
