@@ -10,6 +10,7 @@ pub mod data;
 pub mod error;
 pub mod generate;
 pub mod model;
+pub mod plot;
 pub mod text;
 
 pub use error::{AdiffError, Result};

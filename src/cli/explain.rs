@@ -56,6 +56,10 @@ pub struct ExplainArgs {
     /// Also list each audio's top AudioSet events with the time spans where they are active.
     #[arg(long)]
     pub events: bool,
+    /// Also write a PNG figure: each audio's log-mel spectrogram and its top 3 AudioSet events
+    /// over time, under the explanation (like the paper's Figure 5).
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -114,7 +118,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let clip1 = load_clip(&args.audio1, &cfg.audio, args.clip.crop_mode(0))?;
     let clip2 = load_clip(&args.audio2, &cfg.audio, args.clip.crop_mode(1))?;
     // One HTSAT pass for both clips: [2, ...]
-    let (_, out) = model.audio.encode(&[clip1, clip2])?;
+    let (logmel, out) = model.audio.encode(&[clip1, clip2])?;
     let audio_s = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
@@ -176,6 +180,22 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_text(&report);
+    }
+    if let Some(path) = &args.plot {
+        let figure = crate::plot::ExplanationFigure::from_outputs(
+            &[report.audio1.clone(), report.audio2.clone()],
+            &logmel,
+            &out.framewise,
+            &out.clipwise,
+            &class_labels()?,
+            report
+                .answers
+                .iter()
+                .map(|a| a.explanation.clone())
+                .collect(),
+            cfg.audio.duration_s as f32,
+        )?;
+        crate::plot::render_explanation_figure(path, &figure)?;
     }
     Ok(())
 }
