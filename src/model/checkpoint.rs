@@ -352,22 +352,73 @@ fn read_torch_zip(path: &Path) -> candle_core::Result<(NamedTensors, HashMap<Str
     Ok((tensors, skipped))
 }
 
-/// Reads every tensor of a safetensors file; tensors of dtypes candle cannot hold (the bool
-/// causal masks some GPT-2 exports carry) are returned separately, with the reason.
+/// Reads every tensor of a safetensors file, one at a time with plain reads (no memory map, so
+/// the file's pages and the tensors are never both resident: peak memory stays near the model's
+/// size). Tensors of dtypes candle cannot hold (the bool causal masks some GPT-2 exports carry)
+/// are returned separately, with the reason.
 fn read_safetensors(path: &Path) -> candle_core::Result<(NamedTensors, HashMap<String, String>)> {
-    use candle_core::safetensors::Load;
-    // SAFETY: the file is mapped read-only and every tensor is copied out before the map drops;
-    // like any memory map it assumes nobody truncates the file meanwhile.
-    let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path)? };
+    use std::io::{Seek, SeekFrom};
+    /// Larger headers are not plausible and would only be a way to make us allocate.
+    const MAX_HEADER_BYTES: u64 = 100 << 20;
+    let bad = |m: String| candle_core::Error::Msg(m);
+    let mut f = std::fs::File::open(path)?;
+    let file_len = f.metadata()?.len();
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|_| bad("file too short for a safetensors header".into()))?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len > MAX_HEADER_BYTES || 8 + header_len > file_len {
+        return Err(bad(format!("implausible header length {header_len}")));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    f.read_exact(&mut header)?;
+    let header: HashMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+    let data_start = 8 + header_len;
     let mut tensors = Vec::new();
     let mut skipped = HashMap::new();
-    for (name, view) in st.tensors() {
-        match view.load(&Device::Cpu) {
-            Ok(t) => tensors.push((name, t)),
-            Err(e) => {
-                skipped.insert(name, e.to_string());
-            }
+    for (name, info) in header {
+        if name == "__metadata__" {
+            continue;
         }
+        let field = |k: &str| {
+            info.get(k)
+                .ok_or_else(|| bad(format!("{name}: no '{k}' in header")))
+        };
+        let dtype = field("dtype")?.as_str().unwrap_or_default().to_string();
+        let shape: Vec<usize> = serde_json::from_value(field("shape")?.clone())
+            .map_err(|e| bad(format!("{name}: bad shape: {e}")))?;
+        let offsets: [u64; 2] = serde_json::from_value(field("data_offsets")?.clone())
+            .map_err(|e| bad(format!("{name}: bad data_offsets: {e}")))?;
+        let dtype = match dtype.as_str() {
+            "F32" => DType::F32,
+            "F16" => DType::F16,
+            "BF16" => DType::BF16,
+            "F64" => DType::F64,
+            "I64" => DType::I64,
+            "U32" => DType::U32,
+            "U8" => DType::U8,
+            other => {
+                skipped.insert(name, format!("unsupported dtype {other}"));
+                continue;
+            }
+        };
+        let n_bytes = shape.iter().product::<usize>() * dtype.size_in_bytes();
+        if offsets[1] < offsets[0]
+            || offsets[1] - offsets[0] != n_bytes as u64
+            || data_start + offsets[1] > file_len
+        {
+            return Err(bad(format!(
+                "{name}: data offsets {offsets:?} do not fit its shape or the file"
+            )));
+        }
+        let mut bytes = vec![0u8; n_bytes];
+        f.seek(SeekFrom::Start(data_start + offsets[0]))?;
+        f.read_exact(&mut bytes)?;
+        tensors.push((
+            name,
+            Tensor::from_raw_buffer(&bytes, dtype, &shape, &Device::Cpu)?,
+        ));
     }
     Ok((tensors, skipped))
 }
