@@ -31,7 +31,7 @@ pub struct ConvertArgs {
 
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     let cfg = args.model.config()?;
-    let ckpt = args.model.load_checkpoint()?;
+    let ckpt = args.model.load_checkpoint(&cfg)?;
     let (vb, report) = ckpt.var_builder(DType::F32, &Device::Cpu);
     Adiff::load(vb, &cfg)?;
     let names = report.used_names();

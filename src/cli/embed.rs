@@ -44,7 +44,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let cfg = args.model.config()?;
     let device = args.model.device()?;
     let started = std::time::Instant::now();
-    let ckpt = args.model.load_checkpoint()?;
+    let ckpt = args.model.load_checkpoint(&cfg)?;
     let encoder = AudioEncoder::from_checkpoint(&ckpt, &cfg, &device)?;
     drop(ckpt);
 

@@ -110,7 +110,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         None => Gpt2Tokenizer::bundled(&cfg.text)?,
     };
     let prompts = prompts_for(&args)?;
-    let model = Adiff::from_checkpoint_owned(args.model.load_checkpoint()?, &cfg, &device)?;
+    let model = Adiff::from_checkpoint_owned(args.model.load_checkpoint(&cfg)?, &cfg, &device)?;
     model.check_tokenizer(&tokenizer)?;
     let load_s = started.elapsed().as_secs_f64();
 

@@ -67,7 +67,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         Some(p) => Gpt2Tokenizer::from_file(p, &cfg.text)?,
         None => Gpt2Tokenizer::bundled(&cfg.text)?,
     };
-    let model = Adiff::from_checkpoint_owned(args.model.load_checkpoint()?, &cfg, &device)?;
+    let model = Adiff::from_checkpoint_owned(args.model.load_checkpoint(&cfg)?, &cfg, &device)?;
     model.check_tokenizer(&tokenizer)?;
     let opts = args.decoding.options(&cfg);
 

@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::audio::CropMode;
 use crate::model::checkpoint::Checkpoint;
+
+/// Where ADIFF keeps GPT-2 in its checkpoint.
+const GPT2_PREFIX: &str = "caption_decoder.gpt";
 use crate::model::config::AdiffConfig;
 
 pub mod convert;
@@ -73,7 +76,10 @@ impl ModelArgs {
     }
 
     /// Reads the checkpoint file(s).
-    pub fn load_checkpoint(&self) -> anyhow::Result<Checkpoint> {
+    /// Reads the checkpoint file(s); names like `adiff-base` mean the cached official file. When
+    /// the config names a hub GPT-2 (`gpt2.hub_repo`) and the checkpoint has no GPT-2 weights,
+    /// they are taken from the hub (hf-hub cache, `adiff download gpt2`).
+    pub fn load_checkpoint(&self, cfg: &AdiffConfig) -> anyhow::Result<Checkpoint> {
         let paths = self
             .checkpoint
             .iter()
@@ -82,7 +88,21 @@ impl ModelArgs {
                 None => Ok(p.clone()),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Checkpoint::load_all(&paths)?)
+        let mut ckpt = Checkpoint::load_all(&paths)?;
+        if let Some(repo) = &cfg.gpt2.hub_repo {
+            if !ckpt.contains(&format!("{GPT2_PREFIX}.transformer.wte.weight")) {
+                let (weights, _tokenizer) = crate::model::hub::hub_gpt2_files(repo)?;
+                let hub = Checkpoint::load(&weights)?;
+                // Hub files name tensors `wte.weight` or `transformer.wte.weight`.
+                let prefix = if hub.contains("transformer.wte.weight") {
+                    format!("{GPT2_PREFIX}.")
+                } else {
+                    format!("{GPT2_PREFIX}.transformer.")
+                };
+                ckpt.add_prefixed(hub, &prefix);
+            }
+        }
+        Ok(ckpt)
     }
 }
 

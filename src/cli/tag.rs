@@ -63,7 +63,7 @@ pub fn run(args: TagArgs) -> anyhow::Result<()> {
         cfg.htsat.num_classes,
         labels.len()
     );
-    let ckpt = args.model.load_checkpoint()?;
+    let ckpt = args.model.load_checkpoint(&cfg)?;
     let encoder = AudioEncoder::from_checkpoint(&ckpt, &cfg, &device)?;
     drop(ckpt);
     let clip = load_clip(&args.input, &cfg.audio, args.clip.crop_mode(0))?;

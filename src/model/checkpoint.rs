@@ -81,6 +81,14 @@ impl Checkpoint {
         Ok(ckpt)
     }
 
+    /// Adds `other`'s tensors under `prefix` (names already in `self` are kept).
+    pub fn add_prefixed(&mut self, other: Checkpoint, prefix: &str) {
+        for (name, t) in other.tensors {
+            self.tensors.entry(format!("{prefix}{name}")).or_insert(t);
+        }
+        self.path = PathBuf::from(format!("{}+{}", self.path.display(), other.path.display()));
+    }
+
     /// A checkpoint held in memory (used by tests and by converters).
     pub fn from_tensors(path: impl Into<PathBuf>, tensors: HashMap<String, Tensor>) -> Self {
         Self {

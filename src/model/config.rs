@@ -130,6 +130,10 @@ pub struct Gpt2Config {
     pub n_layer: usize,
     pub n_head: usize,
     pub layer_norm_epsilon: f64,
+    /// Hugging Face repo (`gpt2`, `gpt2-medium`, ...) whose pretrained weights fill GPT-2 when
+    /// the checkpoint has none (e.g. before training). `adiff download gpt2` fetches it ahead of time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_repo: Option<String>,
 }
 
 /// Token ids and lengths of the text side.
