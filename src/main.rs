@@ -10,6 +10,7 @@ fn main() {
         Command::Explain(args) => adiff::cli::explain::run(args),
         Command::Infer(args) => adiff::cli::infer::run(args),
         Command::Convert(args) => adiff::cli::convert::run(args),
+        Command::Eval(args) => adiff::cli::eval::run(args),
     };
     if let Err(e) = result {
         // One line, every cause chained, non-zero exit.

@@ -173,3 +173,148 @@ fn mismatched_or_empty_inputs_are_errors() {
     assert!(score_tokenized(&hyp, &[vec![]], &cfg).is_err());
     assert!(score_tokenized(&[], &[], &cfg).is_err());
 }
+
+/// A scratch folder for one test (removed at the end of the test).
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("adiff-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+fn adiff(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_adiff"))
+        .args(args)
+        .output()
+        .expect("run adiff")
+}
+
+/// `adiff eval` on an infer-style CSV (two reference columns, one empty prediction, CRLF line
+/// ends as Python's csv writes them) gives pycocoevalcap's numbers in its JSON.
+#[test]
+fn eval_cli_matches_pycocoevalcap() {
+    let (_, cases) = cases();
+    let c = cases
+        .iter()
+        .find(|c| c.name == "cld_fewwords_2ref")
+        .expect("two-reference case");
+    let dir = scratch("eval");
+    let csv_path = dir.join("cld_fewwords_preds.csv");
+    {
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::CRLF)
+            .from_path(&csv_path)
+            .expect("csv");
+        w.write_record(["taskname", "input", "answer", "answer_2", "prediction"])
+            .expect("header");
+        for (p, rs) in c.preds.iter().zip(&c.refs) {
+            w.write_record([
+                "clothov21",
+                "explain the difference in few words",
+                &rs[0].0,
+                &rs[1].0,
+                &p.0,
+            ])
+            .expect("row");
+        }
+    }
+    let json_path = dir.join("scores.json");
+    let out = adiff(&[
+        "eval".as_ref(),
+        csv_path.as_os_str(),
+        "--json".as_ref(),
+        json_path.as_os_str(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}{stderr}");
+    assert!(out.status.success());
+    assert!(stdout.contains("METEOR: not yet supported"));
+    assert!(stdout.contains("SPICE: unavailable: needs --spice-jar"));
+    let j: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("json")).expect("json");
+    let groups = j["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 1);
+    let g = &groups[0];
+    assert_eq!(g["taskname"], "clothov21");
+    assert_eq!(g["tier"], "fewwords");
+    assert_eq!(g["items"].as_u64(), Some(c.preds.len() as u64));
+    // The 8th data row (line 9: header is line 1) has the empty prediction.
+    let empty: Vec<&str> = g["empty_predictions"]
+        .as_array()
+        .expect("empty_predictions")
+        .iter()
+        .map(|v| v.as_str().expect("str"))
+        .collect();
+    assert_eq!(empty.len(), 1);
+    assert!(empty[0].ends_with("cld_fewwords_preds.csv:9"), "{empty:?}");
+    let s = &g["scores"];
+    for k in 0..4 {
+        assert_close(
+            &c.name,
+            "cli BLEU",
+            s["bleu"][k].as_f64().expect("bleu"),
+            c.bleu[k],
+        );
+    }
+    assert_close(
+        &c.name,
+        "cli ROUGE",
+        s["rouge_l"].as_f64().expect("rouge"),
+        c.rouge_l,
+    );
+    assert_close(
+        &c.name,
+        "cli CIDEr",
+        s["cider_d"].as_f64().expect("cider"),
+        c.cider_d,
+    );
+    assert!(
+        g["scores"].get("meteor").is_none(),
+        "no METEOR number may be reported"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Bad input gives a one-line error naming the file, never a panic.
+#[test]
+fn eval_cli_reports_bad_input() {
+    let dir = scratch("eval-bad");
+    let no_pred = dir.join("x_sentence.csv");
+    std::fs::write(&no_pred, "answer\nsome words\n").expect("write");
+    let no_tier = dir.join("x.csv");
+    std::fs::write(&no_tier, "prediction,answer\na b,a c\n").expect("write");
+    let no_ref = dir.join("y_detail.csv");
+    std::fs::write(&no_ref, "prediction,answer\na b,a c\nd,\n").expect("write");
+    for (path, needle) in [
+        (&no_pred, "no 'prediction' column"),
+        (&no_tier, "--tier"),
+        (&no_ref, "line 3: no reference answer"),
+    ] {
+        let out = adiff(&[
+            "eval".as_ref(),
+            path.as_os_str(),
+            "--group-by".as_ref(),
+            "tier".as_ref(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}", path.display());
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(&*path.display().to_string()), "{stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+    }
+    // --tier overrides the file name; a file without `taskname` can still be scored by tier.
+    let out = adiff(&[
+        "eval".as_ref(),
+        no_tier.as_os_str(),
+        "--tier".as_ref(),
+        "2".as_ref(),
+        "--group-by".as_ref(),
+        "tier".as_ref(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

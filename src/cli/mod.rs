@@ -12,6 +12,7 @@ use crate::model::config::AdiffConfig;
 
 pub mod convert;
 pub mod embed;
+pub mod eval;
 pub mod explain;
 pub mod infer;
 pub mod tag;
@@ -39,6 +40,8 @@ pub enum Command {
     Infer(infer::InferArgs),
     /// Convert a checkpoint (official .ckpt, or several files) to one safetensors file + config.
     Convert(convert::ConvertArgs),
+    /// Score predictions (from `infer`) with BLEU-1..4, ROUGE-L and CIDEr-D, per dataset and tier.
+    Eval(eval::EvalArgs),
 }
 
 /// Options shared by every subcommand that loads a model.
