@@ -162,6 +162,23 @@ def main():
         "A woman\u2019s voice \u2013 soft \u2014 and \u201cquiet\u201d.",
         "",
     ]
+    # Abbreviations before lower/upper case words, sentence-finally and before numbers, and
+    # assorted lexer rules (signed numbers, decades, apostrophe words, run-on sentences).
+    abbrevs = ("etc vs approx mr mrs ms dr prof st jr sr inc ltd co corp jan feb mar apr jun "
+               "jul aug sep sept oct nov dec rev gen col lt sgt capt mt ft ave est al fig no "
+               "e.g i.e eg ie min max sec hz khz db ca").split()
+    for a in abbrevs:
+        for w in (a, a.capitalize()):
+            edge += [f"the sound {w}. then a beep", f"the sound {w}. Then a beep",
+                     f"the sound {w}.", f"the {w}. 5 beeps"]
+    edge += ["Audio 1 is louder.Audio 2 is soft", "a 3.5kHz tone", "it's 5$ or $5 & 10% +3 dB",
+             "a -5 dB drop", "the 1990s", "2nd and 3rd", "x/y/z/w", "a--b", "well...yes",
+             "mid-2000s", "dogs' barks", "o'clock", "rock'n'roll", "'90s music", "the '' thing",
+             "a:b", "Hz.", "a (b) c", "the [x]", "sound(s)", "speech-like,",
+             "the car's engine's", "#1 and @home", "C++ code", "U.K. band", "A.B.C.", "3-4s",
+             "5-10-20", "hi-fi/lo-fi", "a/b-c", "1/2 second", "it ain't", "Y'all", "gimme",
+             "lemme", "wanna", "gotta", "gonna", "cannot", "d'ye", "'tis", "'twas",
+             "can't won't shan't isn't"]
     tok = tokenize(hard + edge)
     with open(f"{out_dir}/tokenizer.json", "w") as f:
         json.dump({"generator": "scripts/fixtures_metrics.py (pycocoevalcap 1.2 PTBTokenizer)",

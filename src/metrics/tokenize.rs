@@ -16,11 +16,14 @@ pub const PUNCTUATIONS: [&str; 17] = [
 
 /// Abbreviations the lexer keeps together with their final period (lower-case; matched
 /// case-insensitively). Only the ones whose period would otherwise be split off matter.
-const ABBREVIATIONS: [&str; 40] = [
-    "etc", "vs", "approx", "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "inc", "ltd", "co",
-    "corp", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
-    "rev", "gen", "col", "lt", "sgt", "capt", "mt", "ft", "ave", "est", "al", "fig", "no",
+const ABBREVIATIONS: [&str; 37] = [
+    "etc", "vs", "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "inc", "ltd", "co", "corp",
+    "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "rev",
+    "gen", "col", "lt", "sgt", "capt", "mt", "ft", "ave", "est", "al",
 ];
+
+/// Abbreviations kept with their period only before a number (`ca. 5 seconds`).
+const ABBREVIATIONS_BEFORE_NUMBER: [&str; 3] = ["ca", "fig", "no"];
 
 /// Tokenizes one caption the way pycocoevalcap does and returns the kept tokens joined by single
 /// spaces (lower-cased, punctuation tokens removed). Newlines count as spaces, as the Python
@@ -193,13 +196,24 @@ fn ptb_tokens(text: &str) -> Vec<String> {
                     (".".into(), 1)
                 }
             }
+            '-' | '+'
+                if rest.len() > 1
+                    && (rest[1].is_ascii_digit() || rest[1] == '.')
+                    && match_num(&rest[1..]) > 0 =>
+            {
+                // A signed number: `-5`, `+3`.
+                let n = 1 + match_num(&rest[1..]);
+                (rest[..n].iter().collect(), n)
+            }
             _ if is_hyphen(c) => {
                 let n = rest.iter().take_while(|&&d| is_hyphen(d)).count();
                 (if n >= 2 { "--".into() } else { "-".into() }, n)
             }
             _ if is_apos(c) || c == '`' || c == '\u{2018}' => {
                 // A contraction after a space ('s, 're) is one token; otherwise a quote.
-                let n = contraction_len(rest);
+                let n = contraction_len(rest)
+                    .max(decade_len(rest))
+                    .max(apos_n_len(rest));
                 if n > 0 {
                     let t: String = rest[..n].iter().map(|&d| norm_apos(d)).collect();
                     (t, n)
@@ -220,6 +234,33 @@ fn norm_apos(c: char) -> char {
         '\''
     } else {
         c
+    }
+}
+
+/// Length of `'n'` / `'n` (as in `rock 'n' roll`) at the start of `s`, else 0.
+fn apos_n_len(s: &[char]) -> usize {
+    if s.len() < 2 || !is_apos(s[0]) || !matches!(s[1], 'n' | 'N') {
+        return 0;
+    }
+    match s.get(2) {
+        Some(&c) if is_apos(c) => 3,
+        Some(&c) if c.is_alphanumeric() => 0,
+        _ => 2,
+    }
+}
+
+/// Length of a decade written `'90s` at the start of `s` (0 when there is none).
+fn decade_len(s: &[char]) -> usize {
+    let is_decade = s.len() >= 4
+        && is_apos(s[0])
+        && matches!(s[1], '1'..='9')
+        && s[2] == '0'
+        && s[3] == 's'
+        && s.get(4).is_none_or(|c| !is_alnum(*c));
+    if is_decade {
+        4
+    } else {
+        0
     }
 }
 
@@ -247,13 +288,39 @@ fn contraction_len(s: &[char]) -> usize {
 fn word_len(s: &[char]) -> usize {
     let plain = s.iter().take_while(|&&c| is_alnum(c)).count();
     let mut best = plain;
+    // A word starting with a letter runs on through `.`, `!` or `?` followed by a letter
+    // (`louder.Audio` stays one token, as in the Java lexer).
+    if s[0].is_alphabetic() {
+        let mut i = plain;
+        while i + 1 < s.len() && matches!(s[i], '.' | '!' | '?') && s[i + 1].is_alphabetic() {
+            i += 1;
+            while i < s.len() && is_alnum(s[i]) {
+                i += 1;
+            }
+        }
+        best = best.max(i);
+    }
+    // One letter (not i or y), an apostrophe and 2+ letters: `o'clock`, `d'ye`.
+    if plain == 1
+        && !matches!(s[0], 'i' | 'I' | 'y' | 'Y')
+        && s.len() > 3
+        && is_apos(s[1])
+        && s[2].is_alphabetic()
+        && s[3].is_alphabetic()
+    {
+        best = best.max(2 + s[2..].iter().take_while(|c| c.is_alphabetic()).count());
+    }
     best = best.max(match_num(s));
     best = best.max(match_hyphenated(s));
     best = best.max(match_slashed(s));
     best = best.max(match_acronym(s));
     if plain == best && s.get(plain) == Some(&'.') {
         let w: String = s[..plain].iter().collect::<String>().to_lowercase();
-        if ABBREVIATIONS.contains(&w.as_str()) {
+        let before_number = s.get(plain + 1).is_some_and(|c| c.is_whitespace())
+            && s.get(plain + 2).is_some_and(|c| c.is_ascii_digit());
+        if ABBREVIATIONS.contains(&w.as_str())
+            || (before_number && ABBREVIATIONS_BEFORE_NUMBER.contains(&w.as_str()))
+        {
             best = plain + 1;
         }
     }
@@ -278,7 +345,14 @@ fn push_word(toks: &mut Vec<String>, word: &str, after: &[char]) -> usize {
         return 2;
     }
     let lower = word.to_lowercase();
-    for (whole, a) in [("cannot", 3), ("gonna", 3), ("wanna", 3), ("gotta", 3)] {
+    for (whole, a) in [
+        ("cannot", 3),
+        ("gonna", 3),
+        ("wanna", 3),
+        ("gotta", 3),
+        ("gimme", 3),
+        ("lemme", 3),
+    ] {
         if lower == whole {
             toks.push(word[..a].to_string());
             toks.push(word[a..].to_string());
