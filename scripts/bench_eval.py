@@ -69,7 +69,7 @@ def main():
     print(f"pycocoevalcap: {json.dumps(py)}")
     print(f"adiff eval:    {json.dumps(rs)}")
     print(f"max |score difference|: {max(diffs):.2e}")
-    print(f"pycocoevalcap (PTBTokenizer+BLEU+ROUGE-L+CIDEr): best {min(t_py):.3f} s of {a.rounds}")
+    print(f"pycocoevalcap (Java tokenizer+BLEU+ROUGE-L+CIDEr): best {min(t_py):.3f} s of {a.rounds}")
     print(f"adiff eval (same metrics, process start incl.):  best {min(t_rs):.3f} s of {a.rounds}")
     print(f"RESULT speedup={min(t_py) / min(t_rs):.1f}x")
 

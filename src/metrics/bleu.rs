@@ -1,8 +1,6 @@
 //! Corpus BLEU as coco-caption's `bleu_scorer.py` computes it (option "closest").
 
-use std::collections::HashMap;
-
-use super::{ngram_counts, ngram_order, Vocab};
+use super::{ngram_counts, ngram_order, FxHashMap, Vocab};
 
 /// Added to numerators and denominators exactly as pycocoevalcap does, so that a zero n-gram
 /// count gives a (tiny) number instead of a division by zero.
@@ -19,7 +17,7 @@ pub fn corpus_bleu(hyp: &[String], refs: &[Vec<String>], max_n: usize) -> Vec<f6
     let (mut testlen_sum, mut reflen_sum) = (0u64, 0u64);
     for (h, rs) in hyp.iter().zip(refs) {
         // Max count of each n-gram over the references, and their lengths.
-        let mut maxcounts: HashMap<_, u32> = HashMap::new();
+        let mut maxcounts: FxHashMap<_, u32> = FxHashMap::default();
         let mut reflens = Vec::with_capacity(rs.len());
         for r in rs {
             let ids = vocab.ids(r);

@@ -2,14 +2,14 @@
 //! tf-idf n-gram vectors with document frequencies from the evaluated references, clipped
 //! hypothesis weights, a Gaussian length penalty, averaged over n = 1..4 and references, x10.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use super::{ngram_counts, ngram_order, MetricsConfig, Ngram, Vocab};
+use super::{ngram_counts, ngram_order, FxHashMap, MetricsConfig, Ngram, Vocab};
 
 /// A sentence as CIDEr-D sees it: tf-idf weights per n-gram, the norm per order, and its
 /// "length".
 struct TfIdf {
-    vec: HashMap<Ngram, f64>,
+    vec: FxHashMap<Ngram, f64>,
     norm: Vec<f64>,
     /// coco-caption counts the *bigrams* here (`if n == 1` on a 0-based order), not the words;
     /// kept as is, since the length penalty must match the reference implementation.
@@ -26,16 +26,18 @@ pub fn cider_d(hyp: &[String], refs: &[Vec<String>], cfg: &MetricsConfig) -> f64
         .map(|rs| rs.iter().map(|r| ngram_counts(&vocab.ids(r), n)).collect())
         .collect();
     // Document frequency: in how many items' reference sets an n-gram occurs.
-    let mut df: HashMap<Ngram, f64> = HashMap::new();
+    let mut df: FxHashMap<Ngram, f64> = FxHashMap::default();
     for rs in &ref_counts {
-        let set: HashSet<&Ngram> = rs.iter().flat_map(|c| c.keys()).collect();
+        let set: HashSet<&Ngram, std::hash::BuildHasherDefault<super::FxHasher>> =
+            rs.iter().flat_map(|c| c.keys()).collect();
         for g in set {
             *df.entry(*g).or_insert(0.0) += 1.0;
         }
     }
     let ref_len = (ref_counts.len() as f64).ln();
-    let to_vec = |counts: &HashMap<Ngram, u32>| -> TfIdf {
-        let mut vec = HashMap::with_capacity(counts.len());
+    let to_vec = |counts: &FxHashMap<Ngram, u32>| -> TfIdf {
+        let mut vec = FxHashMap::default();
+        vec.reserve(counts.len());
         let mut norm = vec![0.0f64; n];
         let mut length = 0.0;
         for (g, &tf) in counts {
