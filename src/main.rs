@@ -11,6 +11,7 @@ fn main() {
         Command::Infer(args) => adiff::cli::infer::run(args),
         Command::Convert(args) => adiff::cli::convert::run(args),
         Command::Download(args) => adiff::cli::download::run(args),
+        Command::Eval(args) => adiff::cli::eval::run(args),
     };
     if let Err(e) = result {
         // One line, every cause chained, non-zero exit.

@@ -16,6 +16,7 @@ use crate::model::config::AdiffConfig;
 pub mod convert;
 pub mod download;
 pub mod embed;
+pub mod eval;
 pub mod explain;
 pub mod infer;
 pub mod tag;
@@ -45,6 +46,8 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Fetch an official checkpoint (adiff-base, adiff-wavcaps) or GPT-2 files into the cache.
     Download(download::DownloadArgs),
+    /// Score predictions (from `infer`) with BLEU-1..4, ROUGE-L and CIDEr-D, per dataset and tier.
+    Eval(eval::EvalArgs),
 }
 
 /// Options shared by every subcommand that loads a model.
