@@ -137,27 +137,10 @@ pub fn read_predictions(path: &Path) -> Result<Vec<PredictionRow>> {
         .chain(extra.into_iter().map(|(_, i)| i))
         .collect();
     let mut rows = Vec::new();
-    let (mut counted_to, mut newlines) = (0usize, 0u64);
+    let mut lines = crate::data::explanations::RecordLines::new(&bytes);
     for rec in rdr.records() {
         let rec = rec.map_err(|e| err(e.to_string()))?;
-        // From the byte offset: with CRLF endings the csv crate's record position (line and byte)
-        // points at the previous line's '\n', so line terminators there are skipped first.
-        // Newlines are counted incrementally (records come in file order).
-        let mut start = rec
-            .position()
-            .map_or(0, |p| p.byte() as usize)
-            .min(bytes.len());
-        while start < bytes.len() && matches!(bytes[start], b'\r' | b'\n') {
-            start += 1;
-        }
-        if start > counted_to {
-            newlines += bytes[counted_to..start]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count() as u64;
-            counted_to = start;
-        }
-        let line = 1 + newlines;
+        let line = lines.line_of(&rec);
         let field = |i: usize| rec.get(i).unwrap_or("").to_string();
         let references: Vec<String> = ref_cols
             .iter()
