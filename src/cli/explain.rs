@@ -6,7 +6,7 @@ use std::time::Instant;
 use candle_core::{IndexOp, Tensor};
 use serde::Serialize;
 
-use super::tag::{top_events, TaggedEvent};
+use super::tag::{model_labels, top_events, TaggedEvent};
 use super::{answer_text, ClipArgs, DecodingArgs, ModelArgs};
 use crate::audio::load_clip;
 use crate::data::audioset::class_labels;
@@ -224,13 +224,7 @@ fn audio_events(
     out: &HtsatOutput,
     cfg: &crate::model::config::AdiffConfig,
 ) -> anyhow::Result<[Vec<TaggedEvent>; 2]> {
-    let labels = class_labels()?;
-    anyhow::ensure!(
-        labels.len() == cfg.htsat.num_classes,
-        "the model has {} classes but {} AudioSet labels are shipped",
-        cfg.htsat.num_classes,
-        labels.len()
-    );
+    let labels = model_labels(cfg)?;
     let one = |i: usize| -> anyhow::Result<Vec<TaggedEvent>> {
         let clipwise = out.clipwise.i(i)?.to_vec1::<f32>()?;
         let framewise = out.framewise.i(i)?.to_vec2::<f32>()?;
@@ -258,17 +252,7 @@ fn print_text(r: &Report) {
         for (name, ev) in [&r.audio1, &r.audio2].iter().zip(events) {
             println!("\nevents in {name}:");
             for e in ev {
-                let spans: Vec<String> = e
-                    .spans
-                    .iter()
-                    .map(|[a, b]| format!("{a:.2}-{b:.2}s"))
-                    .collect();
-                println!(
-                    "  {:>6.3}  {:<40}  {}",
-                    e.probability,
-                    e.label,
-                    spans.join(", ")
-                );
+                println!("{}", e.table_row());
             }
         }
     }

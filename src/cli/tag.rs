@@ -56,13 +56,7 @@ struct TagReport {
 pub fn run(args: TagArgs) -> anyhow::Result<()> {
     let cfg = args.model.config()?;
     let device = args.model.device()?;
-    let labels = class_labels()?;
-    anyhow::ensure!(
-        labels.len() == cfg.htsat.num_classes,
-        "the model has {} classes but {} AudioSet labels are shipped",
-        cfg.htsat.num_classes,
-        labels.len()
-    );
+    let labels = model_labels(&cfg)?;
     let ckpt = args.model.load_checkpoint(&cfg)?;
     let encoder = AudioEncoder::from_checkpoint(&ckpt, &cfg, &device)?;
     drop(ckpt);
@@ -89,20 +83,39 @@ pub fn run(args: TagArgs) -> anyhow::Result<()> {
     } else {
         println!("{}", args.input.display());
         for e in &events {
-            let spans: Vec<String> = e
-                .spans
-                .iter()
-                .map(|[a, b]| format!("{a:.2}-{b:.2}s"))
-                .collect();
-            let spans = if spans.is_empty() {
-                "-".to_string()
-            } else {
-                spans.join(", ")
-            };
-            println!("  {:>6.3}  {:<40}  {}", e.probability, e.label, spans);
+            println!("{}", e.table_row());
         }
     }
     Ok(())
+}
+
+impl TaggedEvent {
+    /// One line of the text table: probability, label, active spans (`-` when none).
+    pub fn table_row(&self) -> String {
+        let spans: Vec<String> = self
+            .spans
+            .iter()
+            .map(|[a, b]| format!("{a:.2}-{b:.2}s"))
+            .collect();
+        let spans = if spans.is_empty() {
+            "-".to_string()
+        } else {
+            spans.join(", ")
+        };
+        format!("  {:>6.3}  {:<40}  {}", self.probability, self.label, spans)
+    }
+}
+
+/// The shipped AudioSet labels, checked against the model's number of classes.
+pub fn model_labels(cfg: &crate::model::config::AdiffConfig) -> anyhow::Result<Vec<String>> {
+    let labels = class_labels()?;
+    anyhow::ensure!(
+        labels.len() == cfg.htsat.num_classes,
+        "the model has {} classes but {} AudioSet labels are shipped",
+        cfg.htsat.num_classes,
+        labels.len()
+    );
+    Ok(labels)
 }
 
 /// The `top` events by clip-wise probability, with their active spans.
