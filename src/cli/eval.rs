@@ -47,6 +47,11 @@ pub struct EvalArgs {
     /// Tier of every file (default: from the file name: `fewwords`, `sentence` or `detail`).
     #[arg(long, value_enum)]
     pub tier: Option<Tier>,
+    /// Instead of captioning metrics, score the attributes the predictions assert (louder,
+    /// higher in pitch, "a chord instead of a tone", ...) against this `truth.jsonl` from
+    /// `adiff build-dataset synthetic`: per-attribute accuracy, with chance and majority levels.
+    #[arg(long, value_name = "TRUTH_JSONL")]
+    pub synthetic: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -191,6 +196,15 @@ type GroupId = (Option<String>, Option<Tier>);
 type GroupRows = (Vec<String>, Vec<(String, PredictionRow)>);
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    if let Some(truth) = &args.synthetic {
+        let report = crate::metrics::synthetic::evaluate(truth, &args.preds)?;
+        print!("{}", report.table());
+        if let Some(p) = &args.json {
+            std::fs::write(p, serde_json::to_string_pretty(&report)? + "\n")
+                .with_context(|| format!("cannot write {}", p.display()))?;
+        }
+        return Ok(());
+    }
     let by_task = args.group_by.contains(&GroupKey::Taskname);
     let by_tier = args.group_by.contains(&GroupKey::Tier);
     // (group) -> (files, rows with their file)

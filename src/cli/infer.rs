@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use candle_core::{IndexOp, Tensor};
 
+use super::build_dataset::embed_cache::open_for_model;
 use super::{answer_text, ClipArgs, DecodingArgs, ModelArgs};
 use crate::audio::load_clip;
 use crate::data::explanations::{read_explanations, ExplanationRow, COLUMNS};
@@ -48,6 +49,10 @@ pub struct InferArgs {
     /// GPT-2 tokenizer.json to use instead of the bundled one.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// Read HTSAT embeddings from this cache (`adiff build-dataset embed-cache`, same checkpoint
+    /// and crop) instead of encoding the audio; a file not in it is reported and its rows skipped.
+    #[arg(long, value_name = "DIR")]
+    pub embed_cache: Option<PathBuf>,
 }
 
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
@@ -67,7 +72,12 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         Some(p) => Gpt2Tokenizer::from_file(p, &cfg.text)?,
         None => Gpt2Tokenizer::bundled(&cfg.text)?,
     };
-    let model = Adiff::from_checkpoint_owned(args.model.load_checkpoint(&cfg)?, &cfg, &device)?;
+    let ckpt = args.model.load_checkpoint(&cfg)?;
+    let embed_cache = match &args.embed_cache {
+        Some(dir) => Some(open_for_model(dir, &ckpt, &cfg, &args.clip)?),
+        None => None,
+    };
+    let model = Adiff::from_checkpoint_owned(ckpt, &cfg, &device)?;
     model.check_tokenizer(&tokenizer)?;
     let opts = args.decoding.options(&cfg);
 
@@ -126,6 +136,11 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         let mut clips = Vec::new();
         let mut clip_paths = Vec::new();
         for p in &new_paths {
+            if let Some(c) = &embed_cache {
+                let e = c.embedding(p).and_then(|t| Ok(t.to_device(&device)?));
+                cache.insert(p.to_string(), e.map_err(|e| e.to_string()));
+                continue;
+            }
             match load_clip(&root.join(p), &cfg.audio, args.clip.crop_mode(0)) {
                 Ok(c) => {
                     clips.push(c);

@@ -12,6 +12,7 @@ use crate::error::{AdiffError, Result};
 pub mod bleu;
 pub mod cider;
 pub mod rouge;
+pub mod synthetic;
 pub mod tokenize;
 
 /// The constants of coco-caption's scorers (fixed by pycocoevalcap; kept in one place so that a

@@ -1,0 +1,188 @@
+//! `adiff build-dataset synthetic`: pairs of synthetic clips with known attributes, their
+//! explanations in the three tiers (ACD CSV format) and `truth.jsonl`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rayon::prelude::*;
+
+use crate::cli::progress_bar;
+use crate::data::explanations::COLUMNS;
+use crate::data::synthetic::{
+    pair_rng, render, split_seed, write_wav_pcm16, SyntheticPair, TruthRecord, SAMPLE_RATE,
+    TASKNAME,
+};
+use crate::text::prompts::{PromptDatabase, PromptKind};
+
+/// File-name tag of each tier's CSV, as in the released data (`{split}_{tag}_answer.csv`).
+const TIER_FILES: [(u8, &str); 3] = [(1, "fewwords"), (2, "sentence"), (3, "detail")];
+/// Folder (inside OUT_DIR) of the rendered clips.
+const AUDIO_DIR: &str = "audio";
+/// Name of the attribute file (inside OUT_DIR).
+const TRUTH_FILE: &str = "truth.jsonl";
+
+/// Render synthetic audio pairs whose differences are known, with explanations.
+///
+/// Each pair is two 10 s, 32 kHz mono 16-bit WAV clips: one source over a background,
+/// described by five attributes, that differ in 1 to 3 of them:
+///
+///   source kind  tone | buzz | chord | noise | clicks | rising chirp | falling chirp
+///   pitch        low (150-230 Hz) | mid (460-720 Hz) | high (1440-2250 Hz) fundamental
+///   loudness     quiet (-40 dBFS) | moderately loud (-29) | loud (-18) RMS while sounding, ±1.5 dB
+///   pattern      continuous | pulsing (0.5 s on, 0.5 s off) | a single event (2 s)
+///   background   silence | a hum (50 + 100 Hz) | a hiss (white noise), both at -52 dBFS
+///
+/// Written to OUT_DIR:
+///   audio/{split}_{index}_1.wav, _2.wav        the clips of each pair
+///   {split}_fewwords_answer.csv                 tier 1, e.g. "louder, chord instead of tone"
+///   {split}_sentence_answer.csv                 tier 2, e.g. "The second audio is louder and a chord instead of a tone."
+///   {split}_detail_answer.csv                   tier 3: both captions, each difference, what stays the same
+///   truth.jsonl                                 one JSON object per clip: path, split, kind, pitch,
+///                                               loudness, pattern, background, f0_hz, level_dbfs, ...
+///
+/// The CSVs have the ACD columns (taskname, filepath1, filepath2, caption1, caption2, input,
+/// answer), file paths relative to OUT_DIR, `input` drawn from the prompt database. Explanations
+/// use a fixed vocabulary that `adiff eval --synthetic OUT_DIR/truth.jsonl preds.csv` reads back:
+/// "louder"/"quieter", "higher in pitch"/"lower in pitch", "X instead of Y" (the second audio's
+/// value first), "the same pitch", "the same source (a tone)", ...
+///
+/// The same --seed and --split give the same files, bit for bit; splits built with one seed
+/// differ. Building another split into the same OUT_DIR adds its rows to truth.jsonl.
+///
+/// Example:
+///   adiff build-dataset synthetic -o data/synth --count 2000 --seed 1 --split train
+///   adiff build-dataset synthetic -o data/synth --count 200 --seed 1 --split test
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct SyntheticArgs {
+    /// Output folder (created; files of the same split are overwritten).
+    #[arg(long, short = 'o', value_name = "OUT_DIR")]
+    pub output: PathBuf,
+    /// Number of pairs (each pair is two clips).
+    #[arg(long, default_value_t = 1000)]
+    pub count: usize,
+    /// Random seed: the same seed and split give identical files.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Split name, used in file names (letters, digits, '-' and '_').
+    #[arg(long, default_value = "train")]
+    pub split: String,
+}
+
+/// One rendered pair and the prompts of its three rows.
+struct Rendered {
+    paths: [String; 2],
+    pair: SyntheticPair,
+    prompts: [String; 3],
+}
+
+pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.count > 0, "--count must be at least 1");
+    anyhow::ensure!(
+        !args.split.is_empty()
+            && args
+                .split
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "--split '{}': use letters, digits, '-' and '_' only",
+        args.split
+    );
+    let out = &args.output;
+    let audio_dir = out.join(AUDIO_DIR);
+    std::fs::create_dir_all(&audio_dir)
+        .with_context(|| format!("cannot create {}", audio_dir.display()))?;
+    let prompts = PromptDatabase::bundled()?;
+    let base = split_seed(args.seed, &args.split);
+    let started = std::time::Instant::now();
+    let pb = progress_bar(args.count, "rendering pairs");
+    let rendered = (0..args.count)
+        .into_par_iter()
+        .map(|i| -> anyhow::Result<Rendered> {
+            let mut rng = pair_rng(base, i);
+            let pair = SyntheticPair::draw(&mut rng);
+            let prompts =
+                [1u8, 2, 3].map(|t| prompts.sample(PromptKind::Tier(t), &mut rng).to_string());
+            let paths = [1, 2].map(|k| format!("{AUDIO_DIR}/{}_{i:06}_{k}.wav", args.split));
+            for (spec, rel) in [&pair.first, &pair.second].into_iter().zip(&paths) {
+                let file = out.join(rel);
+                write_wav_pcm16(&file, &render(spec), SAMPLE_RATE)
+                    .with_context(|| format!("cannot write {}", file.display()))?;
+            }
+            pb.inc(1);
+            Ok(Rendered {
+                paths,
+                pair,
+                prompts,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    pb.finish_and_clear();
+    let render_s = started.elapsed().as_secs_f64();
+
+    for (tier, tag) in TIER_FILES {
+        let file = out.join(format!("{}_{tag}_answer.csv", args.split));
+        let mut w = csv::Writer::from_path(&file)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        w.write_record(COLUMNS)?;
+        for r in &rendered {
+            let answer = r.pair.explanation(tier);
+            w.write_record([
+                TASKNAME,
+                &r.paths[0],
+                &r.paths[1],
+                &r.pair.first.attributes.caption(),
+                &r.pair.second.attributes.caption(),
+                &r.prompts[usize::from(tier - 1)],
+                &answer,
+            ])?;
+        }
+        w.flush()?;
+    }
+    write_truth(out, &args.split, &rendered)?;
+    let clips = 2 * args.count;
+    eprintln!(
+        "wrote {} pair(s) ({clips} clips) of split '{}' to {} in {render_s:.2} s ({:.1} clips/s)",
+        args.count,
+        args.split,
+        out.display(),
+        clips as f64 / render_s.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Writes truth.jsonl: the records of other splits already there are kept (in their order), then
+/// this split's, one per clip in file order. Written to a temporary file, then renamed.
+fn write_truth(out: &Path, split: &str, rendered: &[Rendered]) -> anyhow::Result<()> {
+    let path = out.join(TRUTH_FILE);
+    let mut lines = Vec::new();
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let rec: TruthRecord = serde_json::from_str(line).with_context(|| {
+                format!("{} line {}: not a truth record", path.display(), i + 1)
+            })?;
+            if rec.split != split {
+                lines.push(line.to_string());
+            }
+        }
+    }
+    for r in rendered {
+        for (spec, p) in [&r.pair.first, &r.pair.second].into_iter().zip(&r.paths) {
+            let rec = TruthRecord {
+                path: p.clone(),
+                split: split.to_string(),
+                spec: *spec,
+            };
+            lines.push(serde_json::to_string(&rec)?);
+        }
+    }
+    let tmp = out.join(format!(".{TRUTH_FILE}.partial"));
+    std::fs::write(&tmp, lines.join("\n") + "\n")
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
