@@ -17,14 +17,14 @@ use crate::model::config::AdiffConfig;
 /// Precompute HTSAT embeddings of every audio file the CSVs name.
 ///
 /// Each distinct `filepath1`/`filepath2` of the CSVs (ACD/CLD format) is decoded, cut to 10 s
-/// (--crop, as `adiff infer`: every file uses --crop-seed) and encoded once. OUT_DIR gets
+/// (--crop, as `adiff infer`: every file uses --crop-seed) and encoded once. CACHE_DIR gets
 /// safetensors shards (`embedding` [n, D], `clipwise` [n, classes]) and index.json (path ->
 /// shard, row; the HTSAT weights' hash, config hash and crop). Re-running skips every file
 /// already cached, so a killed build resumes, and new CSVs only add what is missing. A cache made
 /// with other HTSAT weights, config or crop is refused. Missing or broken audio is reported and
 /// left out.
 ///
-/// Use it with `adiff infer --embed-cache OUT_DIR` (same checkpoint and crop), or from a training
+/// Use it with `adiff infer --embed-cache CACHE_DIR` (same checkpoint and crop), or from a training
 /// loop (`adiff::data::embed_cache::EmbedCache`).
 ///
 /// Example:

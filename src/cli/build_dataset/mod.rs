@@ -10,11 +10,11 @@ pub struct BuildDatasetArgs {
     pub command: BuildDatasetCommand,
 }
 
+/// The variants carry no doc comment of their own: `--help` then shows the full documentation
+/// of each `...Args` struct (a variant's doc comment would replace it).
 #[derive(Debug, clap::Subcommand)]
 pub enum BuildDatasetCommand {
-    /// Render pairs of synthetic clips with known attributes, explanations in 3 tiers, truth.jsonl.
     Synthetic(synthetic::SyntheticArgs),
-    /// Precompute HTSAT embeddings of every audio file of explanation CSVs (resumable shards).
     EmbedCache(embed_cache::EmbedCacheArgs),
 }
 

@@ -186,3 +186,36 @@ fn write_truth(out: &Path, split: &str, rendered: &[Rendered]) -> anyhow::Result
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SyntheticArgs;
+    use crate::data::synthetic::{
+        BACKGROUND_LEVEL_DBFS, LEVEL_JITTER_DB, LOUDNESS_LEVELS_DBFS, PITCH_RANGES_HZ, PULSE_ON_S,
+        SINGLE_EVENT_S,
+    };
+
+    /// The help text quotes the world's constants; it must follow them when they change.
+    #[test]
+    fn help_states_the_constants() {
+        let cmd = <SyntheticArgs as clap::Args>::augment_args(clap::Command::new("synthetic"));
+        let help = cmd
+            .get_long_about()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let mut expected: Vec<String> = PITCH_RANGES_HZ
+            .iter()
+            .map(|(lo, hi)| format!("({lo}-{hi} Hz)"))
+            .collect();
+        expected.push(format!("quiet ({} dBFS)", LOUDNESS_LEVELS_DBFS[0]));
+        expected.push(format!("moderately loud ({})", LOUDNESS_LEVELS_DBFS[1]));
+        expected.push(format!("loud ({})", LOUDNESS_LEVELS_DBFS[2]));
+        expected.push(format!("±{LEVEL_JITTER_DB} dB"));
+        expected.push(format!("{BACKGROUND_LEVEL_DBFS} dBFS"));
+        expected.push(format!("pulsing ({PULSE_ON_S} s on"));
+        expected.push(format!("a single event ({SINGLE_EVENT_S} s)"));
+        for e in expected {
+            assert!(help.contains(&e), "{e:?} not in the help");
+        }
+    }
+}
