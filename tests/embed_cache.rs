@@ -172,6 +172,37 @@ fn cache_equals_on_the_fly_and_infer_with_it_writes_the_same() {
     assert_eq!(a.lines().count(), 4, "{a}");
     assert_eq!(a, std::fs::read_to_string(&cached).unwrap());
 
+    // The same weights converted to one safetensors file have the same identity.
+    let converted = dir.join("tiny.safetensors");
+    let mut args = vec!["convert".to_string()];
+    for part in [
+        "htsat/htsat_tiny.ckpt",
+        "gpt2/adiff_tiny.safetensors",
+        "adiff/adiff_tiny_rest.ckpt",
+    ] {
+        args.extend(["-c".to_string(), s(&fixture(part)).to_string()]);
+    }
+    args.extend(["--config", "configs/tiny.json", "-o", s(&converted)].map(String::from));
+    ok(&adiff(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+    let conv_out = dir.join("converted.csv");
+    let o = Command::new(env!("CARGO_BIN_EXE_adiff"))
+        .args([
+            "infer",
+            s(&csv),
+            "--audio-root",
+            s(&dir),
+            "-o",
+            s(&conv_out),
+        ])
+        .args(["-c", s(&converted), "--config", s(&dir.join("tiny.json"))])
+        .args(["--max-tokens", "12", "--batch-size", "2"])
+        .args(["--embed-cache", s(&cache_dir)])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    ok(&o);
+    assert_eq!(a, std::fs::read_to_string(&conv_out).unwrap());
+
     // A row whose audio is not cached is reported and skipped, as broken audio is.
     let extra = dir.join("extra.csv");
     std::fs::write(

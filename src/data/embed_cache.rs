@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{AdiffError, Result};
-use crate::model::audio_encoder::HTSAT_PREFIX;
+use crate::model::audio_encoder::AudioEncoder;
 use crate::model::checkpoint::{save_safetensors, Checkpoint};
 use crate::model::config::AdiffConfig;
 
@@ -38,8 +38,8 @@ pub const CLIPWISE: &str = "clipwise";
 /// mean the cache is stale for the model at hand.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheIdentity {
-    /// SHA-256 over the HTSAT tensors (`audio_encoder.base.htsat.*`): names, shapes and f32
-    /// values in name order, so the same weights match whatever file format holds them.
+    /// SHA-256 over the tensors the audio encoder reads (`audio_encoder.base.htsat.*`): names,
+    /// shapes and f32 values in name order, so the same weights match whatever file holds them.
     pub htsat_sha256: String,
     /// SHA-256 of the `audio` and `htsat` sections of the model config (as JSON).
     pub config_sha256: String,
@@ -50,21 +50,19 @@ pub struct CacheIdentity {
 }
 
 impl CacheIdentity {
-    /// The identity of HTSAT in `ckpt` under `cfg`, with clips cut as `crop` says.
+    /// The identity of HTSAT in `ckpt` under `cfg`, with clips cut as `crop` says. Only the
+    /// tensors the audio encoder reads are hashed (an encoder is built, on the CPU, to learn
+    /// which), so a checkpoint and its `adiff convert` output have the same identity.
     pub fn new(ckpt: &Checkpoint, cfg: &AdiffConfig, crop: &str) -> Result<Self> {
-        let prefix = format!("{HTSAT_PREFIX}.");
-        let mut names: Vec<&str> = ckpt.names().filter(|n| n.starts_with(&prefix)).collect();
-        if names.is_empty() {
-            return Err(AdiffError::checkpoint(
-                ckpt.path(),
-                format!("no HTSAT tensors ({prefix}*)"),
-            ));
-        }
-        names.sort_unstable();
+        let (vb, report) = ckpt.var_builder(DType::F32, &Device::Cpu);
+        AudioEncoder::load(vb, cfg)
+            .map_err(|e| AdiffError::checkpoint(ckpt.path(), e.to_string()))?;
+        let names = report.used_names();
+        report.finish()?;
         let mut h = Sha256::new();
         for name in names {
             let t = ckpt
-                .get(name)
+                .get(&name)
                 .ok_or_else(|| AdiffError::Invalid(format!("tensor {name} vanished")))?;
             h.update(name.as_bytes());
             h.update([0u8]);
