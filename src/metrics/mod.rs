@@ -11,6 +11,7 @@ use crate::error::{AdiffError, Result};
 
 pub mod bleu;
 pub mod cider;
+pub mod meteor;
 pub mod rouge;
 pub mod tokenize;
 
