@@ -46,7 +46,8 @@ def main():
     for c in metrics["cases"]:
         hyps = [sents[i][1] for i in c["preds"]]
         refs = [[sents[i][1] for i in rs] for rs in c["refs"]]
-        cases.append((c["name"], hyps, refs))
+        raw = ([sents[i][0] for i in c["preds"]], [[sents[i][0] for i in rs] for rs in c["refs"]])
+        cases.append((c["name"], hyps, refs, raw))
 
     # Longer text: ACD sentence-tier answers, each against the next row's (one reference), and
     # CLD sentence-tier against the next two rows' answers.
@@ -63,19 +64,21 @@ def main():
         hyps = tok[:N_ITEMS]
         it = iter(tok[N_ITEMS:])
         refs = [[next(it) for _ in range(n_refs)] for _ in idx]
-        cases.append((f"{sub.lower()}_sentence_{n_refs}ref", hyps, refs))
+        raw = ([answers[i] for i in idx], [[answers[i + k] for k in range(1, n_refs + 1)] for i in idx])
+        cases.append((f"{sub.lower()}_sentence_{n_refs}ref", hyps, refs, raw))
 
     meteor = Meteor()
     out = []
-    for name, hyps, refs in cases:
+    for name, hyps, refs, raw in cases:
         corpus, items, stats = run(meteor, hyps, refs)
         print(name, corpus)
-        out.append({"name": name, "hyps": hyps, "refs": refs, "corpus": corpus, "items": items,
-                    "stats": stats})
+        out.append({"name": name, "raw_hyps": raw[0], "raw_refs": raw[1], "hyps": hyps,
+                    "refs": refs, "corpus": corpus, "items": items, "stats": stats})
     with open(f"{out_dir}/meteor.json", "w") as f:
         json.dump({"generator": "scripts/fixtures_meteor.py (pycocoevalcap 1.2 meteor-1.5.jar, "
                                 "-l en -norm, Java 17)",
-                   "note": "hyps/refs are the PTB-tokenized texts pycocoevalcap gives the jar; "
+                   "note": "raw_hyps/raw_refs are the answers as written; hyps/refs the PTB-tokenized "
+                           "texts pycocoevalcap gives the jar; "
                            "stats are the jar's SCORE lines",
                    "cases": out}, f)
 

@@ -13,6 +13,8 @@ use serde::Deserialize;
 #[derive(Deserialize)]
 struct Case {
     name: String,
+    raw_hyps: Vec<String>,
+    raw_refs: Vec<Vec<String>>,
     hyps: Vec<String>,
     refs: Vec<Vec<String>>,
     corpus: f64,
@@ -68,7 +70,7 @@ fn meteor_matches_pycocoevalcap() {
         let t = std::time::Instant::now();
         let (meteor, texts) = Meteor::prepare(&data, &case.hyps, &case.refs).unwrap();
         let load = t.elapsed();
-        let (scores, stats) = meteor.score(&texts);
+        let (scores, stats) = meteor.score(&texts.hyps, &texts.refs);
         for (i, s) in stats.iter().enumerate() {
             let ours = stats_line(s);
             let jar: Vec<f64> = case.stats[i]
@@ -112,4 +114,81 @@ fn meteor_matches_pycocoevalcap() {
         "{} items' statistics differ from the jar's",
         stats_diff.len()
     );
+}
+
+/// `adiff eval --meteor-data` prints the jar's corpus METEOR for an infer-style CSV.
+#[test]
+fn eval_cli_meteor() {
+    let Some(MeteorData::Jar(jar)) = MeteorData::locate(None).expect("ADIFF_METEOR_DATA") else {
+        eprintln!("SKIPPED: set ADIFF_METEOR_DATA to meteor-1.5.jar to run METEOR parity");
+        return;
+    };
+    let text = std::fs::read_to_string(common::fixture("metrics/meteor.json")).unwrap();
+    let fixture: Fixture = serde_json::from_str(&text).unwrap();
+    let case = fixture
+        .cases
+        .iter()
+        .find(|c| c.name == "cld_sentence_2ref")
+        .expect("case");
+    let dir = std::env::temp_dir().join(format!("adiff-meteor-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv_path = dir.join("cld_sentence_preds.csv");
+    let mut w = csv::Writer::from_path(&csv_path).unwrap();
+    w.write_record(["taskname", "answer", "answer_2", "prediction"])
+        .unwrap();
+    for (h, rs) in case.raw_hyps.iter().zip(&case.raw_refs) {
+        w.write_record(["clothov21", &rs[0], &rs[1], h]).unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    let json = dir.join("scores.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_adiff"))
+        .env_remove("ADIFF_METEOR_DATA")
+        .env_remove("ADIFF_SPICE_JAR")
+        .args(["eval".as_ref(), csv_path.as_os_str()])
+        .args(["--meteor-data".as_ref(), jar.as_os_str()])
+        .args(["--json".as_ref(), json.as_os_str()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let m = j["groups"][0]["meteor"].as_f64().expect("meteor number");
+    assert!(
+        (m - case.corpus).abs() <= 1e-9,
+        "cli METEOR {m} vs jar {}",
+        case.corpus
+    );
+    assert!(j["groups"][0]["unavailable"].get("METEOR").is_none());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A wrong `--meteor-data` is one clear error line.
+#[test]
+fn eval_cli_meteor_bad_data() {
+    let dir = std::env::temp_dir().join(format!("adiff-meteor-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv_path = dir.join("x_sentence_preds.csv");
+    std::fs::write(&csv_path, "answer,prediction\na dog,a cat\n").unwrap();
+    let not_jar = dir.join("meteor-1.5.jar");
+    std::fs::write(&not_jar, b"not a zip").unwrap();
+    for (data, needle) in [
+        (dir.join("missing.jar"), "does not exist"),
+        (not_jar.clone(), "is not a jar"),
+        (dir.clone(), "nonbreaking/english.prefixes"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_adiff"))
+            .env_remove("ADIFF_METEOR_DATA")
+            .args(["eval".as_ref(), csv_path.as_os_str()])
+            .args(["--group-by", "tier"])
+            .args(["--meteor-data".as_ref(), data.as_os_str()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}", data.display());
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -13,6 +13,7 @@ pub mod bleu;
 pub mod cider;
 pub mod meteor;
 pub mod rouge;
+pub mod spice;
 pub mod tokenize;
 
 /// The constants of coco-caption's scorers (fixed by pycocoevalcap; kept in one place so that a

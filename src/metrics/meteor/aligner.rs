@@ -102,6 +102,33 @@ fn distance(m: &Match) -> i32 {
     (m.start as i32 - m.match_start as i32).abs()
 }
 
+/// What the matchers need to know of a word, computed once per distinct word.
+#[derive(Debug, Clone)]
+pub struct WordInfo {
+    /// Java hash of the word (Meteor's exact-match key).
+    key: i32,
+    /// Java hash of its Snowball stem.
+    stem: i32,
+    /// Its WordNet synsets and those of its base form, sorted.
+    synsets: Vec<u32>,
+    function: bool,
+    /// Id in the paraphrase table, if any entry uses the word.
+    para: Option<u32>,
+}
+
+/// Whether two sorted id lists share an element.
+fn intersects(a: &[u32], b: &[u32]) -> bool {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => return true,
+        }
+    }
+    false
+}
+
 /// Aligns one hypothesis with one reference (both already normalised and split into words).
 pub struct Aligner<'a> {
     pub resources: &'a MeteorResources,
@@ -109,6 +136,58 @@ pub struct Aligner<'a> {
     /// Weights used only to rank partial alignments (Meteor's scorer sets 1, .5, .5, .5).
     pub search_weights: [f64; MODULES],
     pub beam_size: usize,
+}
+
+/// Candidate matches per reference position with the number of candidates covering each word.
+struct Candidates {
+    matches: Vec<Vec<Match>>,
+    cov1: Vec<u32>,
+    cov2: Vec<u32>,
+}
+
+impl Candidates {
+    fn new(n1: usize, n2: usize) -> Self {
+        Self {
+            matches: vec![Vec::new(); n2],
+            cov1: vec![0; n1],
+            cov2: vec![0; n2],
+        }
+    }
+
+    /// Coverage counts every word a match spans (a phrase covers all of its words).
+    fn add(&mut self, m: Match) {
+        self.cov1[m.match_start..m.match_start + m.match_length]
+            .iter_mut()
+            .for_each(|c| *c += 1);
+        self.cov2[m.start..m.start + m.length]
+            .iter_mut()
+            .for_each(|c| *c += 1);
+        self.matches[m.start].push(m);
+    }
+
+    /// One-word matches of a module: every (reference j, hypothesis i) pair, j outer, for
+    /// which `accept` holds.
+    fn add_pairs(
+        &mut self,
+        w1: &[&WordInfo],
+        w2: &[&WordInfo],
+        module: usize,
+        accept: impl Fn(&WordInfo, &WordInfo) -> bool,
+    ) {
+        for (j, b) in w2.iter().enumerate() {
+            for (i, a) in w1.iter().enumerate() {
+                if accept(a, b) {
+                    self.add(Match {
+                        start: j,
+                        length: 1,
+                        match_start: i,
+                        match_length: 1,
+                        module,
+                    });
+                }
+            }
+        }
+    }
 }
 
 impl<'a> Aligner<'a> {
@@ -125,117 +204,89 @@ impl<'a> Aligner<'a> {
         }
     }
 
-    /// Candidate matches per reference position, in Meteor's order (module by module; within
-    /// a module, reference position then hypothesis position).
-    fn candidates(&self, w1: &[&str], w2: &[&str]) -> (Vec<Vec<Match>>, Vec<u32>, Vec<u32>) {
-        let (n1, n2) = (w1.len(), w2.len());
-        let k1: Vec<i32> = w1.iter().map(|w| java_hash(w)).collect();
-        let k2: Vec<i32> = w2.iter().map(|w| java_hash(w)).collect();
-        let mut matches: Vec<Vec<Match>> = vec![Vec::new(); n2];
-        let mut cov1 = vec![0u32; n1];
-        let mut cov2 = vec![0u32; n2];
-        // Coverage counts every word a match spans (a phrase covers all of its words).
-        let mut add = |m: Match, cov1: &mut Vec<u32>, cov2: &mut Vec<u32>| {
-            cov1[m.match_start..m.match_start + m.match_length]
-                .iter_mut()
-                .for_each(|c| *c += 1);
-            cov2[m.start..m.start + m.length]
-                .iter_mut()
-                .for_each(|c| *c += 1);
-            matches[m.start].push(m);
-        };
-        let one = |j: usize, i: usize, module: usize| Match {
-            start: j,
-            length: 1,
-            match_start: i,
-            match_length: 1,
-            module,
-        };
+    /// The matchers' view of a word.
+    pub fn word_info(&self, word: &str) -> WordInfo {
+        let mut synsets: Vec<u32> = self
+            .resources
+            .synonyms
+            .all_synsets(word)
+            .into_iter()
+            .collect();
+        synsets.sort_unstable();
+        WordInfo {
+            key: java_hash(word),
+            stem: java_hash(&self.stemmer.stem(word)),
+            synsets,
+            function: self.resources.function_words.contains(&word.to_lowercase()),
+            para: self.resources.paraphrases.word_id(word),
+        }
+    }
+
+    /// Candidate matches in Meteor's order (module by module; within a module, reference
+    /// position then hypothesis position).
+    fn candidates(&self, w1: &[&WordInfo], w2: &[&WordInfo]) -> Candidates {
+        let mut c = Candidates::new(w1.len(), w2.len());
+        c.add_pairs(w1, w2, MODULE_EXACT, |a, b| a.key == b.key);
         // Identical sentences need exact matches only (prevents beam search errors).
-        let identical = k1 == k2;
-        // Exact.
-        for j in 0..n2 {
-            for i in 0..n1 {
-                if k1[i] == k2[j] {
-                    add(one(j, i, MODULE_EXACT), &mut cov1, &mut cov2);
+        let identical = w1.len() == w2.len() && w1.iter().zip(w2).all(|(a, b)| a.key == b.key);
+        if identical {
+            return c;
+        }
+        // Stem: same stem, different word. Synonym: a shared synset, different word.
+        c.add_pairs(w1, w2, MODULE_STEM, |a, b| {
+            a.stem == b.stem && a.key != b.key
+        });
+        c.add_pairs(w1, w2, MODULE_SYNONYM, |a, b| {
+            a.key != b.key && intersects(&a.synsets, &b.synsets)
+        });
+        // Paraphrase: a phrase of one line whose paraphrase occurs in the other.
+        let pt = &self.resources.paraphrases;
+        let l1: Vec<Option<u32>> = w1.iter().map(|w| w.para).collect();
+        let l2: Vec<Option<u32>> = w2.iter().map(|w| w.para).collect();
+        let occurrences = |line: &[Option<u32>], words: &[u32]| -> Vec<usize> {
+            (0..line.len())
+                .filter(|&at| {
+                    at + words.len() <= line.len()
+                        && words.iter().zip(&line[at..]).all(|(w, l)| *l == Some(*w))
+                })
+                .collect()
+        };
+        for j in 0..l2.len() {
+            for (len, words) in pt.paths(&l2, j) {
+                for i in occurrences(&l1, words) {
+                    c.add(Match {
+                        start: j,
+                        length: len,
+                        match_start: i,
+                        match_length: words.len(),
+                        module: MODULE_PARAPHRASE,
+                    });
                 }
             }
         }
-        if !identical {
-            // Stem: same stem, different word.
-            let s1: Vec<i32> = w1
-                .iter()
-                .map(|w| java_hash(&self.stemmer.stem(w)))
-                .collect();
-            let s2: Vec<i32> = w2
-                .iter()
-                .map(|w| java_hash(&self.stemmer.stem(w)))
-                .collect();
-            for j in 0..n2 {
-                for i in 0..n1 {
-                    if s1[i] == s2[j] && k1[i] != k2[j] {
-                        add(one(j, i, MODULE_STEM), &mut cov1, &mut cov2);
-                    }
-                }
-            }
-            // Synonym: a shared WordNet synset, different word.
-            let syn = &self.resources.synonyms;
-            let y1: Vec<_> = w1.iter().map(|w| syn.all_synsets(w)).collect();
-            let y2: Vec<_> = w2.iter().map(|w| syn.all_synsets(w)).collect();
-            for j in 0..n2 {
-                for i in 0..n1 {
-                    if k1[i] != k2[j] && !y1[i].is_disjoint(&y2[j]) {
-                        add(one(j, i, MODULE_SYNONYM), &mut cov1, &mut cov2);
-                    }
-                }
-            }
-            // Paraphrase: a phrase of one line whose paraphrase occurs in the other.
-            let pt = &self.resources.paraphrases;
-            let l1: Vec<Option<u32>> = w1.iter().map(|w| pt.word_id(w)).collect();
-            let l2: Vec<Option<u32>> = w2.iter().map(|w| pt.word_id(w)).collect();
-            let occurs = |line: &[Option<u32>], at: usize, words: &[u32]| {
-                at + words.len() <= line.len()
-                    && words.iter().zip(&line[at..]).all(|(w, l)| *l == Some(*w))
-            };
-            for j in 0..n2 {
-                for (len, words) in pt.paths(&l2, j) {
-                    for i in 0..n1 {
-                        if occurs(&l1, i, words) {
-                            let m = Match {
-                                start: j,
-                                length: len,
-                                match_start: i,
-                                match_length: words.len(),
-                                module: MODULE_PARAPHRASE,
-                            };
-                            add(m, &mut cov1, &mut cov2);
-                        }
-                    }
-                }
-            }
-            for i in 0..n1 {
-                for (len, words) in pt.paths(&l1, i) {
-                    for j in 0..n2 {
-                        if occurs(&l2, j, words) {
-                            let m = Match {
-                                start: j,
-                                length: words.len(),
-                                match_start: i,
-                                match_length: len,
-                                module: MODULE_PARAPHRASE,
-                            };
-                            add(m, &mut cov1, &mut cov2);
-                        }
-                    }
+        for i in 0..l1.len() {
+            for (len, words) in pt.paths(&l1, i) {
+                for j in occurrences(&l2, words) {
+                    c.add(Match {
+                        start: j,
+                        length: words.len(),
+                        match_start: i,
+                        match_length: len,
+                        module: MODULE_PARAPHRASE,
+                    });
                 }
             }
         }
-        (matches, cov1, cov2)
+        c
     }
 
     /// Aligns hypothesis `w1` with reference `w2` and counts matches by module and word type.
-    pub fn align(&self, w1: &[&str], w2: &[&str]) -> AlignmentCounts {
-        let (matches, cov1, cov2) = self.candidates(w1, w2);
+    pub fn align(&self, w1: &[&WordInfo], w2: &[&WordInfo]) -> AlignmentCounts {
+        let Candidates {
+            matches,
+            cov1,
+            cov2,
+        } = self.candidates(w1, w2);
         let mut start = PartialAlignment {
             matches: vec![None; w2.len()],
             matches1: 0,
@@ -250,8 +301,10 @@ impl<'a> Aligner<'a> {
         // One-to-one, non-overlapping matches are definite.
         for (i, ms) in matches.iter().enumerate() {
             if let [m] = ms.as_slice() {
-                let overlap = (0..m.length).any(|j| cov2[i + j] != 1)
-                    || (0..m.match_length).any(|j| cov1[m.match_start + j] != 1);
+                let overlap = cov2[i..i + m.length].iter().any(|&c| c != 1)
+                    || cov1[m.match_start..m.match_start + m.match_length]
+                        .iter()
+                        .any(|&c| c != 1);
                 if !overlap {
                     start.matches[i] = Some(*m);
                     start.set_used(m);
@@ -260,29 +313,21 @@ impl<'a> Aligner<'a> {
         }
         let best = self.resolve(&matches, start);
 
-        let f1: Vec<bool> = w1
-            .iter()
-            .map(|w| self.resources.function_words.contains(&w.to_lowercase()))
-            .collect();
-        let f2: Vec<bool> = w2
-            .iter()
-            .map(|w| self.resources.function_words.contains(&w.to_lowercase()))
-            .collect();
         let mut c = AlignmentCounts {
-            function_words1: f1.iter().filter(|&&f| f).count() as u32,
-            function_words2: f2.iter().filter(|&&f| f).count() as u32,
+            function_words1: w1.iter().filter(|w| w.function).count() as u32,
+            function_words2: w2.iter().filter(|w| w.function).count() as u32,
             ..Default::default()
         };
         for m in best.matches.iter().flatten() {
-            for k in m.match_start..m.match_start + m.match_length {
-                if f1[k] {
+            for w in &w1[m.match_start..m.match_start + m.match_length] {
+                if w.function {
                     c.function1[m.module] += 1;
                 } else {
                     c.content1[m.module] += 1;
                 }
             }
-            for k in m.start..m.start + m.length {
-                if f2[k] {
+            for w in &w2[m.start..m.start + m.length] {
+                if w.function {
                     c.function2[m.module] += 1;
                 } else {
                     c.content2[m.module] += 1;

@@ -7,13 +7,13 @@
 //! The language data (synonyms, function words, paraphrase table) is not bundled: it is read from
 //! the user's `meteor-1.5.jar` (+ `data/paraphrase-en.gz` beside it), see [`MeteorData`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 pub mod aligner;
 pub mod normalize;
 pub mod resources;
 
-use aligner::{Aligner, AlignmentCounts, MODULES};
+use aligner::{Aligner, AlignmentCounts, WordInfo, MODULES};
 pub use resources::{MeteorData, MeteorResources, METEOR_DATA_ENV};
 
 use crate::error::Result;
@@ -213,11 +213,19 @@ impl Meteor {
 
     /// Statistics of one normalised hypothesis against its best normalised reference (the first
     /// of equal scores wins, as in the jar).
-    pub fn item_stats(&self, aligner: &Aligner, hyp: &str, refs: &[String]) -> MeteorStats {
-        let h: Vec<&str> = normalize::java_tokens(hyp).collect();
+    fn item_stats(
+        &self,
+        aligner: &Aligner,
+        words: &HashMap<String, WordInfo>,
+        hyp: &str,
+        refs: &[String],
+    ) -> MeteorStats {
+        let split =
+            |s: &str| -> Vec<&WordInfo> { normalize::java_tokens(s).map(|w| &words[w]).collect() };
+        let h = split(hyp);
         let mut best: Option<(f64, MeteorStats)> = None;
         for r in refs {
-            let rw: Vec<&str> = normalize::java_tokens(r).collect();
+            let rw = split(r);
             let counts = aligner.align(&h, &rw);
             let stats = MeteorStats::from_alignment(h.len(), rw.len(), &counts);
             let score = stats.score(&self.params);
@@ -228,18 +236,26 @@ impl Meteor {
         best.map(|(_, s)| s).unwrap_or_default()
     }
 
-    /// Corpus and item scores of normalised texts.
-    pub fn score(&self, texts: &NormalizedTexts) -> (MeteorScores, Vec<MeteorStats>) {
+    /// Corpus and item scores of normalised hypotheses and their references.
+    pub fn score(&self, hyps: &[String], refs: &[Vec<String>]) -> (MeteorScores, Vec<MeteorStats>) {
         let aligner = Aligner::new(
             &self.resources,
             self.params.search_weights,
             self.params.beam_size,
         );
-        let stats: Vec<MeteorStats> = texts
-            .hyps
+        // What the matchers need of each distinct word, computed once.
+        let mut words: HashMap<String, WordInfo> = HashMap::new();
+        for text in hyps.iter().chain(refs.iter().flatten()) {
+            for w in normalize::java_tokens(text) {
+                if !words.contains_key(w) {
+                    words.insert(w.to_string(), aligner.word_info(w));
+                }
+            }
+        }
+        let stats: Vec<MeteorStats> = hyps
             .iter()
-            .zip(&texts.refs)
-            .map(|(h, rs)| self.item_stats(&aligner, h, rs))
+            .zip(refs)
+            .map(|(h, rs)| self.item_stats(&aligner, &words, h, rs))
             .collect();
         let mut total = MeteorStats::default();
         for s in &stats {

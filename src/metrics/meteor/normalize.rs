@@ -125,11 +125,11 @@ pub fn normalize_line(line: &str, nonbreaking: &HashMap<String, Nonbreaking>) ->
                 out.push_str(&word.replace('.', ""));
             } else if kind == Some(Nonbreaking::Any)
                 || next.is_some_and(|n| n.starts_with(|c: char| c.is_ascii_lowercase()))
+                || (kind == Some(Nonbreaking::NumericOnly)
+                    && next.is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit())))
             {
-                out.push_str(word);
-            } else if kind == Some(Nonbreaking::NumericOnly)
-                && next.is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
-            {
+                // Always nonbreaking, followed by lower case (catches unlisted "Inc."), or a
+                // numeric-only prefix followed by a number: keep the dot.
                 out.push_str(word);
             } else {
                 out.push_str(pre);
