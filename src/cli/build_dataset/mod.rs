@@ -12,7 +12,7 @@ pub struct BuildDatasetArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BuildDatasetCommand {
-    /// Pair the rows of a caption dataset and explain each pair's difference (ACD/CLD format).
+    // No doc comment here: it would replace PairsArgs' own (long) help.
     Pairs(pairs::PairsArgs),
 }
 
