@@ -673,6 +673,13 @@ fn too_few_rows_duplicates_and_bad_options() {
             vec!["--explainer", "llm"],
             "needs --llm-url and --llm-model",
         ),
+        (vec!["--concurrency", "0"], "--concurrency must be 1 to"),
+        (
+            vec!["--concurrency", "100000"],
+            "--concurrency must be 1 to",
+        ),
+        (vec!["--timeout", "1e30"], "--timeout must be a positive"),
+        (vec!["--timeout", "NaN"], "--timeout must be a positive"),
     ] {
         let (ok, _, err) = run(&mut pairs_cmd(&fixture("plain.csv"), "csv", &w, &args));
         assert!(!ok, "{args:?}");

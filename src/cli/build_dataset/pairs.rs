@@ -36,6 +36,8 @@ use crate::text::prompts::{PromptDatabase, PromptKind};
 pub const API_KEY_ENV: &str = "ADIFF_LLM_API_KEY";
 /// Default number of LLM requests in flight.
 const DEFAULT_CONCURRENCY: usize = 4;
+/// Most requests in flight: one thread each, and more would only hit the server's rate limit.
+const MAX_CONCURRENCY: usize = 256;
 /// How many missing audio files an error message names.
 const MISSING_NAMES_SHOWN: usize = 5;
 /// Seed streams: the pairing and each output file draw from their own generator, so adding a
@@ -425,9 +427,12 @@ fn check_args(args: &PairsArgs) -> anyhow::Result<Vec<u8>> {
         "--split {:?} must be a plain name (it prefixes the output file names)",
         args.split
     );
-    anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
     anyhow::ensure!(
-        args.timeout.is_finite() && args.timeout > 0.0,
+        (1..=MAX_CONCURRENCY).contains(&args.concurrency),
+        "--concurrency must be 1 to {MAX_CONCURRENCY}"
+    );
+    anyhow::ensure!(
+        args.timeout > 0.0 && Duration::try_from_secs_f64(args.timeout).is_ok(),
         "--timeout must be a positive number of seconds"
     );
     anyhow::ensure!(
@@ -457,7 +462,7 @@ fn llm_client(args: &PairsArgs) -> anyhow::Result<LlmClient> {
         url: url.clone(),
         model: model.clone(),
         api_key: api_key.map(|k| k.trim().to_string()),
-        timeout: Duration::from_secs_f64(args.timeout),
+        timeout: Duration::try_from_secs_f64(args.timeout)?,
         max_retries: args.max_retries,
         backoff: Duration::from_millis(args.backoff_ms),
         temperature: args.temperature,

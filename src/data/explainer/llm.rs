@@ -243,7 +243,7 @@ impl Explainer for LlmClient {
                     }
                     let cap = Duration::from_millis(MAX_BACKOFF_MS);
                     std::thread::sleep(after.map_or(wait, |a| a.max(wait)).min(cap));
-                    wait = (wait * 2).min(cap);
+                    wait = wait.saturating_mul(2).min(cap);
                     attempt_no += 1;
                     self.retries.fetch_add(1, Ordering::SeqCst);
                 }
