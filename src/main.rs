@@ -12,6 +12,7 @@ fn main() {
         Command::Convert(args) => adiff::cli::convert::run(args),
         Command::Download(args) => adiff::cli::download::run(args),
         Command::Eval(args) => adiff::cli::eval::run(args),
+        Command::BuildDataset(args) => adiff::cli::build_dataset::run(args),
     };
     if let Err(e) = result {
         // One line, every cause chained, non-zero exit.

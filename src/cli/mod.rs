@@ -13,6 +13,7 @@ use crate::model::checkpoint::Checkpoint;
 const GPT2_PREFIX: &str = "caption_decoder.gpt";
 use crate::model::config::AdiffConfig;
 
+pub mod build_dataset;
 pub mod convert;
 pub mod download;
 pub mod embed;
@@ -48,6 +49,8 @@ pub enum Command {
     Download(download::DownloadArgs),
     /// Score predictions (from `infer`) with BLEU-1..4, ROUGE-L and CIDEr-D, per dataset and tier.
     Eval(eval::EvalArgs),
+    /// Build training data: `pairs` makes ACD/CLD-style difference explanations from captions.
+    BuildDataset(build_dataset::BuildDatasetArgs),
 }
 
 /// Options shared by every subcommand that loads a model.

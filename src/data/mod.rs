@@ -1,4 +1,7 @@
 //! Data shipped with or read by adiff.
 
 pub mod audioset;
+pub mod captions;
+pub mod explainer;
 pub mod explanations;
+pub mod pairing;
