@@ -203,8 +203,11 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// Runs adiff without METEOR data or a SPICE jar from the environment (the "unavailable" path).
 fn adiff(args: &[&std::ffi::OsStr]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_adiff"))
+        .env_remove("ADIFF_METEOR_DATA")
+        .env_remove("ADIFF_SPICE_JAR")
         .args(args)
         .output()
         .expect("run adiff")
@@ -250,8 +253,9 @@ fn eval_cli_matches_pycocoevalcap() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}{stderr}");
     assert!(out.status.success());
-    assert!(stdout.contains("METEOR: not yet supported"));
-    assert!(stdout.contains("SPICE: unavailable: needs --spice-jar"));
+    assert!(stdout.contains("METEOR: unavailable: needs Meteor's data (--meteor-data"));
+    assert!(stdout.contains("SPICE: unavailable: needs the SPICE jar (--spice-jar"));
+    assert!(stdout.contains("SPIDEr: unavailable: needs SPICE"));
     let j: Value =
         serde_json::from_str(&std::fs::read_to_string(&json_path).expect("json")).expect("json");
     let groups = j["groups"].as_array().expect("groups");
@@ -290,10 +294,12 @@ fn eval_cli_matches_pycocoevalcap() {
         s["cider_d"].as_f64().expect("cider"),
         c.cider_d,
     );
-    assert!(
-        g["scores"].get("meteor").is_none(),
-        "no METEOR number may be reported"
-    );
+    for metric in ["meteor", "spice", "spider"] {
+        assert!(g[metric].is_null(), "no {metric} number may be reported");
+    }
+    for metric in ["METEOR", "SPICE", "SPIDEr"] {
+        assert!(g["unavailable"][metric].is_string(), "{metric} unavailable");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -1,6 +1,7 @@
 //! `adiff eval`: captioning metrics of an `adiff infer` predictions CSV, per dataset and tier, as
-//! coco-caption computes them (BLEU-1..4, ROUGE-L, CIDEr-D). METEOR and SPICE/SPIDEr are reported
-//! as unavailable rather than approximated.
+//! coco-caption computes them (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr). METEOR needs
+//! Meteor's language data and SPICE its jar; without them they are reported as unavailable (with
+//! the reason) rather than approximated.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,11 +10,15 @@ use anyhow::Context;
 use clap::ValueEnum;
 
 use crate::error::{AdiffError, Result};
-use crate::metrics::{score_corpus, CorpusScores, MetricsConfig};
+use crate::metrics::meteor::{Meteor, MeteorData};
+use crate::metrics::spice::{locate_jar, spice};
+use crate::metrics::tokenize::coco_tokenize;
+use crate::metrics::{score_tokenized, CorpusScores, MetricsConfig};
 
 /// Why the metrics that are not computed have no number (shown in the table and the JSON).
-const METEOR_STATUS: &str = "not yet supported";
-const SPICE_STATUS: &str = "unavailable: needs --spice-jar";
+const METEOR_STATUS: &str =
+    "unavailable: needs Meteor's data (--meteor-data meteor-1.5.jar or $ADIFF_METEOR_DATA)";
+const SPICE_STATUS: &str = "unavailable: needs the SPICE jar (--spice-jar or $ADIFF_SPICE_JAR)";
 const SPIDER_STATUS: &str = "unavailable: needs SPICE";
 /// Empty-prediction line numbers listed before "...".
 const MAX_LISTED_LINES: usize = 10;
@@ -47,6 +52,17 @@ pub struct EvalArgs {
     /// Tier of every file (default: from the file name: `fewwords`, `sentence` or `detail`).
     #[arg(long, value_enum)]
     pub tier: Option<Tier>,
+    /// Meteor 1.5's data for METEOR: meteor-1.5.jar (data/paraphrase-en.gz beside it) or a
+    /// directory with the jar's extracted files [env: ADIFF_METEOR_DATA].
+    #[arg(long)]
+    pub meteor_data: Option<PathBuf>,
+    /// spice-1.0.jar (with its lib/ of Stanford CoreNLP jars) for SPICE and SPIDEr
+    /// [env: ADIFF_SPICE_JAR].
+    #[arg(long)]
+    pub spice_jar: Option<PathBuf>,
+    /// Java launcher used for SPICE.
+    #[arg(long, default_value = "java")]
+    pub java: PathBuf,
     /// Instead of captioning metrics, score the attributes the predictions assert (louder,
     /// higher in pitch, "a chord instead of a tone", ...) against this `truth.jsonl` from
     /// `adiff build-dataset synthetic`: per-attribute accuracy, with chance and majority levels.
@@ -178,6 +194,11 @@ pub struct GroupReport {
     /// Rows whose prediction was empty (scored as empty strings), as `file:line`.
     pub empty_predictions: Vec<String>,
     pub scores: CorpusScores,
+    /// METEOR 1.5 (corpus score, as the jar's last line), when Meteor's data was given.
+    pub meteor: Option<f64>,
+    /// SPICE (mean item F-score) and SPIDEr, when the SPICE jar was given.
+    pub spice: Option<f64>,
+    pub spider: Option<f64>,
     /// Metrics without a number, and why.
     pub unavailable: BTreeMap<&'static str, &'static str>,
 }
@@ -238,19 +259,45 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
     }
     let cfg = MetricsConfig::default();
+    // Tokenize every group once (coco-caption's PTB tokenisation feeds every metric).
+    let tokenized: Vec<(Vec<String>, Vec<Vec<String>>)> = groups
+        .values()
+        .map(|(_, rows)| {
+            let hyp = rows
+                .iter()
+                .map(|(_, r)| coco_tokenize(&r.prediction))
+                .collect();
+            let refs = rows
+                .iter()
+                .map(|(_, r)| r.references.iter().map(|x| coco_tokenize(x)).collect())
+                .collect();
+            (hyp, refs)
+        })
+        .collect();
+    let meteor = meteor_scores(args.meteor_data.as_deref(), &tokenized)?;
+    let spice_jar = locate_jar(args.spice_jar.as_deref());
     let mut reports = Vec::new();
-    for ((taskname, tier), (files, rows)) in groups {
-        let preds: Vec<&str> = rows.iter().map(|(_, r)| r.prediction.as_str()).collect();
-        let refs: Vec<Vec<&str>> = rows
-            .iter()
-            .map(|(_, r)| r.references.iter().map(String::as_str).collect())
-            .collect();
-        let scores = score_corpus(&preds, &refs, &cfg)?;
+    for (g, ((taskname, tier), (files, rows))) in groups.into_iter().enumerate() {
+        let (hyp, refs) = &tokenized[g];
+        let scores = score_tokenized(hyp, refs, &cfg)?;
+        let spice = match &spice_jar {
+            Some(jar) => Some(spice(&args.java, jar, hyp, refs)?.corpus),
+            None => None,
+        };
+        let spider = spice.map(|s| (scores.cider_d + s) / 2.0);
         let empty_predictions = rows
             .iter()
             .filter(|(_, r)| r.prediction.trim().is_empty())
             .map(|(f, r)| format!("{f}:{}", r.line))
             .collect();
+        let mut unavailable = BTreeMap::new();
+        if meteor.is_none() {
+            unavailable.insert("METEOR", METEOR_STATUS);
+        }
+        if spice.is_none() {
+            unavailable.insert("SPICE", SPICE_STATUS);
+            unavailable.insert("SPIDEr", SPIDER_STATUS);
+        }
         reports.push(GroupReport {
             taskname,
             tier,
@@ -258,11 +305,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             items: rows.len(),
             empty_predictions,
             scores,
-            unavailable: BTreeMap::from([
-                ("METEOR", METEOR_STATUS),
-                ("SPICE", SPICE_STATUS),
-                ("SPIDEr", SPIDER_STATUS),
-            ]),
+            meteor: meteor.as_ref().map(|m| m[g]),
+            spice,
+            spider,
+            unavailable,
         });
     }
     print_table(&reports);
@@ -275,6 +321,37 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(())
+}
+
+/// A score with three decimals, or `-` when it was not computed.
+fn num(x: Option<f64>) -> String {
+    x.map_or("-".into(), |x| format!("{x:.3}"))
+}
+
+/// METEOR of every group (one corpus score each), loading Meteor's data once for all of them;
+/// None when no data was given.
+fn meteor_scores(
+    arg: Option<&Path>,
+    groups: &[(Vec<String>, Vec<Vec<String>>)],
+) -> Result<Option<Vec<f64>>> {
+    let Some(data) = MeteorData::locate(arg)? else {
+        return Ok(None);
+    };
+    let hyps: Vec<&String> = groups.iter().flat_map(|(h, _)| h).collect();
+    let refs: Vec<Vec<&String>> = groups
+        .iter()
+        .flat_map(|(_, r)| r.iter().map(|rs| rs.iter().collect()))
+        .collect();
+    let (meteor, texts) = Meteor::prepare(&data, &hyps, &refs)?;
+    let mut out = Vec::with_capacity(groups.len());
+    let mut start = 0;
+    for (h, _) in groups {
+        let end = start + h.len();
+        let (scores, _) = meteor.score(&texts.hyps[start..end], &texts.refs[start..end]);
+        out.push(scores.corpus);
+        start = end;
+    }
+    Ok(Some(out))
 }
 
 /// One row per group, columns as the paper's detailed tables (BLEU-1..4, METEOR, ROUGE-L, CIDEr,
@@ -313,14 +390,20 @@ fn print_table(reports: &[GroupReport]) {
             b(1),
             b(2),
             b(3),
-            "-",
+            num(r.meteor),
             format!("{:.3}", r.scores.rouge_l),
             format!("{:.3}", r.scores.cider_d),
-            "-",
-            "-"
+            num(r.spice),
+            num(r.spider)
         );
     }
-    println!("METEOR: {METEOR_STATUS}. SPICE: {SPICE_STATUS}. SPIDEr: {SPIDER_STATUS}.");
+    let mut why: BTreeMap<&str, &str> = BTreeMap::new();
+    for r in reports {
+        why.extend(r.unavailable.iter().map(|(k, v)| (*k, *v)));
+    }
+    for (metric, reason) in why {
+        println!("{metric}: {reason}.");
+    }
     println!("CIDEr-D is coco-caption's CIDEr (pycocoevalcap's `Cider`), x10 as there.");
     for r in reports.iter().filter(|r| !r.empty_predictions.is_empty()) {
         let shown: Vec<&str> = r

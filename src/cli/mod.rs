@@ -49,7 +49,8 @@ pub enum Command {
     Download(download::DownloadArgs),
     /// Score predictions (from `infer`) with BLEU-1..4, ROUGE-L and CIDEr-D, per dataset and tier.
     Eval(eval::EvalArgs),
-    /// Build datasets: synthetic pairs with known differences, or an HTSAT embedding cache.
+    /// Build datasets: `pairs` (ACD/CLD-style explanations from captions), `synthetic` (pairs with
+    /// known differences), `embed-cache` (precomputed HTSAT embeddings).
     BuildDataset(build_dataset::BuildDatasetArgs),
 }
 

@@ -1,6 +1,9 @@
 //! Data shipped with or read by adiff.
 
 pub mod audioset;
+pub mod captions;
 pub mod embed_cache;
+pub mod explainer;
 pub mod explanations;
+pub mod pairing;
 pub mod synthetic;

@@ -11,7 +11,9 @@ use crate::error::{AdiffError, Result};
 
 pub mod bleu;
 pub mod cider;
+pub mod meteor;
 pub mod rouge;
+pub mod spice;
 pub mod synthetic;
 pub mod tokenize;
 

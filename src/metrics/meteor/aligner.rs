@@ -1,0 +1,442 @@
+//! Meteor 1.5's aligner (`edu.cmu.meteor.aligner`): candidate matches from the exact, stem,
+//! synonym and paraphrase modules, one-to-one non-overlapping matches fixed, then a left-to-right
+//! beam search over the reference positions for the alignment with the most (search-weighted)
+//! matched words, then the fewest chunks, then the smallest distance.
+//!
+//! Reproduced faithfully, quirks included, because they change scores: words are compared by
+//! Java `String.hashCode`; the search weights are accumulated into an `int` (Java's `+=` on an
+//! int truncates, so a one-word non-exact match adds nothing); and when a path branches, the
+//! match distance is added to the *parent* path, not the branch.
+
+use rust_stemmers::{Algorithm, Stemmer};
+
+use super::resources::MeteorResources;
+
+/// Module order of Meteor's English task (indices into the weight arrays).
+pub const MODULE_EXACT: usize = 0;
+pub const MODULE_STEM: usize = 1;
+pub const MODULE_SYNONYM: usize = 2;
+pub const MODULE_PARAPHRASE: usize = 3;
+pub const MODULES: usize = 4;
+
+/// A candidate match: `length` reference words from `start` to `match_length` hypothesis words
+/// from `match_start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match {
+    pub start: usize,
+    pub length: usize,
+    pub match_start: usize,
+    pub match_length: usize,
+    pub module: usize,
+}
+
+/// Counts the scorer needs from one alignment (hypothesis = line 1, reference = line 2).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlignmentCounts {
+    pub content1: [u32; MODULES],
+    pub content2: [u32; MODULES],
+    pub function1: [u32; MODULES],
+    pub function2: [u32; MODULES],
+    pub function_words1: u32,
+    pub function_words2: u32,
+    pub chunks: u32,
+}
+
+/// Java's `String.hashCode` (UTF-16 code units), Meteor's word key.
+pub fn java_hash(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+}
+
+#[derive(Clone)]
+struct PartialAlignment {
+    matches: Vec<Option<Match>>,
+    matches1: i32,
+    matches2: i32,
+    chunks: i32,
+    idx: usize,
+    last_match_end: Option<usize>,
+    distance: i32,
+    used1: Vec<bool>,
+    used2: Vec<bool>,
+}
+
+impl PartialAlignment {
+    fn is_used(&self, m: &Match) -> bool {
+        self.used2[m.start..m.start + m.length].iter().any(|&u| u)
+            || self.used1[m.match_start..m.match_start + m.match_length]
+                .iter()
+                .any(|&u| u)
+    }
+
+    fn set_used(&mut self, m: &Match) {
+        self.used2[m.start..m.start + m.length].fill(true);
+        self.used1[m.match_start..m.match_start + m.match_length].fill(true);
+    }
+
+    /// Java: `matches1 += matchLength * weight` on an int field (truncating cast).
+    fn add_weighted(&mut self, m: &Match, w: f64) {
+        self.matches1 = (f64::from(self.matches1) + m.match_length as f64 * w) as i32;
+        self.matches2 = (f64::from(self.matches2) + m.length as f64 * w) as i32;
+    }
+
+    fn extend_chunk(&mut self, m: &Match) {
+        if self.last_match_end.is_some_and(|e| e != m.match_start) {
+            self.chunks += 1;
+        }
+        self.idx = m.start + m.length;
+        self.last_match_end = Some(m.match_start + m.match_length);
+    }
+
+    /// `Constants.PARTIAL_COMPARE_TOTAL`: more weighted matches, then fewer chunks, then less
+    /// distance.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.matches1 + other.matches2)
+            .cmp(&(self.matches1 + self.matches2))
+            .then(self.chunks.cmp(&other.chunks))
+            .then(self.distance.cmp(&other.distance))
+    }
+}
+
+fn distance(m: &Match) -> i32 {
+    (m.start as i32 - m.match_start as i32).abs()
+}
+
+/// What the matchers need to know of a word, computed once per distinct word.
+#[derive(Debug, Clone)]
+pub struct WordInfo {
+    /// Java hash of the word (Meteor's exact-match key).
+    key: i32,
+    /// Java hash of its Snowball stem.
+    stem: i32,
+    /// Its WordNet synsets and those of its base form, sorted.
+    synsets: Vec<u32>,
+    function: bool,
+    /// Id in the paraphrase table, if any entry uses the word.
+    para: Option<u32>,
+}
+
+/// Whether two sorted id lists share an element.
+fn intersects(a: &[u32], b: &[u32]) -> bool {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => return true,
+        }
+    }
+    false
+}
+
+/// Aligns one hypothesis with one reference (both already normalised and split into words).
+pub struct Aligner<'a> {
+    pub resources: &'a MeteorResources,
+    pub stemmer: Stemmer,
+    /// Weights used only to rank partial alignments (Meteor's scorer sets 1, .5, .5, .5).
+    pub search_weights: [f64; MODULES],
+    pub beam_size: usize,
+}
+
+/// Candidate matches per reference position with the number of candidates covering each word.
+struct Candidates {
+    matches: Vec<Vec<Match>>,
+    cov1: Vec<u32>,
+    cov2: Vec<u32>,
+}
+
+impl Candidates {
+    fn new(n1: usize, n2: usize) -> Self {
+        Self {
+            matches: vec![Vec::new(); n2],
+            cov1: vec![0; n1],
+            cov2: vec![0; n2],
+        }
+    }
+
+    /// Coverage counts every word a match spans (a phrase covers all of its words).
+    fn add(&mut self, m: Match) {
+        self.cov1[m.match_start..m.match_start + m.match_length]
+            .iter_mut()
+            .for_each(|c| *c += 1);
+        self.cov2[m.start..m.start + m.length]
+            .iter_mut()
+            .for_each(|c| *c += 1);
+        self.matches[m.start].push(m);
+    }
+
+    /// One-word matches of a module: every (reference j, hypothesis i) pair, j outer, for
+    /// which `accept` holds.
+    fn add_pairs(
+        &mut self,
+        w1: &[&WordInfo],
+        w2: &[&WordInfo],
+        module: usize,
+        accept: impl Fn(&WordInfo, &WordInfo) -> bool,
+    ) {
+        for (j, b) in w2.iter().enumerate() {
+            for (i, a) in w1.iter().enumerate() {
+                if accept(a, b) {
+                    self.add(Match {
+                        start: j,
+                        length: 1,
+                        match_start: i,
+                        match_length: 1,
+                        module,
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl<'a> Aligner<'a> {
+    pub fn new(
+        resources: &'a MeteorResources,
+        search_weights: [f64; MODULES],
+        beam_size: usize,
+    ) -> Self {
+        Self {
+            resources,
+            stemmer: Stemmer::create(Algorithm::English),
+            search_weights,
+            beam_size,
+        }
+    }
+
+    /// The matchers' view of a word.
+    pub fn word_info(&self, word: &str) -> WordInfo {
+        let mut synsets: Vec<u32> = self
+            .resources
+            .synonyms
+            .all_synsets(word)
+            .into_iter()
+            .collect();
+        synsets.sort_unstable();
+        WordInfo {
+            key: java_hash(word),
+            stem: java_hash(&self.stemmer.stem(word)),
+            synsets,
+            function: self.resources.function_words.contains(&word.to_lowercase()),
+            para: self.resources.paraphrases.word_id(word),
+        }
+    }
+
+    /// Candidate matches in Meteor's order (module by module; within a module, reference
+    /// position then hypothesis position).
+    fn candidates(&self, w1: &[&WordInfo], w2: &[&WordInfo]) -> Candidates {
+        let mut c = Candidates::new(w1.len(), w2.len());
+        c.add_pairs(w1, w2, MODULE_EXACT, |a, b| a.key == b.key);
+        // Identical sentences need exact matches only (prevents beam search errors).
+        let identical = w1.len() == w2.len() && w1.iter().zip(w2).all(|(a, b)| a.key == b.key);
+        if identical {
+            return c;
+        }
+        // Stem: same stem, different word. Synonym: a shared synset, different word.
+        c.add_pairs(w1, w2, MODULE_STEM, |a, b| {
+            a.stem == b.stem && a.key != b.key
+        });
+        c.add_pairs(w1, w2, MODULE_SYNONYM, |a, b| {
+            a.key != b.key && intersects(&a.synsets, &b.synsets)
+        });
+        // Paraphrase: a phrase of one line whose paraphrase occurs in the other.
+        let pt = &self.resources.paraphrases;
+        let l1: Vec<Option<u32>> = w1.iter().map(|w| w.para).collect();
+        let l2: Vec<Option<u32>> = w2.iter().map(|w| w.para).collect();
+        let occurrences = |line: &[Option<u32>], words: &[u32]| -> Vec<usize> {
+            (0..line.len())
+                .filter(|&at| {
+                    at + words.len() <= line.len()
+                        && words.iter().zip(&line[at..]).all(|(w, l)| *l == Some(*w))
+                })
+                .collect()
+        };
+        for j in 0..l2.len() {
+            for (len, words) in pt.paths(&l2, j) {
+                for i in occurrences(&l1, words) {
+                    c.add(Match {
+                        start: j,
+                        length: len,
+                        match_start: i,
+                        match_length: words.len(),
+                        module: MODULE_PARAPHRASE,
+                    });
+                }
+            }
+        }
+        for i in 0..l1.len() {
+            for (len, words) in pt.paths(&l1, i) {
+                for j in occurrences(&l2, words) {
+                    c.add(Match {
+                        start: j,
+                        length: words.len(),
+                        match_start: i,
+                        match_length: len,
+                        module: MODULE_PARAPHRASE,
+                    });
+                }
+            }
+        }
+        c
+    }
+
+    /// Aligns hypothesis `w1` with reference `w2` and counts matches by module and word type.
+    pub fn align(&self, w1: &[&WordInfo], w2: &[&WordInfo]) -> AlignmentCounts {
+        let Candidates {
+            matches,
+            cov1,
+            cov2,
+        } = self.candidates(w1, w2);
+        let mut start = PartialAlignment {
+            matches: vec![None; w2.len()],
+            matches1: 0,
+            matches2: 0,
+            chunks: 0,
+            idx: 0,
+            last_match_end: None,
+            distance: 0,
+            used1: vec![false; w1.len()],
+            used2: vec![false; w2.len()],
+        };
+        // One-to-one, non-overlapping matches are definite.
+        for (i, ms) in matches.iter().enumerate() {
+            if let [m] = ms.as_slice() {
+                let overlap = cov2[i..i + m.length].iter().any(|&c| c != 1)
+                    || cov1[m.match_start..m.match_start + m.match_length]
+                        .iter()
+                        .any(|&c| c != 1);
+                if !overlap {
+                    start.matches[i] = Some(*m);
+                    start.set_used(m);
+                }
+            }
+        }
+        let best = self.resolve(&matches, start);
+
+        let mut c = AlignmentCounts {
+            function_words1: w1.iter().filter(|w| w.function).count() as u32,
+            function_words2: w2.iter().filter(|w| w.function).count() as u32,
+            ..Default::default()
+        };
+        for m in best.matches.iter().flatten() {
+            for w in &w1[m.match_start..m.match_start + m.match_length] {
+                if w.function {
+                    c.function1[m.module] += 1;
+                } else {
+                    c.content1[m.module] += 1;
+                }
+            }
+            for w in &w2[m.start..m.start + m.length] {
+                if w.function {
+                    c.function2[m.module] += 1;
+                } else {
+                    c.content2[m.module] += 1;
+                }
+            }
+        }
+        c.chunks = count_chunks(&best.matches);
+        c
+    }
+
+    /// Beam search for the best alignment (`Aligner.resolve`), Java's stable sort included.
+    fn resolve(&self, matches: &[Vec<Match>], start: PartialAlignment) -> PartialAlignment {
+        let w = &self.search_weights;
+        let mut next = vec![start];
+        for current in 0..=matches.len() {
+            let mut paths = std::mem::take(&mut next);
+            paths.sort_by(|a, b| a.cmp(b));
+            for mut path in paths.iter().take(self.beam_size).cloned() {
+                if current == matches.len() {
+                    // Complete: close the last chunk.
+                    if path.last_match_end.is_some() {
+                        path.chunks += 1;
+                    }
+                    next.push(path);
+                    continue;
+                }
+                if path.used2[current] {
+                    if current < path.idx {
+                        // Still inside a match.
+                        next.push(path);
+                    } else if let Some(m) = path.matches[path.idx] {
+                        // A fixed match.
+                        path.add_weighted(&m, w[m.module]);
+                        path.extend_chunk(&m);
+                        path.distance += distance(&m);
+                        next.push(path);
+                    }
+                    continue;
+                }
+                for m in &matches[current] {
+                    if path.is_used(m) {
+                        continue;
+                    }
+                    let mut branch = path.clone();
+                    branch.set_used(m);
+                    branch.matches[current] = Some(*m);
+                    branch.add_weighted(m, w[m.module]);
+                    branch.extend_chunk(m);
+                    // Meteor adds the distance to the parent path, not the branch.
+                    path.distance += distance(m);
+                    next.push(branch);
+                }
+                // Try skipping this position.
+                if path.last_match_end.is_some() {
+                    path.chunks += 1;
+                    path.last_match_end = None;
+                }
+                path.idx += 1;
+                next.push(path);
+            }
+            if next.is_empty() {
+                // Meteor warns and keeps the best path.
+                next.push(paths.swap_remove(0));
+            }
+        }
+        next.sort_by(|a, b| a.cmp(b));
+        next.swap_remove(0)
+    }
+}
+
+/// Chunks of a final alignment (`getCountAndChunks`).
+fn count_chunks(matches: &[Option<Match>]) -> u32 {
+    let mut chunks = 0;
+    let mut idx = 0;
+    let mut last_end: Option<usize> = None;
+    while idx < matches.len() {
+        match &matches[idx] {
+            None => {
+                if last_end.is_some() {
+                    chunks += 1;
+                    last_end = None;
+                }
+                idx += 1;
+            }
+            Some(m) => {
+                if last_end.is_some_and(|e| e != m.match_start) {
+                    chunks += 1;
+                }
+                idx = m.start + m.length;
+                last_end = Some(m.match_start + m.match_length);
+            }
+        }
+    }
+    if last_end.is_some() {
+        chunks += 1;
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::java_hash;
+
+    #[test]
+    fn java_string_hash() {
+        // Values from Java's "…".hashCode().
+        assert_eq!(java_hash(""), 0);
+        assert_eq!(java_hash("a"), 97);
+        assert_eq!(java_hash("hello"), 99162322);
+        assert_eq!(java_hash("polygenelubricants"), i32::MIN);
+    }
+}

@@ -1,0 +1,331 @@
+//! Meteor 1.5's English language data, read at run time from the user's copy (never bundled):
+//! either `meteor-1.5.jar` itself (function words, synonyms and nonbreaking prefixes are entries
+//! of the jar; the paraphrase table is `data/paraphrase-en.gz` beside it, as pycocoevalcap ships
+//! them) or a directory holding the extracted files in the same layout.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+
+use super::normalize::{java_tokens, parse_nonbreaking, Nonbreaking};
+use crate::error::{AdiffError, Result};
+
+/// Entries of the jar (or paths under a data directory).
+const FUNCTION_WORDS: &str = "function/english.words";
+const SYN_EXCEPTIONS: &str = "synonym/english.exceptions";
+const SYN_SYNSETS: &str = "synonym/english.synsets";
+const NONBREAKING: &str = "nonbreaking/english.prefixes";
+/// The paraphrase table, relative to the jar's directory or the data directory.
+const PARAPHRASES: &str = "data/paraphrase-en.gz";
+/// Environment variable naming the data when `--meteor-data` is not given.
+pub const METEOR_DATA_ENV: &str = "ADIFF_METEOR_DATA";
+
+/// WordNet synsets and the morphological exceptions Meteor's synonym module uses.
+#[derive(Debug, Default)]
+pub struct SynonymDictionary {
+    word_to_bases: HashMap<String, Vec<String>>,
+    word_to_synsets: HashMap<String, HashSet<u32>>,
+}
+
+/// WordNet 3's detachment rules, in Meteor's order (noun, verb, adjective suffixes).
+const MORPH_SUFFIXES: [(&str, &str); 20] = [
+    ("s", ""),
+    ("ses", "s"),
+    ("xes", "x"),
+    ("zes", "z"),
+    ("ches", "ch"),
+    ("shes", "sh"),
+    ("men", "man"),
+    ("ies", "y"),
+    ("s", ""),
+    ("ies", "y"),
+    ("es", "e"),
+    ("es", ""),
+    ("ed", "e"),
+    ("ed", ""),
+    ("ing", "e"),
+    ("ing", ""),
+    ("er", ""),
+    ("est", ""),
+    ("er", "e"),
+    ("est", "e"),
+];
+
+impl SynonymDictionary {
+    fn parse(exceptions: &str, synsets: &str) -> Result<Self> {
+        let mut word_to_bases: HashMap<String, Vec<String>> = HashMap::new();
+        let mut lines = exceptions.lines();
+        while let Some(base) = lines.next() {
+            let forms = lines.next().unwrap_or("");
+            for form in java_tokens(forms) {
+                word_to_bases
+                    .entry(form.to_string())
+                    .or_default()
+                    .push(base.to_string());
+            }
+        }
+        let mut word_to_synsets = HashMap::new();
+        let mut lines = synsets.lines();
+        while let Some(word) = lines.next() {
+            let ids = lines.next().unwrap_or("");
+            let set = java_tokens(ids)
+                .map(|t| {
+                    t.parse::<u32>().map_err(|_| {
+                        AdiffError::Invalid(format!(
+                            "METEOR data: bad synset id {t:?} for {word:?} in {SYN_SYNSETS}"
+                        ))
+                    })
+                })
+                .collect::<Result<HashSet<u32>>>()?;
+            word_to_synsets.insert(word.to_string(), set);
+        }
+        Ok(Self {
+            word_to_bases,
+            word_to_synsets,
+        })
+    }
+
+    fn synsets(&self, word: &str) -> impl Iterator<Item = u32> + '_ {
+        self.word_to_synsets
+            .get(word)
+            .into_iter()
+            .flatten()
+            .copied()
+    }
+
+    /// Synsets of the word and of its base form (`getSynSets` + `getStemSynSets`).
+    pub fn all_synsets(&self, word: &str) -> HashSet<u32> {
+        let mut set: HashSet<u32> = self.synsets(word).collect();
+        match self.word_to_bases.get(word) {
+            Some(bases) => {
+                for b in bases {
+                    set.extend(self.synsets(b));
+                }
+            }
+            None => set.extend(self.synsets(&self.morph(word))),
+        }
+        set
+    }
+
+    /// Meteor's WordNet-style base form (`SynonymDictionary.morph`), quirks included: words
+    /// ending in "ss" or of <= 2 chars are their own base, a "-ful" word gets "ful" appended to
+    /// its base, and "" means no base found.
+    fn morph(&self, word: &str) -> String {
+        let end = if word.ends_with("ful") { "ful" } else { "" };
+        if word.ends_with("ss") || word.encode_utf16().count() <= 2 {
+            return word.to_string();
+        }
+        for (suffix, add) in MORPH_SUFFIXES {
+            if let Some(stem) = word.strip_suffix(suffix) {
+                let base = format!("{stem}{add}");
+                if self.word_to_synsets.contains_key(&base) {
+                    return base + end;
+                }
+            }
+        }
+        String::new()
+    }
+}
+
+/// Meteor's paraphrase table, reduced to the entries that can match the given vocabulary: an
+/// entry matches only when every word of both phrases occurs in the texts, so the others are
+/// dropped while reading (the order of the kept ones, which the aligner depends on, is kept).
+#[derive(Debug, Default)]
+pub struct ParaphraseTable {
+    /// Reference phrase -> indices into `paraphrases`, in file order.
+    by_phrase: HashMap<Vec<u32>, Vec<u32>>,
+    paraphrases: Vec<Vec<u32>>,
+    /// Word ids (only the words of the texts are ever given ids).
+    vocab: HashMap<String, u32>,
+    max_len: usize,
+}
+
+impl ParaphraseTable {
+    fn read(reader: impl BufRead, words: &HashSet<String>) -> Result<Self> {
+        let mut table = ParaphraseTable::default();
+        let mut lines = reader.split(b'\n');
+        let mut next = |what: &str| -> Result<Option<Vec<u8>>> {
+            match lines.next() {
+                None => Ok(None),
+                Some(Ok(l)) => Ok(Some(l)),
+                Some(Err(e)) => Err(AdiffError::Invalid(format!(
+                    "METEOR data: {PARAPHRASES} is not readable gzip text ({what}): {e}"
+                ))),
+            }
+        };
+        while next("probability")?.is_some() {
+            let (Some(reference), Some(paraphrase)) = (next("phrase")?, next("paraphrase")?) else {
+                break;
+            };
+            let reference = String::from_utf8_lossy(&reference);
+            let paraphrase = String::from_utf8_lossy(&paraphrase);
+            let known = |s: &str| java_tokens(s).all(|w| words.contains(w));
+            if !known(&reference) || !known(&paraphrase) {
+                continue;
+            }
+            let ref_ids = table.ids(&reference);
+            let par_ids = table.ids(&paraphrase);
+            if ref_ids.is_empty() {
+                continue;
+            }
+            table.max_len = table.max_len.max(ref_ids.len());
+            let idx = table.paraphrases.len() as u32;
+            table.paraphrases.push(par_ids);
+            table.by_phrase.entry(ref_ids).or_default().push(idx);
+        }
+        Ok(table)
+    }
+
+    fn ids(&mut self, phrase: &str) -> Vec<u32> {
+        java_tokens(phrase)
+            .map(|w| {
+                let n = self.vocab.len() as u32;
+                *self.vocab.entry(w.to_string()).or_insert(n)
+            })
+            .collect()
+    }
+
+    /// Word id, or None for a word no kept entry uses (Meteor's -1).
+    pub fn word_id(&self, word: &str) -> Option<u32> {
+        self.vocab.get(word).copied()
+    }
+
+    /// `getReferencePaths`: (phrase length, paraphrase) for every entry whose reference phrase
+    /// starts at `start`, shortest first, file order within a length.
+    pub fn paths(&self, line: &[Option<u32>], start: usize) -> Vec<(usize, &[u32])> {
+        let mut out = Vec::new();
+        let mut key = Vec::new();
+        for w in line[start..].iter().take(self.max_len) {
+            let Some(w) = w else { break };
+            key.push(*w);
+            if let Some(idx) = self.by_phrase.get(&key) {
+                out.extend(
+                    idx.iter()
+                        .map(|&i| (key.len(), self.paraphrases[i as usize].as_slice())),
+                );
+            }
+        }
+        out
+    }
+
+    /// Number of entries kept.
+    pub fn len(&self) -> usize {
+        self.paraphrases.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paraphrases.is_empty()
+    }
+}
+
+/// Everything the English aligner and normaliser read from Meteor's data.
+#[derive(Debug)]
+pub struct MeteorResources {
+    pub function_words: HashSet<String>,
+    pub synonyms: SynonymDictionary,
+    pub nonbreaking: HashMap<String, Nonbreaking>,
+    /// Loaded separately, once the texts' vocabulary is known ([`MeteorData::paraphrases`]).
+    pub paraphrases: ParaphraseTable,
+}
+
+/// Where Meteor's data lives: the jar (with `data/` beside it) or an extracted directory.
+#[derive(Debug, Clone)]
+pub enum MeteorData {
+    Jar(PathBuf),
+    Dir(PathBuf),
+}
+
+impl MeteorData {
+    /// `--meteor-data PATH`, else `$ADIFF_METEOR_DATA`; Ok(None) when neither is set.
+    pub fn locate(arg: Option<&Path>) -> Result<Option<Self>> {
+        let path = match arg {
+            Some(p) => p.to_path_buf(),
+            None => match std::env::var_os(METEOR_DATA_ENV) {
+                Some(p) if !p.is_empty() => PathBuf::from(p),
+                _ => return Ok(None),
+            },
+        };
+        if path.is_dir() {
+            Ok(Some(Self::Dir(path)))
+        } else if path.is_file() {
+            Ok(Some(Self::Jar(path)))
+        } else {
+            Err(AdiffError::Invalid(format!(
+                "METEOR data {} does not exist (give meteor-1.5.jar, e.g. from the pycocoevalcap \
+                 wheel, or a directory with its extracted data)",
+                path.display()
+            )))
+        }
+    }
+
+    fn read_entry(&self, name: &str) -> Result<String> {
+        let err = |e: String| AdiffError::Invalid(format!("METEOR data: {name}: {e}"));
+        match self {
+            Self::Dir(dir) => {
+                std::fs::read_to_string(dir.join(name)).map_err(|e| err(format!("{e}")))
+            }
+            Self::Jar(jar) => {
+                let file = File::open(jar).map_err(|e| err(format!("{}: {e}", jar.display())))?;
+                let mut zip = zip::ZipArchive::new(file)
+                    .map_err(|e| err(format!("{} is not a jar: {e}", jar.display())))?;
+                let mut entry = zip
+                    .by_name(name)
+                    .map_err(|_| err(format!("no such entry in {}", jar.display())))?;
+                let mut text = String::new();
+                entry
+                    .read_to_string(&mut text)
+                    .map_err(|e| err(format!("{e}")))?;
+                Ok(text)
+            }
+        }
+    }
+
+    /// Path of the paraphrase table.
+    pub fn paraphrase_path(&self) -> PathBuf {
+        match self {
+            Self::Dir(dir) => dir.join(PARAPHRASES),
+            Self::Jar(jar) => jar
+                .parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join(PARAPHRASES),
+        }
+    }
+
+    /// Loads the language data; the paraphrase table is filtered to `words` (the normalised
+    /// words of every text to be scored).
+    pub fn load(&self, words: &HashSet<String>) -> Result<MeteorResources> {
+        let function_words = self
+            .read_entry(FUNCTION_WORDS)?
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let synonyms = SynonymDictionary::parse(
+            &self.read_entry(SYN_EXCEPTIONS)?,
+            &self.read_entry(SYN_SYNSETS)?,
+        )?;
+        let nonbreaking = parse_nonbreaking(&self.read_entry(NONBREAKING)?);
+        let para = self.paraphrase_path();
+        let file = File::open(&para).map_err(|e| {
+            AdiffError::Invalid(format!(
+                "METEOR data: paraphrase table {}: {e}",
+                para.display()
+            ))
+        })?;
+        let reader = BufReader::with_capacity(1 << 20, MultiGzDecoder::new(file));
+        let paraphrases = ParaphraseTable::read(BufReader::new(reader), words)?;
+        Ok(MeteorResources {
+            function_words,
+            synonyms,
+            nonbreaking,
+            paraphrases,
+        })
+    }
+
+    /// Only the nonbreaking prefixes (needed to normalise texts before the rest is loaded).
+    pub fn nonbreaking(&self) -> Result<HashMap<String, Nonbreaking>> {
+        Ok(parse_nonbreaking(&self.read_entry(NONBREAKING)?))
+    }
+}
