@@ -89,6 +89,8 @@ pub const SINGLE_EVENT_S: f64 = 2.0;
 pub const SINGLE_EVENT_ONSET_S: (f64, f64) = (1.0, 7.0);
 /// Raised-cosine fade at every on/off edge (s), so that gating adds no clicks.
 pub const RAMP_S: f64 = 0.01;
+/// The foreground's level is measured over the samples where its envelope is at least this open.
+pub const SOUNDING_GATE: f64 = 0.5;
 /// How many attributes a pair's two clips differ in (drawn uniformly).
 pub const DIFFERING_ATTRIBUTES: std::ops::RangeInclusive<usize> = 1..=3;
 /// `taskname` of the rows written by `adiff build-dataset synthetic`.
@@ -449,8 +451,9 @@ pub fn pair_rng(split_seed: u64, index: usize) -> StdRng {
 }
 
 impl SyntheticPair {
-    /// Draws pair `index`: the first clip's labels uniformly, then 1-3 attributes (uniformly
-    /// many, uniformly which) changed to a different value for the second clip.
+    /// Draws a pair from `rng` (use [`pair_rng`] for pair `index` of a split): the first clip's
+    /// labels uniformly, then 1-3 attributes (uniformly many, uniformly which) changed to a
+    /// different value for the second clip.
     pub fn draw(rng: &mut StdRng) -> Self {
         let a = Attributes::draw(rng);
         let n = rng.random_range(DIFFERING_ATTRIBUTES);
@@ -625,7 +628,7 @@ fn gate(spec: &ClipSpec, t: f64) -> f64 {
     }
 }
 
-/// Uniform white noise of unit RMS.
+/// Uniform white noise of unit RMS (a uniform variable on [-1, 1) has RMS 1/sqrt(3)).
 fn white_noise(n: usize, rng: &mut StdRng) -> Vec<f64> {
     let scale = 3f64.sqrt();
     (0..n)
@@ -709,7 +712,8 @@ fn source(spec: &ClipSpec, rng: &mut StdRng) -> Vec<f64> {
                 .map(|i| {
                     let u = t(i).rem_euclid(CHIRP_SWEEP_S) / CHIRP_SWEEP_S;
                     let octave = if up { u } else { 1.0 - u };
-                    let f = f0 / BAND_SPREAD * 2f64.powf(octave);
+                    // From f0 / BAND_SPREAD to f0 * BAND_SPREAD (one octave) and back again.
+                    let f = f0 / BAND_SPREAD * (BAND_SPREAD * BAND_SPREAD).powf(octave);
                     let s = phase.sin();
                     phase = (phase + 2.0 * PI * f / sr) % (2.0 * PI);
                     s
@@ -743,7 +747,7 @@ fn background(spec: &ClipSpec, rng: &mut StdRng) -> Vec<f64> {
 }
 
 /// Renders a clip: [`CLIP_SAMPLES`] samples in [-1, 1]. The foreground's RMS over the samples
-/// where its envelope is at least half open equals `spec.level_dbfs`.
+/// where its envelope is at least [`SOUNDING_GATE`] open equals `spec.level_dbfs`.
 pub fn render(spec: &ClipSpec) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(spec.noise_seed);
     let src = source(spec, &mut rng);
@@ -753,7 +757,7 @@ pub fn render(spec: &ClipSpec) -> Vec<f32> {
         .collect();
     let (mut power, mut count) = (0.0, 0usize);
     for (s, g) in src.iter().zip(&env) {
-        if *g >= 0.5 {
+        if *g >= SOUNDING_GATE {
             power += (s * g).powi(2);
             count += 1;
         }
