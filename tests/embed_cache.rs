@@ -291,6 +291,26 @@ fn rebuild_skips_cached_shards_and_stale_cache_is_refused() {
     );
     assert_eq!(EmbedCache::open(&cache_dir).unwrap().len(), 6);
 
+    // A build killed after writing its last shard but before the index named it: the next build
+    // redoes that shard only.
+    let index_path = cache_dir.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&index_path).unwrap()).unwrap();
+    let last = index["shards"].as_array_mut().unwrap().pop().unwrap();
+    assert_eq!(last, "shard_00002.safetensors");
+    index["entries"]
+        .as_object_mut()
+        .unwrap()
+        .retain(|_, e| e["shard"] != 2);
+    std::fs::write(&index_path, index.to_string()).unwrap();
+    let err = ok(&embed_cache(&[&all], &dir, &htsat, &cache_dir, &[]));
+    assert!(
+        err.contains("cached 2 file(s) in 1 new shard(s), 4 already"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&shard0).unwrap(), bytes0);
+    assert_eq!(EmbedCache::open(&cache_dir).unwrap().len(), 6);
+
     // Other weights: refused by the builder and by infer; another crop: refused too.
     let other = dir.join("other.safetensors");
     other_checkpoint(&other);
