@@ -165,9 +165,20 @@ fn same_seed_same_files_other_seed_or_split_differs() {
     let t = truth(&a);
     assert_eq!(t.iter().filter(|r| r.split == "train").count(), 8);
     assert_eq!(t.iter().filter(|r| r.split == "test").count(), 4);
-    // Rebuilding a split replaces its records instead of adding them again.
+    // Rebuilding a split replaces its records and clips instead of adding to them.
     build(&a, 4, 5, "train");
     assert_eq!(truth(&a).len(), 12);
+    build(&a, 2, 5, "train");
+    assert_eq!(truth(&a).len(), 8);
+    let clips: Vec<String> = files(&a)
+        .into_keys()
+        .filter(|k| k.starts_with("audio/"))
+        .collect();
+    assert_eq!(clips.len(), 4 + 4, "{clips:?}");
+    assert_eq!(
+        std::fs::read(a.join("audio/train_000001_2.wav")).unwrap(),
+        fa["audio/train_000001_2.wav"]
+    );
     for d in [a, b, c] {
         std::fs::remove_dir_all(d).ok();
     }

@@ -55,7 +55,7 @@ const TRUTH_FILE: &str = "truth.jsonl";
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct SyntheticArgs {
-    /// Output folder (created; files of the same split are overwritten).
+    /// Output folder (created; an earlier build of the same split is replaced).
     #[arg(long, short = 'o', value_name = "OUT_DIR")]
     pub output: PathBuf,
     /// Number of pairs (each pair is two clips).
@@ -139,6 +139,7 @@ pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
         w.flush()?;
     }
     write_truth(out, &args.split, &rendered)?;
+    remove_stale_clips(&audio_dir, &args.split, args.count)?;
     let clips = 2 * args.count;
     eprintln!(
         "wrote {} pair(s) ({clips} clips) of split '{}' to {} in {render_s:.2} s ({:.1} clips/s)",
@@ -147,6 +148,33 @@ pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
         out.display(),
         clips as f64 / render_s.max(1e-9)
     );
+    Ok(())
+}
+
+/// Removes the clips of `split` that an earlier, larger build left behind (index >= count), so
+/// that the audio folder holds exactly what the CSVs and truth.jsonl name. Only names of the
+/// exact form `{split}_{6 digits}_{1|2}.wav` are touched.
+fn remove_stale_clips(audio_dir: &Path, split: &str, count: usize) -> anyhow::Result<()> {
+    let prefix = format!("{split}_");
+    for entry in std::fs::read_dir(audio_dir)
+        .with_context(|| format!("cannot list {}", audio_dir.display()))?
+    {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let stale = match rest.split_once('_') {
+            Some((index, "1.wav" | "2.wav")) if index.len() == 6 => index
+                .parse::<usize>()
+                .is_ok_and(|i| index.bytes().all(|b| b.is_ascii_digit()) && i >= count),
+            _ => false,
+        };
+        if stale {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+        }
+    }
     Ok(())
 }
 
