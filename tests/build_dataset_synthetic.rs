@@ -412,7 +412,11 @@ fn bad_input_gives_one_error_line() {
     );
     one_line_error(
         &adiff(&["build-dataset", "synthetic", "-o", d, "--count", "0"]),
-        "--count",
+        "--count must be between 1 and 999999",
+    );
+    one_line_error(
+        &adiff(&["build-dataset", "synthetic", "-o", d, "--count", "1000000"]),
+        "--count must be between 1 and 999999",
     );
     build(&dir, 2, 0, "train");
     let preds = dir.join("preds.csv");

@@ -20,6 +20,8 @@ const TIER_FILES: [(u8, &str); 3] = [(1, "fewwords"), (2, "sentence"), (3, "deta
 const AUDIO_DIR: &str = "audio";
 /// Name of the attribute file (inside OUT_DIR).
 const TRUTH_FILE: &str = "truth.jsonl";
+/// Most pairs per split: clip names carry a 6-digit index.
+const MAX_PAIRS: usize = 999_999;
 
 /// Render synthetic audio pairs whose differences are known, with explanations.
 ///
@@ -58,7 +60,7 @@ pub struct SyntheticArgs {
     /// Output folder (created; an earlier build of the same split is replaced).
     #[arg(long, short = 'o', value_name = "OUT_DIR")]
     pub output: PathBuf,
-    /// Number of pairs (each pair is two clips).
+    /// Number of pairs (each pair is two clips; at most 999999).
     #[arg(long, default_value_t = 1000)]
     pub count: usize,
     /// Random seed: the same seed and split give identical files.
@@ -77,7 +79,10 @@ struct Rendered {
 }
 
 pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.count > 0, "--count must be at least 1");
+    anyhow::ensure!(
+        (1..=MAX_PAIRS).contains(&args.count),
+        "--count must be between 1 and {MAX_PAIRS}"
+    );
     anyhow::ensure!(
         !args.split.is_empty()
             && args
