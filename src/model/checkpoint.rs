@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use candle_core::pickle::{Object, Stack, TensorInfo};
-use candle_core::{DType, Device, Shape, Tensor};
+use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
@@ -125,13 +125,38 @@ impl Checkpoint {
     /// A [`VarBuilder`] over this checkpoint that records problems instead of failing on the
     /// first one. Call [`LoadReport::finish`] once the model is built.
     pub fn var_builder(&self, dtype: DType, device: &Device) -> (VarBuilder<'static>, LoadReport) {
+        let (vb, report, _) = self.builder(dtype, device, None);
+        (vb, report)
+    }
+
+    /// Like [`Checkpoint::var_builder`], but every tensor whose full name satisfies `trainable`
+    /// becomes a [`Var`] (collected in the returned [`TrainableVars`], in the order the model
+    /// reads them); the others stay plain tensors, so no gradient is computed for them.
+    pub fn trainable_var_builder(
+        &self,
+        dtype: DType,
+        device: &Device,
+        trainable: TrainablePredicate,
+    ) -> (VarBuilder<'static>, LoadReport, TrainableVars) {
+        self.builder(dtype, device, Some(trainable))
+    }
+
+    fn builder(
+        &self,
+        dtype: DType,
+        device: &Device,
+        trainable: Option<TrainablePredicate>,
+    ) -> (VarBuilder<'static>, LoadReport, TrainableVars) {
         let problems = Arc::new(Mutex::new(Vec::new()));
         let used = Arc::new(Mutex::new(BTreeSet::new()));
+        let vars = TrainableVars::default();
         let backend = CheckedBackend {
             tensors: Mutex::new(self.tensors.clone()),
             skipped: self.skipped.clone(),
             problems: problems.clone(),
             used: used.clone(),
+            trainable,
+            vars: vars.clone(),
         };
         let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
         let report = LoadReport {
@@ -139,7 +164,29 @@ impl Checkpoint {
             problems,
             used,
         };
-        (vb, report)
+        (vb, report, vars)
+    }
+}
+
+/// Decides from a tensor's full name whether it is trained.
+pub type TrainablePredicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// The trainable tensors a model was built with, by full checkpoint name.
+#[derive(Clone, Default)]
+pub struct TrainableVars(Arc<Mutex<Vec<(String, Var)>>>);
+
+impl TrainableVars {
+    /// The variables, sorted by name.
+    pub fn sorted(&self) -> Vec<(String, Var)> {
+        let mut v = self.0.lock().map(|v| v.clone()).unwrap_or_default();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    fn push(&self, name: &str, var: Var) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push((name.to_string(), var));
+        }
     }
 }
 
@@ -194,9 +241,25 @@ struct CheckedBackend {
     skipped: HashMap<String, String>,
     problems: Arc<Mutex<Vec<String>>>,
     used: Arc<Mutex<BTreeSet<String>>>,
+    /// Names to hand out as trainable [`Var`]s (None: plain tensors only).
+    trainable: Option<TrainablePredicate>,
+    vars: TrainableVars,
 }
 
 impl CheckedBackend {
+    /// A fetched tensor, made a [`Var`] if it is trainable.
+    fn hand_out(&self, name: &str, t: Tensor) -> candle_core::Result<Tensor> {
+        match &self.trainable {
+            Some(is_trainable) if is_trainable(name) => {
+                let var = Var::from_tensor(&t)?;
+                let out = var.as_tensor().clone();
+                self.vars.push(name, var);
+                Ok(out)
+            }
+            _ => Ok(t),
+        }
+    }
+
     fn record(&self, p: String) {
         if let Ok(mut v) = self.problems.lock() {
             v.push(p);
@@ -232,7 +295,7 @@ impl SimpleBackend for CheckedBackend {
                 let t = map.remove(name).expect("present");
                 drop(map);
                 self.mark_used(name);
-                t.to_dtype(dtype)?.to_device(dev)
+                self.hand_out(name, t.to_dtype(dtype)?.to_device(dev)?)
             }
             None if self.was_taken(name) => {
                 self.record(format!("{name} was read twice (a bug in adiff)"));
@@ -263,7 +326,7 @@ impl SimpleBackend for CheckedBackend {
         match taken {
             Some(t) => {
                 self.mark_used(name);
-                t.to_dtype(dtype)?.to_device(dev)
+                self.hand_out(name, t.to_dtype(dtype)?.to_device(dev)?)
             }
             None => {
                 self.record(format!("{name} is missing"));

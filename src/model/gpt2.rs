@@ -17,6 +17,7 @@ use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::error::{AdiffError, Result};
 use crate::model::config::Gpt2Config;
+use crate::model::ops;
 
 /// Additive attention bias for masked keys. Finite (like Hugging Face's `finfo.min`) so that a
 /// fully masked row (a padding query) gives a uniform softmax instead of NaNs that would leak
@@ -60,6 +61,9 @@ enum Proj {
     },
     /// Quantized `[out, in]` weight.
     Quant { w: QMatMul, b: Option<Tensor> },
+    /// A trainable Conv1D weight `[in, out]` used as it is (no derived copy that an optimizer
+    /// step would leave stale): `y = x W + b`.
+    Trainable { w_in_out: Tensor, b: Option<Tensor> },
 }
 
 impl Proj {
@@ -108,6 +112,7 @@ impl Proj {
     fn weight_out_in(&self) -> Result<Tensor> {
         Ok(match self {
             Proj::F32 { wt, .. } => wt.clone(),
+            Proj::Trainable { w_in_out, .. } => w_in_out.t()?.contiguous()?,
             Proj::Packed { w, .. } => Tensor::from_vec(w.to_f32(), (w.n, w.k), &Device::Cpu)?,
             Proj::Quant { w, .. } => match w {
                 QMatMul::QTensor(q) => q.dequantize(&Device::Cpu)?,
@@ -119,7 +124,10 @@ impl Proj {
 
     fn bias(&self) -> Option<&Tensor> {
         match self {
-            Proj::F32 { b, .. } | Proj::Packed { b, .. } | Proj::Quant { b, .. } => b.as_ref(),
+            Proj::F32 { b, .. }
+            | Proj::Packed { b, .. }
+            | Proj::Quant { b, .. }
+            | Proj::Trainable { b, .. } => b.as_ref(),
         }
     }
 
@@ -127,8 +135,10 @@ impl Proj {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (m, _) = x.dims2()?;
         let y = match self {
+            Proj::Trainable { w_in_out, .. } => x.matmul(w_in_out)?, // [M, in] x [in, out]
             Proj::F32 { wt, b_vec, .. } => {
-                if m <= MATVEC_MAX_ROWS {
+                // The dot-product kernel works on raw slices: no gradients through it.
+                if m <= MATVEC_MAX_ROWS && !x.track_op() && !wt.track_op() {
                     if let Some(y) = matvec_f32(wt, x, b_vec.as_deref())? {
                         return Ok(y);
                     }
@@ -173,6 +183,12 @@ fn matvec_f32(wt: &Tensor, x: &Tensor, bias: Option<&[f32]>) -> Result<Option<Te
 fn conv1d(vb: &VarBuilder, d_in: usize, d_out: usize) -> Result<Proj> {
     let w = vb.get((d_in, d_out), "weight")?; // Conv1D: [in, out]
     let b = vb.get(d_out, "bias")?;
+    if w.is_variable() || b.is_variable() {
+        return Ok(Proj::Trainable {
+            w_in_out: w,
+            b: Some(b),
+        });
+    }
     Proj::new(w.t()?, Some(b), WeightFormat::F32)
 }
 
@@ -235,7 +251,7 @@ impl Block {
         let h = self.n_head;
         let d = c / h;
         let residual = x;
-        let x = self.ln_1.forward(x)?.reshape((b * t, c))?; // [B*T, C]
+        let x = ops::layer_norm(&self.ln_1, x)?.reshape((b * t, c))?; // [B*T, C]
         let qkv = self.c_attn.forward(&x)?.reshape((b, t, 3 * c))?; // [B, T, 3C]
         let heads = |i: usize| -> Result<Tensor> {
             // [B, T, C] -> [B, T, H, D] -> [B, H, T, D]
@@ -264,7 +280,7 @@ impl Block {
             Some(m) => att.broadcast_add(m)?,
             None => att,
         };
-        let att = candle_nn::ops::softmax_last_dim(&att)?; // [B, H, T, L]
+        let att = ops::softmax_last_dim(&att)?; // [B, H, T, L]
         let y = att.matmul(&v)?; // [B, H, T, D]
         let y = if t == 1 {
             y.reshape((b * t, c))?
@@ -274,12 +290,36 @@ impl Block {
         self.finish(residual, &y)
     }
 
+    /// x: [B, T, C] at positions 0..T without a cache (every op differentiable); `mask`: the
+    /// additive causal bias [1, 1, T, T].
+    fn forward_full(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (b, t, c) = x.dims3()?;
+        let h = self.n_head;
+        let d = c / h;
+        let xn = ops::layer_norm(&self.ln_1, x)?.reshape((b * t, c))?; // [B*T, C]
+        let qkv = self.c_attn.forward(&xn)?.reshape((b, t, 3 * c))?; // [B, T, 3C]
+                                                                     // [B, T, C] -> [B, H, T, D]
+        let heads = |i: usize| -> Result<Tensor> {
+            Ok(qkv
+                .narrow(2, i * c, c)?
+                .reshape((b, t, h, d))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
+        let scale = 1.0 / (d as f64).sqrt();
+        let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?; // [B, H, T, T]
+        let att = ops::softmax_last_dim(&att)?;
+        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b * t, c))?; // [B*T, C]
+        self.finish(x, &y)
+    }
+
     /// Output projection, residual and MLP: attention output y [B*T, C] -> block output [B, T, C].
     fn finish(&self, residual: &Tensor, y: &Tensor) -> Result<Tensor> {
         let (b, t, c) = residual.dims3()?;
         let y = self.attn_proj.forward(y)?.reshape((b, t, c))?;
         let x = (residual + y)?; // [B, T, C]
-        let m = self.ln_2.forward(&x)?.reshape((b * t, c))?;
+        let m = ops::layer_norm(&self.ln_2, &x)?.reshape((b * t, c))?;
         let m = self.c_fc.forward(&m)?.gelu()?; // gelu_new (tanh approximation), [B*T, 4C]
         let m = self.mlp_proj.forward(&m)?.reshape((b, t, c))?;
         Ok((x + m)?)
@@ -541,6 +581,31 @@ impl Gpt2 {
         self.head(&hidden)
     }
 
+    /// Training forward: inputs_embeds [B, T, C] at positions 0..T -> final hidden states
+    /// (after ln_f) [B, T, C], through differentiable ops only (no cache, no raw-slice
+    /// kernels), so gradients reach the inputs and any trainable weight. Rows are right-padded:
+    /// causal attention keeps padding from reaching earlier positions, so no key mask is needed.
+    pub fn forward_hidden(&self, embeds: &Tensor) -> Result<Tensor> {
+        let (_, t) = self.check_embeds(embeds)?;
+        let dev = embeds.device();
+        let mut m = vec![0f32; t * t];
+        for q in 0..t {
+            m[q * t + q + 1..(q + 1) * t].fill(MASKED);
+        }
+        let mask = Tensor::from_vec(m, (1, 1, t, t), dev)?;
+        let pos = self.wpe.narrow(0, 0, t)?.unsqueeze(0)?; // [1, T, C]
+        let mut x = embeds.broadcast_add(&pos)?; // [B, T, C]
+        for block in &self.blocks {
+            x = block.forward_full(&x, &mask)?;
+        }
+        Ok(ops::layer_norm(&self.ln_f, &x)?)
+    }
+
+    /// Hidden states [B, T, C] -> logits [B, T, V] (the tied or separate lm_head).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.head(hidden)
+    }
+
     /// Runs the prefix and fills a new cache that can take `capacity` slots in all.
     /// `embeds` [B, T, C] holds each row's prefix from position 0 (right padding after
     /// `lengths[b]`, whose values must lie in 1..=T; None means every row is T long).
@@ -706,7 +771,7 @@ impl Gpt2 {
             )?;
         }
         cache.len = len;
-        Ok(self.ln_f.forward(&x)?)
+        Ok(ops::layer_norm(&self.ln_f, &x)?)
     }
 
     /// hidden [B, T, C] -> logits [B, T, V].

@@ -10,6 +10,7 @@ use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilde
 
 use crate::error::{AdiffError, Result};
 use crate::model::config::{AudioConfig, HtsatConfig};
+use crate::model::ops;
 
 /// What HTSAT gives for a batch of clips.
 pub struct HtsatOutput {
@@ -164,9 +165,7 @@ impl Htsat {
         let g = cfg.final_grid();
         let fr = cfg.freq_ratio;
         // [B, 64, C] -> [B, C, G(freq rows), G(time cols)]
-        let x = self
-            .norm
-            .forward(tokens)?
+        let x = ops::layer_norm(&self.norm, tokens)?
             .transpose(1, 2)?
             .reshape((b, c, g, g))?;
         // Undo the fold: rows are fr chunks of g/fr bins; chunks become consecutive in time.
@@ -261,7 +260,7 @@ impl PatchEmbed {
         let x = x.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?;
         // [B, (S/4)^2, C]
         let x = x.flatten_from(2)?.transpose(1, 2)?.contiguous()?;
-        Ok(self.norm.forward(&x)?)
+        Ok(ops::layer_norm(&self.norm, &x)?)
     }
 }
 
@@ -386,7 +385,7 @@ impl SwinBlock {
         let (g, ws) = (self.grid, self.window);
         let s = self.shift as i32;
         // [B, G, G, C], cyclically shifted up-left when this is a shifted block.
-        let mut h = self.norm1.forward(x)?.reshape((b, g, g, c))?;
+        let mut h = ops::layer_norm(&self.norm1, x)?.reshape((b, g, g, c))?;
         if s > 0 {
             h = h.roll(-s, 1)?.roll(-s, 2)?;
         }
@@ -408,9 +407,12 @@ impl SwinBlock {
             h = h.roll(s, 1)?.roll(s, 2)?;
         }
         let x = (x + h.reshape((b, l, c))?)?;
-        let m = self
-            .fc2
-            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
+        let m = self.fc2.forward(
+            &self
+                .fc1
+                .forward(&ops::layer_norm(&self.norm2, &x)?)?
+                .gelu_erf()?,
+        )?;
         Ok((x + m)?)
     }
 
@@ -434,7 +436,7 @@ impl SwinBlock {
             .reshape((batch, bw / batch / nw_bias, nw_bias, self.heads, n, n))?
             .broadcast_add(&self.attn_bias)?
             .reshape((bw, self.heads, n, n))?;
-        let attn = candle_nn::ops::softmax_last_dim(&attn)?;
+        let attn = ops::softmax_last_dim(&attn)?;
         // [B*nW, heads, N, hd] -> [B*nW, N, C]
         let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((bw, n, c))?;
         Ok(self.proj.forward(&out)?)
@@ -513,7 +515,7 @@ impl PatchMerging {
             .permute((0, 1, 3, 4, 2, 5))?
             .contiguous()?
             .reshape((b, h * h, 4 * c))?;
-        Ok(self.reduction.forward(&self.norm.forward(&x)?)?)
+        Ok(self.reduction.forward(&ops::layer_norm(&self.norm, &x)?)?)
     }
 }
 

@@ -11,6 +11,7 @@ use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilde
 
 use crate::error::Result;
 use crate::model::config::{CrossProjectionConfig, MapperConfig, ProjectionConfig};
+use crate::model::ops;
 
 /// HTSAT embedding -> unit-norm projection (`audio_encoder.projection`):
 /// `LN(l1(x) + l2(gelu(l1(x))))`, then divided by its L2 norm.
@@ -33,7 +34,7 @@ impl Projection {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h1 = self.linear1.forward(x)?;
         let h2 = self.linear2.forward(&h1.gelu_erf()?)?;
-        let y = self.layer_norm.forward(&(h1 + h2)?)?;
+        let y = ops::layer_norm(&self.layer_norm, &(h1 + h2)?)?;
         let norm = y.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
         Ok(y.broadcast_div(&norm)?)
     }
@@ -85,7 +86,7 @@ impl MapperAttention {
             .transpose(1, 2)?
             .contiguous()?;
         // [B, heads, N, N], softmax over keys
-        let attn = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        let attn = ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
         // [B, heads, N, hd] -> [B, N, C]
         let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
         Ok(self.project.forward(&out)?)
@@ -114,10 +115,13 @@ impl MapperLayer {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.norm1.forward(x)?)?)?;
-        let m = self
-            .fc2
-            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.relu()?)?;
+        let x = (x + self.attn.forward(&ops::layer_norm(&self.norm1, x)?)?)?;
+        let m = self.fc2.forward(
+            &self
+                .fc1
+                .forward(&ops::layer_norm(&self.norm2, &x)?)?
+                .relu()?,
+        )?;
         Ok((x + m)?)
     }
 }

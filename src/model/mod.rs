@@ -8,3 +8,4 @@ pub mod gpt2;
 pub mod htsat;
 pub mod hub;
 pub mod mapper;
+pub mod ops;

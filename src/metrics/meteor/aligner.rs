@@ -48,30 +48,61 @@ pub fn java_hash(s: &str) -> i32 {
         .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
 }
 
+/// A path of the beam search. Its per-word state lives in one buffer so that branching costs
+/// one allocation: the chosen match per reference position (arena index + 1, 0 for none), then
+/// a used flag per hypothesis word, then one per reference word.
 #[derive(Clone)]
 struct PartialAlignment {
-    matches: Vec<Option<Match>>,
+    state: Vec<u32>,
+    n1: usize,
+    n2: usize,
     matches1: i32,
     matches2: i32,
     chunks: i32,
     idx: usize,
     last_match_end: Option<usize>,
     distance: i32,
-    used1: Vec<bool>,
-    used2: Vec<bool>,
 }
 
 impl PartialAlignment {
+    fn new(n1: usize, n2: usize) -> Self {
+        Self {
+            state: vec![0; n2 + n1 + n2],
+            n1,
+            n2,
+            matches1: 0,
+            matches2: 0,
+            chunks: 0,
+            idx: 0,
+            last_match_end: None,
+            distance: 0,
+        }
+    }
+
+    fn chosen(&self, j: usize) -> Option<usize> {
+        self.state[j].checked_sub(1).map(|k| k as usize)
+    }
+
+    fn choose(&mut self, j: usize, arena_idx: usize) {
+        self.state[j] = arena_idx as u32 + 1;
+    }
+
+    fn used2(&self, j: usize) -> bool {
+        self.state[self.n2 + self.n1 + j] != 0
+    }
+
     fn is_used(&self, m: &Match) -> bool {
-        self.used2[m.start..m.start + m.length].iter().any(|&u| u)
-            || self.used1[m.match_start..m.match_start + m.match_length]
-                .iter()
-                .any(|&u| u)
+        let u1 = self.n2 + m.match_start;
+        let u2 = self.n2 + self.n1 + m.start;
+        self.state[u2..u2 + m.length].iter().any(|&u| u != 0)
+            || self.state[u1..u1 + m.match_length].iter().any(|&u| u != 0)
     }
 
     fn set_used(&mut self, m: &Match) {
-        self.used2[m.start..m.start + m.length].fill(true);
-        self.used1[m.match_start..m.match_start + m.match_length].fill(true);
+        let u1 = self.n2 + m.match_start;
+        let u2 = self.n2 + self.n1 + m.start;
+        self.state[u2..u2 + m.length].fill(1);
+        self.state[u1..u1 + m.match_length].fill(1);
     }
 
     /// Java: `matches1 += matchLength * weight` on an int field (truncating cast).
@@ -138,9 +169,11 @@ pub struct Aligner<'a> {
     pub beam_size: usize,
 }
 
-/// Candidate matches per reference position with the number of candidates covering each word.
+/// Candidate matches (`arena`), listed per reference position in the order found (`at`), with
+/// the number of candidates covering each word.
 struct Candidates {
-    matches: Vec<Vec<Match>>,
+    arena: Vec<Match>,
+    at: Vec<Vec<usize>>,
     cov1: Vec<u32>,
     cov2: Vec<u32>,
 }
@@ -148,7 +181,8 @@ struct Candidates {
 impl Candidates {
     fn new(n1: usize, n2: usize) -> Self {
         Self {
-            matches: vec![Vec::new(); n2],
+            arena: Vec::new(),
+            at: vec![Vec::new(); n2],
             cov1: vec![0; n1],
             cov2: vec![0; n2],
         }
@@ -162,7 +196,8 @@ impl Candidates {
         self.cov2[m.start..m.start + m.length]
             .iter_mut()
             .for_each(|c| *c += 1);
-        self.matches[m.start].push(m);
+        self.at[m.start].push(self.arena.len());
+        self.arena.push(m);
     }
 
     /// One-word matches of a module: every (reference j, hypothesis i) pair, j outer, for
@@ -282,71 +317,65 @@ impl<'a> Aligner<'a> {
 
     /// Aligns hypothesis `w1` with reference `w2` and counts matches by module and word type.
     pub fn align(&self, w1: &[&WordInfo], w2: &[&WordInfo]) -> AlignmentCounts {
-        let Candidates {
-            matches,
-            cov1,
-            cov2,
-        } = self.candidates(w1, w2);
-        let mut start = PartialAlignment {
-            matches: vec![None; w2.len()],
-            matches1: 0,
-            matches2: 0,
-            chunks: 0,
-            idx: 0,
-            last_match_end: None,
-            distance: 0,
-            used1: vec![false; w1.len()],
-            used2: vec![false; w2.len()],
-        };
+        let c = self.candidates(w1, w2);
+        let mut start = PartialAlignment::new(w1.len(), w2.len());
         // One-to-one, non-overlapping matches are definite.
-        for (i, ms) in matches.iter().enumerate() {
-            if let [m] = ms.as_slice() {
-                let overlap = cov2[i..i + m.length].iter().any(|&c| c != 1)
-                    || cov1[m.match_start..m.match_start + m.match_length]
+        for (i, ms) in c.at.iter().enumerate() {
+            if let [k] = ms.as_slice() {
+                let m = &c.arena[*k];
+                let overlap = c.cov2[i..i + m.length].iter().any(|&n| n != 1)
+                    || c.cov1[m.match_start..m.match_start + m.match_length]
                         .iter()
-                        .any(|&c| c != 1);
+                        .any(|&n| n != 1);
                 if !overlap {
-                    start.matches[i] = Some(*m);
+                    start.choose(i, *k);
                     start.set_used(m);
                 }
             }
         }
-        let best = self.resolve(&matches, start);
+        let best = self.resolve(&c, start);
+        let chosen: Vec<Option<Match>> = (0..w2.len())
+            .map(|j| best.chosen(j).map(|k| c.arena[k]))
+            .collect();
 
-        let mut c = AlignmentCounts {
+        let mut counts = AlignmentCounts {
             function_words1: w1.iter().filter(|w| w.function).count() as u32,
             function_words2: w2.iter().filter(|w| w.function).count() as u32,
             ..Default::default()
         };
-        for m in best.matches.iter().flatten() {
+        for m in chosen.iter().flatten() {
             for w in &w1[m.match_start..m.match_start + m.match_length] {
                 if w.function {
-                    c.function1[m.module] += 1;
+                    counts.function1[m.module] += 1;
                 } else {
-                    c.content1[m.module] += 1;
+                    counts.content1[m.module] += 1;
                 }
             }
             for w in &w2[m.start..m.start + m.length] {
                 if w.function {
-                    c.function2[m.module] += 1;
+                    counts.function2[m.module] += 1;
                 } else {
-                    c.content2[m.module] += 1;
+                    counts.content2[m.module] += 1;
                 }
             }
         }
-        c.chunks = count_chunks(&best.matches);
-        c
+        counts.chunks = count_chunks(&chosen);
+        counts
     }
 
     /// Beam search for the best alignment (`Aligner.resolve`), Java's stable sort included.
-    fn resolve(&self, matches: &[Vec<Match>], start: PartialAlignment) -> PartialAlignment {
+    fn resolve(&self, c: &Candidates, start: PartialAlignment) -> PartialAlignment {
         let w = &self.search_weights;
+        let n2 = c.at.len();
         let mut next = vec![start];
-        for current in 0..=matches.len() {
+        for current in 0..=n2 {
             let mut paths = std::mem::take(&mut next);
             paths.sort_by(|a, b| a.cmp(b));
-            for mut path in paths.iter().take(self.beam_size).cloned() {
-                if current == matches.len() {
+            paths.truncate(self.beam_size);
+            // Meteor keeps the best path when no path can continue (it warns).
+            let fallback = paths[0].clone();
+            for mut path in paths {
+                if current == n2 {
                     // Complete: close the last chunk.
                     if path.last_match_end.is_some() {
                         path.chunks += 1;
@@ -354,26 +383,28 @@ impl<'a> Aligner<'a> {
                     next.push(path);
                     continue;
                 }
-                if path.used2[current] {
+                if path.used2(current) {
                     if current < path.idx {
                         // Still inside a match.
                         next.push(path);
-                    } else if let Some(m) = path.matches[path.idx] {
+                    } else if let Some(k) = path.chosen(path.idx) {
                         // A fixed match.
-                        path.add_weighted(&m, w[m.module]);
-                        path.extend_chunk(&m);
-                        path.distance += distance(&m);
+                        let m = &c.arena[k];
+                        path.add_weighted(m, w[m.module]);
+                        path.extend_chunk(m);
+                        path.distance += distance(m);
                         next.push(path);
                     }
                     continue;
                 }
-                for m in &matches[current] {
+                for &k in &c.at[current] {
+                    let m = &c.arena[k];
                     if path.is_used(m) {
                         continue;
                     }
                     let mut branch = path.clone();
                     branch.set_used(m);
-                    branch.matches[current] = Some(*m);
+                    branch.choose(current, k);
                     branch.add_weighted(m, w[m.module]);
                     branch.extend_chunk(m);
                     // Meteor adds the distance to the parent path, not the branch.
@@ -389,8 +420,7 @@ impl<'a> Aligner<'a> {
                 next.push(path);
             }
             if next.is_empty() {
-                // Meteor warns and keeps the best path.
-                next.push(paths.swap_remove(0));
+                next.push(fallback);
             }
         }
         next.sort_by(|a, b| a.cmp(b));

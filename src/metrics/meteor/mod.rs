@@ -9,6 +9,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use rayon::prelude::*;
+
 pub mod aligner;
 pub mod normalize;
 pub mod resources;
@@ -252,8 +254,9 @@ impl Meteor {
                 }
             }
         }
+        // Items are independent: align them on all cores (the result does not depend on it).
         let stats: Vec<MeteorStats> = hyps
-            .iter()
+            .par_iter()
             .zip(refs)
             .map(|(h, rs)| self.item_stats(&aligner, &words, h, rs))
             .collect();

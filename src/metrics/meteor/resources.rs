@@ -5,13 +5,36 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::hash::BuildHasherDefault;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
 
 use super::normalize::{java_tokens, parse_nonbreaking, Nonbreaking};
 use crate::error::{AdiffError, Result};
+use crate::metrics::FxHasher;
+
+/// Java `StringTokenizer`'s delimiters, as bytes.
+const JAVA_DELIMS: &[u8] = b" \t\n\r\x0c";
+/// Inflated bytes per block handed from the inflating thread to the parser.
+const BLOCK_BYTES: usize = 4 << 20;
+/// Blocks queued between the two threads.
+const BLOCKS_IN_FLIGHT: usize = 4;
+
+/// Fills `buf` as far as the reader allows (a short count only at the end of the stream).
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
 
 /// Entries of the jar (or paths under a data directory).
 const FUNCTION_WORDS: &str = "function/english.words";
@@ -144,46 +167,98 @@ pub struct ParaphraseTable {
 }
 
 impl ParaphraseTable {
-    fn read(reader: impl BufRead, words: &HashSet<String>) -> Result<Self> {
+    /// Reads the gzip table: one thread inflates blocks of whole lines while this one keeps the
+    /// entries whose words all occur in `words` (inflating alone takes about as long as
+    /// parsing, so the two overlap).
+    fn read_gz(file: File, words: &HashSet<String>) -> Result<Self> {
+        let known: HashSet<&[u8], BuildHasherDefault<FxHasher>> =
+            words.iter().map(|w| w.as_bytes()).collect();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(BLOCKS_IN_FLIGHT);
+        let inflater = std::thread::spawn(move || {
+            let mut gz = MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file));
+            let mut carry: Vec<u8> = Vec::new();
+            loop {
+                let mut block = std::mem::take(&mut carry);
+                let filled = block.len();
+                block.resize(filled + BLOCK_BYTES, 0);
+                let n = match read_full(&mut gz, &mut block[filled..]) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                block.truncate(filled + n);
+                if n == 0 {
+                    if !block.is_empty() {
+                        let _ = tx.send(Ok(block));
+                    }
+                    return;
+                }
+                // Keep the unfinished last line for the next block.
+                if let Some(cut) = block.iter().rposition(|&b| b == b'\n') {
+                    carry = block.split_off(cut + 1);
+                }
+                if tx.send(Ok(block)).is_err() {
+                    return;
+                }
+            }
+        });
         let mut table = ParaphraseTable::default();
-        let mut lines = reader.split(b'\n');
-        let mut next = |what: &str| -> Result<Option<Vec<u8>>> {
-            match lines.next() {
-                None => Ok(None),
-                Some(Ok(l)) => Ok(Some(l)),
-                Some(Err(e)) => Err(AdiffError::Invalid(format!(
-                    "METEOR data: {PARAPHRASES} is not readable gzip text ({what}): {e}"
-                ))),
-            }
+        // Lines come in threes: probability, phrase, paraphrase.
+        let mut line_no: u64 = 0;
+        let mut reference: Option<Vec<u32>> = None;
+        let mut keep_ref = false;
+        let is_known = |line: &[u8]| {
+            line.split(|b| JAVA_DELIMS.contains(b))
+                .filter(|w| !w.is_empty())
+                .all(|w| known.contains(w))
         };
-        while next("probability")?.is_some() {
-            let (Some(reference), Some(paraphrase)) = (next("phrase")?, next("paraphrase")?) else {
-                break;
-            };
-            let reference = String::from_utf8_lossy(&reference);
-            let paraphrase = String::from_utf8_lossy(&paraphrase);
-            let known = |s: &str| java_tokens(s).all(|w| words.contains(w));
-            if !known(&reference) || !known(&paraphrase) {
-                continue;
+        for block in rx {
+            let block = block.map_err(|e| {
+                AdiffError::Invalid(format!(
+                    "METEOR data: {PARAPHRASES} is not readable gzip text: {e}"
+                ))
+            })?;
+            // Blocks hold whole lines; the final '\n' does not start another line.
+            let body = block.strip_suffix(b"\n").unwrap_or(&block);
+            for line in body.split(|&b| b == b'\n') {
+                match line_no % 3 {
+                    0 => {}
+                    1 => {
+                        keep_ref = is_known(line);
+                        reference = keep_ref.then(|| table.ids(line));
+                    }
+                    _ => {
+                        if keep_ref && is_known(line) {
+                            let par_ids = table.ids(line);
+                            let ref_ids = reference.take().unwrap_or_default();
+                            if !ref_ids.is_empty() {
+                                table.max_len = table.max_len.max(ref_ids.len());
+                                let idx = table.paraphrases.len() as u32;
+                                table.paraphrases.push(par_ids);
+                                table.by_phrase.entry(ref_ids).or_default().push(idx);
+                            }
+                        }
+                    }
+                }
+                line_no += 1;
             }
-            let ref_ids = table.ids(&reference);
-            let par_ids = table.ids(&paraphrase);
-            if ref_ids.is_empty() {
-                continue;
-            }
-            table.max_len = table.max_len.max(ref_ids.len());
-            let idx = table.paraphrases.len() as u32;
-            table.paraphrases.push(par_ids);
-            table.by_phrase.entry(ref_ids).or_default().push(idx);
         }
+        inflater
+            .join()
+            .map_err(|_| AdiffError::Invalid("METEOR data: the inflating thread failed".into()))?;
         Ok(table)
     }
 
-    fn ids(&mut self, phrase: &str) -> Vec<u32> {
-        java_tokens(phrase)
+    fn ids(&mut self, phrase: &[u8]) -> Vec<u32> {
+        phrase
+            .split(|b| JAVA_DELIMS.contains(b))
+            .filter(|w| !w.is_empty())
             .map(|w| {
                 let n = self.vocab.len() as u32;
-                *self.vocab.entry(w.to_string()).or_insert(n)
+                let w = String::from_utf8_lossy(w).into_owned();
+                *self.vocab.entry(w).or_insert(n)
             })
             .collect()
     }
@@ -314,8 +389,7 @@ impl MeteorData {
                 para.display()
             ))
         })?;
-        let reader = BufReader::with_capacity(1 << 20, MultiGzDecoder::new(file));
-        let paraphrases = ParaphraseTable::read(BufReader::new(reader), words)?;
+        let paraphrases = ParaphraseTable::read_gz(file, words)?;
         Ok(MeteorResources {
             function_words,
             synonyms,

@@ -1,0 +1,3 @@
+//! Training: the trainable model and its loss, data, optimizer, schedules, checkpoints, loop.
+
+pub mod model;

@@ -1,0 +1,169 @@
+//! The ADIFF model as it is trained: which tensors train (by checkpoint-name prefix, per stage)
+//! and the loss, next-token cross-entropy on the answer tokens only.
+//!
+//! ```text
+//! prefix [B, P, C] (121 positions)  +  answer embeddings a_0 .. a_{L-2}  -> GPT-2 (causal)
+//! hidden at positions P-1 .. P+L-2 predict a_0 .. a_{L-1}; padding rows beyond each answer's
+//! length are left out of the mean (the prefix positions never carry a target).
+//! ```
+
+use candle_core::{DType, Device, Tensor, Var};
+
+use crate::error::{AdiffError, Result};
+use crate::model::adiff::Adiff;
+use crate::model::audio_encoder::HTSAT_PREFIX;
+use crate::model::checkpoint::{Checkpoint, TrainablePredicate};
+use crate::model::config::AdiffConfig;
+
+/// A model whose trainable tensors are [`Var`]s, sorted by name.
+pub struct TrainableAdiff {
+    pub model: Adiff,
+    pub vars: Vec<(String, Var)>,
+}
+
+/// Whether `name` is `prefix` or lies under it (`prefix.` ...).
+fn under(name: &str, prefix: &str) -> bool {
+    name == prefix
+        || name
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+impl TrainableAdiff {
+    /// Builds the model from `ckpt`; tensors under one of `trainable` (checkpoint-name
+    /// prefixes, e.g. `caption_decoder.cross_project`) become trainable, every other one stays
+    /// a constant. HTSAT never trains in stages 2 and 3 (its embeddings may come from a cache).
+    pub fn build(
+        ckpt: &Checkpoint,
+        cfg: &AdiffConfig,
+        trainable: &[String],
+        device: &Device,
+    ) -> Result<Self> {
+        if let Some(p) = trainable
+            .iter()
+            .find(|p| under(p, HTSAT_PREFIX) || under(HTSAT_PREFIX, p))
+        {
+            return Err(AdiffError::Config(format!(
+                "trainable prefix '{p}' covers HTSAT ({HTSAT_PREFIX}), which stays frozen in \
+                 stages 2 and 3"
+            )));
+        }
+        let prefixes = trainable.to_vec();
+        let predicate: TrainablePredicate =
+            std::sync::Arc::new(move |name: &str| prefixes.iter().any(|p| under(name, p)));
+        let (vb, report, vars) = ckpt.trainable_var_builder(DType::F32, device, predicate);
+        let model =
+            Adiff::load(vb, cfg).map_err(|e| AdiffError::checkpoint(ckpt.path(), e.to_string()))?;
+        report.finish()?;
+        let vars = vars.sorted();
+        for p in trainable {
+            if !vars.iter().any(|(n, _)| under(n, p)) {
+                return Err(AdiffError::Config(format!(
+                    "trainable prefix '{p}' matches no tensor of the model"
+                )));
+            }
+        }
+        Ok(Self { model, vars })
+    }
+
+    /// Number of trainable values.
+    pub fn num_trainable(&self) -> usize {
+        self.vars.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+}
+
+/// One batch of training examples as tensors.
+pub struct Batch {
+    /// `[B, E]` HTSAT embeddings of the first and second audio.
+    pub embedding1: Tensor,
+    pub embedding2: Tensor,
+    /// `[B, prompt_length]` u32 prompt ids (padded as at inference).
+    pub prompt_ids: Tensor,
+    /// `[B, L]` u32 answer ids, right-padded; row b holds `answer_lengths[b]` real tokens.
+    pub answer_ids: Tensor,
+    pub answer_lengths: Vec<usize>,
+}
+
+impl Batch {
+    /// Builds the answer tensor from ragged ids (each row at least one token).
+    pub fn new(
+        embedding1: Tensor,
+        embedding2: Tensor,
+        prompt_ids: Tensor,
+        answers: &[Vec<u32>],
+        pad_id: u32,
+    ) -> Result<Self> {
+        let b = answers.len();
+        if b == 0 || answers.iter().any(Vec::is_empty) {
+            return Err(AdiffError::Invalid(
+                "a training batch needs at least one row and one answer token per row".into(),
+            ));
+        }
+        let l = answers.iter().map(Vec::len).max().unwrap_or(1);
+        let mut flat = vec![pad_id; b * l];
+        for (r, a) in answers.iter().enumerate() {
+            flat[r * l..r * l + a.len()].copy_from_slice(a);
+        }
+        let answer_ids = Tensor::from_vec(flat, (b, l), embedding1.device())?;
+        Ok(Self {
+            embedding1,
+            embedding2,
+            prompt_ids,
+            answer_ids,
+            answer_lengths: answers.iter().map(Vec::len).collect(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.answer_lengths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.answer_lengths.is_empty()
+    }
+
+    /// Answer tokens that carry a target.
+    pub fn num_tokens(&self) -> usize {
+        self.answer_lengths.iter().sum()
+    }
+}
+
+/// Mean next-token cross-entropy over the answer tokens of `batch` (a scalar tensor, part of
+/// the autograd graph when the model has trainable tensors).
+pub fn answer_loss(model: &Adiff, batch: &Batch) -> Result<Tensor> {
+    let gpt = &model.gpt;
+    // [B, P, C]
+    let prefix = model
+        .prefix(&batch.embedding1, &batch.embedding2, &batch.prompt_ids)?
+        .prefix;
+    let (b, p, c) = prefix.dims3()?;
+    let l = batch.answer_ids.dim(1)?;
+    let limit = gpt.config().n_positions;
+    if p + l - 1 > limit {
+        return Err(AdiffError::Invalid(format!(
+            "prefix {p} + answer {l} tokens exceed GPT-2's {limit} positions"
+        )));
+    }
+    // Inputs: the prefix, then every answer token but the last. [B, P+L-1, C]
+    let input = if l > 1 {
+        let ans = gpt.embed_ids(&batch.answer_ids.narrow(1, 0, l - 1)?)?;
+        Tensor::cat(&[&prefix, &ans], 1)?
+    } else {
+        prefix
+    };
+    // Positions P-1 .. P+L-2 predict answer tokens 0 .. L-1. [B, L, C]
+    let hidden = gpt.forward_hidden(&input)?.narrow(1, p - 1, l)?;
+    // Keep the rows with a target: [N, C] and [N].
+    let keep: Vec<u32> = batch
+        .answer_lengths
+        .iter()
+        .enumerate()
+        .flat_map(|(r, &n)| (0..n).map(move |i| (r * l + i) as u32))
+        .collect();
+    let keep = Tensor::from_vec(keep.clone(), keep.len(), hidden.device())?;
+    let hidden = hidden.reshape((b * l, c))?.index_select(&keep, 0)?;
+    let targets = batch.answer_ids.flatten_all()?.index_select(&keep, 0)?;
+    // [1, N, C] -> [N, V]
+    let logits = gpt.logits(&hidden.unsqueeze(0)?)?.squeeze(0)?;
+    Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
+}

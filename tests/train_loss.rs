@@ -1,0 +1,151 @@
+//! The training loss and its gradients against PyTorch (`scripts/fixtures_train.py`): the tiny
+//! ADIFF on a batch of three examples with answers of different lengths, stage 2 (projection,
+//! mappers and cross-projection trainable) and stage 3 (GPT-2 too). Tolerances: loss 1e-5
+//! relative; every gradient within 1e-4 of the largest |gradient| of its tensor (+1e-7).
+
+mod common;
+
+use std::collections::HashMap;
+
+use adiff::model::checkpoint::Checkpoint;
+use adiff::model::config::AdiffConfig;
+use adiff::train::model::{answer_loss, Batch, TrainableAdiff};
+use candle_core::{DType, Device, Tensor};
+
+const STAGE2: [&str; 5] = [
+    "audio_encoder.projection",
+    "caption_decoder.audio_project1",
+    "caption_decoder.audio_project2",
+    "caption_decoder.text_project",
+    "caption_decoder.cross_project",
+];
+
+fn checkpoint() -> Checkpoint {
+    Checkpoint::load_all(&[
+        common::fixture("htsat/htsat_tiny.ckpt"),
+        common::fixture("gpt2/adiff_tiny.safetensors"),
+        common::fixture("adiff/adiff_tiny_rest.ckpt"),
+    ])
+    .unwrap()
+}
+
+fn fixture() -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(
+        common::fixture("train/loss_grads.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+fn batch(f: &HashMap<String, Tensor>) -> Batch {
+    let ids = f["answer_ids"]
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec2::<u32>()
+        .unwrap();
+    let lens = f["answer_lengths"]
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec1::<u32>()
+        .unwrap();
+    let answers: Vec<Vec<u32>> = ids
+        .iter()
+        .zip(&lens)
+        .map(|(row, &n)| row[..n as usize].to_vec())
+        .collect();
+    Batch::new(
+        f["emb1"].clone(),
+        f["emb2"].clone(),
+        f["prompt_ids"].to_dtype(DType::U32).unwrap(),
+        &answers,
+        AdiffConfig::tiny().text.pad_token_id,
+    )
+    .unwrap()
+}
+
+fn check_stage(stage: &str, trainable: &[String]) {
+    let f = fixture();
+    let ckpt = checkpoint();
+    let t = TrainableAdiff::build(&ckpt, &AdiffConfig::tiny(), trainable, &Device::Cpu).unwrap();
+    let b = batch(&f);
+    let loss = answer_loss(&t.model, &b).unwrap();
+    let ours = loss.to_scalar::<f32>().unwrap();
+    let theirs = f[&format!("{stage}.loss")].to_vec1::<f32>().unwrap()[0];
+    let rel = ((ours - theirs) / theirs).abs();
+    println!("{stage}: loss ours {ours} torch {theirs} (rel {rel:.1e})");
+    assert!(rel < 1e-5, "{stage} loss {ours} vs {theirs}");
+
+    let grads = loss.backward().unwrap();
+    let prefix = format!("{stage}.grad.");
+    let expected: HashMap<&str, &Tensor> = f
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|n| (n, v)))
+        .collect();
+    let mut worst = 0f32;
+    for (name, var) in &t.vars {
+        let want = expected
+            .get(name.as_str())
+            .unwrap_or_else(|| panic!("{stage}: torch has no gradient for {name}"));
+        let got = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{stage}: no gradient reached {name}"));
+        let scale = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let d = common::max_abs_diff(got, want);
+        worst = worst.max(d / (scale + 1e-7));
+        assert!(
+            d <= 1e-4 * scale + 1e-7,
+            "{stage}: gradient of {name} differs by {d} (largest |g| {scale})"
+        );
+    }
+    // Every tensor torch trained is trainable here, and nothing else.
+    assert_eq!(
+        t.vars.len(),
+        expected.len(),
+        "{stage}: trainable sets differ"
+    );
+    println!(
+        "{stage}: {} gradients, worst difference {worst:.2e} of the tensor's largest |g|",
+        t.vars.len()
+    );
+}
+
+#[test]
+fn stage2_loss_and_gradients_match_pytorch() {
+    let t: Vec<String> = STAGE2.iter().map(|s| s.to_string()).collect();
+    check_stage("stage2", &t);
+}
+
+#[test]
+fn stage3_loss_and_gradients_match_pytorch() {
+    let mut t: Vec<String> = STAGE2.iter().map(|s| s.to_string()).collect();
+    t.push("caption_decoder.gpt".into());
+    check_stage("stage3", &t);
+}
+
+#[test]
+fn htsat_cannot_be_trainable_in_stages_2_and_3() {
+    let err = TrainableAdiff::build(
+        &checkpoint(),
+        &AdiffConfig::tiny(),
+        &["audio_encoder".to_string()],
+        &Device::Cpu,
+    )
+    .err()
+    .expect("HTSAT prefix refused");
+    assert!(err.to_string().contains("HTSAT"), "{err}");
+    let err = TrainableAdiff::build(
+        &checkpoint(),
+        &AdiffConfig::tiny(),
+        &["caption_decoder.nope".to_string()],
+        &Device::Cpu,
+    )
+    .err()
+    .expect("unknown prefix refused");
+    assert!(err.to_string().contains("matches no tensor"), "{err}");
+}
