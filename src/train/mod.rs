@@ -1,3 +1,4 @@
 //! Training: the trainable model and its loss, data, optimizer, schedules, checkpoints, loop.
 
+pub mod data;
 pub mod model;
