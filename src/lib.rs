@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod model;
 pub mod plot;
 pub mod text;
+pub mod train;
 
 pub use error::{AdiffError, Result};

@@ -1,0 +1,4 @@
+//! Training: optimizer, learning-rate schedules and resumable training checkpoints.
+pub mod optim;
+pub mod schedule;
+pub mod state;
