@@ -8,7 +8,8 @@ Tensors (f32 unless noted):
   init.<p>              initial parameter
   grad.<step>.<p>       raw gradient at step `step` (0-based, before clipping)
   norm                  [STEPS] total gradient norm returned by clip_grad_norm_ (pre-clip)
-  lr                    [STEPS] f64, learning rate used at each step (LambdaLR)
+  lr                    [STEPS] f64, learning rate used at each step (LambdaLR, warm-up + cosine)
+  lr_step               [STEPS] f64, LambdaLR values of the warm-up + step-decay schedule
   final.<p>             parameter after STEPS steps
   exp_avg.<p>, exp_avg_sq.<p>   AdamW moments after STEPS steps
 Parameters: `w` [4, 3] and `u` [5] get weight decay, `b` [3] does not (its own param group).
@@ -29,6 +30,9 @@ BETAS = (0.9, 0.999)
 EPS = 1e-8
 MAX_NORM = 1.0
 SEED = 1234
+STEP_WARMUP = 3
+STEP_SIZE = 4
+STEP_GAMMA = 0.5
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "train", "adamw.safetensors")
 
 
@@ -40,6 +44,25 @@ def warmup_cosine(step):
         progress = min(1.0, (step - WARMUP) / (STEPS - WARMUP))
         lr = MIN_LR + (PEAK_LR - MIN_LR) * 0.5 * (1.0 + math.cos(math.pi * progress))
     return lr / PEAK_LR
+
+
+def warmup_step(step):
+    """Same formula as `LrSchedule::WarmupStep::lr`, as a LambdaLR factor."""
+    if step < STEP_WARMUP:
+        return (step + 1) / STEP_WARMUP
+    return STEP_GAMMA ** ((step - STEP_WARMUP) // STEP_SIZE)
+
+
+def lambda_lr_values(factor):
+    """The lr LambdaLR gives at each of STEPS steps (read before each optimizer step)."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=PEAK_LR)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    out = []
+    for _ in range(STEPS):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
 
 
 def main():
@@ -85,6 +108,7 @@ def main():
         out[f"exp_avg_sq.{n}"] = st["exp_avg_sq"].clone()
     out["norm"] = torch.tensor(norms, dtype=torch.float32)
     out["lr"] = torch.tensor(lrs, dtype=torch.float64)
+    out["lr_step"] = torch.tensor(lambda_lr_values(warmup_step), dtype=torch.float64)
     save_file({k: v.contiguous() for k, v in out.items()}, OUT)
     clipped = sum(n > MAX_NORM for n in norms)
     print(f"wrote {OUT}: {len(out)} tensors, {clipped}/{STEPS} steps clipped, norms {min(norms):.4f}..{max(norms):.4f}")

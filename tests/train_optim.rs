@@ -27,6 +27,9 @@ const PEAK_LR: f64 = 0.2;
 const MIN_LR: f64 = 0.02;
 const WEIGHT_DECAY: f64 = 0.01;
 const MAX_NORM: f64 = 1.0;
+const STEP_WARMUP: u64 = 3;
+const STEP_SIZE: u64 = 4;
+const STEP_GAMMA: f64 = 0.5;
 const PARAMS: [&str; 3] = ["b", "u", "w"];
 const NO_DECAY: [&str; 1] = ["b"];
 
@@ -139,6 +142,25 @@ fn adamw_clipping_and_schedule_match_torch() {
             assert!(rel <= PARITY_REL_TOL, "{what}.{n}: rel err {rel}");
         }
         assert_eq!(opt.step_count(n), Some(STEPS));
+    }
+}
+
+#[test]
+fn step_decay_schedule_matches_torch_lambda_lr() {
+    let want = fixture()["lr_step"].to_vec1::<f64>().unwrap();
+    let s = LrSchedule::WarmupStep {
+        peak_lr: PEAK_LR,
+        warmup_steps: STEP_WARMUP,
+        step_size: STEP_SIZE,
+        gamma: STEP_GAMMA,
+    };
+    assert_eq!(want.len() as u64, STEPS);
+    for (step, w) in want.iter().enumerate() {
+        let got = s.lr(step as u64);
+        assert!(
+            (got - w).abs() <= SCHEDULE_REL_TOL * w,
+            "step {step}: {got} vs {w}"
+        );
     }
 }
 

@@ -410,7 +410,9 @@ pub(crate) fn summarise(problems: &[String]) -> String {
 /// Scales the gradients of `params` in `grads` so that their global L2 norm is at most
 /// `max_norm`, as `torch.nn.utils.clip_grad_norm_` (norm of the per-tensor norms; coefficient
 /// `max_norm / (norm + 1e-6)` clamped to 1, computed in f32). Returns the norm before clipping.
-/// Parameters without a gradient are ignored; with no gradient at all the norm is 0.
+/// Parameters without a gradient are ignored; with no gradient at all the norm is 0. A non-finite
+/// norm is returned as is and the gradients are left unscaled (torch would scale them by 0 or NaN):
+/// the caller should skip that step.
 pub fn clip_grad_norm(
     params: &[(String, Var)],
     grads: &mut GradStore,
@@ -419,7 +421,7 @@ pub fn clip_grad_norm(
     let total = grad_norm(params, grads)?;
     let coef = (max_norm as f32) / (total as f32 + CLIP_NORM_EPS);
     // Multiplying by exactly 1 (torch's clamped coefficient) changes nothing, so it is skipped.
-    if coef < 1.0 {
+    if total.is_finite() && coef < 1.0 {
         for (_, var) in params {
             if let Some(g) = grads.get(var.as_tensor()) {
                 let scaled = g.affine(coef as f64, 0.0)?;
@@ -587,6 +589,23 @@ mod tests {
         let h = Var::zeros(2, DType::F64, &Device::Cpu).unwrap();
         let e = AdamW::new(vec![("h".into(), h)], AdamWConfig::default());
         assert!(e.is_err());
+    }
+
+    #[test]
+    fn clipping_leaves_non_finite_gradients_unscaled() {
+        let a = var("a", &[1.0, 2.0], &[2]);
+        let params = vec![a.clone()];
+        let mut grads = GradStore::default();
+        let g = Tensor::new(&[f32::INFINITY, 1.0], &Device::Cpu).unwrap();
+        grads.insert(a.1.as_tensor(), g);
+        let n = clip_grad_norm(&params, &mut grads, 1.0).unwrap();
+        assert!(n.is_infinite());
+        let g = grads
+            .get(a.1.as_tensor())
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(g, vec![f32::INFINITY, 1.0]);
     }
 
     #[test]
