@@ -2,3 +2,6 @@
 
 pub mod data;
 pub mod model;
+pub mod optim;
+pub mod schedule;
+pub mod state;
