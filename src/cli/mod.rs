@@ -21,6 +21,9 @@ pub mod eval;
 pub mod explain;
 pub mod infer;
 pub mod tag;
+pub mod train;
+pub mod train_stage2;
+pub mod train_stage3;
 
 /// adiff: explain how two audio recordings differ, in natural language.
 ///
@@ -52,6 +55,12 @@ pub enum Command {
     /// Build datasets: `pairs` (ACD/CLD-style explanations from captions), `synthetic` (pairs with
     /// known differences), `embed-cache` (precomputed HTSAT embeddings).
     BuildDataset(build_dataset::BuildDatasetArgs),
+    /// Stage 2: train projection, mappers and cross-projection (HTSAT and GPT-2 frozen).
+    TrainStage2(train_stage2::TrainStage2Args),
+    /// Stage 3: finetune with GPT-2 unfrozen (HTSAT frozen), from a stage-2 model.
+    TrainStage3(train_stage3::TrainStage3Args),
+    /// Stage 2 then stage 3 in one go (resumable).
+    Train(train::TrainArgs),
 }
 
 /// Options shared by every subcommand that loads a model.

@@ -84,35 +84,37 @@ pub fn read_examples(paths: &[PathBuf]) -> Result<Vec<Example>> {
         }
     }
     if out.is_empty() {
-        return Err(AdiffError::Invalid("no training rows in the given CSVs".into()));
+        return Err(AdiffError::Invalid(
+            "no training rows in the given CSVs".into(),
+        ));
     }
     Ok(out)
 }
 
 /// Where HTSAT embeddings come from.
-pub enum EmbeddingSource<'a> {
+pub enum EmbeddingSource {
     /// Precomputed by `adiff build-dataset embed-cache` (HTSAT is frozen, so this is exact).
     Cache(EmbedCache),
-    /// Decode and encode the audio at every step (slow; for data without a cache).
+    /// Decode and encode the audio at every step with the model's own (frozen) HTSAT: slow, for
+    /// data without a cache.
     Audio {
-        encoder: &'a AudioEncoder,
         root: PathBuf,
         audio: AudioConfig,
         crop: CropMode,
     },
 }
 
-impl EmbeddingSource<'_> {
-    /// `[N, E]` embeddings of the files, in order.
-    pub fn embeddings(&self, paths: &[&str], device: &Device) -> Result<Tensor> {
+impl EmbeddingSource {
+    /// `[N, E]` embeddings of the files, in order (`encoder` serves the audio source).
+    pub fn embeddings(
+        &self,
+        paths: &[&str],
+        encoder: &AudioEncoder,
+        device: &Device,
+    ) -> Result<Tensor> {
         match self {
             Self::Cache(cache) => cache.embeddings(paths, device),
-            Self::Audio {
-                encoder,
-                root,
-                audio,
-                crop,
-            } => {
+            Self::Audio { root, audio, crop } => {
                 let clips = paths
                     .iter()
                     .map(|p| load_clip(&root.join(p), audio, *crop))
@@ -148,9 +150,9 @@ impl EmbeddingSource<'_> {
 }
 
 /// Turns examples into batches: prompts drawn per epoch, texts tokenized.
-pub struct Batcher<'a> {
-    pub tokenizer: &'a Gpt2Tokenizer,
-    pub prompts: &'a PromptDatabase,
+pub struct Batcher {
+    pub tokenizer: Gpt2Tokenizer,
+    pub prompts: PromptDatabase,
     /// Use the database (true) or always the CSV `input` (false).
     pub sample_prompts: bool,
     pub max_answer_tokens: usize,
@@ -158,12 +160,13 @@ pub struct Batcher<'a> {
     pub seed: u64,
 }
 
-impl Batcher<'_> {
+impl Batcher {
     /// The prompt example `index` gets in `epoch` (deterministic in seed, epoch and index).
     pub fn prompt<'e>(&'e self, ex: &'e Example, epoch: u64, index: usize) -> &'e str {
         match (self.sample_prompts, ex.kind) {
             (true, Some(kind)) => {
-                let mix = self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (index as u64) << 1;
+                let mix =
+                    self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (index as u64) << 1;
                 let mut rng = rand::rngs::StdRng::seed_from_u64(mix);
                 self.prompts.sample(kind, &mut rng)
             }
@@ -190,13 +193,14 @@ impl Batcher<'_> {
         indices: &[usize],
         epoch: u64,
         source: &EmbeddingSource,
+        encoder: &AudioEncoder,
         device: &Device,
     ) -> Result<Batch> {
         let rows: Vec<&Example> = indices.iter().map(|&i| &examples[i]).collect();
         let a1: Vec<&str> = rows.iter().map(|e| e.audio1.as_str()).collect();
         let a2: Vec<&str> = rows.iter().map(|e| e.audio2.as_str()).collect();
-        let e1 = source.embeddings(&a1, device)?;
-        let e2 = source.embeddings(&a2, device)?;
+        let e1 = source.embeddings(&a1, encoder, device)?;
+        let e2 = source.embeddings(&a2, encoder, device)?;
         let mut prompt_ids = Vec::new();
         let mut answers = Vec::new();
         for (&i, ex) in indices.iter().zip(&rows) {

@@ -1,7 +1,10 @@
 //! Training: the trainable model and its loss, data, optimizer, schedules, checkpoints, loop.
 
+pub mod config;
 pub mod data;
+pub mod explain_task;
 pub mod model;
 pub mod optim;
 pub mod schedule;
 pub mod state;
+pub mod trainer;

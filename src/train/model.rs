@@ -19,6 +19,8 @@ use crate::model::config::AdiffConfig;
 pub struct TrainableAdiff {
     pub model: Adiff,
     pub vars: Vec<(String, Var)>,
+    /// Every checkpoint tensor the model read (what an exported model file holds).
+    pub used: Vec<String>,
 }
 
 /// Whether `name` is `prefix` or lies under it (`prefix.` ...).
@@ -54,6 +56,7 @@ impl TrainableAdiff {
         let (vb, report, vars) = ckpt.trainable_var_builder(DType::F32, device, predicate);
         let model =
             Adiff::load(vb, cfg).map_err(|e| AdiffError::checkpoint(ckpt.path(), e.to_string()))?;
+        let used = report.used_names();
         report.finish()?;
         let vars = vars.sorted();
         for p in trainable {
@@ -63,7 +66,23 @@ impl TrainableAdiff {
                 )));
             }
         }
-        Ok(Self { model, vars })
+        Ok(Self { model, vars, used })
+    }
+
+    /// All tensors the model read, the trainable ones with their current values, by name.
+    pub fn tensors(&self, ckpt: &Checkpoint) -> Result<std::collections::HashMap<String, Tensor>> {
+        let mut out = std::collections::HashMap::new();
+        for name in &self.used {
+            let t = match self.vars.iter().find(|(n, _)| n == name) {
+                Some((_, v)) => v.as_tensor().detach(),
+                None => ckpt
+                    .get(name)
+                    .ok_or_else(|| AdiffError::Invalid(format!("{name} left the checkpoint")))?
+                    .clone(),
+            };
+            out.insert(name.clone(), t);
+        }
+        Ok(out)
     }
 
     /// Number of trainable values.

@@ -1,0 +1,236 @@
+//! `adiff train`: stage 2 then stage 3 in one go; also the options and the runner the single
+//! stage commands (`train-stage2`, `train-stage3`) share.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::{ClipArgs, ModelArgs};
+use crate::audio::CropMode;
+use crate::model::config::AdiffConfig;
+use crate::text::prompts::PromptDatabase;
+use crate::text::tokenizer::Gpt2Tokenizer;
+use crate::train::config::TrainConfig;
+use crate::train::data::{read_examples, Batcher, EmbeddingSource, Example};
+use crate::train::explain_task::ExplanationTask;
+use crate::train::model::TrainableAdiff;
+use crate::train::trainer::{self, RunOptions, RunSummary};
+
+/// The paper's stage configs, compiled in (also in configs/train/).
+pub const STAGE2_CONFIG: &str = include_str!("../../configs/train/stage2.json");
+pub const STAGE3_CONFIG: &str = include_str!("../../configs/train/stage3.json");
+
+/// Data, model and run options of a training stage.
+#[derive(Debug, clap::Args)]
+pub struct StageArgs {
+    /// Training CSV(s) in the ACD/CLD format (difference rows; `*_captioning.csv` rows teach
+    /// position captioning). The tier of a file comes from its name (fewwords/sentence/detail).
+    #[arg(long, required = true, num_args = 1..)]
+    pub train: Vec<PathBuf>,
+    /// Validation CSV(s); without them `val_fraction` of the training rows is held out.
+    #[arg(long, num_args = 1..)]
+    pub val: Vec<PathBuf>,
+    /// HTSAT embeddings from `adiff build-dataset embed-cache` (fast: HTSAT is frozen).
+    #[arg(long, conflicts_with = "audio_root")]
+    pub embed_cache: Option<PathBuf>,
+    /// Audio folder the CSV paths are relative to (each step decodes and encodes the audio).
+    #[arg(long, required_unless_present = "embed_cache")]
+    pub audio_root: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub clip: ClipArgs,
+    /// User-prompt database JSON (default: the bundled data/prompts/prompts.json).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Output folder: checkpoints/, log.jsonl, model.safetensors and config.json at the end.
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// Continue from the latest checkpoint in the output folder (exactly where it stopped).
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this many optimizer steps in all (with a checkpoint), e.g. to fit a time
+    /// budget; `--resume` continues the same schedule.
+    #[arg(long)]
+    pub stop_after_steps: Option<u64>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Reads a training config from a file or the compiled-in default.
+pub fn train_config(path: Option<&Path>, default: &str) -> anyhow::Result<TrainConfig> {
+    Ok(match path {
+        Some(p) => TrainConfig::from_file(p)?,
+        None => serde_json::from_str(default).context("built-in training config")?,
+    })
+}
+
+/// Splits off a seeded validation share when no validation CSV was given.
+fn split(
+    mut train: Vec<Example>,
+    val: Vec<Example>,
+    cfg: &TrainConfig,
+) -> (Vec<Example>, Vec<Example>) {
+    if !val.is_empty() || cfg.val_fraction == 0.0 {
+        return (train, val);
+    }
+    let order = trainer::epoch_order(cfg.seed ^ 0x5EED, 0, train.len());
+    let n_val = ((train.len() as f64 * cfg.val_fraction).round() as usize).min(train.len() - 1);
+    let held: std::collections::HashSet<usize> = order[..n_val].iter().copied().collect();
+    let mut kept = Vec::with_capacity(train.len() - n_val);
+    let mut out = Vec::with_capacity(n_val);
+    for (i, ex) in train.drain(..).enumerate() {
+        if held.contains(&i) {
+            out.push(ex);
+        } else {
+            kept.push(ex);
+        }
+    }
+    (kept, out)
+}
+
+/// Runs one stage; `init` overrides `args.model.checkpoint` (stage 3 after stage 2).
+pub fn run_stage(
+    stage: &str,
+    args: &StageArgs,
+    tcfg: &TrainConfig,
+    init: Option<&Path>,
+) -> anyhow::Result<RunSummary> {
+    let cfg: AdiffConfig = args.model.config()?;
+    let device = args.model.device()?;
+    let ckpt = match init {
+        Some(p) => crate::model::checkpoint::Checkpoint::load(p)?,
+        None => args.model.load_checkpoint(&cfg)?,
+    };
+    let model = TrainableAdiff::build(&ckpt, &cfg, &tcfg.trainable, &device)?;
+    let tokenizer = Gpt2Tokenizer::bundled(&cfg.text)?;
+    model.model.check_tokenizer(&tokenizer)?;
+    let prompts = match &args.prompts {
+        Some(p) => PromptDatabase::from_file(p)?,
+        None => PromptDatabase::bundled()?,
+    };
+    let (train, val) = split(
+        read_examples(&args.train)?,
+        if args.val.is_empty() {
+            vec![]
+        } else {
+            read_examples(&args.val)?
+        },
+        tcfg,
+    );
+    let source = match (&args.embed_cache, &args.audio_root) {
+        (Some(dir), _) => EmbeddingSource::Cache(
+            super::build_dataset::embed_cache::open_for_model(dir, &ckpt, &cfg, &args.clip)?,
+        ),
+        (None, Some(root)) => {
+            anyhow::ensure!(
+                !matches!(args.clip.crop_mode(0), CropMode::Random { .. }),
+                "--crop random is not supported for training from audio (use start or center)"
+            );
+            EmbeddingSource::Audio {
+                root: root.clone(),
+                audio: cfg.audio.clone(),
+                crop: args.clip.crop_mode(0),
+            }
+        }
+        (None, None) => anyhow::bail!("give --embed-cache or --audio-root"),
+    };
+    source.check(&train)?;
+    source.check(&val)?;
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("cannot create {}", args.output.display()))?;
+    std::fs::write(
+        args.output.join("config.json"),
+        serde_json::to_string_pretty(&cfg)? + "\n",
+    )
+    .with_context(|| format!("cannot write {}/config.json", args.output.display()))?;
+    std::fs::write(
+        args.output.join("train_config.json"),
+        serde_json::to_string_pretty(tcfg)? + "\n",
+    )?;
+    let task = ExplanationTask {
+        model,
+        init: ckpt,
+        train,
+        val,
+        source,
+        batcher: Batcher {
+            tokenizer,
+            prompts,
+            sample_prompts: tcfg.sample_prompts,
+            max_answer_tokens: tcfg.max_answer_tokens,
+            pad_id: cfg.text.pad_token_id,
+            seed: tcfg.seed,
+        },
+        device,
+    };
+    let summary = trainer::run(
+        &task,
+        tcfg,
+        &RunOptions {
+            out_dir: args.output.clone(),
+            resume: args.resume,
+            stop_after_steps: args.stop_after_steps,
+            stage: stage.to_string(),
+            progress: !args.quiet,
+        },
+    )?;
+    match &summary.model {
+        Some(m) => println!(
+            "{stage}: {} steps in {:.1} s, last train loss {}, best val loss {}; model {} (config {})",
+            summary.steps,
+            summary.seconds,
+            summary.last_train_loss.map_or("-".into(), |l| format!("{l:.4}")),
+            summary.best_val_loss.map_or("-".into(), |l| format!("{l:.4}")),
+            m.display(),
+            args.output.join("config.json").display()
+        ),
+        None => println!(
+            "{stage}: stopped after {} of {} steps; continue with --resume",
+            summary.steps, summary.total_steps
+        ),
+    }
+    Ok(summary)
+}
+
+/// Train ADIFF: stage 2 (multimodal grounding), then stage 3 (finetuning with GPT-2 unfrozen),
+/// the second starting from the first's model.
+///
+/// Writes OUTPUT/stage2/ and OUTPUT/stage3/ (each: checkpoints/, log.jsonl, model.safetensors,
+/// config.json). `--resume` continues whichever stage was interrupted.
+///
+/// Example: adiff train --train data/train_*_answer.csv --embed-cache cache -c adiff_init.safetensors -o runs/adiff
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub stage: StageArgs,
+    /// Stage-2 training config (default: configs/train/stage2.json, compiled in).
+    #[arg(long)]
+    pub stage2_config: Option<PathBuf>,
+    /// Stage-3 training config (default: configs/train/stage3.json, compiled in).
+    #[arg(long)]
+    pub stage3_config: Option<PathBuf>,
+}
+
+pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
+    let c2 = train_config(args.stage2_config.as_deref(), STAGE2_CONFIG)?;
+    let c3 = train_config(args.stage3_config.as_deref(), STAGE3_CONFIG)?;
+    let root = args.stage.output.clone();
+    let stop = args.stage.stop_after_steps;
+    args.stage.output = root.join("stage2");
+    let s2 = run_stage("stage2", &args.stage, &c2, None)?;
+    let Some(model2) = s2.model else {
+        return Ok(());
+    };
+    args.stage.output = root.join("stage3");
+    // The step budget counts both stages.
+    args.stage.stop_after_steps = stop.map(|s| s.saturating_sub(s2.steps));
+    if args.stage.stop_after_steps == Some(0) {
+        println!("stage3: not started (step budget used up); continue with --resume");
+        return Ok(());
+    }
+    run_stage("stage3", &args.stage, &c3, Some(&model2))?;
+    Ok(())
+}

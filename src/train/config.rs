@@ -1,0 +1,125 @@
+//! Training configuration (one JSON file per stage: `configs/train/*.json`). A training config,
+//! not a model config, so it lives beside the trainer; every field is documented and the files
+//! reject unknown keys.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AdiffError, Result};
+use crate::train::optim::AdamWConfig;
+use crate::train::schedule::LrSchedule;
+
+/// How the learning rate decays after warm-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Decay {
+    /// Cosine from `lr` to `min_lr` over the rest of the run.
+    Cosine { min_lr: f64 },
+    /// Multiply by `gamma` every `step_size` optimizer steps (the paper's stage 2).
+    Step { step_size: u64, gamma: f64 },
+    /// Keep `lr`.
+    Constant,
+}
+
+/// One training stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Checkpoint-name prefixes of the tensors that train; every other tensor is frozen.
+    pub trainable: Vec<String>,
+    pub epochs: u64,
+    /// Examples per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches whose gradients are averaged into one optimizer step.
+    pub grad_accum: usize,
+    /// Peak learning rate (reached at the end of warm-up).
+    pub lr: f64,
+    pub warmup_steps: u64,
+    pub decay: Decay,
+    pub optimizer: AdamWConfig,
+    /// Global gradient-norm clip (None: no clipping).
+    pub clip_grad_norm: Option<f64>,
+    /// Answers are cut to this many tokens (" <|endoftext|>" included).
+    pub max_answer_tokens: usize,
+    /// Draw each example's prompt from the prompt database (per epoch) instead of the CSV's.
+    pub sample_prompts: bool,
+    /// Validation every this many optimizer steps (0: only at the end of each epoch).
+    pub eval_every: u64,
+    /// Checkpoint every this many optimizer steps (0: only at the end of each epoch).
+    pub save_every: u64,
+    /// Checkpoints kept besides the best one.
+    pub keep_last: usize,
+    /// Explanations generated from validation pairs at each validation (printed and logged).
+    pub num_samples: usize,
+    /// Tokens generated per sample.
+    pub sample_tokens: usize,
+    /// When no validation CSV is given, this fraction of the training rows is held out.
+    pub val_fraction: f64,
+    /// Seeds data order, prompt draws and the hold-out split.
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            AdiffError::Config(format!(
+                "cannot read training config {}: {e}",
+                path.display()
+            ))
+        })?;
+        let cfg: Self = serde_json::from_str(&text)
+            .map_err(|e| AdiffError::Config(format!("training config {}: {e}", path.display())))?;
+        cfg.validate()
+            .map_err(|e| AdiffError::Config(format!("training config {}: {e}", path.display())))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.trainable.is_empty() {
+            return Err("'trainable' lists no tensor prefix".into());
+        }
+        if self.epochs == 0 || self.batch_size == 0 || self.grad_accum == 0 {
+            return Err("epochs, batch_size and grad_accum must be positive".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(format!("lr must be positive, got {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return Err(format!(
+                "val_fraction must be in [0, 1), got {}",
+                self.val_fraction
+            ));
+        }
+        if self.max_answer_tokens == 0 {
+            return Err("max_answer_tokens must be positive".into());
+        }
+        self.optimizer.validate().map_err(|e| e.to_string())
+    }
+
+    /// The schedule for a run of `total_steps` optimizer steps.
+    pub fn schedule(&self, total_steps: u64) -> LrSchedule {
+        let warmup_steps = self.warmup_steps.min(total_steps);
+        match self.decay {
+            Decay::Cosine { min_lr } => LrSchedule::WarmupCosine {
+                peak_lr: self.lr,
+                min_lr,
+                warmup_steps,
+                total_steps,
+            },
+            Decay::Step { step_size, gamma } => LrSchedule::WarmupStep {
+                peak_lr: self.lr,
+                warmup_steps,
+                step_size,
+                gamma,
+            },
+            Decay::Constant if warmup_steps == 0 => LrSchedule::Constant { lr: self.lr },
+            Decay::Constant => LrSchedule::WarmupStep {
+                peak_lr: self.lr,
+                warmup_steps,
+                step_size: u64::MAX,
+                gamma: 1.0,
+            },
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The training loop shared by every stage: shuffled micro-batches, gradient accumulation and
+//! clipping, AdamW with a warm-up schedule, validation and sample generations, JSONL logs, a
+//! progress bar, atomic checkpoints (last K + best) and exact resume.
+//!
+//! Exact resume: the data order of an epoch is a permutation drawn from `seed` and the epoch,
+//! prompt draws depend only on (seed, epoch, example), and a checkpoint holds the trainable
+//! weights, the AdamW moments and step counts, the step, epoch and position in the epoch. A run
+//! stopped after step k and resumed therefore computes bit-for-bit what the uninterrupted run
+//! computes from step k on (on the same device).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Tensor, Var};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::error::{AdiffError, Result};
+use crate::train::config::TrainConfig;
+use crate::train::optim::{clip_grad_norm, AdamW, GradAccumulator};
+use crate::train::state::{CheckpointDir, DataOrder, TrainMeta};
+
+/// Mixes the epoch into the data-order seed.
+const EPOCH_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// What a stage trains: its examples, losses, samples and the model file it exports.
+pub trait TrainTask {
+    /// Training and validation examples.
+    fn num_train(&self) -> usize;
+    fn num_val(&self) -> usize;
+    /// Mean loss of training examples `indices` in `epoch` (a graph to backpropagate).
+    fn train_loss(&self, indices: &[usize], epoch: u64) -> Result<Tensor>;
+    /// Mean loss of validation examples `indices`.
+    fn val_loss(&self, indices: &[usize]) -> Result<Tensor>;
+    /// A few generated texts for validation examples `indices` (for the log).
+    fn samples(&self, indices: &[usize], max_tokens: usize) -> Result<Vec<String>>;
+    /// The trainable tensors, sorted by name.
+    fn vars(&self) -> &[(String, Var)];
+    /// Writes the whole model (frozen and trained tensors) as one safetensors file.
+    fn export(&self, path: &Path) -> Result<()>;
+}
+
+/// Where a run writes, and how far it goes.
+pub struct RunOptions {
+    pub out_dir: PathBuf,
+    /// Continue from the latest checkpoint in `out_dir/checkpoints`.
+    pub resume: bool,
+    /// Stop (with a checkpoint) after this many optimizer steps in total, as an interruption
+    /// would; the schedule still spans the whole configured run.
+    pub stop_after_steps: Option<u64>,
+    /// Stage name for logs.
+    pub stage: String,
+    pub progress: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunSummary {
+    pub steps: u64,
+    pub total_steps: u64,
+    pub last_train_loss: Option<f64>,
+    pub best_val_loss: Option<f64>,
+    /// None when stopped early (no final model written).
+    pub model: Option<PathBuf>,
+    pub seconds: f64,
+}
+
+/// Order in which `epoch` visits the `n` training examples.
+pub fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ epoch.wrapping_mul(EPOCH_MIX));
+    order.shuffle(&mut rng);
+    order
+}
+
+struct Log {
+    file: std::fs::File,
+}
+
+impl Log {
+    fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| AdiffError::Invalid(format!("cannot open log {}: {e}", path.display())))?;
+        Ok(Self { file })
+    }
+
+    fn write(&mut self, v: serde_json::Value) -> Result<()> {
+        writeln!(self.file, "{v}")
+            .and_then(|_| self.file.flush())
+            .map_err(|e| AdiffError::Invalid(format!("cannot write the training log: {e}")))
+    }
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(f64::from(
+        t.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?,
+    ))
+}
+
+/// Runs (or resumes) one stage.
+pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
+    let started = Instant::now();
+    let n = task.num_train();
+    if n == 0 {
+        return Err(AdiffError::Invalid("no training examples".into()));
+    }
+    let per_step = cfg.batch_size * cfg.grad_accum;
+    let steps_per_epoch = n.div_ceil(per_step) as u64;
+    let total_steps = steps_per_epoch * cfg.epochs;
+    let schedule = cfg.schedule(total_steps);
+    schedule.validate()?;
+    std::fs::create_dir_all(&opts.out_dir).map_err(|e| {
+        AdiffError::Invalid(format!("cannot create {}: {e}", opts.out_dir.display()))
+    })?;
+    let ckpts = CheckpointDir::new(opts.out_dir.join("checkpoints"), cfg.keep_last)?;
+    let mut log = Log::open(&opts.out_dir.join("log.jsonl"))?;
+    let vars = task.vars().to_vec();
+    let mut opt = AdamW::new(vars.clone(), cfg.optimizer.clone())?;
+    let config_json = serde_json::to_value(cfg)
+        .map_err(|e| AdiffError::Invalid(format!("cannot encode the training config: {e}")))?;
+
+    // Where to start.
+    let (mut step, mut epoch, mut position, mut best_val) = (0u64, 0u64, 0u64, None::<f64>);
+    if opts.resume {
+        match ckpts.load_latest()? {
+            Some(state) => {
+                if state.meta.config != config_json {
+                    return Err(AdiffError::Invalid(format!(
+                        "{}: was written with another training config; resume with the same one",
+                        state.path().display()
+                    )));
+                }
+                state.restore_model(&vars)?;
+                state.restore_optimizer(&mut opt)?;
+                step = state.meta.step;
+                epoch = state.meta.epoch;
+                position = state.meta.position_in_epoch;
+                best_val = state.meta.best_val_loss;
+                log.write(serde_json::json!({"event": "resume", "stage": opts.stage,
+                    "from": state.path().display().to_string(), "step": step}))?;
+            }
+            None => log.write(serde_json::json!({"event": "resume", "stage": opts.stage,
+                "from": null, "note": "no checkpoint yet, starting fresh"}))?,
+        }
+    } else if ckpts.latest()?.is_some() {
+        return Err(AdiffError::Invalid(format!(
+            "{} already holds checkpoints: pass --resume to continue, or choose another --output",
+            ckpts.dir().display()
+        )));
+    }
+    let values: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
+    eprintln!(
+        "{}: {n} training and {} validation examples, {} trainable tensors ({values} values), \
+         {total_steps} steps",
+        opts.stage,
+        task.num_val(),
+        vars.len()
+    );
+    log.write(
+        serde_json::json!({"event": "start", "stage": opts.stage, "train": n,
+        "val": task.num_val(), "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+        "trainable_tensors": vars.len(),
+        "trainable_values": values}),
+    )?;
+
+    let bar = if opts.progress {
+        crate::cli::progress_bar(total_steps as usize, &opts.stage)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_position(step);
+    let mut last_loss = None;
+    let mut window = (Instant::now(), 0usize);
+
+    let save = |step: u64,
+                epoch: u64,
+                position: u64,
+                val: Option<f64>,
+                best: Option<f64>,
+                opt: &AdamW|
+     -> Result<PathBuf> {
+        ckpts.save(
+            &vars,
+            opt,
+            &TrainMeta {
+                step,
+                epoch,
+                position_in_epoch: position,
+                data_order: DataOrder::Seed { seed: cfg.seed },
+                rng_state: vec![],
+                val_loss: val,
+                best_val_loss: best,
+                config: config_json.clone(),
+            },
+        )
+    };
+    let validate = |task: &dyn TrainTask| -> Result<Option<f64>> {
+        let nv = task.num_val();
+        if nv == 0 {
+            return Ok(None);
+        }
+        let (mut sum, mut count) = (0.0, 0usize);
+        for start in (0..nv).step_by(cfg.batch_size) {
+            let idx: Vec<usize> = (start..(start + cfg.batch_size).min(nv)).collect();
+            sum += scalar(&task.val_loss(&idx)?)? * idx.len() as f64;
+            count += idx.len();
+        }
+        Ok(Some(sum / count as f64))
+    };
+
+    while epoch < cfg.epochs {
+        let order = epoch_order(cfg.seed, epoch, n);
+        while position < steps_per_epoch {
+            if opts.stop_after_steps.is_some_and(|s| step >= s) {
+                let path = save(step, epoch, position, None, best_val, &opt)?;
+                log.write(serde_json::json!({"event": "stopped", "step": step,
+                    "checkpoint": path.display().to_string()}))?;
+                bar.abandon();
+                return Ok(RunSummary {
+                    steps: step,
+                    total_steps,
+                    last_train_loss: last_loss,
+                    best_val_loss: best_val,
+                    model: None,
+                    seconds: started.elapsed().as_secs_f64(),
+                });
+            }
+            let first = position as usize * per_step;
+            let mut acc = GradAccumulator::new();
+            let mut loss_sum = 0.0;
+            let mut micro = 0;
+            let mut items = 0;
+            for k in 0..cfg.grad_accum {
+                let lo = first + k * cfg.batch_size;
+                if lo >= n {
+                    break;
+                }
+                let idx = &order[lo..(lo + cfg.batch_size).min(n)];
+                let loss = task.train_loss(idx, epoch)?;
+                loss_sum += scalar(&loss)?;
+                acc.add(&vars, &loss.backward()?)?;
+                micro += 1;
+                items += idx.len();
+            }
+            let mut grads = acc.average(&vars)?;
+            let grad_norm = match cfg.clip_grad_norm {
+                Some(max) => clip_grad_norm(&vars, &mut grads, max)?,
+                None => crate::train::optim::grad_norm(&vars, &grads)?,
+            };
+            let lr = schedule.lr(step);
+            let loss = loss_sum / micro as f64;
+            if !loss.is_finite() || !grad_norm.is_finite() {
+                return Err(AdiffError::Invalid(format!(
+                    "step {step}: loss {loss}, gradient norm {grad_norm}: training diverged \
+                     (lower the learning rate; the last checkpoint is intact)"
+                )));
+            }
+            opt.step(&grads, lr)?;
+            step += 1;
+            position += 1;
+            last_loss = Some(loss);
+            window.1 += items;
+            let secs = window.0.elapsed().as_secs_f64().max(1e-9);
+            let sps = window.1 as f64 / secs;
+            log.write(
+                serde_json::json!({"event": "step", "stage": opts.stage, "step": step,
+                "epoch": epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                "samples_per_s": sps}),
+            )?;
+            bar.set_message(format!(
+                "{}: loss {loss:.4} lr {lr:.2e} {sps:.1} samples/s",
+                opts.stage
+            ));
+            bar.set_position(step);
+            let end_of_epoch = position == steps_per_epoch;
+            let eval_now = end_of_epoch || (cfg.eval_every > 0 && step % cfg.eval_every == 0);
+            let mut val = None;
+            if eval_now {
+                val = validate(task)?;
+                if let Some(v) = val {
+                    if best_val.is_none_or(|b| v < b) {
+                        best_val = Some(v);
+                    }
+                }
+                let nv = task.num_val().min(cfg.num_samples);
+                let idx: Vec<usize> = (0..nv).collect();
+                let samples = if nv > 0 {
+                    task.samples(&idx, cfg.sample_tokens)?
+                } else {
+                    vec![]
+                };
+                log.write(
+                    serde_json::json!({"event": "validation", "stage": opts.stage,
+                    "step": step, "epoch": epoch, "val_loss": val, "samples": samples}),
+                )?;
+                bar.suspend(|| {
+                    eprintln!(
+                        "[{}] step {step} epoch {epoch}: train loss {loss:.4}, val loss {}",
+                        opts.stage,
+                        val.map_or("-".into(), |v| format!("{v:.4}"))
+                    );
+                    for s in &samples {
+                        eprintln!("    sample: {s}");
+                    }
+                });
+                window = (Instant::now(), 0);
+            }
+            if end_of_epoch || (cfg.save_every > 0 && step % cfg.save_every == 0) {
+                let (e, p) = if end_of_epoch {
+                    (epoch + 1, 0)
+                } else {
+                    (epoch, position)
+                };
+                save(step, e, p, val, best_val, &opt)?;
+            }
+        }
+        epoch += 1;
+        position = 0;
+    }
+    bar.finish();
+    let model = opts.out_dir.join("model.safetensors");
+    task.export(&model)?;
+    log.write(
+        serde_json::json!({"event": "done", "stage": opts.stage, "step": step,
+        "model": model.display().to_string(), "best_val_loss": best_val}),
+    )?;
+    Ok(RunSummary {
+        steps: step,
+        total_steps,
+        last_train_loss: last_loss,
+        best_val_loss: best_val,
+        model: Some(model),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,248 @@
+//! Training from the CLI on the tiny model and a small synthetic dataset: a run stopped (or
+//! killed) and resumed ends with exactly the weights of an uninterrupted run, frozen tensors are
+//! bit-for-bit the initial ones, trainable ones move, and misuse gives one clear error line.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_core::{Device, Tensor};
+
+fn adiff() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_adiff"))
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn model_args() -> Vec<String> {
+    let mut v = Vec::new();
+    for f in [
+        "htsat/htsat_tiny.ckpt",
+        "gpt2/adiff_tiny.safetensors",
+        "adiff/adiff_tiny_rest.ckpt",
+    ] {
+        v.push("-c".into());
+        v.push(common::fixture(f).display().to_string());
+    }
+    v.push("--config".into());
+    v.push(
+        common::root()
+            .join("configs/tiny.json")
+            .display()
+            .to_string(),
+    );
+    v
+}
+
+/// A synthetic dataset with its embedding cache, in a fresh scratch folder.
+fn dataset(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("adiff-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data");
+    ok(adiff()
+        .args([
+            "build-dataset",
+            "synthetic",
+            "--count",
+            "8",
+            "--seed",
+            "3",
+            "-o",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap());
+    ok(adiff()
+        .args(["build-dataset", "embed-cache"])
+        .arg(data.join("train_sentence_answer.csv"))
+        .arg("--audio-root")
+        .arg(&data)
+        .args(model_args())
+        .arg("-o")
+        .arg(data.join("cache"))
+        .output()
+        .unwrap());
+    dir
+}
+
+/// A training config: the tiny stage-2 one with `epochs` epochs.
+fn config(dir: &Path, epochs: u64) -> PathBuf {
+    let text =
+        std::fs::read_to_string(common::root().join("configs/train/tiny_stage2.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["epochs"] = epochs.into();
+    let p = dir.join(format!("stage2_{epochs}.json"));
+    std::fs::write(&p, v.to_string()).unwrap();
+    p
+}
+
+fn stage2(dir: &Path, cfg: &Path, out: &str, extra: &[&str]) -> Command {
+    let data = dir.join("data");
+    let mut c = adiff();
+    c.arg("train-stage2")
+        .arg("--train")
+        .arg(data.join("train_sentence_answer.csv"))
+        .arg("--embed-cache")
+        .arg(data.join("cache"))
+        .args(model_args())
+        .arg("--train-config")
+        .arg(cfg)
+        .arg("-o")
+        .arg(dir.join(out))
+        .arg("--quiet")
+        .args(extra);
+    c
+}
+
+fn load(p: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(p, &Device::Cpu).unwrap()
+}
+
+fn identical(a: &Tensor, b: &Tensor) -> bool {
+    a.dims() == b.dims()
+        && a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            == b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+fn assert_same_models(a: &Path, b: &Path) {
+    let (ma, mb) = (load(a), load(b));
+    assert_eq!(ma.len(), mb.len());
+    for (k, t) in &ma {
+        assert!(
+            identical(t, &mb[k]),
+            "{k} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
+#[test]
+fn stopped_and_resumed_equals_uninterrupted_and_frozen_stays_frozen() {
+    let dir = dataset("resume");
+    let cfg = config(&dir, 3);
+    ok(stage2(&dir, &cfg, "full", &[]).output().unwrap());
+    // Stopped after 3 steps (mid-epoch), then twice resumed (the second time with more budget).
+    let out = ok(stage2(&dir, &cfg, "parts", &["--stop-after-steps", "3"])
+        .output()
+        .unwrap());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped after 3"));
+    assert!(!dir.join("parts/model.safetensors").exists());
+    ok(stage2(
+        &dir,
+        &cfg,
+        "parts",
+        &["--resume", "--stop-after-steps", "5"],
+    )
+    .output()
+    .unwrap());
+    ok(stage2(&dir, &cfg, "parts", &["--resume"]).output().unwrap());
+    assert_same_models(
+        &dir.join("full/model.safetensors"),
+        &dir.join("parts/model.safetensors"),
+    );
+
+    // Frozen tensors (HTSAT, GPT-2) are bit-for-bit the initial ones; trained ones moved.
+    let trained = load(&dir.join("full/model.safetensors"));
+    let mut init = HashMap::new();
+    for f in [
+        "htsat/htsat_tiny.ckpt",
+        "gpt2/adiff_tiny.safetensors",
+        "adiff/adiff_tiny_rest.ckpt",
+    ] {
+        let c = adiff::model::checkpoint::Checkpoint::load(common::fixture(f)).unwrap();
+        for n in c.names() {
+            init.insert(n.to_string(), c.get(n).unwrap().clone());
+        }
+    }
+    let (mut frozen, mut moved) = (0, 0);
+    for (name, t) in &trained {
+        let t0 = &init[name];
+        if name.starts_with("audio_encoder.base") || name.starts_with("caption_decoder.gpt") {
+            assert!(identical(t, t0), "frozen tensor {name} changed");
+            frozen += 1;
+        } else if !identical(t, t0) {
+            moved += 1;
+        }
+    }
+    assert!(frozen > 100, "{frozen} frozen tensors checked");
+    assert!(moved >= 100, "only {moved} trainable tensors moved");
+    let log = std::fs::read_to_string(dir.join("parts/log.jsonl")).unwrap();
+    assert_eq!(log.matches("\"event\":\"resume\"").count(), 2);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[cfg(unix)]
+#[test]
+fn killed_and_resumed_equals_uninterrupted() {
+    let dir = dataset("kill");
+    let cfg = config(&dir, 30);
+    ok(stage2(&dir, &cfg, "full", &[]).output().unwrap());
+    let mut child = stage2(&dir, &cfg, "killed", &[]).spawn().unwrap();
+    let ckpt = dir.join("killed/checkpoints/step-000004.safetensors");
+    let t0 = std::time::Instant::now();
+    while !ckpt.exists() && t0.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL: no clean-up runs
+    child.wait().unwrap();
+    assert!(ckpt.exists(), "no checkpoint before the kill");
+    ok(stage2(&dir, &cfg, "killed", &["--resume"])
+        .output()
+        .unwrap());
+    assert_same_models(
+        &dir.join("full/model.safetensors"),
+        &dir.join("killed/model.safetensors"),
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn misuse_is_one_error_line() {
+    let dir = dataset("errors");
+    let cfg = config(&dir, 1);
+    ok(stage2(&dir, &cfg, "run", &[]).output().unwrap());
+    let one_line = |out: Output, needle: &str| {
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{needle}");
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        assert!(e.contains(needle), "{e}");
+    };
+    // Checkpoints exist: refuse to start over silently.
+    one_line(stage2(&dir, &cfg, "run", &[]).output().unwrap(), "--resume");
+    // Resume under another config.
+    let other = config(&dir, 2);
+    one_line(
+        stage2(&dir, &other, "run", &["--resume"]).output().unwrap(),
+        "another training config",
+    );
+    // A CSV row whose audio the cache does not hold.
+    let csv = dir.join("extra_sentence.csv");
+    std::fs::write(
+        &csv,
+        "taskname,filepath1,filepath2,caption1,caption2,input,answer\nx,nope.wav,nope2.wav,a,b,c,d\n",
+    )
+    .unwrap();
+    let mut c = stage2(&dir, &cfg, "run2", &[]);
+    c.arg("--val").arg(&csv);
+    one_line(c.output().unwrap(), "nope.wav");
+    // A broken training config.
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"{"epochs": 1}"#).unwrap();
+    one_line(
+        stage2(&dir, &bad, "run3", &[]).output().unwrap(),
+        "bad.json",
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
