@@ -69,8 +69,17 @@ pub struct ModelArgs {
     /// Checkpoint: the official ADIFF `.ckpt`/`.pth` (torch.save) or a `.safetensors` file, or
     /// `adiff-base` / `adiff-wavcaps` for the file `adiff download` put in the cache.
     /// Repeat to combine files (a tensor in a later file replaces one in an earlier file).
-    #[arg(long, short = 'c', required = true)]
+    #[arg(
+        long,
+        short = 'c',
+        required_unless_present = "model",
+        conflicts_with = "model"
+    )]
     pub checkpoint: Vec<PathBuf>,
+    /// A model shipped in data/models/ (`demo`: trained on the synthetic sound world only),
+    /// instead of --checkpoint and --config. `$ADIFF_MODELS` can point at another folder.
+    #[arg(long, conflicts_with = "config")]
+    pub model: Option<String>,
     /// Model config JSON (default: the paper's, as in configs/base.json).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -81,6 +90,11 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn config(&self) -> anyhow::Result<AdiffConfig> {
+        if let Some(name) = &self.model {
+            return Ok(AdiffConfig::from_file(
+                &shipped_model(name)?.join(SHIPPED_CONFIG),
+            )?);
+        }
         match &self.config {
             Some(p) => Ok(AdiffConfig::from_file(p)?),
             None => Ok(AdiffConfig::base()),
@@ -96,6 +110,11 @@ impl ModelArgs {
     /// the config names a hub GPT-2 (`gpt2.hub_repo`) and the checkpoint has no GPT-2 weights,
     /// they are taken from the hub (hf-hub cache, `adiff download gpt2`).
     pub fn load_checkpoint(&self, cfg: &AdiffConfig) -> anyhow::Result<Checkpoint> {
+        if let Some(name) = &self.model {
+            return Ok(Checkpoint::load(
+                shipped_model(name)?.join(SHIPPED_WEIGHTS),
+            )?);
+        }
         let paths = self
             .checkpoint
             .iter()
@@ -120,6 +139,35 @@ impl ModelArgs {
         }
         Ok(ckpt)
     }
+}
+
+/// Files of a shipped model folder (`data/models/<name>/`).
+const SHIPPED_WEIGHTS: &str = "model.safetensors";
+const SHIPPED_CONFIG: &str = "config.json";
+/// Environment variable naming another folder of shipped models.
+const MODELS_ENV: &str = "ADIFF_MODELS";
+
+/// The folder of a shipped model: `$ADIFF_MODELS/<name>`, else `data/models/<name>` of this
+/// source tree (where `cargo build` ran).
+pub fn shipped_model(name: &str) -> anyhow::Result<PathBuf> {
+    anyhow::ensure!(
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "--model {name:?}: a model name is letters, digits, '-' or '_'"
+    );
+    let root = match std::env::var_os(MODELS_ENV) {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/models"),
+    };
+    let dir = root.join(name);
+    anyhow::ensure!(
+        dir.join(SHIPPED_WEIGHTS).is_file() && dir.join(SHIPPED_CONFIG).is_file(),
+        "--model {name}: no {SHIPPED_WEIGHTS} + {SHIPPED_CONFIG} in {}",
+        dir.display()
+    );
+    Ok(dir)
 }
 
 /// How a clip longer than 10 s is cut.

@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""PyTorch side of scripts/bench_train.sh: one stage-2 optimizer step of the full-size ADIFF
+(random weights from --ckpt, HTSAT and GPT-2 frozen, projection + mappers + cross-projection
+trained with AdamW), timed over --steps steps on batches of --batch examples whose answers are the
+given CSV's (tokenized with " <|endoftext|>"), embeddings random. Prints JSON: samples/s.
+"""
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_explain as be  # noqa: E402
+import fixtures_adiff as fx  # noqa: E402
+import fixtures_train as ft  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ckpt", type=Path, required=True)
+    ap.add_argument("--csv", type=Path, required=True)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    a = ap.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    cfg = json.loads((fx.REPO / "configs" / "base.json").read_text())
+    model = be.load_model(cfg, a.ckpt)
+    named = dict(model.named_parameters())
+    params = []
+    for k, p in named.items():
+        train = k.startswith(ft.STAGE2)
+        p.requires_grad_(train)
+        if train:
+            params.append(p)
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01)
+    tok = fx.load_tokenizer()
+    with open(a.csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    g = torch.Generator().manual_seed(0)
+    e = cfg["projection"]["in_dim"]
+    times = []
+    for s in range(a.steps + 1):
+        batch = [rows[(s * a.batch + i) % len(rows)] for i in range(a.batch)]
+        ids = [tok(r["answer"] + " <|endoftext|>")["input_ids"] for r in batch]
+        lengths = [len(x) for x in ids]
+        l = max(lengths)
+        answers = torch.tensor([x + [0] * (l - len(x)) for x in ids])
+        prompts = fx.prompt_ids(tok, [r["input"] for r in batch], cfg["text"]["prompt_length"])
+        emb1 = torch.randn(a.batch, e, generator=g)
+        emb2 = torch.randn(a.batch, e, generator=g)
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = ft.loss_fn(model, emb1, emb2, prompts, answers, lengths)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    # The first step warms up allocators; report the rest.
+    steady = times[1:]
+    print(json.dumps({"samples_per_s": a.batch * len(steady) / sum(steady), "step_s": steady,
+                      "threads": torch.get_num_threads()}))
+
+
+if __name__ == "__main__":
+    main()
