@@ -92,7 +92,7 @@ impl ModelArgs {
     pub fn config(&self) -> anyhow::Result<AdiffConfig> {
         if let Some(name) = &self.model {
             return Ok(AdiffConfig::from_file(
-                &shipped_model(name)?.join(SHIPPED_CONFIG),
+                shipped_model(name)?.join(SHIPPED_CONFIG),
             )?);
         }
         match &self.config {
