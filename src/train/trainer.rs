@@ -234,15 +234,21 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
             let mut loss_sum = 0.0;
             let mut micro = 0;
             let mut items = 0;
+            let (mut t_forward, mut t_backward) = (0.0, 0.0);
             for k in 0..cfg.grad_accum {
                 let lo = first + k * cfg.batch_size;
                 if lo >= n {
                     break;
                 }
                 let idx = &order[lo..(lo + cfg.batch_size).min(n)];
+                let t = Instant::now();
                 let loss = task.train_loss(idx, epoch)?;
                 loss_sum += scalar(&loss)?;
-                acc.add(&vars, &loss.backward()?)?;
+                let t_fwd = t.elapsed().as_secs_f64();
+                let grads = loss.backward()?;
+                t_forward += t_fwd;
+                t_backward += t.elapsed().as_secs_f64() - t_fwd;
+                acc.add(&vars, &grads)?;
                 micro += 1;
                 items += idx.len();
             }
@@ -259,7 +265,9 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
                      (lower the learning rate; the last checkpoint is intact)"
                 )));
             }
+            let t = Instant::now();
             opt.step(&grads, lr)?;
+            let t_optimizer = t.elapsed().as_secs_f64();
             step += 1;
             position += 1;
             last_loss = Some(loss);
@@ -269,7 +277,8 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
             log.write(
                 serde_json::json!({"event": "step", "stage": opts.stage, "step": step,
                 "epoch": epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                "samples_per_s": sps}),
+                "samples_per_s": sps, "seconds": {"forward": t_forward,
+                "backward": t_backward, "optimizer": t_optimizer}}),
             )?;
             bar.set_message(format!(
                 "{}: loss {loss:.4} lr {lr:.2e} {sps:.1} samples/s",
