@@ -495,3 +495,71 @@ fn stage1_misuse_is_refused() {
         assert!(err.to_string().contains(want), "{err}");
     }
 }
+
+/// No derived copy goes stale: after every trainable tensor is changed in place (as an optimizer
+/// step does), the trainable encoder gives what a frozen encoder built from the changed
+/// checkpoint gives (relative-position tables are re-gathered, tscam and patch weights used as
+/// they are).
+#[test]
+fn updated_htsat_vars_are_seen_by_the_forward() {
+    use adiff::model::audio_encoder::AudioEncoder;
+    use adiff::train::tagging_task::export_with;
+    let cfg = AdiffConfig::tiny();
+    let ckpt = Checkpoint::load(common::fixture("htsat/htsat_tiny.ckpt")).unwrap();
+    let t = TrainableHtsat::build(&ckpt, &cfg, &[HTSAT.to_string()], &Device::Cpu).unwrap();
+    let clip = load_clip(
+        &common::fixture("htsat/clip_a.wav"),
+        &cfg.audio,
+        CropMode::Start,
+    )
+    .unwrap();
+    let mel = t.encoder.log_mel(&[clip]).unwrap();
+    let before = t.encoder.htsat.clip_logits(&mel).unwrap();
+    // The differentiable (unfused) path against the fused inference kernels, before any update.
+    let plain = AudioEncoder::from_checkpoint(&ckpt, &cfg, &Device::Cpu).unwrap();
+    let d0 = common::max_abs_diff(&before, &plain.htsat.clip_logits(&mel).unwrap());
+    for (i, (_, v)) in t.vars.iter().enumerate() {
+        let shift = 0.005 * ((i % 7) as f64 - 3.0);
+        v.set(&(v.as_tensor() * 1.01).unwrap().affine(1.0, shift).unwrap())
+            .unwrap();
+    }
+    let after = t.encoder.htsat.clip_logits(&mel).unwrap();
+    let changed = Checkpoint::from_tensors("changed", export_with(&ckpt, &t.vars).unwrap());
+    let frozen = AudioEncoder::from_checkpoint(&changed, &cfg, &Device::Cpu).unwrap();
+    let want = frozen.htsat.clip_logits(&mel).unwrap();
+    let d = common::max_abs_diff(&after, &want);
+    let moved = common::max_abs_diff(&after, &before);
+    let scale = max_abs(&want);
+    println!(
+        "trainable vs frozen path: {d0:.1e} before the update; after it {d:.1e} (largest |logit| \
+         {scale:.1}, moved by {moved:.2})"
+    );
+    assert!(moved > 0.1, "the update had no effect");
+    // A stale copy would be off by about the update's effect (0.3); the f32 path difference
+    // (unfused vs fused kernels) stays within 1e-5 of the logits' size.
+    assert!(d < 1e-5 * scale, "the trainable forward is stale by {d}");
+}
+
+#[test]
+fn labels_from_a_csv() {
+    use adiff::train::tagging_task::{label_set_for, read_label_csv};
+    let dir = scratch("csv");
+    let p = dir.join("labels.csv");
+    std::fs::write(
+        &p,
+        "file,labels\na.wav,kind=tone;pitch=low\nb.wav,dog;rain\n\"c d.wav\",rain\n",
+    )
+    .unwrap();
+    let files = read_label_csv(&p).unwrap();
+    assert_eq!(files.len(), 3);
+    assert_eq!(files[2].path, "c d.wav");
+    let set = label_set_for(&files);
+    assert_eq!(set.names, ["dog", "kind=tone", "pitch=low", "rain"]);
+    assert_eq!(
+        set.targets(&files[1].labels, "b").unwrap(),
+        [1.0, 0.0, 0.0, 1.0]
+    );
+    // Only-synthetic labels keep the synthetic layout.
+    assert_eq!(label_set_for(&files[..1]).len(), NUM_LABELS);
+    let _ = std::fs::remove_dir_all(&dir);
+}
