@@ -72,6 +72,37 @@ pub fn read_csv_answers(paths: &[PathBuf]) -> Result<Vec<String>> {
 pub struct TrainableGpt2 {
     pub gpt: Gpt2,
     pub vars: Vec<(String, Var)>,
+    /// The checkpoint stores `lm_head.weight` as a copy of `wte` (PyTorch ties them and saves
+    /// both names): the model is built tied, so both uses train one tensor as in PyTorch, and
+    /// the export writes the trained `wte` under both names.
+    pub tied_head: bool,
+}
+
+/// Names of GPT-2's token embedding and output head in an ADIFF checkpoint.
+fn wte_and_head() -> (String, String) {
+    (
+        format!("{GPT2_PREFIX}.transformer.wte.weight"),
+        format!("{GPT2_PREFIX}.lm_head.weight"),
+    )
+}
+
+/// Whether `ckpt` holds `lm_head.weight` equal to `wte` element for element.
+fn head_is_wte_copy(ckpt: &Checkpoint) -> Result<bool> {
+    let (wte, head) = wte_and_head();
+    let (Some(w), Some(h)) = (ckpt.get(&wte), ckpt.get(&head)) else {
+        return Ok(false);
+    };
+    if w.dims() != h.dims() || w.dtype() != h.dtype() {
+        return Ok(false);
+    }
+    let diff = w
+        .to_dtype(DType::F32)?
+        .sub(&h.to_dtype(DType::F32)?)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f32>()?;
+    Ok(diff == 0.0)
 }
 
 impl TrainableGpt2 {
@@ -90,7 +121,22 @@ impl TrainableGpt2 {
         let prefixes = trainable.to_vec();
         let predicate: TrainablePredicate =
             std::sync::Arc::new(move |name: &str| prefixes.iter().any(|p| under(name, p)));
-        let (vb, report, vars) = ckpt.trainable_var_builder(DType::F32, device, predicate);
+        let tied_head = head_is_wte_copy(ckpt)?;
+        // Without its copy of the head, the loader ties lm_head to wte.
+        let untied_copy;
+        let source = if tied_head {
+            let head = wte_and_head().1;
+            let tensors = ckpt
+                .names()
+                .filter(|n| *n != head)
+                .filter_map(|n| ckpt.get(n).map(|t| (n.to_string(), t.clone())))
+                .collect();
+            untied_copy = Checkpoint::from_tensors(ckpt.path(), tensors);
+            &untied_copy
+        } else {
+            ckpt
+        };
+        let (vb, report, vars) = source.trainable_var_builder(DType::F32, device, predicate);
         let gpt = Gpt2::load(vb.pp(GPT2_PREFIX), &cfg.gpt2)
             .map_err(|e| AdiffError::checkpoint(ckpt.path(), e.to_string()))?;
         report.finish()?;
@@ -102,7 +148,26 @@ impl TrainableGpt2 {
                 )));
             }
         }
-        Ok(Self { gpt, vars })
+        Ok(Self {
+            gpt,
+            vars,
+            tied_head,
+        })
+    }
+
+    /// The whole checkpoint `init` with GPT-2's trained tensors (a tied head under both names).
+    pub fn export_tensors(
+        &self,
+        init: &Checkpoint,
+    ) -> Result<std::collections::HashMap<String, Tensor>> {
+        let mut out = export_with(init, &self.vars)?;
+        let (wte, head) = wte_and_head();
+        if self.tied_head {
+            if let Some((_, v)) = self.vars.iter().find(|(n, _)| *n == wte) {
+                out.insert(head, v.as_tensor().detach());
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -229,6 +294,6 @@ impl TrainTask for LanguageModelTask {
     }
 
     fn export(&self, path: &Path) -> Result<()> {
-        save_safetensors(&export_with(&self.init, &self.model.vars)?, None, path)
+        save_safetensors(&self.model.export_tensors(&self.init)?, None, path)
     }
 }
