@@ -231,6 +231,49 @@ fn decoder_loss_and_gradients_match_hugging_face() {
         ((norm - want) / want).abs() < 1e-4,
         "gradient norm {norm} vs {want}"
     );
+    assert!(!t.tied_head);
+
+    // The official checkpoint stores lm_head.weight as a copy of wte (tied in PyTorch): it is
+    // trained tied, with the same gradients, and exported under both names.
+    let mut tensors: HashMap<String, Tensor> = ckpt
+        .names()
+        .map(|n| (n.to_string(), ckpt.get(n).unwrap().clone()))
+        .collect();
+    let wte = tensors["caption_decoder.gpt.transformer.wte.weight"]
+        .copy()
+        .unwrap();
+    tensors.insert("caption_decoder.gpt.lm_head.weight".into(), wte);
+    let copy = Checkpoint::from_tensors("with-head-copy", tensors);
+    let tied = TrainableGpt2::build(
+        &copy,
+        &cfg,
+        &["caption_decoder.gpt".to_string()],
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert!(tied.tied_head);
+    assert_eq!(
+        tied.vars.len(),
+        t.vars.len(),
+        "the head copy is no separate tensor"
+    );
+    let loss = lm_loss(&tied.gpt, &rows, cfg.text.pad_token_id, &Device::Cpu).unwrap();
+    let norm = grad_norm(&loss.backward().unwrap(), &tied.vars);
+    assert!(
+        ((norm - want) / want).abs() < 1e-4,
+        "tied: gradient norm {norm} vs {want}"
+    );
+    let (_, v) = tied
+        .vars
+        .iter()
+        .find(|(n, _)| n.ends_with("wte.weight"))
+        .unwrap();
+    v.set(&(v.as_tensor() + 1.0).unwrap()).unwrap();
+    let out = tied.export_tensors(&copy).unwrap();
+    assert_eq!(
+        common::max_abs_diff(&out["caption_decoder.gpt.lm_head.weight"], v.as_tensor()),
+        0.0
+    );
 }
 
 fn adiff() -> Command {
