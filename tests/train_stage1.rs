@@ -606,3 +606,31 @@ fn labels_from_a_csv() {
     assert_eq!(label_set_for(&files[..1]).len(), NUM_LABELS);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn truth_records_by_split() {
+    use adiff::train::tagging_task::read_truth;
+    let dir = scratch("split");
+    for (split, count) in [("train", "2"), ("test", "1")] {
+        ok(adiff()
+            .args([
+                "build-dataset",
+                "synthetic",
+                "--count",
+                count,
+                "--seed",
+                "2",
+            ])
+            .args(["--split", split, "-o"])
+            .arg(&dir)
+            .output()
+            .unwrap());
+    }
+    let truth = dir.join("truth.jsonl");
+    assert_eq!(read_truth(&truth, None).unwrap().len(), 6);
+    let test = read_truth(&truth, Some("test")).unwrap();
+    assert_eq!(test.len(), 2);
+    assert!(test.iter().all(|f| f.path.contains("test_")));
+    assert_eq!(test[0].labels.len(), 5);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -45,7 +45,8 @@ pub enum Part {
 /// Training config: configs/train/stage1_encoder.json / stage1_decoder.json (compiled in).
 ///
 /// Examples:
-///   adiff train-stage1 --part encoder --labels synth/truth.jsonl -c adiff.ckpt -o runs/s1enc
+///   adiff train-stage1 --part encoder --labels synth/truth.jsonl --split train --val-split test \
+///     -c adiff.ckpt -o runs/s1enc
 ///   adiff train-stage1 --part decoder --text-from-csv synth/train_sentence_answer.csv \
 ///     -c runs/s1enc/model.safetensors -o runs/s1dec
 #[derive(Debug, clap::Args)]
@@ -60,6 +61,14 @@ pub struct TrainStage1Args {
     /// Encoder: validation labels (default: `val_fraction` of the training clips held out).
     #[arg(long, num_args = 1..)]
     pub val_labels: Vec<PathBuf>,
+    /// Encoder: train on the truth.jsonl records of this split only (`build-dataset synthetic`
+    /// keeps every split's clips in one truth.jsonl).
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Encoder: validate on the records of this split of the `--labels` truth files (e.g.
+    /// `--split train --val-split test`).
+    #[arg(long)]
+    pub val_split: Option<String>,
     /// Encoder: folder the label files' paths are relative to (default: the first label file's
     /// folder, where `build-dataset synthetic` puts truth.jsonl).
     #[arg(long)]
@@ -118,10 +127,10 @@ fn hold_out<T>(mut train: Vec<T>, val: Vec<T>, cfg: &TrainConfig) -> (Vec<T>, Ve
     (kept, out)
 }
 
-fn read_label_files(paths: &[PathBuf]) -> anyhow::Result<Vec<LabelledFile>> {
+fn read_label_files(paths: &[PathBuf], split: Option<&str>) -> anyhow::Result<Vec<LabelledFile>> {
     let mut out = vec![];
     for p in paths {
-        out.extend(read_labels(p)?);
+        out.extend(read_labels(p, split)?);
     }
     Ok(out)
 }
@@ -162,8 +171,21 @@ fn encoder_task(
             .map(Path::to_path_buf)
             .unwrap_or_default(),
     };
-    let train = read_label_files(&args.labels)?;
-    let val = read_label_files(&args.val_labels)?;
+    let train = read_label_files(&args.labels, args.split.as_deref())?;
+    let mut val = read_label_files(&args.val_labels, None)?;
+    if let Some(vs) = &args.val_split {
+        let jsonl: Vec<PathBuf> = args
+            .labels
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .cloned()
+            .collect();
+        anyhow::ensure!(
+            !jsonl.is_empty(),
+            "--val-split needs a truth.jsonl among --labels"
+        );
+        val.extend(read_label_files(&jsonl, Some(vs))?);
+    }
     anyhow::ensure!(!train.is_empty(), "the label files list no clip");
     let all: Vec<LabelledFile> = train.iter().chain(&val).cloned().collect();
     let labels = label_set_for(&all);

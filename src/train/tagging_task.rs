@@ -189,10 +189,11 @@ pub fn read_label_csv(path: &Path) -> Result<Vec<LabelledFile>> {
     Ok(out)
 }
 
-/// Reads a label file by its extension (`.jsonl`: truth records, otherwise a CSV).
-pub fn read_labels(path: &Path) -> Result<Vec<LabelledFile>> {
+/// Reads a label file by its extension (`.jsonl`: truth records, only those of `split` when
+/// given; otherwise a CSV, which has no split).
+pub fn read_labels(path: &Path, split: Option<&str>) -> Result<Vec<LabelledFile>> {
     if path.extension().is_some_and(|e| e == "jsonl") {
-        read_truth(path, None)
+        read_truth(path, split)
     } else {
         read_label_csv(path)
     }
