@@ -32,6 +32,8 @@ pub const LABELS_FILE: &str = "labels.json";
 pub const CSV_LABEL_SEPARATOR: char = ';';
 /// Separates an attribute group from its value in a label name (`pitch=high`).
 const GROUP_SEPARATOR: char = '=';
+/// Validation clips per forward pass when accuracy is measured.
+const EVAL_BATCH: usize = 8;
 /// Decision threshold for labels that belong to no group.
 const THRESHOLD: f32 = 0.5;
 
@@ -440,7 +442,7 @@ impl TrainTask for TaggingTask {
     /// First line: per-attribute accuracy over the whole validation set; then one line per
     /// requested clip with its predicted and true labels.
     fn samples(&self, indices: &[usize], _max_tokens: usize) -> Result<Vec<String>> {
-        let (acc, predicted) = self.evaluate(indices.len().max(1))?;
+        let (acc, predicted) = self.evaluate(EVAL_BATCH)?;
         let names = |flags: &[bool]| {
             flags
                 .iter()
