@@ -13,6 +13,7 @@ fn main() {
         Command::Download(args) => adiff::cli::download::run(args),
         Command::Eval(args) => adiff::cli::eval::run(args),
         Command::BuildDataset(args) => adiff::cli::build_dataset::run(args),
+        Command::TrainStage1(args) => adiff::cli::train_stage1::run(args),
         Command::TrainStage2(args) => adiff::cli::train_stage2::run(args),
         Command::TrainStage3(args) => adiff::cli::train_stage3::run(args),
         Command::Train(args) => adiff::cli::train::run(args),

@@ -22,6 +22,7 @@ pub mod explain;
 pub mod infer;
 pub mod tag;
 pub mod train;
+pub mod train_stage1;
 pub mod train_stage2;
 pub mod train_stage3;
 
@@ -55,6 +56,8 @@ pub enum Command {
     /// Build datasets: `pairs` (ACD/CLD-style explanations from captions), `synthetic` (pairs with
     /// known differences), `embed-cache` (precomputed HTSAT embeddings).
     BuildDataset(build_dataset::BuildDatasetArgs),
+    /// Stage 1: unimodal pretraining of HTSAT (audio tagging) or GPT-2 (language model).
+    TrainStage1(train_stage1::TrainStage1Args),
     /// Stage 2: train projection, mappers and cross-projection (HTSAT and GPT-2 frozen).
     TrainStage2(train_stage2::TrainStage2Args),
     /// Stage 3: finetune with GPT-2 unfrozen (HTSAT frozen), from a stage-2 model.

@@ -158,8 +158,40 @@ impl Htsat {
         Ok((x, trace))
     }
 
+    /// Log-mel `[B, T, M]` -> clip-wise logits `[B, classes]` (the time-averaged token-semantic
+    /// logits, before the sigmoid): what stage-1 tagging trains with BCE-with-logits, which is
+    /// numerically safer than a BCE on the probabilities.
+    pub fn clip_logits(&self, logmel: &Tensor) -> Result<Tensor> {
+        let image = self.image(logmel)?;
+        let (tokens, _) = self.forward_stages(&image)?;
+        let (_, logits) = self.tscam(&tokens)?;
+        Ok(logits.mean(D::Minus1)?)
+    }
+
     /// Token-semantic head on the final tokens `[B, G*G, C]` (G = 8).
     fn head(&self, tokens: &Tensor) -> Result<HtsatOutput> {
+        let cfg = &self.cfg;
+        let b = tokens.dim(0)?;
+        let (embedding, logits) = self.tscam(tokens)?;
+        // [B, classes]
+        let clipwise = candle_nn::ops::sigmoid(&logits.mean(D::Minus1)?)?;
+        // [B, 32, classes] -> each step repeated to the resized time axis -> [B, 1024, classes]
+        let steps = logits.dim(2)?;
+        let repeat = cfg.target_frames() / steps;
+        let framewise = candle_nn::ops::sigmoid(&logits.transpose(1, 2)?)?
+            .unsqueeze(2)?
+            .broadcast_as((b, steps, repeat, cfg.num_classes))?
+            .reshape((b, steps * repeat, cfg.num_classes))?;
+        Ok(HtsatOutput {
+            embedding,
+            clipwise,
+            framewise,
+        })
+    }
+
+    /// Final tokens `[B, G*G, C]` -> (embedding `[B, C]`, token-semantic logits
+    /// `[B, classes, fr*G]`).
+    fn tscam(&self, tokens: &Tensor) -> Result<(Tensor, Tensor)> {
         let cfg = &self.cfg;
         let (b, _, c) = tokens.dims3()?;
         let g = cfg.final_grid();
@@ -184,20 +216,7 @@ impl Htsat {
             .conv2d(&self.tscam_weight, 0, 1, 1, 1)?
             .broadcast_add(&self.tscam_bias.reshape((1, cfg.num_classes, 1, 1))?)?
             .squeeze(2)?;
-        // [B, classes]
-        let clipwise = candle_nn::ops::sigmoid(&logits.mean(D::Minus1)?)?;
-        // [B, 32, classes] -> each step repeated to the resized time axis -> [B, 1024, classes]
-        let steps = logits.dim(2)?;
-        let repeat = cfg.target_frames() / steps;
-        let framewise = candle_nn::ops::sigmoid(&logits.transpose(1, 2)?)?
-            .unsqueeze(2)?
-            .broadcast_as((b, steps, repeat, cfg.num_classes))?
-            .reshape((b, steps * repeat, cfg.num_classes))?;
-        Ok(HtsatOutput {
-            embedding,
-            clipwise,
-            framewise,
-        })
+        Ok((embedding, logits))
     }
 }
 
@@ -325,6 +344,13 @@ struct SwinBlock {
     shift: usize,
     /// Relative position bias (+ shift mask): `[nW or 1, heads, N, N]`, N = window^2.
     attn_bias: Tensor,
+    /// What `attn_bias` is gathered from, kept so a trainable table (stage 1) is re-gathered in
+    /// every forward instead of leaving a stale copy once the optimizer updates it.
+    bias_table: Tensor,
+    /// `[N*N]` u32 relative position index.
+    bias_index: Tensor,
+    /// `[nW, 1, N, N]` shift mask (shifted blocks only).
+    shift_mask: Option<Tensor>,
 }
 
 impl SwinBlock {
@@ -349,21 +375,15 @@ impl SwinBlock {
             ((2 * window - 1) * (2 * window - 1), heads),
             "relative_position_bias_table",
         )?;
-        let index = Tensor::from_vec(relative_position_index(window), n * n, vb.device())?;
-        // [N*N, heads] -> [heads, N, N]
-        let bias = table
-            .index_select(&index, 0)?
-            .reshape((n, n, heads))?
-            .permute((2, 0, 1))?;
-        let attn_bias = if shift > 0 {
+        let bias_index = Tensor::from_vec(relative_position_index(window), n * n, vb.device())?;
+        let shift_mask = if shift > 0 {
             let nw = (grid / window) * (grid / window);
             let mask = shift_attention_mask(grid, window, shift, cfg.shift_mask_value as f32);
-            let mask = Tensor::from_vec(mask, (nw, 1, n, n), vb.device())?.to_dtype(vb.dtype())?;
-            mask.broadcast_add(&bias.unsqueeze(0)?)?
+            Some(Tensor::from_vec(mask, (nw, 1, n, n), vb.device())?.to_dtype(vb.dtype())?)
         } else {
-            bias.unsqueeze(0)?
-        }
-        .contiguous()?;
+            None
+        };
+        let attn_bias = attention_bias(&table, &bias_index, shift_mask.as_ref(), heads)?;
         Ok(Self {
             norm1: layer_norm(dim, cfg.layer_norm_eps, vb.pp("norm1"))?,
             qkv: linear(dim, 3 * dim, attn.pp("qkv"))?,
@@ -376,6 +396,9 @@ impl SwinBlock {
             window,
             shift,
             attn_bias,
+            bias_table: table,
+            bias_index,
+            shift_mask,
         })
     }
 
@@ -430,17 +453,51 @@ impl SwinBlock {
         let k = qkv.i(1)?.contiguous()?;
         let v = qkv.i(2)?.contiguous()?;
         // [B*nW, heads, N, N] + bias/mask broadcast over the batch.
-        let nw_bias = self.attn_bias.dim(0)?;
+        // A trainable table is gathered again (its current value, inside the graph).
+        let fresh;
+        let attn_bias = if self.bias_table.track_op() {
+            fresh = attention_bias(
+                &self.bias_table,
+                &self.bias_index,
+                self.shift_mask.as_ref(),
+                self.heads,
+            )?;
+            &fresh
+        } else {
+            &self.attn_bias
+        };
+        let nw_bias = attn_bias.dim(0)?;
         let attn = q.matmul(&k.t()?)?;
         let attn = attn
             .reshape((batch, bw / batch / nw_bias, nw_bias, self.heads, n, n))?
-            .broadcast_add(&self.attn_bias)?
+            .broadcast_add(attn_bias)?
             .reshape((bw, self.heads, n, n))?;
         let attn = ops::softmax_last_dim(&attn)?;
         // [B*nW, heads, N, hd] -> [B*nW, N, C]
         let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((bw, n, c))?;
         Ok(self.proj.forward(&out)?)
     }
+}
+
+/// Relative position bias gathered from `table` `[(2w-1)^2, heads]` by `index` `[N*N]`, plus the
+/// shift mask when there is one: `[nW or 1, heads, N, N]`.
+fn attention_bias(
+    table: &Tensor,
+    index: &Tensor,
+    shift_mask: Option<&Tensor>,
+    heads: usize,
+) -> Result<Tensor> {
+    let n = (index.dim(0)? as f64).sqrt().round() as usize;
+    // [N*N, heads] -> [heads, N, N]
+    let bias = table
+        .index_select(index, 0)?
+        .reshape((n, n, heads))?
+        .permute((2, 0, 1))?;
+    let out = match shift_mask {
+        Some(mask) => mask.broadcast_add(&bias.unsqueeze(0)?)?,
+        None => bias.unsqueeze(0)?,
+    };
+    Ok(out.contiguous()?)
 }
 
 /// Swin's relative position index for a `w x w` window, flattened `[N*N]`.

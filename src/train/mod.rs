@@ -3,8 +3,10 @@
 pub mod config;
 pub mod data;
 pub mod explain_task;
+pub mod lm_task;
 pub mod model;
 pub mod optim;
 pub mod schedule;
 pub mod state;
+pub mod tagging_task;
 pub mod trainer;

@@ -1,0 +1,296 @@
+//! `adiff train-stage1`: unimodal pretraining, the audio encoder (HTSAT tagging) or the language
+//! model (GPT-2 on text).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::train::train_config;
+use super::{ClipArgs, ModelArgs};
+use crate::audio::CropMode;
+use crate::model::checkpoint::Checkpoint;
+use crate::model::config::AdiffConfig;
+use crate::text::tokenizer::Gpt2Tokenizer;
+use crate::train::config::TrainConfig;
+use crate::train::lm_task::{read_csv_answers, read_text_lines, LanguageModelTask, TrainableGpt2};
+use crate::train::tagging_task::{
+    label_set_for, prepare_clips, read_labels, LabelledFile, TaggingTask, TrainableHtsat,
+};
+use crate::train::trainer::{self, RunOptions, RunSummary};
+
+/// The paper-scale stage-1 configs, compiled in (also in configs/train/).
+pub const STAGE1_ENCODER_CONFIG: &str = include_str!("../../configs/train/stage1_encoder.json");
+pub const STAGE1_DECODER_CONFIG: &str = include_str!("../../configs/train/stage1_decoder.json");
+/// Mixed into the config seed for the hold-out split (as stages 2 and 3 do).
+const SPLIT_SEED_MIX: u64 = 0x5EED;
+
+/// Which half of the model stage 1 pretrains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// HTSAT: audio tagging, binary cross-entropy on clip labels.
+    Encoder,
+    /// GPT-2: next-token cross-entropy on text lines.
+    Decoder,
+}
+
+/// Stage 1, unimodal pretraining: `--part encoder` trains HTSAT to tag clips (binary
+/// cross-entropy on the clip-wise logits; label i is HTSAT output i, names written to
+/// OUTPUT/labels.json); `--part decoder` trains GPT-2 as a language model on text lines
+/// (next-token cross-entropy on `line + " <|endoftext|>"`). Everything else stays frozen, and
+/// OUTPUT/model.safetensors is the whole input checkpoint with the trained tensors replaced, so
+/// stage 2 starts from it with `-c`.
+///
+/// Labels: `truth.jsonl` from `adiff build-dataset synthetic` (every attribute value is a label,
+/// 19 in all; see the README) and/or CSVs of `file,labels` rows with labels separated by `;`.
+/// Training config: configs/train/stage1_encoder.json / stage1_decoder.json (compiled in).
+///
+/// Examples:
+///   adiff train-stage1 --part encoder --labels synth/truth.jsonl --split train --val-split test \
+///     -c adiff.ckpt -o runs/s1enc
+///   adiff train-stage1 --part decoder --text-from-csv synth/train_sentence_answer.csv \
+///     -c runs/s1enc/model.safetensors -o runs/s1dec
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct TrainStage1Args {
+    /// Which part trains.
+    #[arg(long, value_enum)]
+    pub part: Part,
+    /// Encoder: training labels (`.jsonl`: truth records; otherwise a `file,labels` CSV).
+    #[arg(long, num_args = 1..)]
+    pub labels: Vec<PathBuf>,
+    /// Encoder: validation labels (default: `val_fraction` of the training clips held out).
+    #[arg(long, num_args = 1..)]
+    pub val_labels: Vec<PathBuf>,
+    /// Encoder: train on the truth.jsonl records of this split only (`build-dataset synthetic`
+    /// keeps every split's clips in one truth.jsonl).
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Encoder: validate on the records of this split of the `--labels` truth files (e.g.
+    /// `--split train --val-split test`).
+    #[arg(long)]
+    pub val_split: Option<String>,
+    /// Encoder: folder the label files' paths are relative to (default: the first label file's
+    /// folder, where `build-dataset synthetic` puts truth.jsonl).
+    #[arg(long)]
+    pub audio_root: Option<PathBuf>,
+    #[command(flatten)]
+    pub clip: ClipArgs,
+    /// Decoder: text files, one document per line.
+    #[arg(long, num_args = 1..)]
+    pub text: Vec<PathBuf>,
+    /// Decoder: ACD/CLD-format CSVs whose `answer` column gives one document per row.
+    #[arg(long, num_args = 1..)]
+    pub text_from_csv: Vec<PathBuf>,
+    /// Decoder: validation text files (default: `val_fraction` of the lines held out).
+    #[arg(long, num_args = 1..)]
+    pub val_text: Vec<PathBuf>,
+    /// Decoder: validation CSVs (`answer` column).
+    #[arg(long, num_args = 1..)]
+    pub val_text_from_csv: Vec<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Training config JSON (default: configs/train/stage1_encoder.json or
+    /// stage1_decoder.json, compiled in).
+    #[arg(long)]
+    pub train_config: Option<PathBuf>,
+    /// Output folder: checkpoints/, log.jsonl, model.safetensors, config.json (and labels.json
+    /// for the encoder).
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// Continue from the latest checkpoint in the output folder.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this many optimizer steps in all (with a checkpoint).
+    #[arg(long)]
+    pub stop_after_steps: Option<u64>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Splits off a seeded `val_fraction` of `train` when `val` is empty.
+fn hold_out<T>(mut train: Vec<T>, val: Vec<T>, cfg: &TrainConfig) -> (Vec<T>, Vec<T>) {
+    if !val.is_empty() || cfg.val_fraction == 0.0 || train.len() < 2 {
+        return (train, val);
+    }
+    let order = trainer::epoch_order(cfg.seed ^ SPLIT_SEED_MIX, 0, train.len());
+    let n_val = ((train.len() as f64 * cfg.val_fraction).round() as usize).min(train.len() - 1);
+    let held: std::collections::HashSet<usize> = order[..n_val].iter().copied().collect();
+    let (mut kept, mut out) = (vec![], vec![]);
+    for (i, x) in train.drain(..).enumerate() {
+        if held.contains(&i) {
+            out.push(x);
+        } else {
+            kept.push(x);
+        }
+    }
+    (kept, out)
+}
+
+fn read_label_files(paths: &[PathBuf], split: Option<&str>) -> anyhow::Result<Vec<LabelledFile>> {
+    let mut out = vec![];
+    for p in paths {
+        out.extend(read_labels(p, split)?);
+    }
+    Ok(out)
+}
+
+fn write_configs(out: &Path, cfg: &AdiffConfig, tcfg: &TrainConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(
+        out.join("config.json"),
+        serde_json::to_string_pretty(cfg)? + "\n",
+    )
+    .with_context(|| format!("cannot write {}/config.json", out.display()))?;
+    std::fs::write(
+        out.join("train_config.json"),
+        serde_json::to_string_pretty(tcfg)? + "\n",
+    )?;
+    Ok(())
+}
+
+fn encoder_task(
+    args: &TrainStage1Args,
+    cfg: &AdiffConfig,
+    tcfg: &TrainConfig,
+    ckpt: Checkpoint,
+    device: candle_core::Device,
+) -> anyhow::Result<TaggingTask> {
+    anyhow::ensure!(
+        !args.labels.is_empty(),
+        "--part encoder needs --labels (truth.jsonl or file,labels CSV)"
+    );
+    anyhow::ensure!(
+        !matches!(args.clip.crop_mode(0), CropMode::Random { .. }),
+        "--crop random is not supported for stage 1 (log-mels are computed once per clip)"
+    );
+    let root = match &args.audio_root {
+        Some(r) => r.clone(),
+        None => args.labels[0]
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+    };
+    let train = read_label_files(&args.labels, args.split.as_deref())?;
+    let mut val = read_label_files(&args.val_labels, None)?;
+    if let Some(vs) = &args.val_split {
+        let jsonl: Vec<PathBuf> = args
+            .labels
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .cloned()
+            .collect();
+        anyhow::ensure!(
+            !jsonl.is_empty(),
+            "--val-split needs a truth.jsonl among --labels"
+        );
+        val.extend(read_label_files(&jsonl, Some(vs))?);
+    }
+    anyhow::ensure!(!train.is_empty(), "the label files list no clip");
+    let all: Vec<LabelledFile> = train.iter().chain(&val).cloned().collect();
+    let labels = label_set_for(&all);
+    let (train, val) = hold_out(train, val, tcfg);
+    let model = TrainableHtsat::build(&ckpt, cfg, &tcfg.trainable, &device)?;
+    let crop = args.clip.crop_mode(0);
+    eprintln!(
+        "stage1-encoder: computing log-mels of {} clips ({} labels)",
+        train.len() + val.len(),
+        labels.len()
+    );
+    let train = prepare_clips(&train, &labels, &root, &model.encoder, cfg, crop)?;
+    let val = prepare_clips(&val, &labels, &root, &model.encoder, cfg, crop)?;
+    Ok(TaggingTask {
+        model,
+        init: ckpt,
+        labels,
+        train,
+        val,
+        device,
+    })
+}
+
+fn decoder_task(
+    args: &TrainStage1Args,
+    cfg: &AdiffConfig,
+    tcfg: &TrainConfig,
+    ckpt: Checkpoint,
+    device: candle_core::Device,
+) -> anyhow::Result<LanguageModelTask> {
+    let mut lines = read_text_lines(&args.text)?;
+    lines.extend(read_csv_answers(&args.text_from_csv)?);
+    anyhow::ensure!(
+        !lines.is_empty(),
+        "--part decoder needs --text and/or --text-from-csv with at least one non-empty line"
+    );
+    let mut val = read_text_lines(&args.val_text)?;
+    val.extend(read_csv_answers(&args.val_text_from_csv)?);
+    let (train, val) = hold_out(lines, val, tcfg);
+    let model = TrainableGpt2::build(&ckpt, cfg, &tcfg.trainable, &device)?;
+    let tokenizer = Gpt2Tokenizer::bundled(&cfg.text)?;
+    let max = tcfg.max_answer_tokens.min(cfg.gpt2.n_positions);
+    Ok(LanguageModelTask {
+        train: LanguageModelTask::encode(&tokenizer, &train, max)?,
+        val: LanguageModelTask::encode(&tokenizer, &val, max)?,
+        model,
+        init: ckpt,
+        tokenizer,
+        pad_id: cfg.text.pad_token_id,
+        stop_id: cfg.text.stop_token_id,
+        device,
+    })
+}
+
+pub fn run(args: TrainStage1Args) -> anyhow::Result<()> {
+    run_stage1(&args)?;
+    Ok(())
+}
+
+/// Runs stage 1 (either part) and prints a summary.
+pub fn run_stage1(args: &TrainStage1Args) -> anyhow::Result<RunSummary> {
+    let (stage, default) = match args.part {
+        Part::Encoder => ("stage1-encoder", STAGE1_ENCODER_CONFIG),
+        Part::Decoder => ("stage1-decoder", STAGE1_DECODER_CONFIG),
+    };
+    let tcfg = train_config(args.train_config.as_deref(), default)?;
+    let cfg = args.model.config()?;
+    let device = args.model.device()?;
+    let ckpt = args.model.load_checkpoint(&cfg)?;
+    let opts = RunOptions {
+        out_dir: args.output.clone(),
+        resume: args.resume,
+        stop_after_steps: args.stop_after_steps,
+        stage: stage.to_string(),
+        progress: !args.quiet,
+    };
+    let summary = match args.part {
+        Part::Encoder => {
+            let task = encoder_task(args, &cfg, &tcfg, ckpt, device)?;
+            write_configs(&args.output, &cfg, &tcfg)?;
+            trainer::run(&task, &tcfg, &opts)?
+        }
+        Part::Decoder => {
+            let task = decoder_task(args, &cfg, &tcfg, ckpt, device)?;
+            write_configs(&args.output, &cfg, &tcfg)?;
+            trainer::run(&task, &tcfg, &opts)?
+        }
+    };
+    match &summary.model {
+        Some(m) => println!(
+            "{stage}: {} steps in {:.1} s, last train loss {}, best val loss {}; model {}",
+            summary.steps,
+            summary.seconds,
+            summary
+                .last_train_loss
+                .map_or("-".into(), |l| format!("{l:.4}")),
+            summary
+                .best_val_loss
+                .map_or("-".into(), |l| format!("{l:.4}")),
+            m.display(),
+        ),
+        None => println!(
+            "{stage}: stopped after {} of {} steps; continue with --resume",
+            summary.steps, summary.total_steps
+        ),
+    }
+    Ok(summary)
+}

@@ -1,0 +1,491 @@
+//! Stage 1, encoder part: HTSAT learns audio tagging with binary cross-entropy on multi-hot clip
+//! labels (the paper pretrains the audio encoder unimodally before ADIFF's stages 2 and 3).
+//!
+//! The K labels of a run use HTSAT's first K clip-wise outputs (of its 527 AudioSet classes); the
+//! other outputs get no target. Log-mels are computed once per clip (the front end has no
+//! trainable tensor) and kept in memory (`frames x mels` f32 values per clip, 256 KB at the paper's
+//! settings). bn0 stays frozen in eval mode (its folded scale and shift are derived from running
+//! statistics at load time), as do the STFT and mel matrices. Not reproduced from the reference
+//! training: SpecAugment, mixup and drop-path (this HTSAT has no stochastic layers), so a step is
+//! deterministic and resume stays exact.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, Var};
+
+use crate::audio::{load_clip, CropMode};
+use crate::data::synthetic::{Background, Loudness, Pattern, Pitch, SourceKind, TruthRecord};
+use crate::error::{AdiffError, Result};
+use crate::model::audio_encoder::{AudioEncoder, HTSAT_PREFIX};
+use crate::model::checkpoint::{save_safetensors, Checkpoint, TrainablePredicate};
+use crate::model::config::AdiffConfig;
+use crate::train::trainer::TrainTask;
+
+/// HTSAT parts that never train: bn0 (folded from running statistics at load time) and the
+/// fixed STFT / mel front end.
+pub const FROZEN_HTSAT_PARTS: [&str; 3] = ["bn0", "spectrogram_extractor", "logmel_extractor"];
+/// Label files written next to the exported model.
+pub const LABELS_FILE: &str = "labels.json";
+/// Separator of the labels in a CSV's second column.
+pub const CSV_LABEL_SEPARATOR: char = ';';
+/// Separates an attribute group from its value in a label name (`pitch=high`).
+const GROUP_SEPARATOR: char = '=';
+/// Validation clips per forward pass when accuracy is measured.
+const EVAL_BATCH: usize = 8;
+/// Decision threshold for labels that belong to no group.
+const THRESHOLD: f32 = 0.5;
+
+/// Whether `name` is `prefix` or lies under it (`prefix.` ...).
+fn under(name: &str, prefix: &str) -> bool {
+    name == prefix
+        || name
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// The label vocabulary of a run: names in output order, and the groups of mutually exclusive
+/// labels (`attr=value` names sharing `attr`), over which accuracy is the argmax's.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LabelSet {
+    pub names: Vec<String>,
+    pub groups: Vec<(String, Range<usize>)>,
+}
+
+impl LabelSet {
+    /// Groups consecutive `group=value` names; a name without `=` stands alone (no group).
+    pub fn new(names: Vec<String>) -> Self {
+        let mut groups: Vec<(String, Range<usize>)> = vec![];
+        for (i, n) in names.iter().enumerate() {
+            let Some((g, _)) = n.split_once(GROUP_SEPARATOR) else {
+                continue;
+            };
+            match groups.last_mut() {
+                Some((last, r)) if last == g && r.end == i => r.end = i + 1,
+                _ => groups.push((g.to_string(), i..i + 1)),
+            }
+        }
+        Self { names, groups }
+    }
+
+    /// The 19 labels of the synthetic datasets, in this order: kind (tone, buzz, chord, noise,
+    /// clicks, chirp_up, chirp_down), pitch (low, mid, high), loudness (quiet, medium, loud),
+    /// pattern (continuous, pulsing, single), background (silence, hum, hiss). Names are
+    /// `attribute=value` with the values as `truth.jsonl` spells them.
+    pub fn synthetic() -> Self {
+        fn names<T: serde::Serialize>(attr: &str, all: &[T]) -> Vec<String> {
+            all.iter()
+                .map(|v| {
+                    let v = serde_json::to_value(v)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    format!("{attr}{GROUP_SEPARATOR}{v}")
+                })
+                .collect()
+        }
+        let mut all = names("kind", &SourceKind::ALL);
+        all.extend(names("pitch", &Pitch::ALL));
+        all.extend(names("loudness", &Loudness::ALL));
+        all.extend(names("pattern", &Pattern::ALL));
+        all.extend(names("background", &Background::ALL));
+        Self::new(all)
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Multi-hot targets `[K]` of a clip's label names (an unknown name is an error).
+    pub fn targets(&self, labels: &[String], what: &str) -> Result<Vec<f32>> {
+        let mut t = vec![0f32; self.len()];
+        for l in labels {
+            let i = self.names.iter().position(|n| n == l).ok_or_else(|| {
+                AdiffError::Invalid(format!("{what}: label '{l}' is not in the label set"))
+            })?;
+            t[i] = 1.0;
+        }
+        Ok(t)
+    }
+}
+
+/// A clip with its labels, before the audio is read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelledFile {
+    /// Relative to the audio root.
+    pub path: String,
+    pub labels: Vec<String>,
+}
+
+/// Reads `truth.jsonl` (from `adiff build-dataset synthetic`): every attribute value of a clip is
+/// one of its labels. Keeps only records of `split` when given.
+pub fn read_truth(path: &Path, split: Option<&str>) -> Result<Vec<LabelledFile>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AdiffError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+    let synthetic = LabelSet::synthetic();
+    let mut out = vec![];
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let rec: TruthRecord = serde_json::from_str(line)
+            .map_err(|e| AdiffError::Invalid(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        if split.is_some_and(|s| s != rec.split) {
+            continue;
+        }
+        let a = serde_json::to_value(rec.spec.attributes)
+            .map_err(|e| AdiffError::Invalid(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        // The group names of `LabelSet::synthetic` are the record's field names.
+        let labels = synthetic
+            .groups
+            .iter()
+            .map(|(g, _)| {
+                let v = a.get(g).and_then(|v| v.as_str()).unwrap_or_default();
+                format!("{g}{GROUP_SEPARATOR}{v}")
+            })
+            .collect();
+        out.push(LabelledFile {
+            path: rec.path,
+            labels,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads a CSV of `file,labels` rows (labels separated by `;`; a `file,labels` header is
+/// skipped).
+pub fn read_label_csv(path: &Path) -> Result<Vec<LabelledFile>> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_path(path)
+        .map_err(|e| AdiffError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+    let mut out = vec![];
+    for (i, rec) in rdr.records().enumerate() {
+        let rec = rec.map_err(|e| AdiffError::Invalid(format!("{}: {e}", path.display())))?;
+        let (Some(file), Some(labels)) = (rec.get(0), rec.get(1)) else {
+            return Err(AdiffError::Invalid(format!(
+                "{}: row {} needs two columns (file, labels separated by '{CSV_LABEL_SEPARATOR}')",
+                path.display(),
+                i + 1
+            )));
+        };
+        if i == 0 && file.trim() == "file" && labels.trim() == "labels" {
+            continue;
+        }
+        out.push(LabelledFile {
+            path: file.trim().to_string(),
+            labels: labels
+                .split(CSV_LABEL_SEPARATOR)
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// Reads a label file by its extension (`.jsonl`: truth records, only those of `split` when
+/// given; otherwise a CSV, which has no split).
+pub fn read_labels(path: &Path, split: Option<&str>) -> Result<Vec<LabelledFile>> {
+    if path.extension().is_some_and(|e| e == "jsonl") {
+        read_truth(path, split)
+    } else {
+        read_label_csv(path)
+    }
+}
+
+/// The label set of some files: the synthetic one when every label belongs to it, otherwise
+/// the sorted distinct labels.
+pub fn label_set_for(files: &[LabelledFile]) -> LabelSet {
+    let synthetic = LabelSet::synthetic();
+    let all: std::collections::BTreeSet<&String> = files.iter().flat_map(|f| &f.labels).collect();
+    if all.iter().all(|l| synthetic.names.contains(l)) {
+        synthetic
+    } else {
+        LabelSet::new(all.into_iter().cloned().collect())
+    }
+}
+
+/// A clip ready for training: its log-mel and targets.
+pub struct TaggedClip {
+    pub path: String,
+    /// `[frames * mels]` row-major log-mel.
+    pub logmel: Vec<f32>,
+    /// `[K]` multi-hot.
+    pub targets: Vec<f32>,
+}
+
+/// Reads every file's audio once and computes its log-mel.
+pub fn prepare_clips(
+    files: &[LabelledFile],
+    labels: &LabelSet,
+    root: &Path,
+    encoder: &AudioEncoder,
+    cfg: &AdiffConfig,
+    crop: CropMode,
+) -> Result<Vec<TaggedClip>> {
+    files
+        .iter()
+        .map(|f| {
+            let path: PathBuf = root.join(&f.path);
+            let samples = load_clip(&path, &cfg.audio, crop)?;
+            Ok(TaggedClip {
+                path: f.path.clone(),
+                logmel: encoder.front_end.log_mel(&samples)?,
+                targets: labels.targets(&f.labels, &f.path)?,
+            })
+        })
+        .collect()
+}
+
+/// An audio encoder whose HTSAT tensors (minus [`FROZEN_HTSAT_PARTS`]) under `trainable` are
+/// [`Var`]s, sorted by name.
+pub struct TrainableHtsat {
+    pub encoder: AudioEncoder,
+    pub vars: Vec<(String, Var)>,
+}
+
+impl TrainableHtsat {
+    /// Builds the encoder from `ckpt`; every prefix of `trainable` must lie under HTSAT
+    /// (`audio_encoder.base.htsat`) and must not name a frozen part.
+    pub fn build(
+        ckpt: &Checkpoint,
+        cfg: &AdiffConfig,
+        trainable: &[String],
+        device: &Device,
+    ) -> Result<Self> {
+        let frozen: Vec<String> = FROZEN_HTSAT_PARTS
+            .iter()
+            .map(|p| format!("{HTSAT_PREFIX}.{p}"))
+            .collect();
+        for p in trainable {
+            if !under(p, HTSAT_PREFIX) {
+                return Err(AdiffError::Config(format!(
+                    "trainable prefix '{p}' is outside HTSAT ({HTSAT_PREFIX}): stage 1's encoder \
+                     part trains HTSAT only"
+                )));
+            }
+            if let Some(f) = frozen.iter().find(|f| under(p, f)) {
+                return Err(AdiffError::Config(format!(
+                    "trainable prefix '{p}' names {f}, which stays frozen (eval-mode batch norm \
+                     and the fixed log-mel front end)"
+                )));
+            }
+        }
+        let prefixes = trainable.to_vec();
+        let predicate: TrainablePredicate = std::sync::Arc::new(move |name: &str| {
+            prefixes.iter().any(|p| under(name, p)) && !frozen.iter().any(|f| under(name, f))
+        });
+        let (vb, report, vars) = ckpt.trainable_var_builder(DType::F32, device, predicate);
+        let encoder = AudioEncoder::load(vb, cfg)
+            .map_err(|e| AdiffError::checkpoint(ckpt.path(), e.to_string()))?;
+        report.finish()?;
+        let vars = vars.sorted();
+        for p in trainable {
+            if !vars.iter().any(|(n, _)| under(n, p)) {
+                return Err(AdiffError::Config(format!(
+                    "trainable prefix '{p}' matches no tensor of the model"
+                )));
+            }
+        }
+        Ok(Self { encoder, vars })
+    }
+}
+
+/// Mean binary cross-entropy of `logits` against `targets` (same shape), from the logits:
+/// `max(x, 0) - x*y + log(1 + exp(-|x|))`, stable for large |x| and built from ops that all
+/// have a backward pass.
+pub fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let pos = logits.relu()?;
+    let soft = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    Ok(((pos - logits.mul(targets)?)? + soft)?.mean_all()?)
+}
+
+/// The whole checkpoint with the trained tensors replaced (what stage 2 starts from with `-c`).
+pub fn export_with(init: &Checkpoint, vars: &[(String, Var)]) -> Result<HashMap<String, Tensor>> {
+    let mut out: HashMap<String, Tensor> = init
+        .names()
+        .map(|n| (n.to_string(), init.get(n).cloned()))
+        .filter_map(|(n, t)| t.map(|t| (n, t)))
+        .collect();
+    for (name, v) in vars {
+        out.insert(name.clone(), v.as_tensor().detach());
+    }
+    Ok(out)
+}
+
+/// Validation accuracy per label group (`labels` for ungrouped labels at the 0.5 threshold), and
+/// each validation clip's predicted labels `[n_val][K]`.
+pub type Evaluation = (Vec<(String, f64)>, Vec<Vec<bool>>);
+
+/// Stage 1, encoder part.
+pub struct TaggingTask {
+    pub model: TrainableHtsat,
+    pub init: Checkpoint,
+    pub labels: LabelSet,
+    pub train: Vec<TaggedClip>,
+    pub val: Vec<TaggedClip>,
+    pub device: Device,
+}
+
+impl TaggingTask {
+    /// `[B, T, M]` log-mels and `[B, K]` targets of `clips[idx]`.
+    fn batch(&self, clips: &[TaggedClip], idx: &[usize]) -> Result<(Tensor, Tensor)> {
+        let m = self.model.encoder.front_end.config().n_mels;
+        let mut mel = Vec::new();
+        let mut tgt = Vec::new();
+        for &i in idx {
+            mel.extend_from_slice(&clips[i].logmel);
+            tgt.extend_from_slice(&clips[i].targets);
+        }
+        let b = idx.len();
+        let t = mel.len() / (b * m);
+        Ok((
+            Tensor::from_vec(mel, (b, t, m), &self.device)?,
+            Tensor::from_vec(tgt, (b, self.labels.len()), &self.device)?,
+        ))
+    }
+
+    /// Clip logits of the K labels `[B, K]` (HTSAT's first K outputs).
+    fn logits(&self, logmel: &Tensor) -> Result<Tensor> {
+        let k = self.labels.len();
+        let classes = self.model.encoder.htsat.config().num_classes;
+        if k > classes {
+            return Err(AdiffError::Invalid(format!(
+                "{k} labels but HTSAT has only {classes} clip-wise outputs"
+            )));
+        }
+        // [B, classes] -> [B, K]
+        Ok(self
+            .model
+            .encoder
+            .htsat
+            .clip_logits(logmel)?
+            .narrow(1, 0, k)?)
+    }
+
+    fn loss(&self, clips: &[TaggedClip], idx: &[usize]) -> Result<Tensor> {
+        let (mel, tgt) = self.batch(clips, idx)?;
+        bce_with_logits(&self.logits(&mel)?, &tgt)
+    }
+
+    /// Per-group accuracy of the argmax (and, for ungrouped labels, of the 0.5 threshold) over
+    /// the validation clips, plus each clip's predicted labels `[n_val][K]` (1 = predicted).
+    pub fn evaluate(&self, batch: usize) -> Result<Evaluation> {
+        let k = self.labels.len();
+        let mut probs: Vec<Vec<f32>> = Vec::with_capacity(self.val.len());
+        for start in (0..self.val.len()).step_by(batch.max(1)) {
+            let idx: Vec<usize> = (start..(start + batch).min(self.val.len())).collect();
+            let (mel, _) = self.batch(&self.val, &idx)?;
+            let p = candle_nn::ops::sigmoid(&self.logits(&mel)?.detach())?;
+            probs.extend(p.to_vec2::<f32>()?);
+        }
+        let mut predicted = vec![vec![false; k]; probs.len()];
+        let mut in_group = vec![false; k];
+        let mut acc = vec![];
+        for (g, r) in &self.labels.groups {
+            let mut right = 0usize;
+            for (c, p) in probs.iter().enumerate() {
+                let best = r
+                    .clone()
+                    .max_by(|&a, &b| p[a].total_cmp(&p[b]))
+                    .unwrap_or(r.start);
+                predicted[c][best] = true;
+                right += usize::from(self.val[c].targets[best] == 1.0);
+            }
+            in_group[r.clone()].iter_mut().for_each(|x| *x = true);
+            acc.push((g.clone(), right as f64 / probs.len().max(1) as f64));
+        }
+        let loose: Vec<usize> = (0..k).filter(|&i| !in_group[i]).collect();
+        if !loose.is_empty() {
+            let mut right = 0usize;
+            for (c, p) in probs.iter().enumerate() {
+                for &i in &loose {
+                    let on = p[i] > THRESHOLD;
+                    predicted[c][i] = on;
+                    right += usize::from(on == (self.val[c].targets[i] == 1.0));
+                }
+            }
+            acc.push((
+                "labels".into(),
+                right as f64 / (probs.len() * loose.len()).max(1) as f64,
+            ));
+        }
+        Ok((acc, predicted))
+    }
+}
+
+impl TrainTask for TaggingTask {
+    fn num_train(&self) -> usize {
+        self.train.len()
+    }
+
+    fn num_val(&self) -> usize {
+        self.val.len()
+    }
+
+    fn train_loss(&self, indices: &[usize], _epoch: u64) -> Result<Tensor> {
+        self.loss(&self.train, indices)
+    }
+
+    fn val_loss(&self, indices: &[usize]) -> Result<Tensor> {
+        Ok(self.loss(&self.val, indices)?.detach())
+    }
+
+    /// First line: per-attribute accuracy over the whole validation set; then one line per
+    /// requested clip with its predicted and true labels.
+    fn samples(&self, indices: &[usize], _max_tokens: usize) -> Result<Vec<String>> {
+        let (acc, predicted) = self.evaluate(EVAL_BATCH)?;
+        let names = |flags: &[bool]| {
+            flags
+                .iter()
+                .zip(&self.labels.names)
+                .filter(|(f, _)| **f)
+                .map(|(_, n)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut out = vec![format!(
+            "accuracy over {} clips: {}",
+            self.val.len(),
+            acc.iter()
+                .map(|(g, a)| format!("{g} {a:.3}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )];
+        for &i in indices {
+            let truth: Vec<bool> = self.val[i].targets.iter().map(|&t| t == 1.0).collect();
+            out.push(format!(
+                "{}: {} | truth {}",
+                self.val[i].path,
+                names(&predicted[i]),
+                names(&truth)
+            ));
+        }
+        Ok(out)
+    }
+
+    fn vars(&self) -> &[(String, Var)] {
+        &self.model.vars
+    }
+
+    /// The whole initial checkpoint with HTSAT's trained tensors, and `labels.json` beside it
+    /// (label names in output order: output i of the clip-wise head is label i).
+    fn export(&self, path: &Path) -> Result<()> {
+        save_safetensors(&export_with(&self.init, &self.model.vars)?, None, path)?;
+        let labels = path.with_file_name(LABELS_FILE);
+        let json = serde_json::json!({
+            "labels": self.labels.names,
+            "note": "label i is HTSAT clip-wise output i (the first K of its outputs)",
+        });
+        std::fs::write(&labels, format!("{json:#}\n"))
+            .map_err(|e| AdiffError::Invalid(format!("cannot write {}: {e}", labels.display())))
+    }
+}

@@ -1,0 +1,636 @@
+//! Stage 1 (unimodal pretraining) against PyTorch (`scripts/fixtures_stage1.py`) and from the
+//! CLI. Tolerances: encoder BCE loss 1e-5 relative, its gradients within 1e-3 of the tensor's
+//! largest |g| and the global gradient norm (121 tensors) 1e-3 relative (the loss runs through
+//! the whole f32 Swin, whose forward already differs from torch's by ~1e-5); decoder LM loss
+//! 1e-5 relative, gradients within 1e-4 of the largest |g|, norm 1e-4 relative.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use adiff::audio::{load_clip, CropMode};
+use adiff::model::checkpoint::Checkpoint;
+use adiff::model::config::AdiffConfig;
+use adiff::train::lm_task::{lm_loss, TrainableGpt2};
+use adiff::train::tagging_task::{bce_with_logits, LabelSet, TrainableHtsat};
+use candle_core::{DType, Device, Tensor};
+
+const HTSAT: &str = "audio_encoder.base.htsat";
+const NUM_LABELS: usize = 19;
+
+fn fixture() -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(common::fixture("train/stage1.safetensors"), &Device::Cpu)
+        .unwrap()
+}
+
+fn scalar(t: &Tensor) -> f32 {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0]
+}
+
+/// Largest |x| of a tensor.
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+fn grad_norm(grads: &candle_core::backprop::GradStore, vars: &[(String, candle_core::Var)]) -> f64 {
+    vars.iter()
+        .map(|(_, v)| {
+            grads
+                .get(v.as_tensor())
+                .map(|g| {
+                    f64::from(
+                        g.sqr()
+                            .unwrap()
+                            .sum_all()
+                            .unwrap()
+                            .to_scalar::<f32>()
+                            .unwrap(),
+                    )
+                })
+                .unwrap_or(0.0)
+        })
+        .sum::<f64>()
+        .sqrt()
+}
+
+fn check_grad(what: &str, got: &Tensor, want: &Tensor, rel: f32) -> f32 {
+    let scale = max_abs(want);
+    let d = common::max_abs_diff(got, want);
+    assert!(
+        d <= rel * scale + 1e-7,
+        "{what}: gradient differs by {d} (largest |g| {scale})"
+    );
+    d / (scale + 1e-7)
+}
+
+#[test]
+fn synthetic_label_layout() {
+    let l = LabelSet::synthetic();
+    assert_eq!(l.len(), NUM_LABELS);
+    assert_eq!(l.names[0], "kind=tone");
+    assert_eq!(l.names[5], "kind=chirp_up");
+    assert_eq!(l.names[9], "pitch=high");
+    assert_eq!(l.names[18], "background=hiss");
+    let groups: Vec<(&str, usize)> = l
+        .groups
+        .iter()
+        .map(|(g, r)| (g.as_str(), r.len()))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("kind", 7),
+            ("pitch", 3),
+            ("loudness", 3),
+            ("pattern", 3),
+            ("background", 3)
+        ]
+    );
+}
+
+#[test]
+fn encoder_loss_and_gradients_match_pytorch() {
+    let f = fixture();
+    let cfg = AdiffConfig::tiny();
+    let ckpt = Checkpoint::load(common::fixture("htsat/htsat_tiny.ckpt")).unwrap();
+    let t = TrainableHtsat::build(&ckpt, &cfg, &[HTSAT.to_string()], &Device::Cpu).unwrap();
+    assert_eq!(
+        t.vars.len(),
+        scalar(&f["encoder.num_grads"].to_dtype(DType::F32).unwrap()) as usize,
+        "trainable sets differ"
+    );
+    assert!(t.vars.iter().all(|(n, _)| !n.contains(".bn0.")));
+    let clips: Vec<Vec<f32>> = ["clip_a.wav", "clip_b.wav"]
+        .iter()
+        .map(|n| {
+            load_clip(
+                &common::fixture(&format!("htsat/{n}")),
+                &cfg.audio,
+                CropMode::Start,
+            )
+            .unwrap()
+        })
+        .collect();
+    let mel = t.encoder.log_mel(&clips).unwrap();
+    let logits = t
+        .encoder
+        .htsat
+        .clip_logits(&mel)
+        .unwrap()
+        .narrow(1, 0, NUM_LABELS)
+        .unwrap();
+    let loss = bce_with_logits(&logits, &f["encoder.target"]).unwrap();
+    let (ours, theirs) = (loss.to_scalar::<f32>().unwrap(), scalar(&f["encoder.loss"]));
+    let rel = ((ours - theirs) / theirs).abs();
+    println!("encoder BCE: ours {ours} torch {theirs} (rel {rel:.1e})");
+    assert!(rel < 1e-5, "encoder loss {ours} vs {theirs}");
+
+    let grads = loss.backward().unwrap();
+    let by_name: HashMap<&str, &Tensor> = t
+        .vars
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_tensor()))
+        .collect();
+    let mut worst = 0f32;
+    for (k, want) in &f {
+        let Some(name) = k.strip_prefix("encoder.grad.") else {
+            continue;
+        };
+        let (name, first_k) = match name.strip_suffix(".first_k") {
+            Some(n) => (n, true),
+            None => (name, false),
+        };
+        let var = by_name[format!("{HTSAT}.{name}").as_str()];
+        let mut got = grads
+            .get(var)
+            .unwrap_or_else(|| panic!("no gradient for {name}"))
+            .clone();
+        if first_k {
+            got = got.narrow(0, 0, NUM_LABELS).unwrap();
+        }
+        worst = worst.max(check_grad(name, &got, want, 1e-3));
+    }
+    let norm = grad_norm(&grads, &t.vars);
+    let want = f64::from(scalar(&f["encoder.grad_norm"]));
+    println!(
+        "encoder: worst gradient difference {worst:.1e} of largest |g|; norm {norm} vs {want}"
+    );
+    assert!(
+        ((norm - want) / want).abs() < 1e-3,
+        "gradient norm {norm} vs {want}"
+    );
+}
+
+#[test]
+fn decoder_loss_and_gradients_match_hugging_face() {
+    let f = fixture();
+    let cfg = AdiffConfig::tiny();
+    let ckpt = Checkpoint::load(common::fixture("gpt2/adiff_tiny.safetensors")).unwrap();
+    let t = TrainableGpt2::build(
+        &ckpt,
+        &cfg,
+        &["caption_decoder.gpt".to_string()],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ids = f["decoder.ids"]
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec2::<u32>()
+        .unwrap();
+    let lens = f["decoder.lengths"]
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec1::<u32>()
+        .unwrap();
+    let rows: Vec<Vec<u32>> = ids
+        .iter()
+        .zip(&lens)
+        .map(|(r, &n)| r[..n as usize].to_vec())
+        .collect();
+    let loss = lm_loss(&t.gpt, &rows, cfg.text.pad_token_id, &Device::Cpu).unwrap();
+    let (ours, theirs) = (loss.to_scalar::<f32>().unwrap(), scalar(&f["decoder.loss"]));
+    let rel = ((ours - theirs) / theirs).abs();
+    println!("decoder LM loss: ours {ours} torch {theirs} (rel {rel:.1e})");
+    assert!(rel < 1e-5, "decoder loss {ours} vs {theirs}");
+    let grads = loss.backward().unwrap();
+    let by_name: HashMap<&str, &Tensor> = t
+        .vars
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_tensor()))
+        .collect();
+    for (k, want) in &f {
+        let Some(name) = k.strip_prefix("decoder.grad.") else {
+            continue;
+        };
+        let got = if name == "wte_rows" {
+            let rows = f["decoder.wte_rows"].to_dtype(DType::U32).unwrap();
+            let wte = by_name["caption_decoder.gpt.transformer.wte.weight"];
+            grads.get(wte).unwrap().index_select(&rows, 0).unwrap()
+        } else {
+            grads
+                .get(by_name[format!("caption_decoder.gpt.{name}").as_str()])
+                .unwrap()
+                .clone()
+        };
+        check_grad(name, &got, want, 1e-4);
+    }
+    let norm = grad_norm(&grads, &t.vars);
+    let want = f64::from(scalar(&f["decoder.grad_norm"]));
+    println!("decoder: gradient norm {norm} vs {want}");
+    assert!(
+        ((norm - want) / want).abs() < 1e-4,
+        "gradient norm {norm} vs {want}"
+    );
+    assert!(!t.tied_head);
+
+    // The official checkpoint stores lm_head.weight as a copy of wte (tied in PyTorch): it is
+    // trained tied, with the same gradients, and exported under both names.
+    let mut tensors: HashMap<String, Tensor> = ckpt
+        .names()
+        .map(|n| (n.to_string(), ckpt.get(n).unwrap().clone()))
+        .collect();
+    let wte = tensors["caption_decoder.gpt.transformer.wte.weight"]
+        .copy()
+        .unwrap();
+    tensors.insert("caption_decoder.gpt.lm_head.weight".into(), wte);
+    let copy = Checkpoint::from_tensors("with-head-copy", tensors);
+    let tied = TrainableGpt2::build(
+        &copy,
+        &cfg,
+        &["caption_decoder.gpt".to_string()],
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert!(tied.tied_head);
+    assert_eq!(
+        tied.vars.len(),
+        t.vars.len(),
+        "the head copy is no separate tensor"
+    );
+    let loss = lm_loss(&tied.gpt, &rows, cfg.text.pad_token_id, &Device::Cpu).unwrap();
+    let norm = grad_norm(&loss.backward().unwrap(), &tied.vars);
+    assert!(
+        ((norm - want) / want).abs() < 1e-4,
+        "tied: gradient norm {norm} vs {want}"
+    );
+    let (_, v) = tied
+        .vars
+        .iter()
+        .find(|(n, _)| n.ends_with("wte.weight"))
+        .unwrap();
+    v.set(&(v.as_tensor() + 1.0).unwrap()).unwrap();
+    let out = tied.export_tensors(&copy).unwrap();
+    assert_eq!(
+        common::max_abs_diff(&out["caption_decoder.gpt.lm_head.weight"], v.as_tensor()),
+        0.0
+    );
+}
+
+fn adiff() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_adiff"))
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("adiff-stage1-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn load(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+}
+
+fn step_losses(log: &Path) -> Vec<f64> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "step")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect()
+}
+
+/// Writes a copy of a tiny stage-1 config with some fields replaced.
+fn config(dir: &Path, name: &str, changes: serde_json::Value) -> PathBuf {
+    let text = std::fs::read_to_string(common::root().join("configs/train").join(name)).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for (k, x) in changes.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    let p = dir.join(name);
+    std::fs::write(&p, v.to_string()).unwrap();
+    p
+}
+
+fn tiny_config_arg() -> [String; 2] {
+    [
+        "--config".into(),
+        common::root()
+            .join("configs/tiny.json")
+            .display()
+            .to_string(),
+    ]
+}
+
+/// The encoder run: loss drops on a small synthetic set (overfitting two clips), only HTSAT's
+/// trainable tensors move (bn0, the front end and the other checkpoint tensors are bit-for-bit
+/// the input's), labels.json is written, and a run stopped and resumed ends with the same weights.
+#[test]
+fn encoder_cli_trains_freezes_and_resumes() {
+    let dir = scratch("enc");
+    let data = dir.join("data");
+    ok(adiff()
+        .args([
+            "build-dataset",
+            "synthetic",
+            "--count",
+            "1",
+            "--seed",
+            "5",
+            "-o",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap());
+    let tcfg = config(
+        &dir,
+        "tiny_stage1_encoder.json",
+        serde_json::json!({"epochs": 4, "batch_size": 2, "val_fraction": 0.0, "warmup_steps": 0, "num_samples": 0}),
+    );
+    let ckpt = common::fixture("htsat/htsat_tiny.ckpt");
+    let run = |out: &Path, extra: &[&str]| {
+        ok(adiff()
+            .args(["train-stage1", "--part", "encoder", "--quiet", "--labels"])
+            .arg(data.join("truth.jsonl"))
+            .arg("-c")
+            .arg(&ckpt)
+            .args(tiny_config_arg())
+            .arg("--train-config")
+            .arg(&tcfg)
+            .arg("-o")
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap())
+    };
+    let full = dir.join("full");
+    run(&full, &[]);
+    let losses = step_losses(&full.join("log.jsonl"));
+    println!("encoder step losses: {losses:?}");
+    assert_eq!(losses.len(), 4);
+    assert!(
+        losses[3] < 0.8 * losses[0],
+        "training loss did not drop: {losses:?}"
+    );
+    let labels: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(full.join("labels.json")).unwrap()).unwrap();
+    assert_eq!(labels["labels"].as_array().unwrap().len(), NUM_LABELS);
+
+    let init = Checkpoint::load(&ckpt).unwrap();
+    let model = load(&full.join("model.safetensors"));
+    assert_eq!(
+        model.len(),
+        init.len(),
+        "the export holds every input tensor"
+    );
+    let (mut moved, mut same) = (0, 0);
+    for (name, t) in &model {
+        let before = init.get(name).unwrap().to_dtype(t.dtype()).unwrap();
+        let unchanged = before.flatten_all().unwrap().to_vec1::<f32>().ok()
+            == t.flatten_all().unwrap().to_vec1::<f32>().ok()
+            && before.dims() == t.dims();
+        let frozen = name.contains(".bn0.")
+            || name.contains("spectrogram_extractor")
+            || name.contains("logmel_extractor")
+            || t.dtype() != DType::F32;
+        if frozen {
+            assert!(unchanged, "{name} is frozen but changed");
+            same += 1;
+        } else if !unchanged {
+            moved += 1;
+        }
+    }
+    println!("{moved} tensors moved, {same} frozen ones unchanged");
+    assert!(moved > 100 && same >= 5, "moved {moved}, frozen {same}");
+
+    // Stopped after 2 of 4 steps, then resumed: the same weights, bit for bit.
+    let part = dir.join("part");
+    run(&part, &["--stop-after-steps", "2"]);
+    assert!(!part.join("model.safetensors").exists());
+    run(&part, &["--resume"]);
+    let resumed = load(&part.join("model.safetensors"));
+    for (name, t) in &model {
+        assert_eq!(
+            common::max_abs_diff(
+                &t.to_dtype(DType::F32).unwrap(),
+                &resumed[name].to_dtype(DType::F32).unwrap()
+            ),
+            0.0,
+            "{name} differs after resume"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The decoder run on the synthetic explanations (`--text-from-csv`): loss drops, only GPT-2
+/// moves, samples are logged.
+#[test]
+fn decoder_cli_trains_gpt2_only() {
+    let dir = scratch("dec");
+    let data = dir.join("data");
+    ok(adiff()
+        .args([
+            "build-dataset",
+            "synthetic",
+            "--count",
+            "8",
+            "--seed",
+            "5",
+            "-o",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap());
+    let tcfg = config(
+        &dir,
+        "tiny_stage1_decoder.json",
+        serde_json::json!({"epochs": 4, "lr": 0.02}),
+    );
+    let out = dir.join("run");
+    let mut cmd = adiff();
+    cmd.args([
+        "train-stage1",
+        "--part",
+        "decoder",
+        "--quiet",
+        "--text-from-csv",
+    ])
+    .arg(data.join("train_sentence_answer.csv"));
+    for f in [
+        "htsat/htsat_tiny.ckpt",
+        "gpt2/adiff_tiny.safetensors",
+        "adiff/adiff_tiny_rest.ckpt",
+    ] {
+        cmd.arg("-c").arg(common::fixture(f));
+    }
+    ok(cmd
+        .args(tiny_config_arg())
+        .arg("--train-config")
+        .arg(&tcfg)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap());
+    let losses = step_losses(&out.join("log.jsonl"));
+    println!("decoder step losses: {losses:?}");
+    let (first, last) = (losses[0], losses[losses.len() - 1]);
+    assert!(last < 0.8 * first, "LM loss did not drop: {losses:?}");
+    let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+    assert!(
+        log.contains("\"samples\":[\"["),
+        "no sample continuations logged"
+    );
+
+    let init = Checkpoint::load_all(&[
+        common::fixture("htsat/htsat_tiny.ckpt"),
+        common::fixture("gpt2/adiff_tiny.safetensors"),
+        common::fixture("adiff/adiff_tiny_rest.ckpt"),
+    ])
+    .unwrap();
+    let model = load(&out.join("model.safetensors"));
+    assert_eq!(model.len(), init.len());
+    for (name, t) in &model {
+        let before = init.get(name).unwrap().to_dtype(t.dtype()).unwrap();
+        let same = before.dims() == t.dims()
+            && before
+                .to_dtype(DType::F32)
+                .and_then(|b| {
+                    b.sub(&t.to_dtype(DType::F32)?)?
+                        .abs()?
+                        .flatten_all()?
+                        .max(0)
+                })
+                .map(|d| d.to_scalar::<f32>().unwrap() == 0.0)
+                .unwrap_or(true);
+        if name.starts_with("caption_decoder.gpt.") && name.contains(".h.0.mlp.c_fc.weight") {
+            assert!(!same, "{name} did not train");
+        }
+        if !name.starts_with("caption_decoder.gpt.") {
+            assert!(same, "{name} is outside GPT-2 but changed");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn stage1_misuse_is_refused() {
+    let ckpt = Checkpoint::load(common::fixture("htsat/htsat_tiny.ckpt")).unwrap();
+    let cfg = AdiffConfig::tiny();
+    for (prefix, want) in [
+        (format!("{HTSAT}.bn0"), "frozen"),
+        ("caption_decoder.gpt".to_string(), "outside HTSAT"),
+        (format!("{HTSAT}.nope"), "matches no tensor"),
+    ] {
+        let err = TrainableHtsat::build(&ckpt, &cfg, &[prefix], &Device::Cpu)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains(want), "{err}");
+    }
+}
+
+/// No derived copy goes stale: after every trainable tensor is changed in place (as an optimizer
+/// step does), the trainable encoder gives what a frozen encoder built from the changed
+/// checkpoint gives (relative-position tables are re-gathered, tscam and patch weights used as
+/// they are).
+#[test]
+fn updated_htsat_vars_are_seen_by_the_forward() {
+    use adiff::model::audio_encoder::AudioEncoder;
+    use adiff::train::tagging_task::export_with;
+    let cfg = AdiffConfig::tiny();
+    let ckpt = Checkpoint::load(common::fixture("htsat/htsat_tiny.ckpt")).unwrap();
+    let t = TrainableHtsat::build(&ckpt, &cfg, &[HTSAT.to_string()], &Device::Cpu).unwrap();
+    let clip = load_clip(
+        &common::fixture("htsat/clip_a.wav"),
+        &cfg.audio,
+        CropMode::Start,
+    )
+    .unwrap();
+    let mel = t.encoder.log_mel(&[clip]).unwrap();
+    let before = t.encoder.htsat.clip_logits(&mel).unwrap();
+    // The differentiable (unfused) path against the fused inference kernels, before any update.
+    let plain = AudioEncoder::from_checkpoint(&ckpt, &cfg, &Device::Cpu).unwrap();
+    let d0 = common::max_abs_diff(&before, &plain.htsat.clip_logits(&mel).unwrap());
+    for (i, (_, v)) in t.vars.iter().enumerate() {
+        let shift = 0.005 * ((i % 7) as f64 - 3.0);
+        v.set(&(v.as_tensor() * 1.01).unwrap().affine(1.0, shift).unwrap())
+            .unwrap();
+    }
+    let after = t.encoder.htsat.clip_logits(&mel).unwrap();
+    let changed = Checkpoint::from_tensors("changed", export_with(&ckpt, &t.vars).unwrap());
+    let frozen = AudioEncoder::from_checkpoint(&changed, &cfg, &Device::Cpu).unwrap();
+    let want = frozen.htsat.clip_logits(&mel).unwrap();
+    let d = common::max_abs_diff(&after, &want);
+    let moved = common::max_abs_diff(&after, &before);
+    let scale = max_abs(&want);
+    println!(
+        "trainable vs frozen path: {d0:.1e} before the update; after it {d:.1e} (largest |logit| \
+         {scale:.1}, moved by {moved:.2})"
+    );
+    assert!(moved > 0.1, "the update had no effect");
+    // A stale copy would be off by about the update's effect (0.3); the f32 path difference
+    // (unfused vs fused kernels) stays within 1e-5 of the logits' size.
+    assert!(d < 1e-5 * scale, "the trainable forward is stale by {d}");
+}
+
+#[test]
+fn labels_from_a_csv() {
+    use adiff::train::tagging_task::{label_set_for, read_label_csv};
+    let dir = scratch("csv");
+    let p = dir.join("labels.csv");
+    std::fs::write(
+        &p,
+        "file,labels\na.wav,kind=tone;pitch=low\nb.wav,dog;rain\n\"c d.wav\",rain\n",
+    )
+    .unwrap();
+    let files = read_label_csv(&p).unwrap();
+    assert_eq!(files.len(), 3);
+    assert_eq!(files[2].path, "c d.wav");
+    let set = label_set_for(&files);
+    assert_eq!(set.names, ["dog", "kind=tone", "pitch=low", "rain"]);
+    assert_eq!(
+        set.targets(&files[1].labels, "b").unwrap(),
+        [1.0, 0.0, 0.0, 1.0]
+    );
+    // Only-synthetic labels keep the synthetic layout.
+    assert_eq!(label_set_for(&files[..1]).len(), NUM_LABELS);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn truth_records_by_split() {
+    use adiff::train::tagging_task::read_truth;
+    let dir = scratch("split");
+    for (split, count) in [("train", "2"), ("test", "1")] {
+        ok(adiff()
+            .args([
+                "build-dataset",
+                "synthetic",
+                "--count",
+                count,
+                "--seed",
+                "2",
+            ])
+            .args(["--split", split, "-o"])
+            .arg(&dir)
+            .output()
+            .unwrap());
+    }
+    let truth = dir.join("truth.jsonl");
+    assert_eq!(read_truth(&truth, None).unwrap().len(), 6);
+    let test = read_truth(&truth, Some("test")).unwrap();
+    assert_eq!(test.len(), 2);
+    assert!(test.iter().all(|f| f.path.contains("test_")));
+    assert_eq!(test[0].labels.len(), 5);
+    let _ = std::fs::remove_dir_all(&dir);
+}
