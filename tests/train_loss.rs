@@ -149,3 +149,34 @@ fn htsat_cannot_be_trainable_in_stages_2_and_3() {
     .expect("unknown prefix refused");
     assert!(err.to_string().contains("matches no tensor"), "{err}");
 }
+
+/// A checkpoint that stores `lm_head.weight` as a copy of `wte` (as the official one does)
+/// trains them tied in stage 3, as PyTorch does, and exports the trained `wte` under both names.
+#[test]
+fn stored_head_copy_trains_tied() {
+    let ckpt = checkpoint();
+    let mut tensors: HashMap<String, Tensor> = ckpt
+        .names()
+        .map(|n| (n.to_string(), ckpt.get(n).unwrap().clone()))
+        .collect();
+    let wte = "caption_decoder.gpt.transformer.wte.weight";
+    let head = "caption_decoder.gpt.lm_head.weight";
+    tensors.insert(head.to_string(), tensors[wte].copy().unwrap());
+    let with_head = Checkpoint::from_tensors("with_head", tensors);
+    let mut trainable: Vec<String> = STAGE2.iter().map(|s| s.to_string()).collect();
+    trainable.push("caption_decoder.gpt".into());
+    let t =
+        TrainableAdiff::build(&with_head, &AdiffConfig::tiny(), &trainable, &Device::Cpu).unwrap();
+    assert!(t.tied_head);
+    assert!(
+        t.vars.iter().all(|(n, _)| n != head),
+        "head must not be a separate tensor"
+    );
+    // Same loss and gradients as the tied fixture.
+    let f = fixture();
+    let loss = answer_loss(&t.model, &batch(&f)).unwrap();
+    let want = f["stage3.loss"].to_vec1::<f32>().unwrap()[0];
+    assert!(((loss.to_scalar::<f32>().unwrap() - want) / want).abs() < 1e-5);
+    let out = t.tensors(&with_head).unwrap();
+    assert_eq!(common::max_abs_diff(&out[head], &out[wte]), 0.0);
+}

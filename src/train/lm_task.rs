@@ -79,7 +79,7 @@ pub struct TrainableGpt2 {
 }
 
 /// Names of GPT-2's token embedding and output head in an ADIFF checkpoint.
-fn wte_and_head() -> (String, String) {
+pub(crate) fn wte_and_head() -> (String, String) {
     (
         format!("{GPT2_PREFIX}.transformer.wte.weight"),
         format!("{GPT2_PREFIX}.lm_head.weight"),
@@ -87,7 +87,7 @@ fn wte_and_head() -> (String, String) {
 }
 
 /// Whether `ckpt` holds `lm_head.weight` equal to `wte` element for element.
-fn head_is_wte_copy(ckpt: &Checkpoint) -> Result<bool> {
+pub(crate) fn head_is_wte_copy(ckpt: &Checkpoint) -> Result<bool> {
     let (wte, head) = wte_and_head();
     let (Some(w), Some(h)) = (ckpt.get(&wte), ckpt.get(&head)) else {
         return Ok(false);

@@ -14,6 +14,7 @@ use crate::model::adiff::Adiff;
 use crate::model::audio_encoder::HTSAT_PREFIX;
 use crate::model::checkpoint::{Checkpoint, TrainablePredicate};
 use crate::model::config::AdiffConfig;
+use crate::train::lm_task::{head_is_wte_copy, wte_and_head};
 
 /// A model whose trainable tensors are [`Var`]s, sorted by name.
 pub struct TrainableAdiff {
@@ -21,6 +22,10 @@ pub struct TrainableAdiff {
     pub vars: Vec<(String, Var)>,
     /// Every checkpoint tensor the model read (what an exported model file holds).
     pub used: Vec<String>,
+    /// The checkpoint stored `lm_head.weight` as a copy of `wte` (as the official one does):
+    /// the model is built with the head tied to `wte`, as PyTorch trains it, and exports write
+    /// the trained `wte` under both names.
+    pub tied_head: bool,
 }
 
 /// Whether `name` is `prefix` or lies under it (`prefix.` ...).
@@ -53,7 +58,21 @@ impl TrainableAdiff {
         let prefixes = trainable.to_vec();
         let predicate: TrainablePredicate =
             std::sync::Arc::new(move |name: &str| prefixes.iter().any(|p| under(name, p)));
-        let (vb, report, vars) = ckpt.trainable_var_builder(DType::F32, device, predicate);
+        let tied_head = head_is_wte_copy(ckpt)?;
+        let untied;
+        let source = if tied_head {
+            let head = wte_and_head().1;
+            let tensors = ckpt
+                .names()
+                .filter(|n| *n != head)
+                .filter_map(|n| ckpt.get(n).map(|t| (n.to_string(), t.clone())))
+                .collect();
+            untied = Checkpoint::from_tensors(ckpt.path(), tensors);
+            &untied
+        } else {
+            ckpt
+        };
+        let (vb, report, vars) = source.trainable_var_builder(DType::F32, device, predicate);
         let model =
             Adiff::load(vb, cfg).map_err(|e| AdiffError::checkpoint(ckpt.path(), e.to_string()))?;
         let used = report.used_names();
@@ -66,7 +85,12 @@ impl TrainableAdiff {
                 )));
             }
         }
-        Ok(Self { model, vars, used })
+        Ok(Self {
+            model,
+            vars,
+            used,
+            tied_head,
+        })
     }
 
     /// All tensors the model read, the trainable ones with their current values, by name.
@@ -81,6 +105,14 @@ impl TrainableAdiff {
                     .clone(),
             };
             out.insert(name.clone(), t);
+        }
+        if self.tied_head {
+            let (wte, head) = wte_and_head();
+            let w = out
+                .get(&wte)
+                .cloned()
+                .ok_or_else(|| AdiffError::Invalid(format!("{wte} missing from the model")))?;
+            out.insert(head, w);
         }
         Ok(out)
     }
