@@ -79,8 +79,9 @@ pub struct ModelArgs {
         conflicts_with = "model"
     )]
     pub checkpoint: Vec<PathBuf>,
-    /// A model shipped in data/models/ (`demo`: trained on the synthetic sound world only),
-    /// instead of --checkpoint and --config. `$ADIFF_MODELS` can point at another folder.
+    /// A model folder in data/models/ (model.safetensors + config.json), instead of --checkpoint
+    /// and --config; `$ADIFF_MODELS` can point at another folder. No model is shipped yet:
+    /// scripts/train_demo.sh writes `demo` (synthetic sound world only).
     #[arg(long, conflicts_with = "config")]
     pub model: Option<String>,
     /// Model config JSON (default: the paper's, as in configs/base.json).
