@@ -136,6 +136,10 @@ impl Proj {
         let (m, _) = x.dims2()?;
         let y = match self {
             Proj::Trainable { w_in_out, .. } => x.matmul(w_in_out)?, // [M, in] x [in, out]
+            // Training through a frozen weight: only the input needs a gradient.
+            Proj::F32 { wt, .. } if x.track_op() && !wt.track_op() => {
+                x.apply_op2(&wt.t()?, FrozenMatmul)?
+            }
             Proj::F32 { wt, b_vec, .. } => {
                 // The dot-product kernel works on raw slices: no gradients through it.
                 if m <= MATVEC_MAX_ROWS && !x.track_op() && !wt.track_op() {
@@ -161,6 +165,67 @@ impl Proj {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
+    }
+}
+
+/// `x [M, K] @ w [K, N]` where `w` is a constant (a frozen weight): candle's own matmul backward
+/// also computes the weight's gradient, which for frozen GPT-2 in stage 2 roughly doubles the
+/// backward cost for nothing; this op's backward returns the input's gradient only.
+struct FrozenMatmul;
+
+impl FrozenMatmul {
+    fn dims(
+        l1: &candle_core::Layout,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(usize, usize, usize)> {
+        let (m, k) = l1.shape().dims2()?;
+        let (k2, n) = l2.shape().dims2()?;
+        if k != k2 {
+            candle_core::bail!("frozen matmul: [{m}, {k}] x [{k2}, {n}]");
+        }
+        Ok((m, k, n))
+    }
+}
+
+impl candle_core::CustomOp2 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-weight-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (m, k, n) = Self::dims(l1, l2)?;
+        Ok((s1.matmul(s2, (1, m, n, k), l1, l2)?, (m, n).into()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (m, k, n) = Self::dims(l1, l2)?;
+        Ok((s1.matmul(s2, (1, m, n, k), l1, l2)?, (m, n).into()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        // d(x w)/dx = grad w^T; w is frozen.
+        Ok((Some(grad.matmul(&w.t()?)?), None))
     }
 }
 
