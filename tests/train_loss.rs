@@ -66,7 +66,8 @@ fn batch(f: &HashMap<String, Tensor>) -> Batch {
 fn check_stage(stage: &str, trainable: &[String]) {
     let f = fixture();
     let ckpt = checkpoint();
-    let t = TrainableAdiff::build(&ckpt, &AdiffConfig::tiny(), trainable, &Device::Cpu).unwrap();
+    let t =
+        TrainableAdiff::build(&ckpt, &AdiffConfig::tiny(), trainable, None, &Device::Cpu).unwrap();
     let b = batch(&f);
     let loss = answer_loss(&t.model, &b).unwrap();
     let ours = loss.to_scalar::<f32>().unwrap();
@@ -134,6 +135,7 @@ fn htsat_cannot_be_trainable_in_stages_2_and_3() {
         &checkpoint(),
         &AdiffConfig::tiny(),
         &["audio_encoder".to_string()],
+        None,
         &Device::Cpu,
     )
     .err()
@@ -143,6 +145,7 @@ fn htsat_cannot_be_trainable_in_stages_2_and_3() {
         &checkpoint(),
         &AdiffConfig::tiny(),
         &["caption_decoder.nope".to_string()],
+        None,
         &Device::Cpu,
     )
     .err()
@@ -165,8 +168,14 @@ fn stored_head_copy_trains_tied() {
     let with_head = Checkpoint::from_tensors("with_head", tensors);
     let mut trainable: Vec<String> = STAGE2.iter().map(|s| s.to_string()).collect();
     trainable.push("caption_decoder.gpt".into());
-    let t =
-        TrainableAdiff::build(&with_head, &AdiffConfig::tiny(), &trainable, &Device::Cpu).unwrap();
+    let t = TrainableAdiff::build(
+        &with_head,
+        &AdiffConfig::tiny(),
+        &trainable,
+        None,
+        &Device::Cpu,
+    )
+    .unwrap();
     assert!(t.tied_head);
     assert!(
         t.vars.iter().all(|(n, _)| n != head),
@@ -179,4 +188,64 @@ fn stored_head_copy_trains_tied() {
     assert!(((loss.to_scalar::<f32>().unwrap() - want) / want).abs() < 1e-5);
     let out = t.tensors(&with_head).unwrap();
     assert_eq!(common::max_abs_diff(&out[head], &out[wte]), 0.0);
+}
+
+/// Starting from parts (HTSAT + GPT-2, no mappers): without `init_missing` the missing mapper
+/// tensors are named; with it they are initialised, trainable, and the loss is finite.
+#[test]
+fn missing_trainable_tensors_are_initialised_on_request() {
+    let parts = Checkpoint::load_all(&[
+        common::fixture("htsat/htsat_tiny.ckpt"),
+        common::fixture("gpt2/adiff_tiny.safetensors"),
+    ])
+    .unwrap();
+    let trainable: Vec<String> = STAGE2.iter().map(|s| s.to_string()).collect();
+    let err = TrainableAdiff::build(&parts, &AdiffConfig::tiny(), &trainable, None, &Device::Cpu)
+        .err()
+        .expect("missing mappers reported");
+    assert!(
+        err.to_string()
+            .contains("audio_encoder.projection.linear1.weight is missing"),
+        "{err}"
+    );
+    let t = TrainableAdiff::build(
+        &parts,
+        &AdiffConfig::tiny(),
+        &trainable,
+        Some(5),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(t.vars.len(), 107);
+    // Seeded: the same seed gives the same initial values.
+    let again = TrainableAdiff::build(
+        &parts,
+        &AdiffConfig::tiny(),
+        &trainable,
+        Some(5),
+        &Device::Cpu,
+    )
+    .unwrap();
+    for ((n, a), (_, b)) in t.vars.iter().zip(&again.vars) {
+        assert_eq!(
+            common::max_abs_diff(a.as_tensor(), b.as_tensor()),
+            0.0,
+            "{n}"
+        );
+    }
+    let loss = answer_loss(&t.model, &batch(&fixture()))
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(loss.is_finite() && loss > 0.0, "{loss}");
+    // Frozen parts must still come from the checkpoint: a missing GPT-2 tensor is an error.
+    let htsat_only = Checkpoint::load(common::fixture("htsat/htsat_tiny.ckpt")).unwrap();
+    assert!(TrainableAdiff::build(
+        &htsat_only,
+        &AdiffConfig::tiny(),
+        &trainable,
+        Some(5),
+        &Device::Cpu
+    )
+    .is_err());
 }

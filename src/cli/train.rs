@@ -53,6 +53,11 @@ pub struct StageArgs {
     /// budget; `--resume` continues the same schedule.
     #[arg(long)]
     pub stop_after_steps: Option<u64>,
+    /// Initialise trainable tensors the checkpoint lacks (seeded by the config's `seed`), e.g.
+    /// the mappers when starting from HTSAT weights + a hub GPT-2 (`-c htsat.ckpt -c gpt2.safetensors`
+    /// with a config naming `gpt2.hub_repo`, or both files). Frozen tensors must be present.
+    #[arg(long)]
+    pub init_missing: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -103,7 +108,13 @@ pub fn run_stage(
         Some(p) => crate::model::checkpoint::Checkpoint::load(p)?,
         None => args.model.load_checkpoint(&cfg)?,
     };
-    let model = TrainableAdiff::build(&ckpt, &cfg, &tcfg.trainable, &device)?;
+    let model = TrainableAdiff::build(
+        &ckpt,
+        &cfg,
+        &tcfg.trainable,
+        (args.init_missing && init.is_none()).then_some(tcfg.seed),
+        &device,
+    )?;
     let tokenizer = Gpt2Tokenizer::bundled(&cfg.text)?;
     model.model.check_tokenizer(&tokenizer)?;
     let prompts = match &args.prompts {

@@ -125,7 +125,7 @@ impl Checkpoint {
     /// A [`VarBuilder`] over this checkpoint that records problems instead of failing on the
     /// first one. Call [`LoadReport::finish`] once the model is built.
     pub fn var_builder(&self, dtype: DType, device: &Device) -> (VarBuilder<'static>, LoadReport) {
-        let (vb, report, _) = self.builder(dtype, device, None);
+        let (vb, report, _) = self.builder(dtype, device, None, None);
         (vb, report)
     }
 
@@ -138,7 +138,21 @@ impl Checkpoint {
         device: &Device,
         trainable: TrainablePredicate,
     ) -> (VarBuilder<'static>, LoadReport, TrainableVars) {
-        self.builder(dtype, device, Some(trainable))
+        self.builder(dtype, device, Some(trainable), None)
+    }
+
+    /// Like [`Checkpoint::trainable_var_builder`], and a trainable tensor the checkpoint lacks is
+    /// created with the layer's default initialisation instead of being reported missing (to
+    /// start training from parts, e.g. HTSAT weights + a hub GPT-2 without mappers), with values
+    /// drawn from `seed` and each tensor's name (reproducible).
+    pub fn trainable_var_builder_init_missing(
+        &self,
+        dtype: DType,
+        device: &Device,
+        trainable: TrainablePredicate,
+        seed: u64,
+    ) -> (VarBuilder<'static>, LoadReport, TrainableVars) {
+        self.builder(dtype, device, Some(trainable), Some(seed))
     }
 
     fn builder(
@@ -146,6 +160,7 @@ impl Checkpoint {
         dtype: DType,
         device: &Device,
         trainable: Option<TrainablePredicate>,
+        init_seed: Option<u64>,
     ) -> (VarBuilder<'static>, LoadReport, TrainableVars) {
         let problems = Arc::new(Mutex::new(Vec::new()));
         let used = Arc::new(Mutex::new(BTreeSet::new()));
@@ -157,6 +172,8 @@ impl Checkpoint {
             used: used.clone(),
             trainable,
             vars: vars.clone(),
+            init_missing: init_seed.is_some(),
+            init_seed: init_seed.unwrap_or(0),
         };
         let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
         let report = LoadReport {
@@ -244,6 +261,64 @@ struct CheckedBackend {
     /// Names to hand out as trainable [`Var`]s (None: plain tensors only).
     trainable: Option<TrainablePredicate>,
     vars: TrainableVars,
+    /// Create missing trainable tensors from the layer's init hint instead of reporting them.
+    init_missing: bool,
+    /// Seed of those initial values (each tensor also mixes in its name).
+    init_seed: u64,
+}
+
+/// Initial values for `shape` following candle's init hint `h`, drawn from a generator seeded
+/// by `seed` and the tensor's name (candle's own `Init::var` uses an unseedable CPU generator).
+fn seeded_init(
+    h: &candle_nn::Init,
+    shape: &Shape,
+    name: &str,
+    seed: u64,
+) -> candle_core::Result<Tensor> {
+    use candle_nn::init::{Init, NormalOrUniform};
+    use rand::{Rng, SeedableRng};
+    let mix = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ mix);
+    let n = shape.elem_count();
+    let mut normal = |mean: f64, std: f64| -> Vec<f32> {
+        // Box-Muller on two uniforms in (0, 1].
+        (0..n)
+            .map(|_| {
+                let u1: f64 = 1.0 - rng.random::<f64>();
+                let u2: f64 = rng.random::<f64>();
+                let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                (mean + std * z) as f32
+            })
+            .collect()
+    };
+    let values = match *h {
+        Init::Const(v) => vec![v as f32; n],
+        Init::Randn { mean, stdev } => normal(mean, stdev),
+        Init::Uniform { lo, up } => {
+            let mut r = rand::rngs::StdRng::seed_from_u64(seed ^ mix);
+            (0..n).map(|_| r.random_range(lo..up) as f32).collect()
+        }
+        Init::Kaiming {
+            dist,
+            fan,
+            non_linearity,
+        } => {
+            let std = non_linearity.gain() / (fan.for_shape(shape).max(1) as f64).sqrt();
+            match dist {
+                NormalOrUniform::Normal => normal(0.0, std),
+                NormalOrUniform::Uniform => {
+                    let bound = 3f64.sqrt() * std;
+                    let mut r = rand::rngs::StdRng::seed_from_u64(seed ^ mix);
+                    (0..n)
+                        .map(|_| r.random_range(-bound..bound) as f32)
+                        .collect()
+                }
+            }
+        }
+    };
+    Tensor::from_vec(values, shape.clone(), &Device::Cpu)
 }
 
 impl CheckedBackend {
@@ -282,7 +357,7 @@ impl SimpleBackend for CheckedBackend {
         &self,
         s: Shape,
         name: &str,
-        _h: candle_nn::Init,
+        h: candle_nn::Init,
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
@@ -308,6 +383,18 @@ impl SimpleBackend for CheckedBackend {
                     s.dims()
                 ));
                 Tensor::zeros(s, dtype, dev)
+            }
+            None if self.init_missing
+                && !self.skipped.contains_key(name)
+                && self.trainable.as_ref().is_some_and(|t| t(name)) =>
+            {
+                drop(map);
+                let var = Var::from_tensor(&seeded_init(&h, &s, name, self.init_seed)?)?;
+                let var = Var::from_tensor(&var.as_tensor().to_dtype(dtype)?.to_device(dev)?)?;
+                self.mark_used(name);
+                let out = var.as_tensor().clone();
+                self.vars.push(name, var);
+                Ok(out)
             }
             None => {
                 match self.skipped.get(name) {

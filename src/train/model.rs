@@ -40,10 +40,13 @@ impl TrainableAdiff {
     /// Builds the model from `ckpt`; tensors under one of `trainable` (checkpoint-name
     /// prefixes, e.g. `caption_decoder.cross_project`) become trainable, every other one stays
     /// a constant. HTSAT never trains in stages 2 and 3 (its embeddings may come from a cache).
+    /// With `init_missing = Some(seed)`, trainable tensors the checkpoint lacks get their layer's
+    /// default initialisation, seeded (e.g. mappers when starting from HTSAT + a hub GPT-2).
     pub fn build(
         ckpt: &Checkpoint,
         cfg: &AdiffConfig,
         trainable: &[String],
+        init_missing: Option<u64>,
         device: &Device,
     ) -> Result<Self> {
         if let Some(p) = trainable
@@ -72,7 +75,12 @@ impl TrainableAdiff {
         } else {
             ckpt
         };
-        let (vb, report, vars) = source.trainable_var_builder(DType::F32, device, predicate);
+        let (vb, report, vars) = match init_missing {
+            Some(seed) => {
+                source.trainable_var_builder_init_missing(DType::F32, device, predicate, seed)
+            }
+            None => source.trainable_var_builder(DType::F32, device, predicate),
+        };
         let model =
             Adiff::load(vb, cfg).map_err(|e| AdiffError::checkpoint(ckpt.path(), e.to_string()))?;
         let used = report.used_names();
