@@ -206,17 +206,10 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Keys of the rows already in an output CSV, with their counts. A record cut short by an
-/// interrupted run (wrong number of fields, or unreadable) ends the file: it is dropped by
-/// rewriting the good part (temporary file, then rename).
+/// Keys of the rows already in an output CSV, with their counts (an incomplete last record left
+/// by an interrupted run is dropped, see [`super::completed_records`]).
 fn completed_rows(path: &Path) -> anyhow::Result<HashMap<(String, String, String), usize>> {
-    let mut done = HashMap::new();
-    if !path.exists() {
-        return Ok(done);
-    }
-    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_path(path)?;
-    let headers = rdr.headers()?.clone();
-    let col = |name: &str| {
+    let col = |headers: &csv::StringRecord, name: &str| {
         headers.iter().position(|h| h == name).with_context(|| {
             format!(
                 "{}: not an adiff infer output (no '{name}' column)",
@@ -224,71 +217,24 @@ fn completed_rows(path: &Path) -> anyhow::Result<HashMap<(String, String, String
             )
         })
     };
-    let (c1, c2, ci) = (col("filepath1")?, col("filepath2")?, col("input")?);
-    col("prediction")?;
-    let mut good = Vec::new();
-    let mut truncated = false;
-    for rec in rdr.records() {
-        match rec {
-            Ok(r) if r.len() == headers.len() => good.push(r),
-            _ => {
-                truncated = true;
-                break;
-            }
+    let records = super::completed_records(path, |h| {
+        for name in ["filepath1", "filepath2", "input", "prediction"] {
+            col(h, name)?;
         }
-    }
-    if !truncated && !good.is_empty() && !ends_with_closed_record(&std::fs::read(path)?) {
-        good.pop();
-        truncated = true;
-    }
-    for r in &good {
-        *done
-            .entry((r[c1].to_string(), r[c2].to_string(), r[ci].to_string()))
-            .or_insert(0) += 1;
-    }
-    if truncated {
-        let tmp = path.with_extension("csv.partial");
-        {
-            let mut w = csv::WriterBuilder::new()
-                .quote_style(csv::QuoteStyle::Always)
-                .from_path(&tmp)?;
-            w.write_record(&headers)?;
-            for r in &good {
-                w.write_record(r)?;
-            }
-            w.flush()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        eprintln!(
-            "{}: dropped an incomplete last row left by an interrupted run",
-            path.display()
+        Ok(())
+    })?;
+    let mut done = HashMap::new();
+    if let Some((h, good)) = records {
+        let (c1, c2, ci) = (
+            col(&h, "filepath1")?,
+            col(&h, "filepath2")?,
+            col(&h, "input")?,
         );
+        for r in &good {
+            *done
+                .entry((r[c1].to_string(), r[c2].to_string(), r[ci].to_string()))
+                .or_insert(0) += 1;
+        }
     }
     Ok(done)
-}
-
-/// Whether a file written with every field quoted ends with a complete record: a newline right
-/// after a closing quote (an odd run of quotes; an even run is an escaped quote inside a field).
-fn ends_with_closed_record(bytes: &[u8]) -> bool {
-    let body = bytes
-        .strip_suffix(b"\n")
-        .map(|b| b.strip_suffix(b"\r").unwrap_or(b));
-    match body {
-        Some(b) => b.iter().rev().take_while(|&&c| c == b'"').count() % 2 == 1,
-        None => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ends_with_closed_record;
-
-    #[test]
-    fn record_ends_are_recognised() {
-        assert!(ends_with_closed_record(b"\"a\",\"b\"\n"));
-        assert!(ends_with_closed_record(b"\"a\",\"say \"\"hi\"\"\"\r\n"));
-        assert!(!ends_with_closed_record(b"\"a\",\"b"));
-        assert!(!ends_with_closed_record(b"\"a\",\"line one\n"));
-        assert!(!ends_with_closed_record(b"\"a\",\"ends with quote \"\"\n"));
-    }
 }

@@ -308,3 +308,91 @@ pub fn answer_text(
     };
     Ok(tokenizer.decode_clean(ids)?.trim().to_string())
 }
+
+/// Records already in a resumable output CSV (written with every field quoted), after
+/// `check_headers` accepted its header; None when the file is missing or empty. A record cut short
+/// by an interrupted run (wrong field count, unreadable, or no closing quote before the final
+/// newline) ends the file: it is dropped by rewriting the good part (temporary file, fsync,
+/// rename), so the next run redoes it.
+pub fn completed_records(
+    path: &std::path::Path,
+    check_headers: impl Fn(&csv::StringRecord) -> anyhow::Result<()>,
+) -> anyhow::Result<Option<(csv::StringRecord, Vec<csv::StringRecord>)>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) if !b.is_empty() => b,
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(bytes.as_slice());
+    let headers = rdr
+        .headers()
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .clone();
+    check_headers(&headers)?;
+    let mut good = Vec::new();
+    let mut truncated = false;
+    for rec in rdr.records() {
+        match rec {
+            Ok(r) if r.len() == headers.len() => good.push(r),
+            _ => {
+                truncated = true;
+                break;
+            }
+        }
+    }
+    if !truncated && !good.is_empty() && !ends_with_closed_record(&bytes) {
+        good.pop();
+        truncated = true;
+    }
+    if truncated {
+        let tmp = path.with_extension("csv.partial");
+        {
+            let mut w = csv::WriterBuilder::new()
+                .quote_style(csv::QuoteStyle::Always)
+                .from_path(&tmp)?;
+            w.write_record(&headers)?;
+            for r in &good {
+                w.write_record(r)?;
+            }
+            w.flush()?;
+            w.into_inner()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?
+                .sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        eprintln!(
+            "{}: dropped an incomplete last row left by an interrupted run",
+            path.display()
+        );
+    }
+    Ok(Some((headers, good)))
+}
+
+/// Whether a file written with every field quoted ends with a complete record: a newline right
+/// after a closing quote (an odd run of quotes; an even run is an escaped quote inside a field).
+fn ends_with_closed_record(bytes: &[u8]) -> bool {
+    let body = bytes
+        .strip_suffix(b"\n")
+        .map(|b| b.strip_suffix(b"\r").unwrap_or(b));
+    match body {
+        Some(b) => b.iter().rev().take_while(|&&c| c == b'"').count() % 2 == 1,
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::ends_with_closed_record;
+
+    #[test]
+    fn record_ends_are_recognised() {
+        assert!(ends_with_closed_record(b"\"a\",\"b\"\n"));
+        assert!(ends_with_closed_record(b"\"a\",\"say \"\"hi\"\"\"\r\n"));
+        assert!(!ends_with_closed_record(b"\"a\",\"b"));
+        assert!(!ends_with_closed_record(b"\"a\",\"line one\n"));
+        assert!(!ends_with_closed_record(b"\"a\",\"ends with quote \"\"\n"));
+    }
+}

@@ -87,7 +87,7 @@ pub(crate) fn wte_and_head() -> (String, String) {
 }
 
 /// Whether `ckpt` holds `lm_head.weight` equal to `wte` element for element.
-pub(crate) fn head_is_wte_copy(ckpt: &Checkpoint) -> Result<bool> {
+fn head_is_wte_copy(ckpt: &Checkpoint) -> Result<bool> {
     let (wte, head) = wte_and_head();
     let (Some(w), Some(h)) = (ckpt.get(&wte), ckpt.get(&head)) else {
         return Ok(false);
@@ -103,6 +103,21 @@ pub(crate) fn head_is_wte_copy(ckpt: &Checkpoint) -> Result<bool> {
         .max(0)?
         .to_scalar::<f32>()?;
     Ok(diff == 0.0)
+}
+
+/// `ckpt` without its `lm_head.weight` when that is a copy of `wte` (then the loader ties the
+/// head to `wte`, as PyTorch trains it); None when the head is absent or a tensor of its own.
+pub(crate) fn without_head_copy(ckpt: &Checkpoint) -> Result<Option<Checkpoint>> {
+    if !head_is_wte_copy(ckpt)? {
+        return Ok(None);
+    }
+    let head = wte_and_head().1;
+    let tensors = ckpt
+        .names()
+        .filter(|n| *n != head)
+        .filter_map(|n| ckpt.get(n).map(|t| (n.to_string(), t.clone())))
+        .collect();
+    Ok(Some(Checkpoint::from_tensors(ckpt.path(), tensors)))
 }
 
 impl TrainableGpt2 {
@@ -121,21 +136,9 @@ impl TrainableGpt2 {
         let prefixes = trainable.to_vec();
         let predicate: TrainablePredicate =
             std::sync::Arc::new(move |name: &str| prefixes.iter().any(|p| under(name, p)));
-        let tied_head = head_is_wte_copy(ckpt)?;
-        // Without its copy of the head, the loader ties lm_head to wte.
-        let untied_copy;
-        let source = if tied_head {
-            let head = wte_and_head().1;
-            let tensors = ckpt
-                .names()
-                .filter(|n| *n != head)
-                .filter_map(|n| ckpt.get(n).map(|t| (n.to_string(), t.clone())))
-                .collect();
-            untied_copy = Checkpoint::from_tensors(ckpt.path(), tensors);
-            &untied_copy
-        } else {
-            ckpt
-        };
+        let untied = without_head_copy(ckpt)?;
+        let tied_head = untied.is_some();
+        let source = untied.as_ref().unwrap_or(ckpt);
         let (vb, report, vars) = source.trainable_var_builder(DType::F32, device, predicate);
         let gpt = Gpt2::load(vb.pp(GPT2_PREFIX), &cfg.gpt2)
             .map_err(|e| AdiffError::checkpoint(ckpt.path(), e.to_string()))?;

@@ -14,7 +14,7 @@ use crate::model::adiff::Adiff;
 use crate::model::audio_encoder::HTSAT_PREFIX;
 use crate::model::checkpoint::{Checkpoint, TrainablePredicate};
 use crate::model::config::AdiffConfig;
-use crate::train::lm_task::{head_is_wte_copy, wte_and_head};
+use crate::train::lm_task::{without_head_copy, wte_and_head};
 
 /// A model whose trainable tensors are [`Var`]s, sorted by name.
 pub struct TrainableAdiff {
@@ -61,20 +61,9 @@ impl TrainableAdiff {
         let prefixes = trainable.to_vec();
         let predicate: TrainablePredicate =
             std::sync::Arc::new(move |name: &str| prefixes.iter().any(|p| under(name, p)));
-        let tied_head = head_is_wte_copy(ckpt)?;
-        let untied;
-        let source = if tied_head {
-            let head = wte_and_head().1;
-            let tensors = ckpt
-                .names()
-                .filter(|n| *n != head)
-                .filter_map(|n| ckpt.get(n).map(|t| (n.to_string(), t.clone())))
-                .collect();
-            untied = Checkpoint::from_tensors(ckpt.path(), tensors);
-            &untied
-        } else {
-            ckpt
-        };
+        let untied = without_head_copy(ckpt)?;
+        let tied_head = untied.is_some();
+        let source = untied.as_ref().unwrap_or(ckpt);
         let (vb, report, vars) = match init_missing {
             Some(seed) => {
                 source.trainable_var_builder_init_missing(DType::F32, device, predicate, seed)

@@ -7,7 +7,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -561,93 +560,30 @@ fn open_output(path: &Path) -> anyhow::Result<csv::Writer<std::fs::File>> {
     Ok(w)
 }
 
-/// Keys of the rows already in an output CSV, with their counts. A record cut short by a killed
-/// run ends the file: it is dropped by rewriting the good part (temporary file, then rename).
+/// Keys of the rows already in an output CSV, with their counts (an incomplete last record left
+/// by a killed run is dropped, see [`crate::cli::completed_records`]).
 fn completed_rows(path: &Path) -> anyhow::Result<HashMap<RowKey, usize>> {
     let mut done = HashMap::new();
-    let bytes = match std::fs::read(path) {
-        Ok(b) if !b.is_empty() => b,
-        Ok(_) => return Ok(done),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(done),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(bytes.as_slice());
-    let headers = rdr
-        .headers()
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .clone();
-    anyhow::ensure!(
-        headers.iter().eq(COLUMNS),
-        "{}: not an adiff build-dataset output (header is not {})",
-        path.display(),
-        COLUMNS.join(",")
-    );
-    let mut good = Vec::new();
-    let mut truncated = false;
-    for rec in rdr.records() {
-        match rec {
-            Ok(r) if r.len() == headers.len() => good.push(r),
-            _ => {
-                truncated = true;
-                break;
-            }
-        }
-    }
-    if !truncated && !good.is_empty() && !ends_with_closed_record(&bytes) {
-        good.pop();
-        truncated = true;
-    }
-    for r in &good {
-        *done.entry(key_of(r.iter().skip(1).take(5))).or_insert(0) += 1;
-    }
-    if truncated {
-        let tmp = path.with_extension("csv.partial");
-        {
-            let mut w = csv::WriterBuilder::new()
-                .quote_style(csv::QuoteStyle::Always)
-                .from_path(&tmp)?;
-            w.write_record(&headers)?;
-            for r in &good {
-                w.write_record(r)?;
-            }
-            w.flush()?;
-            w.into_inner()
-                .map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?
-                .flush()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        eprintln!(
-            "{}: dropped an incomplete last row left by an interrupted run",
-            path.display()
+    let records = crate::cli::completed_records(path, |headers| {
+        anyhow::ensure!(
+            headers.iter().eq(COLUMNS),
+            "{}: not an adiff build-dataset output (header is not {})",
+            path.display(),
+            COLUMNS.join(",")
         );
+        Ok(())
+    })?;
+    if let Some((_, good)) = records {
+        for r in &good {
+            *done.entry(key_of(r.iter().skip(1).take(5))).or_insert(0) += 1;
+        }
     }
     Ok(done)
-}
-
-/// Whether a file written with every field quoted ends with a complete record: a newline right
-/// after a closing quote (an odd run of quotes; an even run is an escaped quote inside a field).
-fn ends_with_closed_record(bytes: &[u8]) -> bool {
-    let body = bytes
-        .strip_suffix(b"\n")
-        .map(|b| b.strip_suffix(b"\r").unwrap_or(b));
-    match body {
-        Some(b) => b.iter().rev().take_while(|&&c| c == b'"').count() % 2 == 1,
-        None => false,
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn record_ends_are_recognised() {
-        assert!(ends_with_closed_record(b"\"a\",\"b\"\n"));
-        assert!(!ends_with_closed_record(b"\"a\",\"b"));
-        assert!(!ends_with_closed_record(b"\"a\",\"ends with quote \"\"\n"));
-    }
 
     #[test]
     fn streams_differ() {
