@@ -4,6 +4,7 @@
 //! [`model::htsat`] (HTSAT embedding + AudioSet events) -> projection, mappers, cross-projection ->
 //! [`model::gpt2`] prefix -> [`generate`] text.
 
+pub mod alloc;
 pub mod audio;
 pub mod cli;
 pub mod data;

@@ -3,6 +3,7 @@ use clap::Parser;
 use adiff::cli::{Cli, Command};
 
 fn main() {
+    adiff::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Embed(args) => adiff::cli::embed::run(args),

@@ -179,6 +179,7 @@ fn decoder_loss_and_gradients_match_hugging_face() {
         &ckpt,
         &cfg,
         &["caption_decoder.gpt".to_string()],
+        None,
         &Device::Cpu,
     )
     .unwrap();
@@ -248,6 +249,7 @@ fn decoder_loss_and_gradients_match_hugging_face() {
         &copy,
         &cfg,
         &["caption_decoder.gpt".to_string()],
+        None,
         &Device::Cpu,
     )
     .unwrap();
@@ -633,4 +635,49 @@ fn truth_records_by_split() {
     assert!(test.iter().all(|f| f.path.contains("test_")));
     assert_eq!(test[0].labels.len(), 5);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--init-missing` with a checkpoint that has no GPT-2 (a stage-1 encoder's output): GPT-2
+/// starts from Hugging Face's initialisation (weights N(0, 0.02^2), residual projections scaled
+/// by 1/sqrt(2 n_layer), biases 0, layer norms 1/0), tied head, the same values for the same
+/// seed; without the flag the missing GPT-2 is an error.
+#[test]
+fn decoder_from_scratch_with_init_missing() {
+    let cfg = AdiffConfig::tiny();
+    let htsat = Checkpoint::load(common::fixture("htsat/htsat_tiny.ckpt")).unwrap();
+    let gpt = ["caption_decoder.gpt".to_string()];
+    assert!(TrainableGpt2::build(&htsat, &cfg, &gpt, None, &Device::Cpu).is_err());
+    let a = TrainableGpt2::build(&htsat, &cfg, &gpt, Some(7), &Device::Cpu).unwrap();
+    let b = TrainableGpt2::build(&htsat, &cfg, &gpt, Some(7), &Device::Cpu).unwrap();
+    let get = |t: &TrainableGpt2, suffix: &str| {
+        let (_, v) = t.vars.iter().find(|(n, _)| n.ends_with(suffix)).unwrap();
+        v.as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let std = |x: &[f32]| (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt();
+    let wte = get(&a, "transformer.wte.weight");
+    assert!((std(&wte) - 0.02).abs() < 0.001, "wte std {}", std(&wte));
+    let proj = get(&a, "h.0.mlp.c_proj.weight");
+    let want = 0.02 / (2.0 * cfg.gpt2.n_layer as f32).sqrt();
+    assert!(
+        (std(&proj) - want).abs() < 0.1 * want,
+        "c_proj std {}",
+        std(&proj)
+    );
+    assert!(get(&a, "h.0.attn.c_attn.bias").iter().all(|&v| v == 0.0));
+    assert!(get(&a, "h.1.ln_2.weight").iter().all(|&v| v == 1.0));
+    assert!(
+        !a.vars.iter().any(|(n, _)| n.ends_with("lm_head.weight")),
+        "head tied to wte"
+    );
+    assert_eq!(
+        wte,
+        get(&b, "transformer.wte.weight"),
+        "same seed, same values"
+    );
+    let c = TrainableGpt2::build(&htsat, &cfg, &gpt, Some(8), &Device::Cpu).unwrap();
+    assert_ne!(wte, get(&c, "transformer.wte.weight"));
 }

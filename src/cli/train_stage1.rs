@@ -103,6 +103,12 @@ pub struct TrainStage1Args {
     /// Stop after this many optimizer steps in all (with a checkpoint).
     #[arg(long)]
     pub stop_after_steps: Option<u64>,
+    /// Decoder: GPT-2 tensors the checkpoint lacks start from Hugging Face GPT-2's
+    /// initialisation (normal, std 0.02), seeded by the training config: with a checkpoint that
+    /// has no GPT-2 at all (e.g. a stage-1 encoder's output), GPT-2 trains from scratch at the
+    /// config's size.
+    #[arg(long)]
+    pub init_missing: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -225,7 +231,8 @@ fn decoder_task(
     let mut val = read_text_lines(&args.val_text)?;
     val.extend(read_csv_answers(&args.val_text_from_csv)?);
     let (train, val) = hold_out(lines, val, tcfg);
-    let model = TrainableGpt2::build(&ckpt, cfg, &tcfg.trainable, &device)?;
+    let init_seed = args.init_missing.then_some(tcfg.seed);
+    let model = TrainableGpt2::build(&ckpt, cfg, &tcfg.trainable, init_seed, &device)?;
     let tokenizer = Gpt2Tokenizer::bundled(&cfg.text)?;
     let max = tcfg.max_answer_tokens.min(cfg.gpt2.n_positions);
     Ok(LanguageModelTask {

@@ -73,6 +73,12 @@ impl Adiff {
     /// Builds the model from `vb` (the checkpoint root); problems are collected by the
     /// [`crate::model::checkpoint::LoadReport`] that came with `vb`.
     pub fn load(vb: VarBuilder, cfg: &AdiffConfig) -> Result<Self> {
+        Self::load_or_init(vb, cfg, false)
+    }
+
+    /// As [`Adiff::load`]; `init_missing` lets GPT-2 start from scratch (see
+    /// [`Gpt2::load_or_init`]) when `vb` initialises missing trainable tensors.
+    pub fn load_or_init(vb: VarBuilder, cfg: &AdiffConfig, init_missing: bool) -> Result<Self> {
         let audio = AudioEncoder::load(vb.clone(), cfg)?;
         let width = cfg.gpt2.n_embd;
         let dec = vb.pp("caption_decoder");
@@ -98,7 +104,7 @@ impl Adiff {
                 width,
                 dec.pp("cross_project"),
             )?,
-            gpt: Gpt2::load(dec.pp("gpt"), &cfg.gpt2)?,
+            gpt: Gpt2::load_or_init(dec.pp("gpt"), &cfg.gpt2, init_missing)?,
         };
         Ok(model)
     }

@@ -244,10 +244,19 @@ fn matvec_f32(wt: &Tensor, x: &Tensor, bias: Option<&[f32]>) -> Result<Option<Te
     Ok(Some(Tensor::from_vec(y, (m, n), x.device())?))
 }
 
-/// Reads a Conv1D (`weight [in, out]`, `bias [out]`).
-fn conv1d(vb: &VarBuilder, d_in: usize, d_out: usize) -> Result<Proj> {
-    let w = vb.get((d_in, d_out), "weight")?; // Conv1D: [in, out]
-    let b = vb.get(d_out, "bias")?;
+/// Hugging Face GPT-2's initialisation (`initializer_range`): what a tensor missing from the
+/// checkpoint starts from when training with `--init-missing`; loading never uses it.
+const INIT_STD: f64 = 0.02;
+
+fn normal_init(stdev: f64) -> candle_nn::Init {
+    candle_nn::Init::Randn { mean: 0.0, stdev }
+}
+
+/// Reads a Conv1D (`weight [in, out]`, `bias [out]`); a missing weight would start from
+/// N(0, `init_std`^2) and a missing bias from zeros.
+fn conv1d(vb: &VarBuilder, d_in: usize, d_out: usize, init_std: f64) -> Result<Proj> {
+    let w = vb.get_with_hints((d_in, d_out), "weight", normal_init(init_std))?; // Conv1D: [in, out]
+    let b = vb.get_with_hints(d_out, "bias", candle_nn::Init::Const(0.0))?;
     if w.is_variable() || b.is_variable() {
         return Ok(Proj::Trainable {
             w_in_out: w,
@@ -280,13 +289,15 @@ impl Block {
     fn load(vb: VarBuilder, cfg: &Gpt2Config) -> Result<Self> {
         let c = cfg.n_embd;
         let inner = 4 * c; // GPT-2's n_inner default (None -> 4 * n_embd)
+                           // Hugging Face scales the residual projections' initialisation by 1/sqrt(2 * n_layer).
+        let proj_std = INIT_STD / (2.0 * cfg.n_layer as f64).sqrt();
         Ok(Self {
             ln_1: layer_norm(vb.pp("ln_1"), cfg)?,
-            c_attn: conv1d(&vb.pp("attn.c_attn"), c, 3 * c)?,
-            attn_proj: conv1d(&vb.pp("attn.c_proj"), c, c)?,
+            c_attn: conv1d(&vb.pp("attn.c_attn"), c, 3 * c, INIT_STD)?,
+            attn_proj: conv1d(&vb.pp("attn.c_proj"), c, c, proj_std)?,
             ln_2: layer_norm(vb.pp("ln_2"), cfg)?,
-            c_fc: conv1d(&vb.pp("mlp.c_fc"), c, inner)?,
-            mlp_proj: conv1d(&vb.pp("mlp.c_proj"), inner, c)?,
+            c_fc: conv1d(&vb.pp("mlp.c_fc"), c, inner, INIT_STD)?,
+            mlp_proj: conv1d(&vb.pp("mlp.c_proj"), inner, c, proj_std)?,
             n_head: cfg.n_head,
         })
     }
@@ -511,6 +522,13 @@ impl Gpt2 {
     /// `transformer.wte.weight`) or ADIFF's (`vb.pp("caption_decoder.gpt")`, holding
     /// `transformer.*` and `lm_head.weight`). Without `lm_head.weight` the head is tied to `wte`.
     pub fn load(vb: VarBuilder, cfg: &Gpt2Config) -> Result<Self> {
+        Self::load_or_init(vb, cfg, false)
+    }
+
+    /// As [`Gpt2::load`]; with `init_missing` (a var builder that initialises missing
+    /// tensors), a checkpoint without any GPT-2 tensor gives a freshly initialised GPT-2 with
+    /// the head tied to `wte`.
+    pub fn load_or_init(vb: VarBuilder, cfg: &Gpt2Config, init_missing: bool) -> Result<Self> {
         if cfg.n_head == 0 || !cfg.n_embd.is_multiple_of(cfg.n_head) || cfg.n_layer == 0 {
             return Err(AdiffError::Config(format!(
                 "gpt2: n_embd {} must be a positive multiple of n_head {}, with n_layer > 0",
@@ -521,6 +539,9 @@ impl Gpt2 {
             vb.pp("transformer")
         } else if vb.contains_tensor("wte.weight") {
             vb.clone()
+        } else if init_missing {
+            // Training from scratch: the ADIFF layout, every tensor from its initialisation.
+            vb.pp("transformer")
         } else {
             return Err(AdiffError::Invalid(format!(
                 "no GPT-2 weights under '{}': neither transformer.wte.weight nor wte.weight found",
@@ -528,8 +549,12 @@ impl Gpt2 {
             )));
         };
         let (v, c) = (cfg.vocab_size, cfg.n_embd);
-        let wte = tvb.get((v, c), "wte.weight")?.contiguous()?;
-        let wpe = tvb.get((cfg.n_positions, c), "wpe.weight")?.contiguous()?;
+        let wte = tvb
+            .get_with_hints((v, c), "wte.weight", normal_init(INIT_STD))?
+            .contiguous()?;
+        let wpe = tvb
+            .get_with_hints((cfg.n_positions, c), "wpe.weight", normal_init(INIT_STD))?
+            .contiguous()?;
         let blocks = (0..cfg.n_layer)
             .map(|i| Block::load(tvb.pp(format!("h.{i}")), cfg))
             .collect::<Result<Vec<_>>>()?;

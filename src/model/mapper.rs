@@ -188,7 +188,15 @@ impl PrefixMapper {
     ) -> Result<Self> {
         Ok(Self {
             linear,
-            prefix_const: vb.get((cfg.prefix_length, width), "prefix_const")?,
+            // torch.randn in the official mapper (used only when training from scratch).
+            prefix_const: vb.get_with_hints(
+                (cfg.prefix_length, width),
+                "prefix_const",
+                candle_nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 1.0,
+                },
+            )?,
             transformer: MapperTransformer::new(
                 width,
                 cfg.num_heads,

@@ -125,6 +125,7 @@ impl TrainableGpt2 {
         ckpt: &Checkpoint,
         cfg: &AdiffConfig,
         trainable: &[String],
+        init_missing: Option<u64>,
         device: &Device,
     ) -> Result<Self> {
         if let Some(p) = trainable.iter().find(|p| !under(p, GPT2_PREFIX)) {
@@ -139,8 +140,13 @@ impl TrainableGpt2 {
         let untied = without_head_copy(ckpt)?;
         let tied_head = untied.is_some();
         let source = untied.as_ref().unwrap_or(ckpt);
-        let (vb, report, vars) = source.trainable_var_builder(DType::F32, device, predicate);
-        let gpt = Gpt2::load(vb.pp(GPT2_PREFIX), &cfg.gpt2)
+        let (vb, report, vars) = match init_missing {
+            Some(seed) => {
+                source.trainable_var_builder_init_missing(DType::F32, device, predicate, seed)
+            }
+            None => source.trainable_var_builder(DType::F32, device, predicate),
+        };
+        let gpt = Gpt2::load_or_init(vb.pp(GPT2_PREFIX), &cfg.gpt2, init_missing.is_some())
             .map_err(|e| AdiffError::checkpoint(ckpt.path(), e.to_string()))?;
         report.finish()?;
         let vars = vars.sorted();
@@ -208,7 +214,7 @@ pub fn lm_loss(gpt: &Gpt2, rows: &[Vec<u32>], pad_id: u32, device: &Device) -> R
         .index_select(&keep, 0)?;
     // [1, N, C] -> [N, V]
     let logits = gpt.logits(&hidden.unsqueeze(0)?)?.squeeze(0)?;
-    Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
+    crate::train::loss::cross_entropy(&logits, &targets)
 }
 
 /// Stage 1, decoder part.

@@ -4,6 +4,7 @@ pub mod config;
 pub mod data;
 pub mod explain_task;
 pub mod lm_task;
+pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod schedule;

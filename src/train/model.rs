@@ -70,8 +70,8 @@ impl TrainableAdiff {
             }
             None => source.trainable_var_builder(DType::F32, device, predicate),
         };
-        let model =
-            Adiff::load(vb, cfg).map_err(|e| AdiffError::checkpoint(ckpt.path(), e.to_string()))?;
+        let model = Adiff::load_or_init(vb, cfg, init_missing.is_some())
+            .map_err(|e| AdiffError::checkpoint(ckpt.path(), e.to_string()))?;
         let used = report.used_names();
         report.finish()?;
         let vars = vars.sorted();
@@ -213,5 +213,5 @@ pub fn answer_loss(model: &Adiff, batch: &Batch) -> Result<Tensor> {
     let targets = batch.answer_ids.flatten_all()?.index_select(&keep, 0)?;
     // [1, N, C] -> [N, V]
     let logits = gpt.logits(&hidden.unsqueeze(0)?)?.squeeze(0)?;
-    Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
+    crate::train::loss::cross_entropy(&logits, &targets)
 }
