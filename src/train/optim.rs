@@ -618,7 +618,7 @@ mod tests {
     fn fused_step_is_bit_identical_to_tensor_ops() {
         let n = 40_000; // more than two rayon chunks
         let wave =
-            |a: f32, b: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32 * a).sin() * b)).collect() };
+            |a: f32, b: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * a).sin() * b).collect() };
         let t = |x: Vec<f32>| Tensor::from_vec(x, (200, n / 200), &Device::Cpu).unwrap();
         let (p, g) = (t(wave(0.37, 0.5)), t(wave(1.3, 2e-3)));
         let m = t(wave(0.71, 1e-3));
