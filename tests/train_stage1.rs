@@ -388,6 +388,38 @@ fn encoder_cli_trains_freezes_and_resumes() {
     let labels: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(full.join("labels.json")).unwrap()).unwrap();
     assert_eq!(labels["labels"].as_array().unwrap().len(), NUM_LABELS);
+    // `adiff tag` on the trained model names its outputs from labels.json, and ranks only those.
+    let clip = std::fs::read_dir(data.join("audio"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let tagged = adiff()
+        .arg("tag")
+        .arg(&clip)
+        .arg("-c")
+        .arg(full.join("model.safetensors"))
+        .args(tiny_config_arg())
+        .args(["--top", "30", "--json"])
+        .output()
+        .unwrap();
+    ok(tagged.clone());
+    let report: serde_json::Value = serde_json::from_slice(&tagged.stdout).unwrap();
+    let events = report["events"].as_array().unwrap();
+    assert_eq!(
+        events.len(),
+        NUM_LABELS,
+        "only the labelled outputs are ranked"
+    );
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["label"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"pitch=high") && names.contains(&"kind=tone"),
+        "{names:?}"
+    );
 
     let init = Checkpoint::load(&ckpt).unwrap();
     let model = load(&full.join("model.safetensors"));

@@ -161,7 +161,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         });
     }
     let events = if args.events {
-        Some(audio_events(&out, &cfg)?)
+        Some(audio_events(&out, &args.model, &cfg)?)
     } else {
         None
     };
@@ -222,9 +222,10 @@ fn prompts_for(args: &ExplainArgs) -> anyhow::Result<Vec<String>> {
 /// Top events of both audios, from the HTSAT outputs of the explanation run.
 fn audio_events(
     out: &HtsatOutput,
+    model: &super::ModelArgs,
     cfg: &crate::model::config::AdiffConfig,
 ) -> anyhow::Result<[Vec<TaggedEvent>; 2]> {
-    let labels = model_labels(cfg)?;
+    let labels = model_labels(model, cfg)?;
     let one = |i: usize| -> anyhow::Result<Vec<TaggedEvent>> {
         let clipwise = out.clipwise.i(i)?.to_vec1::<f32>()?;
         let framewise = out.framewise.i(i)?.to_vec2::<f32>()?;

@@ -10,6 +10,7 @@ use super::{ClipArgs, ModelArgs};
 use crate::audio::load_clip;
 use crate::data::audioset::class_labels;
 use crate::model::audio_encoder::AudioEncoder;
+use crate::train::tagging_task::LABELS_FILE;
 
 /// Print the top AudioSet events of an audio file.
 ///
@@ -56,7 +57,7 @@ struct TagReport {
 pub fn run(args: TagArgs) -> anyhow::Result<()> {
     let cfg = args.model.config()?;
     let device = args.model.device()?;
-    let labels = model_labels(&cfg)?;
+    let labels = model_labels(&args.model, &cfg)?;
     let ckpt = args.model.load_checkpoint(&cfg)?;
     let encoder = AudioEncoder::from_checkpoint(&ckpt, &cfg, &device)?;
     drop(ckpt);
@@ -106,8 +107,43 @@ impl TaggedEvent {
     }
 }
 
-/// The shipped AudioSet labels, checked against the model's number of classes.
-pub fn model_labels(cfg: &crate::model::config::AdiffConfig) -> anyhow::Result<Vec<String>> {
+/// The model's event names: `labels.json` from `adiff train-stage1 --part encoder` in the
+/// `--model` folder or beside a `--checkpoint` file (the last one that has it), naming the first K
+/// outputs (the only ones that model was trained on); otherwise the shipped AudioSet labels,
+/// checked against the model's number of classes.
+pub fn model_labels(
+    args: &ModelArgs,
+    cfg: &crate::model::config::AdiffConfig,
+) -> anyhow::Result<Vec<String>> {
+    let beside = match &args.model {
+        Some(name) => vec![super::shipped_model(name)?.join(LABELS_FILE)],
+        None => args
+            .checkpoint
+            .iter()
+            .rev()
+            .map(|c| c.with_file_name(LABELS_FILE))
+            .collect(),
+    };
+    if let Some(path) = beside.iter().find(|p| p.is_file()) {
+        let read = || -> anyhow::Result<Vec<String>> {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?)?;
+            let names = v["labels"]
+                .as_array()
+                .ok_or_else(|| anyhow::anyhow!("no \"labels\" list"))?
+                .iter()
+                .map(|n| n.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| anyhow::anyhow!("a label is not a string"))?;
+            anyhow::ensure!(
+                !names.is_empty() && names.len() <= cfg.htsat.num_classes,
+                "{} labels for a model with {} outputs",
+                names.len(),
+                cfg.htsat.num_classes
+            );
+            Ok(names)
+        };
+        return read().map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()));
+    }
     let labels = class_labels()?;
     anyhow::ensure!(
         labels.len() == cfg.htsat.num_classes,
@@ -127,7 +163,8 @@ pub fn top_events(
     threshold: f32,
     seconds_per_frame: f32,
 ) -> Vec<TaggedEvent> {
-    let mut order: Vec<usize> = (0..clipwise.len()).collect();
+    // Only outputs with a name (a stage-1 model names its first K outputs).
+    let mut order: Vec<usize> = (0..clipwise.len().min(labels.len())).collect();
     order.sort_by(|&a, &b| clipwise[b].total_cmp(&clipwise[a]));
     order
         .into_iter()
