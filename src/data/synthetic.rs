@@ -457,6 +457,16 @@ impl SyntheticPair {
     pub fn draw(rng: &mut StdRng) -> Self {
         let a = Attributes::draw(rng);
         let n = rng.random_range(DIFFERING_ATTRIBUTES);
+        Self::with_changes(a, n, rng)
+    }
+
+    /// As [`SyntheticPair::draw`] with exactly `n` differing attributes (clamped to 1..=5).
+    pub fn draw_differing_in(rng: &mut StdRng, n: usize) -> Self {
+        let a = Attributes::draw(rng);
+        Self::with_changes(a, n.clamp(1, Attribute::ALL.len()), rng)
+    }
+
+    fn with_changes(a: Attributes, n: usize, rng: &mut StdRng) -> Self {
         let mut attrs = Attribute::ALL;
         attrs.shuffle(rng);
         let mut b = a;
@@ -869,6 +879,13 @@ mod tests {
             assert_eq!(p, SyntheticPair::draw(&mut pair_rng(base, i)));
             let n = p.first.attributes.differences(&p.second.attributes).len();
             assert!(DIFFERING_ATTRIBUTES.contains(&n), "{n}");
+            for k in 1..=3 {
+                let q = SyntheticPair::draw_differing_in(&mut pair_rng(base, i), k);
+                assert_eq!(
+                    q.first.attributes.differences(&q.second.attributes).len(),
+                    k
+                );
+            }
         }
     }
 }

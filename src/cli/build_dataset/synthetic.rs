@@ -69,6 +69,10 @@ pub struct SyntheticArgs {
     /// Split name, used in file names (letters, digits, '-' and '_').
     #[arg(long, default_value = "train")]
     pub split: String,
+    /// Every pair differs in exactly this many attributes (1-3) instead of 1-3 drawn uniformly,
+    /// e.g. `--differences 1` for a curriculum of single differences.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub differences: Option<u8>,
 }
 
 /// One rendered pair and the prompts of its three rows.
@@ -104,7 +108,10 @@ pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
         .into_par_iter()
         .map(|i| -> anyhow::Result<Rendered> {
             let mut rng = pair_rng(base, i);
-            let pair = SyntheticPair::draw(&mut rng);
+            let pair = match args.differences {
+                Some(n) => SyntheticPair::draw_differing_in(&mut rng, usize::from(n)),
+                None => SyntheticPair::draw(&mut rng),
+            };
             let prompts =
                 [1u8, 2, 3].map(|t| prompts.sample(PromptKind::Tier(t), &mut rng).to_string());
             let paths = [1, 2].map(|k| format!("{AUDIO_DIR}/{}_{i:06}_{k}.wav", args.split));
