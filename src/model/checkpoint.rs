@@ -131,28 +131,19 @@ impl Checkpoint {
 
     /// Like [`Checkpoint::var_builder`], but every tensor whose full name satisfies `trainable`
     /// becomes a [`Var`] (collected in the returned [`TrainableVars`], in the order the model
-    /// reads them); the others stay plain tensors, so no gradient is computed for them.
+    /// reads them); the others stay plain tensors, so no gradient is computed for them. With
+    /// `init_seed`, a trainable tensor the checkpoint lacks is created with the layer's default
+    /// initialisation instead of being reported missing (to start training from parts, e.g.
+    /// HTSAT weights + a hub GPT-2 without mappers), with values drawn from the seed and each
+    /// tensor's name (reproducible).
     pub fn trainable_var_builder(
         &self,
         dtype: DType,
         device: &Device,
         trainable: TrainablePredicate,
+        init_seed: Option<u64>,
     ) -> (VarBuilder<'static>, LoadReport, TrainableVars) {
-        self.builder(dtype, device, Some(trainable), None)
-    }
-
-    /// Like [`Checkpoint::trainable_var_builder`], and a trainable tensor the checkpoint lacks is
-    /// created with the layer's default initialisation instead of being reported missing (to
-    /// start training from parts, e.g. HTSAT weights + a hub GPT-2 without mappers), with values
-    /// drawn from `seed` and each tensor's name (reproducible).
-    pub fn trainable_var_builder_init_missing(
-        &self,
-        dtype: DType,
-        device: &Device,
-        trainable: TrainablePredicate,
-        seed: u64,
-    ) -> (VarBuilder<'static>, LoadReport, TrainableVars) {
-        self.builder(dtype, device, Some(trainable), Some(seed))
+        self.builder(dtype, device, Some(trainable), init_seed)
     }
 
     fn builder(

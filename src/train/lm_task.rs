@@ -15,12 +15,13 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use crate::error::{AdiffError, Result};
 use crate::generate::{generate, GenerateOptions, Strategy};
-use crate::model::checkpoint::{save_safetensors, Checkpoint, TrainablePredicate};
+use crate::model::checkpoint::{save_safetensors, Checkpoint};
 use crate::model::config::AdiffConfig;
 use crate::model::gpt2::Gpt2;
 use crate::text::tokenizer::Gpt2Tokenizer;
 use crate::train::tagging_task::export_with;
 use crate::train::trainer::TrainTask;
+use crate::train::vars::{check_matched, tied_var_builder, under};
 
 /// Checkpoint prefix of ADIFF's GPT-2.
 pub const GPT2_PREFIX: &str = "caption_decoder.gpt";
@@ -28,14 +29,6 @@ pub const GPT2_PREFIX: &str = "caption_decoder.gpt";
 pub const LINE_SUFFIX: &str = " <|endoftext|>";
 /// Tokens of a validation line given as the prompt of its sample continuation.
 pub const SAMPLE_PROMPT_TOKENS: usize = 3;
-
-/// Whether `name` is `prefix` or lies under it (`prefix.` ...).
-fn under(name: &str, prefix: &str) -> bool {
-    name == prefix
-        || name
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('.'))
-}
 
 /// Reads documents, one per non-empty line, from text files.
 pub fn read_text_lines(paths: &[PathBuf]) -> Result<Vec<String>> {
@@ -134,29 +127,13 @@ impl TrainableGpt2 {
                  trains GPT-2 only"
             )));
         }
-        let prefixes = trainable.to_vec();
-        let predicate: TrainablePredicate =
-            std::sync::Arc::new(move |name: &str| prefixes.iter().any(|p| under(name, p)));
-        let untied = without_head_copy(ckpt)?;
-        let tied_head = untied.is_some();
-        let source = untied.as_ref().unwrap_or(ckpt);
-        let (vb, report, vars) = match init_missing {
-            Some(seed) => {
-                source.trainable_var_builder_init_missing(DType::F32, device, predicate, seed)
-            }
-            None => source.trainable_var_builder(DType::F32, device, predicate),
-        };
+        let (vb, report, vars, tied_head) =
+            tied_var_builder(ckpt, trainable, init_missing, device)?;
         let gpt = Gpt2::load_or_init(vb.pp(GPT2_PREFIX), &cfg.gpt2, init_missing.is_some())
             .map_err(|e| AdiffError::checkpoint(ckpt.path(), e.to_string()))?;
         report.finish()?;
         let vars = vars.sorted();
-        for p in trainable {
-            if !vars.iter().any(|(n, _)| under(n, p)) {
-                return Err(AdiffError::Config(format!(
-                    "trainable prefix '{p}' matches no tensor of the model"
-                )));
-            }
-        }
+        check_matched(trainable, &vars)?;
         Ok(Self {
             gpt,
             vars,

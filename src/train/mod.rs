@@ -11,3 +11,4 @@ pub mod schedule;
 pub mod state;
 pub mod tagging_task;
 pub mod trainer;
+pub mod vars;

@@ -7,14 +7,15 @@
 //! length are left out of the mean (the prefix positions never carry a target).
 //! ```
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 
 use crate::error::{AdiffError, Result};
 use crate::model::adiff::Adiff;
 use crate::model::audio_encoder::HTSAT_PREFIX;
-use crate::model::checkpoint::{Checkpoint, TrainablePredicate};
+use crate::model::checkpoint::Checkpoint;
 use crate::model::config::AdiffConfig;
-use crate::train::lm_task::{without_head_copy, wte_and_head};
+use crate::train::lm_task::wte_and_head;
+use crate::train::vars::{check_matched, tied_var_builder, under};
 
 /// A model whose trainable tensors are [`Var`]s, sorted by name.
 pub struct TrainableAdiff {
@@ -26,14 +27,6 @@ pub struct TrainableAdiff {
     /// the model is built with the head tied to `wte`, as PyTorch trains it, and exports write
     /// the trained `wte` under both names.
     pub tied_head: bool,
-}
-
-/// Whether `name` is `prefix` or lies under it (`prefix.` ...).
-fn under(name: &str, prefix: &str) -> bool {
-    name == prefix
-        || name
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('.'))
 }
 
 impl TrainableAdiff {
@@ -58,30 +51,14 @@ impl TrainableAdiff {
                  stages 2 and 3"
             )));
         }
-        let prefixes = trainable.to_vec();
-        let predicate: TrainablePredicate =
-            std::sync::Arc::new(move |name: &str| prefixes.iter().any(|p| under(name, p)));
-        let untied = without_head_copy(ckpt)?;
-        let tied_head = untied.is_some();
-        let source = untied.as_ref().unwrap_or(ckpt);
-        let (vb, report, vars) = match init_missing {
-            Some(seed) => {
-                source.trainable_var_builder_init_missing(DType::F32, device, predicate, seed)
-            }
-            None => source.trainable_var_builder(DType::F32, device, predicate),
-        };
+        let (vb, report, vars, tied_head) =
+            tied_var_builder(ckpt, trainable, init_missing, device)?;
         let model = Adiff::load_or_init(vb, cfg, init_missing.is_some())
             .map_err(|e| AdiffError::checkpoint(ckpt.path(), e.to_string()))?;
         let used = report.used_names();
         report.finish()?;
         let vars = vars.sorted();
-        for p in trainable {
-            if !vars.iter().any(|(n, _)| under(n, p)) {
-                return Err(AdiffError::Config(format!(
-                    "trainable prefix '{p}' matches no tensor of the model"
-                )));
-            }
-        }
+        check_matched(trainable, &vars)?;
         Ok(Self {
             model,
             vars,

@@ -22,6 +22,7 @@ use crate::model::audio_encoder::{AudioEncoder, HTSAT_PREFIX};
 use crate::model::checkpoint::{save_safetensors, Checkpoint, TrainablePredicate};
 use crate::model::config::AdiffConfig;
 use crate::train::trainer::TrainTask;
+use crate::train::vars::{check_matched, under};
 
 /// HTSAT parts that never train: bn0 (folded from running statistics at load time) and the
 /// fixed STFT / mel front end.
@@ -36,14 +37,6 @@ const GROUP_SEPARATOR: char = '=';
 const EVAL_BATCH: usize = 8;
 /// Decision threshold for labels that belong to no group.
 const THRESHOLD: f32 = 0.5;
-
-/// Whether `name` is `prefix` or lies under it (`prefix.` ...).
-fn under(name: &str, prefix: &str) -> bool {
-    name == prefix
-        || name
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('.'))
-}
 
 /// The label vocabulary of a run: names in output order, and the groups of mutually exclusive
 /// labels (`attr=value` names sharing `attr`), over which accuracy is the argmax's.
@@ -283,18 +276,12 @@ impl TrainableHtsat {
         let predicate: TrainablePredicate = std::sync::Arc::new(move |name: &str| {
             prefixes.iter().any(|p| under(name, p)) && !frozen.iter().any(|f| under(name, f))
         });
-        let (vb, report, vars) = ckpt.trainable_var_builder(DType::F32, device, predicate);
+        let (vb, report, vars) = ckpt.trainable_var_builder(DType::F32, device, predicate, None);
         let encoder = AudioEncoder::load(vb, cfg)
             .map_err(|e| AdiffError::checkpoint(ckpt.path(), e.to_string()))?;
         report.finish()?;
         let vars = vars.sorted();
-        for p in trainable {
-            if !vars.iter().any(|(n, _)| under(n, p)) {
-                return Err(AdiffError::Config(format!(
-                    "trainable prefix '{p}' matches no tensor of the model"
-                )));
-            }
-        }
+        check_matched(trainable, &vars)?;
         Ok(Self { encoder, vars })
     }
 }
