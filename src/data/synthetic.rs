@@ -282,6 +282,14 @@ impl Attribute {
             Attribute::Background => "background",
         }
     }
+    /// The attribute named `name` ("loudness", "pitch", "kind" or "source kind", "pattern",
+    /// "background").
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.trim() {
+            "kind" => Some(Attribute::Kind),
+            n => Attribute::ALL.into_iter().find(|a| a.name() == n),
+        }
+    }
     /// Whether the values are ordered (compared as louder/quieter, higher/lower).
     pub fn is_ordinal(self) -> bool {
         matches!(self, Attribute::Loudness | Attribute::Pitch)
@@ -464,6 +472,22 @@ impl SyntheticPair {
     pub fn draw_differing_in(rng: &mut StdRng, n: usize) -> Self {
         let a = Attributes::draw(rng);
         Self::with_changes(a, n.clamp(1, Attribute::ALL.len()), rng)
+    }
+
+    /// A pair whose clips differ in exactly the attributes `attrs` (each changed to a different
+    /// value drawn uniformly) and agree in all others: the per-attribute lessons of a curriculum.
+    pub fn draw_differing_exactly(rng: &mut StdRng, attrs: &[Attribute]) -> Self {
+        let a = Attributes::draw(rng);
+        let mut b = a;
+        for (i, &attr) in attrs.iter().enumerate() {
+            // A repeated attribute is changed once (twice could bring it back).
+            if !attrs[..i].contains(&attr) {
+                b.change(attr, rng);
+            }
+        }
+        let first = ClipSpec::draw(a, rng);
+        let second = ClipSpec::draw(b, rng);
+        Self { first, second }
     }
 
     fn with_changes(a: Attributes, n: usize, rng: &mut StdRng) -> Self {
@@ -868,6 +892,29 @@ mod tests {
             t3.ends_with("Both audios share the same pattern (pulsing)."),
             "{t3}"
         );
+    }
+
+    #[test]
+    fn pairs_differ_in_exactly_the_named_attributes() {
+        let base = split_seed(3, "lesson");
+        let lessons: [&[Attribute]; 3] = [
+            &[Attribute::Pitch],
+            &[Attribute::Loudness, Attribute::Kind],
+            &[Attribute::Background, Attribute::Background],
+        ];
+        for attrs in lessons {
+            let mut want: Vec<Attribute> = attrs.to_vec();
+            want.sort();
+            want.dedup();
+            for i in 0..100 {
+                let p = SyntheticPair::draw_differing_exactly(&mut pair_rng(base, i), attrs);
+                assert_eq!(p.first.attributes.differences(&p.second.attributes), want);
+            }
+        }
+        assert_eq!(Attribute::from_name("kind"), Some(Attribute::Kind));
+        assert_eq!(Attribute::from_name("source kind"), Some(Attribute::Kind));
+        assert_eq!(Attribute::from_name("pitch"), Some(Attribute::Pitch));
+        assert_eq!(Attribute::from_name("timbre"), None);
     }
 
     #[test]

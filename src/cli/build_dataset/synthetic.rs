@@ -9,8 +9,8 @@ use rayon::prelude::*;
 use crate::cli::progress_bar;
 use crate::data::explanations::COLUMNS;
 use crate::data::synthetic::{
-    pair_rng, render, split_seed, write_wav_pcm16, SyntheticPair, TruthRecord, SAMPLE_RATE,
-    TASKNAME,
+    pair_rng, render, split_seed, write_wav_pcm16, Attribute, SyntheticPair, TruthRecord,
+    SAMPLE_RATE, TASKNAME,
 };
 use crate::text::prompts::{PromptDatabase, PromptKind};
 
@@ -73,6 +73,17 @@ pub struct SyntheticArgs {
     /// e.g. `--differences 1` for a curriculum of single differences.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
     pub differences: Option<u8>,
+    /// Every pair differs in exactly these attributes and agrees in the others (comma-separated:
+    /// loudness, pitch, kind, pattern, background), e.g. `--differ-in pitch` for pairs that
+    /// teach one comparison at a time.
+    #[arg(long, value_delimiter = ',', value_parser = parse_attribute, conflicts_with = "differences")]
+    pub differ_in: Vec<Attribute>,
+}
+
+fn parse_attribute(name: &str) -> Result<Attribute, String> {
+    Attribute::from_name(name).ok_or_else(|| {
+        format!("unknown attribute '{name}' (loudness, pitch, kind, pattern or background)")
+    })
 }
 
 /// One rendered pair and the prompts of its three rows.
@@ -110,6 +121,9 @@ pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
             let mut rng = pair_rng(base, i);
             let pair = match args.differences {
                 Some(n) => SyntheticPair::draw_differing_in(&mut rng, usize::from(n)),
+                None if !args.differ_in.is_empty() => {
+                    SyntheticPair::draw_differing_exactly(&mut rng, &args.differ_in)
+                }
                 None => SyntheticPair::draw(&mut rng),
             };
             let prompts =
