@@ -102,7 +102,7 @@ fn encoder_loss_and_gradients_match_pytorch() {
     let f = fixture();
     let cfg = AdiffConfig::tiny();
     let ckpt = Checkpoint::load(common::fixture("htsat/htsat_tiny.ckpt")).unwrap();
-    let t = TrainableHtsat::build(&ckpt, &cfg, &[HTSAT.to_string()], &Device::Cpu).unwrap();
+    let t = TrainableHtsat::build(&ckpt, &cfg, &[HTSAT.to_string()], None, &Device::Cpu).unwrap();
     assert_eq!(
         t.vars.len(),
         scalar(&f["encoder.num_grads"].to_dtype(DType::F32).unwrap()) as usize,
@@ -566,7 +566,7 @@ fn stage1_misuse_is_refused() {
         ("caption_decoder.gpt".to_string(), "outside HTSAT"),
         (format!("{HTSAT}.nope"), "matches no tensor"),
     ] {
-        let err = TrainableHtsat::build(&ckpt, &cfg, &[prefix], &Device::Cpu)
+        let err = TrainableHtsat::build(&ckpt, &cfg, &[prefix], None, &Device::Cpu)
             .err()
             .expect("refused");
         assert!(err.to_string().contains(want), "{err}");
@@ -583,7 +583,7 @@ fn updated_htsat_vars_are_seen_by_the_forward() {
     use adiff::train::tagging_task::export_with;
     let cfg = AdiffConfig::tiny();
     let ckpt = Checkpoint::load(common::fixture("htsat/htsat_tiny.ckpt")).unwrap();
-    let t = TrainableHtsat::build(&ckpt, &cfg, &[HTSAT.to_string()], &Device::Cpu).unwrap();
+    let t = TrainableHtsat::build(&ckpt, &cfg, &[HTSAT.to_string()], None, &Device::Cpu).unwrap();
     let clip = load_clip(
         &common::fixture("htsat/clip_a.wav"),
         &cfg.audio,
@@ -712,4 +712,79 @@ fn decoder_from_scratch_with_init_missing() {
     );
     let c = TrainableGpt2::build(&htsat, &cfg, &gpt, Some(8), &Device::Cpu).unwrap();
     assert_ne!(wte, get(&c, "transformer.wte.weight"));
+}
+
+/// `--init-missing` for the encoder: HTSAT from nothing, with HTSAT's own initialisation (normal
+/// 0.02 linears and relative position tables, zero linear biases, PyTorch's default U(+-1/sqrt
+/// (fan_in)) convolutions, unit layer norms) and a fresh, frozen bn0; seeded.
+#[test]
+fn encoder_from_scratch_with_init_missing() {
+    use adiff::train::tagging_task::{logmel_statistics, with_bn0, TaggedClip};
+    let cfg = AdiffConfig::tiny();
+    let empty = || Checkpoint::from_tensors("empty", HashMap::new());
+    let htsat = [HTSAT.to_string()];
+    assert!(TrainableHtsat::build(&empty(), &cfg, &htsat, None, &Device::Cpu).is_err());
+    // bn0 is frozen, so init_missing alone does not create it.
+    assert!(TrainableHtsat::build(&empty(), &cfg, &htsat, Some(3), &Device::Cpu).is_err());
+    // bn0's statistics come from the training clips' log-mels, per mel bin over all frames.
+    let m = cfg.audio.n_mels;
+    let clip = |values: Vec<f32>| TaggedClip {
+        path: "x.wav".into(),
+        logmel: values,
+        targets: vec![],
+    };
+    let first: Vec<f32> = (0..2 * m).map(|i| (i % m) as f32).collect(); // 2 frames: bin value m
+    let second: Vec<f32> = (0..m).map(|i| (i % m) as f32 + 3.0).collect(); // 1 frame: m + 3
+    let (mean, var) = logmel_statistics(&[clip(first), clip(second)], m).unwrap();
+    assert!((mean[5] - 6.0).abs() < 1e-6, "{}", mean[5]); // (5 + 5 + 8) / 3
+    assert!((var[5] - 2.0).abs() < 1e-5, "{}", var[5]); // ((1 + 1 + 4) / 3)
+    assert!(logmel_statistics(&[clip(vec![0.0; m + 1])], m).is_err());
+    assert!(logmel_statistics(&[], m).is_err());
+    let ckpt = with_bn0(empty(), &mean, &var).unwrap();
+    let a = TrainableHtsat::build(&ckpt, &cfg, &htsat, Some(3), &Device::Cpu).unwrap();
+    let b = TrainableHtsat::build(&ckpt, &cfg, &htsat, Some(3), &Device::Cpu).unwrap();
+    assert!(a.vars.iter().all(|(n, _)| !n.contains(".bn0.")));
+    let get = |t: &TrainableHtsat, suffix: &str| {
+        let (_, v) = t.vars.iter().find(|(n, _)| n.ends_with(suffix)).unwrap();
+        v.as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let std = |x: &[f32]| (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt();
+    let qkv = get(&a, "layers.3.blocks.1.attn.qkv.weight");
+    assert!((std(&qkv) - 0.02).abs() < 0.002, "qkv std {}", std(&qkv));
+    let table = get(&a, "layers.0.blocks.0.attn.relative_position_bias_table");
+    assert!(
+        (std(&table) - 0.02).abs() < 0.004,
+        "table std {}",
+        std(&table)
+    );
+    assert!(get(&a, "layers.1.blocks.0.mlp.fc1.bias")
+        .iter()
+        .all(|&v| v == 0.0));
+    assert!(get(&a, "layers.2.blocks.1.norm2.weight")
+        .iter()
+        .all(|&v| v == 1.0));
+    // Patch embedding: a 1-channel 4x4 convolution, fan_in 16, U(-1/4, 1/4).
+    let proj = get(&a, "patch_embed.proj.weight");
+    let bound = 1.0 / ((cfg.htsat.patch_size * cfg.htsat.patch_size) as f32).sqrt();
+    assert!(proj.iter().all(|v| v.abs() <= bound));
+    assert!(proj.iter().any(|v| v.abs() > 0.5 * bound));
+    let tscam = get(&a, "tscam_conv.weight");
+    let kh = cfg.htsat.final_grid() / cfg.htsat.freq_ratio;
+    let bound = 1.0 / ((cfg.htsat.num_features() * kh * 3) as f32).sqrt();
+    assert!(tscam.iter().all(|v| v.abs() <= bound));
+    assert_eq!(
+        qkv,
+        get(&b, "layers.3.blocks.1.attn.qkv.weight"),
+        "same seed, same values"
+    );
+    let c = TrainableHtsat::build(&ckpt, &cfg, &htsat, Some(4), &Device::Cpu).unwrap();
+    assert_ne!(qkv, get(&c, "layers.3.blocks.1.attn.qkv.weight"));
+    let bn = ckpt.get(&format!("{HTSAT}.bn0.running_var")).unwrap();
+    assert_eq!(bn.to_vec1::<f32>().unwrap(), var);
+    let w = ckpt.get(&format!("{HTSAT}.bn0.weight")).unwrap();
+    assert_eq!(w.to_vec1::<f32>().unwrap(), vec![1.0; m]);
 }

@@ -72,12 +72,9 @@ pub struct ModelArgs {
     /// Checkpoint: the official ADIFF `.ckpt`/`.pth` (torch.save) or a `.safetensors` file, or
     /// `adiff-base` / `adiff-wavcaps` for the file `adiff download` put in the cache.
     /// Repeat to combine files (a tensor in a later file replaces one in an earlier file).
-    #[arg(
-        long,
-        short = 'c',
-        required_unless_present = "model",
-        conflicts_with = "model"
-    )]
+    /// Needed unless --model is given (or, for `train-stage1 --part encoder --init-missing`,
+    /// HTSAT starts from scratch).
+    #[arg(long, short = 'c', conflicts_with = "model")]
     pub checkpoint: Vec<PathBuf>,
     /// A model folder in data/models/ (model.safetensors + config.json), instead of --checkpoint
     /// and --config; `$ADIFF_MODELS` can point at another folder. No model is shipped yet:
@@ -119,6 +116,10 @@ impl ModelArgs {
                 shipped_model(name)?.join(SHIPPED_WEIGHTS),
             )?);
         }
+        anyhow::ensure!(
+            !self.checkpoint.is_empty(),
+            "no model given: use --checkpoint/-c FILE or --model NAME"
+        );
         let paths = self
             .checkpoint
             .iter()

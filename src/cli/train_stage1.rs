@@ -14,7 +14,8 @@ use crate::text::tokenizer::Gpt2Tokenizer;
 use crate::train::config::TrainConfig;
 use crate::train::lm_task::{read_csv_answers, read_text_lines, LanguageModelTask, TrainableGpt2};
 use crate::train::tagging_task::{
-    label_set_for, prepare_clips, read_labels, LabelledFile, TaggingTask, TrainableHtsat,
+    has_bn0, label_set_for, logmel_statistics, prepare_clips, read_labels, with_bn0, LabelledFile,
+    TaggingTask, TrainableHtsat,
 };
 use crate::train::trainer::{self, RunOptions, RunSummary};
 
@@ -103,10 +104,12 @@ pub struct TrainStage1Args {
     /// Stop after this many optimizer steps in all (with a checkpoint).
     #[arg(long)]
     pub stop_after_steps: Option<u64>,
-    /// Decoder: GPT-2 tensors the checkpoint lacks start from Hugging Face GPT-2's
-    /// initialisation (normal, std 0.02), seeded by the training config: with a checkpoint that
-    /// has no GPT-2 at all (e.g. a stage-1 encoder's output), GPT-2 trains from scratch at the
-    /// config's size.
+    /// Trainable tensors the checkpoint lacks start from their model's own initialisation,
+    /// seeded by the training config. Decoder: Hugging Face GPT-2's (normal, std 0.02), so with
+    /// a checkpoint that has no GPT-2 at all (e.g. a stage-1 encoder's output) GPT-2 trains from
+    /// scratch at the config's size. Encoder: HTSAT's (normal 0.02 linears, PyTorch's default
+    /// convolutions; bn0 gets the training clips' log-mel statistics). Without -c the part
+    /// starts from scratch and the output holds only it (combine later with repeated -c).
     #[arg(long)]
     pub init_missing: bool,
     /// No progress bar.
@@ -196,7 +199,17 @@ fn encoder_task(
     let all: Vec<LabelledFile> = train.iter().chain(&val).cloned().collect();
     let labels = label_set_for(&all);
     let (train, val) = hold_out(train, val, tcfg);
-    let model = TrainableHtsat::build(&ckpt, cfg, &tcfg.trainable, &device)?;
+    let init_seed = args.init_missing.then_some(tcfg.seed);
+    // HTSAT from scratch: bn0 gets the training clips' log-mel statistics (computed with a
+    // provisional identity bn0, which the log-mels do not depend on).
+    let fresh_bn0 = init_seed.is_some() && !has_bn0(&ckpt);
+    let mels = cfg.htsat.target_mels();
+    let provisional = if fresh_bn0 {
+        with_bn0(ckpt.clone(), &vec![0.0; mels], &vec![1.0; mels])?
+    } else {
+        ckpt.clone()
+    };
+    let mut model = TrainableHtsat::build(&provisional, cfg, &tcfg.trainable, init_seed, &device)?;
     let crop = args.clip.crop_mode(0);
     eprintln!(
         "stage1-encoder: computing log-mels of {} clips ({} labels)",
@@ -205,6 +218,20 @@ fn encoder_task(
     );
     let train = prepare_clips(&train, &labels, &root, &model.encoder, cfg, crop)?;
     let val = prepare_clips(&val, &labels, &root, &model.encoder, cfg, crop)?;
+    let ckpt = if fresh_bn0 {
+        let (mean, var) = logmel_statistics(&train, mels)?;
+        let ckpt = with_bn0(ckpt, &mean, &var)?;
+        model = TrainableHtsat::build(&ckpt, cfg, &tcfg.trainable, init_seed, &device)?;
+        eprintln!(
+            "stage1-encoder: HTSAT from scratch; bn0 statistics from the training clips (mean \
+             {:.1} dB, std {:.1} dB averaged over mel bins)",
+            mean.iter().sum::<f32>() / mels as f32,
+            var.iter().map(|v| v.sqrt()).sum::<f32>() / mels as f32
+        );
+        ckpt
+    } else {
+        ckpt
+    };
     Ok(TaggingTask {
         model,
         init: ckpt,
@@ -261,7 +288,14 @@ pub fn run_stage1(args: &TrainStage1Args) -> anyhow::Result<RunSummary> {
     let tcfg = train_config(args.train_config.as_deref(), default)?;
     let cfg = args.model.config()?;
     let device = args.model.device()?;
-    let ckpt = args.model.load_checkpoint(&cfg)?;
+    // --init-missing without -c: the trained half starts from scratch, alone in the output.
+    let scratch =
+        args.init_missing && args.model.model.is_none() && args.model.checkpoint.is_empty();
+    let ckpt = if scratch {
+        Checkpoint::from_tensors("(no checkpoint: from scratch)", Default::default())
+    } else {
+        args.model.load_checkpoint(&cfg)?
+    };
     let opts = RunOptions {
         out_dir: args.output.clone(),
         resume: args.resume,

@@ -24,6 +24,8 @@ const DDP_PREFIX: &str = "module.";
 const MAX_NAMED_PROBLEMS: usize = 5;
 
 /// All tensors of one checkpoint file, on the CPU, keyed by name (DDP prefix stripped).
+/// Cloning shares the tensors' storage.
+#[derive(Clone)]
 pub struct Checkpoint {
     path: PathBuf,
     tensors: HashMap<String, Tensor>,

@@ -6,7 +6,7 @@
 //! B clips, T = 1001 log-mel frames, M = 64 mel bins, S = 256 image side, C = 96 * 2^stage.
 
 use candle_core::{IndexOp, Module, Tensor, D};
-use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
+use candle_nn::{layer_norm, Init, LayerNorm, Linear, VarBuilder};
 
 use crate::error::{AdiffError, Result};
 use crate::model::config::{AudioConfig, HtsatConfig};
@@ -45,10 +45,11 @@ impl Htsat {
     pub fn new(cfg: &HtsatConfig, audio: &AudioConfig, vb: VarBuilder) -> Result<Self> {
         let mels = cfg.target_mels();
         let bn = vb.pp("bn0");
-        let w = bn.get(mels, "weight")?;
-        let b = bn.get(mels, "bias")?;
-        let mean = bn.get(mels, "running_mean")?;
-        let var = bn.get(mels, "running_var")?;
+        // Initialisation hints (used only by `--init-missing`): a fresh BatchNorm2d's.
+        let w = bn.get_with_hints(mels, "weight", Init::Const(1.0))?;
+        let b = bn.get_with_hints(mels, "bias", Init::Const(0.0))?;
+        let mean = bn.get_with_hints(mels, "running_mean", Init::Const(0.0))?;
+        let var = bn.get_with_hints(mels, "running_var", Init::Const(1.0))?;
         let bn_scale = w.div(&(var + cfg.batch_norm_eps)?.sqrt()?)?;
         let bn_shift = b.sub(&mean.mul(&bn_scale)?)?;
 
@@ -71,8 +72,13 @@ impl Htsat {
         let norm = layer_norm(c, cfg.layer_norm_eps, vb.pp("norm"))?;
         let kh = cfg.final_grid() / cfg.freq_ratio;
         let tscam = vb.pp("tscam_conv");
-        let tscam_weight = tscam.get((cfg.num_classes, c, kh, TSCAM_KERNEL_TIME), "weight")?;
-        let tscam_bias = tscam.get(cfg.num_classes, "bias")?;
+        let tscam_init = conv_init(c * kh * TSCAM_KERNEL_TIME);
+        let tscam_weight = tscam.get_with_hints(
+            (cfg.num_classes, c, kh, TSCAM_KERNEL_TIME),
+            "weight",
+            tscam_init,
+        )?;
+        let tscam_bias = tscam.get_with_hints(cfg.num_classes, "bias", tscam_init)?;
         Ok(Self {
             cfg: cfg.clone(),
             bn_scale,
@@ -263,9 +269,10 @@ impl PatchEmbed {
     fn new(cfg: &HtsatConfig, vb: VarBuilder) -> Result<Self> {
         let (c, p) = (cfg.embed_dim, cfg.patch_size);
         let proj = vb.pp("proj");
+        let init = conv_init(p * p);
         Ok(Self {
-            weight: proj.get((c, 1, p, p), "weight")?,
-            bias: proj.get(c, "bias")?,
+            weight: proj.get_with_hints((c, 1, p, p), "weight", init)?,
+            bias: proj.get_with_hints(c, "bias", init)?,
             stride: cfg.patch_stride,
             norm: layer_norm(c, cfg.layer_norm_eps, vb.pp("norm"))?,
         })
@@ -371,9 +378,10 @@ impl SwinBlock {
         let n = window * window;
         let hidden = (dim as f64 * cfg.mlp_ratio) as usize;
         let attn = vb.pp("attn");
-        let table = attn.get(
+        let table = attn.get_with_hints(
             ((2 * window - 1) * (2 * window - 1), heads),
             "relative_position_bias_table",
+            LINEAR_INIT,
         )?;
         let bias_index = Tensor::from_vec(relative_position_index(window), n * n, vb.device())?;
         let shift_mask = if shift > 0 {
@@ -386,11 +394,11 @@ impl SwinBlock {
         let attn_bias = attention_bias(&table, &bias_index, shift_mask.as_ref(), heads)?;
         Ok(Self {
             norm1: layer_norm(dim, cfg.layer_norm_eps, vb.pp("norm1"))?,
-            qkv: linear(dim, 3 * dim, attn.pp("qkv"))?,
-            proj: linear(dim, dim, attn.pp("proj"))?,
+            qkv: linear(dim, 3 * dim, true, attn.pp("qkv"))?,
+            proj: linear(dim, dim, true, attn.pp("proj"))?,
             norm2: layer_norm(dim, cfg.layer_norm_eps, vb.pp("norm2"))?,
-            fc1: linear(dim, hidden, vb.pp("mlp.fc1"))?,
-            fc2: linear(hidden, dim, vb.pp("mlp.fc2"))?,
+            fc1: linear(dim, hidden, true, vb.pp("mlp.fc1"))?,
+            fc2: linear(hidden, dim, true, vb.pp("mlp.fc2"))?,
             heads,
             grid,
             window,
@@ -544,6 +552,35 @@ fn shift_attention_mask(grid: usize, window: usize, shift: usize, value: f32) ->
     mask
 }
 
+/// HTSAT's own initialisation of linear weights and relative position bias tables
+/// (`trunc_normal_(std=.02)`, truncated at +-2, i.e. never in practice); used only when a
+/// training run starts HTSAT from scratch (`--init-missing`).
+const LINEAR_INIT: Init = Init::Randn {
+    mean: 0.0,
+    stdev: 0.02,
+};
+
+/// PyTorch's default Conv2d initialisation (kaiming_uniform with a = sqrt(5), and the matching
+/// bias rule): both U(-1/sqrt(fan_in), 1/sqrt(fan_in)). HTSAT leaves its convolutions at it.
+fn conv_init(fan_in: usize) -> Init {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
+}
+
+/// `Linear` with HTSAT's initialisation hints (weight N(0, 0.02), bias 0).
+fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+    let w = vb.get_with_hints((out_dim, in_dim), "weight", LINEAR_INIT)?;
+    let b = if bias {
+        Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?)
+    } else {
+        None
+    };
+    Ok(Linear::new(w, b))
+}
+
 /// Swin patch merging: 2x2 neighbours concatenated (order x(0,0), x(1,0), x(0,1), x(1,1)),
 /// LayerNorm(4C), Linear(4C -> 2C, no bias).
 struct PatchMerging {
@@ -556,7 +593,7 @@ impl PatchMerging {
     fn new(dim: usize, grid: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             norm: layer_norm(4 * dim, eps, vb.pp("norm"))?,
-            reduction: linear_no_bias(4 * dim, 2 * dim, vb.pp("reduction"))?,
+            reduction: linear(4 * dim, 2 * dim, false, vb.pp("reduction"))?,
             grid,
         })
     }
