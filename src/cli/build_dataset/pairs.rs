@@ -316,7 +316,11 @@ pub fn run(args: PairsArgs) -> anyhow::Result<()> {
     let (mut explained, mut failed) = (0usize, 0usize);
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let (tx, rx) = mpsc::channel::<(usize, Result<String, ExplainError>)>();
+    // A worker hands over its result and waits until the row is on disk before it takes the
+    // next one, so a killed run loses at most the `workers` requests in flight (a result
+    // queued behind a busy writer would be lost too, and its request paid for).
+    type Done = (usize, Result<String, ExplainError>, mpsc::SyncSender<()>);
+    let (tx, rx) = mpsc::sync_channel::<Done>(0);
     std::thread::scope(|s| -> anyhow::Result<()> {
         for _ in 0..workers.min(explain.len()) {
             let tx = tx.clone();
@@ -332,13 +336,14 @@ pub fn run(args: PairsArgs) -> anyhow::Result<()> {
                 if matches!(result, Err(ExplainError::Budget)) {
                     stop.store(true, Ordering::SeqCst);
                 }
-                if tx.send((i, result)).is_err() {
+                let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+                if tx.send((i, result, ack_tx)).is_err() || ack_rx.recv().is_err() {
                     break;
                 }
             });
         }
         drop(tx);
-        for (i, result) in rx {
+        for (i, result, written) in rx {
             let t = explain[i];
             match result {
                 Ok(answer) => {
@@ -371,6 +376,8 @@ pub fn run(args: PairsArgs) -> anyhow::Result<()> {
                 }
             }
             pb.inc(1);
+            // The row is written (or reported): the worker may take the next one.
+            let _ = written.send(());
         }
         Ok(())
     })?;
