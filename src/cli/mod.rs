@@ -72,8 +72,8 @@ pub struct ModelArgs {
     /// Checkpoint: the official ADIFF `.ckpt`/`.pth` (torch.save) or a `.safetensors` file, or
     /// `adiff-base` / `adiff-wavcaps` for the file `adiff download` put in the cache.
     /// Repeat to combine files (a tensor in a later file replaces one in an earlier file).
-    /// Needed unless --model is given (or, for `train-stage1 --part encoder --init-missing`,
-    /// HTSAT starts from scratch).
+    /// Needed unless --model is given (or with `train-stage1 --init-missing`, where the
+    /// trained part starts from scratch).
     #[arg(long, short = 'c', conflicts_with = "model")]
     pub checkpoint: Vec<PathBuf>,
     /// A model folder in data/models/ (model.safetensors + config.json), instead of --checkpoint
