@@ -673,6 +673,21 @@ fn truth_records_by_split() {
 /// starts from Hugging Face's initialisation (weights N(0, 0.02^2), residual projections scaled
 /// by 1/sqrt(2 n_layer), biases 0, layer norms 1/0), tied head, the same values for the same
 /// seed; without the flag the missing GPT-2 is an error.
+/// The values of the one trainable variable whose name ends with `suffix`.
+fn var_values(vars: &[(String, candle_core::Var)], suffix: &str) -> Vec<f32> {
+    let (_, v) = vars.iter().find(|(n, _)| n.ends_with(suffix)).unwrap();
+    v.as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+/// Root mean square (the standard deviation of zero-mean initial values).
+fn std(x: &[f32]) -> f32 {
+    (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt()
+}
+
 #[test]
 fn decoder_from_scratch_with_init_missing() {
     let cfg = AdiffConfig::tiny();
@@ -681,15 +696,7 @@ fn decoder_from_scratch_with_init_missing() {
     assert!(TrainableGpt2::build(&htsat, &cfg, &gpt, None, &Device::Cpu).is_err());
     let a = TrainableGpt2::build(&htsat, &cfg, &gpt, Some(7), &Device::Cpu).unwrap();
     let b = TrainableGpt2::build(&htsat, &cfg, &gpt, Some(7), &Device::Cpu).unwrap();
-    let get = |t: &TrainableGpt2, suffix: &str| {
-        let (_, v) = t.vars.iter().find(|(n, _)| n.ends_with(suffix)).unwrap();
-        v.as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-    };
-    let std = |x: &[f32]| (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt();
+    let get = |t: &TrainableGpt2, suffix: &str| var_values(&t.vars, suffix);
     let wte = get(&a, "transformer.wte.weight");
     assert!((std(&wte) - 0.02).abs() < 0.001, "wte std {}", std(&wte));
     let proj = get(&a, "h.0.mlp.c_proj.weight");
@@ -744,15 +751,7 @@ fn encoder_from_scratch_with_init_missing() {
     let a = TrainableHtsat::build(&ckpt, &cfg, &htsat, Some(3), &Device::Cpu).unwrap();
     let b = TrainableHtsat::build(&ckpt, &cfg, &htsat, Some(3), &Device::Cpu).unwrap();
     assert!(a.vars.iter().all(|(n, _)| !n.contains(".bn0.")));
-    let get = |t: &TrainableHtsat, suffix: &str| {
-        let (_, v) = t.vars.iter().find(|(n, _)| n.ends_with(suffix)).unwrap();
-        v.as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-    };
-    let std = |x: &[f32]| (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt();
+    let get = |t: &TrainableHtsat, suffix: &str| var_values(&t.vars, suffix);
     let qkv = get(&a, "layers.3.blocks.1.attn.qkv.weight");
     assert!((std(&qkv) - 0.02).abs() < 0.002, "qkv std {}", std(&qkv));
     let table = get(&a, "layers.0.blocks.0.attn.relative_position_bias_table");
