@@ -787,3 +787,125 @@ fn encoder_from_scratch_with_init_missing() {
     let w = ckpt.get(&format!("{HTSAT}.bn0.weight")).unwrap();
     assert_eq!(w.to_vec1::<f32>().unwrap(), vec![1.0; m]);
 }
+
+/// `embedding_tagging_weight`: a linear tagger on HTSAT's pooled embedding trains alongside.
+/// It starts at zero, so its first loss is ln 2 per label on top of the plain run's first loss;
+/// it is checkpointed (and resumes exactly) but not exported; the samples report its accuracy;
+/// stages that do not tag refuse the setting.
+#[test]
+fn encoder_embedding_tagger_trains_and_is_not_exported() {
+    let dir = scratch("emb-tagger");
+    let data = dir.join("data");
+    ok(adiff()
+        .args([
+            "build-dataset",
+            "synthetic",
+            "--count",
+            "1",
+            "--seed",
+            "5",
+            "-o",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap());
+    let changes = |w: f64| {
+        serde_json::json!({"epochs": 4, "batch_size": 2, "val_fraction": 0.5, "warmup_steps": 0,
+            "num_samples": 1, "embedding_tagging_weight": w})
+    };
+    let plain_cfg = config(&dir, "tiny_stage1_encoder.json", changes(0.0));
+    let plain_cfg = {
+        let p = dir.join("plain.json");
+        std::fs::rename(&plain_cfg, &p).unwrap();
+        p
+    };
+    let tagger_cfg = config(&dir, "tiny_stage1_encoder.json", changes(1.0));
+    let ckpt = common::fixture("htsat/htsat_tiny.ckpt");
+    let run = |cfg: &Path, out: &Path, extra: &[&str]| {
+        ok(adiff()
+            .args(["train-stage1", "--part", "encoder", "--quiet", "--labels"])
+            .arg(data.join("truth.jsonl"))
+            .arg("-c")
+            .arg(&ckpt)
+            .args(tiny_config_arg())
+            .arg("--train-config")
+            .arg(cfg)
+            .arg("-o")
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap())
+    };
+    let plain = dir.join("plain");
+    run(&plain_cfg, &plain, &[]);
+    let full = dir.join("full");
+    let out = run(&tagger_cfg, &full, &[]);
+    let (l0, l1) = (
+        step_losses(&plain.join("log.jsonl")),
+        step_losses(&full.join("log.jsonl")),
+    );
+    println!("plain {l0:?}\nwith tagger {l1:?}");
+    // BCE of a zero logit is ln 2 whatever the target; the mean over labels is ln 2 too.
+    assert!(
+        (l1[0] - l0[0] - std::f64::consts::LN_2).abs() < 1e-4,
+        "first-step losses {} and {}",
+        l1[0],
+        l0[0]
+    );
+    assert!(l1[3] < l1[0], "loss did not drop: {l1:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("embedding tagger: kind "), "{stderr}");
+
+    let model = load(&full.join("model.safetensors"));
+    let init = Checkpoint::load(&ckpt).unwrap();
+    assert_eq!(model.len(), init.len(), "the tagger is not exported");
+    let states: Vec<PathBuf> = std::fs::read_dir(full.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let state = load(&states[0]);
+    // Training states keep trainable tensors under "model." (optimizer moments elsewhere).
+    let w = state
+        .get("model.stage1.embedding_tagger.weight")
+        .expect("the tagger is checkpointed");
+    assert_eq!(w.dims(), [NUM_LABELS, 128]);
+    assert!(max_abs(w) > 0.0, "the tagger trained");
+
+    // Stopped after 2 of 4 steps, then resumed: the same weights, bit for bit.
+    let part = dir.join("part");
+    run(&tagger_cfg, &part, &["--stop-after-steps", "2"]);
+    run(&tagger_cfg, &part, &["--resume"]);
+    let resumed = load(&part.join("model.safetensors"));
+    for (name, t) in &model {
+        assert_eq!(
+            common::max_abs_diff(
+                &t.to_dtype(DType::F32).unwrap(),
+                &resumed[name].to_dtype(DType::F32).unwrap()
+            ),
+            0.0,
+            "{name} differs after resume"
+        );
+    }
+
+    let refused = adiff()
+        .args([
+            "train-stage1",
+            "--part",
+            "decoder",
+            "--quiet",
+            "--text-from-csv",
+        ])
+        .arg(data.join("train_sentence_answer.csv"))
+        .args(["--init-missing"])
+        .args(tiny_config_arg())
+        .arg("--train-config")
+        .arg(&tagger_cfg)
+        .arg("-o")
+        .arg(dir.join("dec"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let msg = String::from_utf8_lossy(&refused.stderr);
+    assert!(msg.contains("embedding_tagging_weight"), "{msg}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -14,8 +14,8 @@ use crate::text::tokenizer::Gpt2Tokenizer;
 use crate::train::config::TrainConfig;
 use crate::train::lm_task::{read_csv_answers, read_text_lines, LanguageModelTask, TrainableGpt2};
 use crate::train::tagging_task::{
-    has_bn0, label_set_for, logmel_statistics, prepare_clips, read_labels, with_bn0, LabelledFile,
-    TaggingTask, TrainableHtsat,
+    has_bn0, label_set_for, logmel_statistics, prepare_clips, read_labels, with_bn0,
+    EmbeddingTagger, LabelledFile, TaggingTask, TrainableHtsat,
 };
 use crate::train::trainer::{self, RunOptions, RunSummary};
 
@@ -232,14 +232,20 @@ fn encoder_task(
     } else {
         ckpt
     };
-    Ok(TaggingTask {
-        model,
-        init: ckpt,
-        labels,
-        train,
-        val,
-        device,
-    })
+    let tagger = if tcfg.embedding_tagging_weight > 0.0 {
+        let dim = model.encoder.htsat.config().num_features();
+        Some(EmbeddingTagger::new(
+            labels.len(),
+            dim,
+            tcfg.embedding_tagging_weight,
+            &device,
+        )?)
+    } else {
+        None
+    };
+    Ok(TaggingTask::new(
+        model, ckpt, labels, train, val, device, tagger,
+    ))
 }
 
 fn decoder_task(
@@ -249,6 +255,11 @@ fn decoder_task(
     ckpt: Checkpoint,
     device: candle_core::Device,
 ) -> anyhow::Result<LanguageModelTask> {
+    anyhow::ensure!(
+        tcfg.embedding_tagging_weight == 0.0,
+        "--part decoder: the training config sets embedding_tagging_weight, which only the \
+         encoder part uses"
+    );
     let mut lines = read_text_lines(&args.text)?;
     lines.extend(read_csv_answers(&args.text_from_csv)?);
     anyhow::ensure!(

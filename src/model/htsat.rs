@@ -168,10 +168,16 @@ impl Htsat {
     /// logits, before the sigmoid): what stage-1 tagging trains with BCE-with-logits, which is
     /// numerically safer than a BCE on the probabilities.
     pub fn clip_logits(&self, logmel: &Tensor) -> Result<Tensor> {
+        Ok(self.clip_logits_and_embedding(logmel)?.0)
+    }
+
+    /// Log-mel `[B, T, M]` -> (clip-wise logits `[B, classes]`, embedding `[B, C]`): stage 1's
+    /// optional embedding tagger trains on the embedding, which is what ADIFF reads.
+    pub fn clip_logits_and_embedding(&self, logmel: &Tensor) -> Result<(Tensor, Tensor)> {
         let image = self.image(logmel)?;
         let (tokens, _) = self.forward_stages(&image)?;
-        let (_, logits) = self.tscam(&tokens)?;
-        Ok(logits.mean(D::Minus1)?)
+        let (embedding, logits) = self.tscam(&tokens)?;
+        Ok((logits.mean(D::Minus1)?, embedding))
     }
 
     /// Token-semantic head on the final tokens `[B, G*G, C]` (G = 8).

@@ -58,6 +58,17 @@ pub struct TrainConfig {
     pub val_fraction: f64,
     /// Seeds data order, prompt draws and the hold-out split.
     pub seed: u64,
+    /// Stage 1, encoder part only: weight of an extra binary cross-entropy from a linear tagger
+    /// on HTSAT's pooled embedding (the vector ADIFF reads). HTSAT's own head weighs each
+    /// frequency row separately, while the embedding averages the rows, so tagging alone can
+    /// leave the embedding blind to what the tags see. The tagger trains with HTSAT and is not
+    /// exported. 0 (the default): no such loss.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub embedding_tagging_weight: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl TrainConfig {
@@ -89,6 +100,12 @@ impl TrainConfig {
             return Err(format!(
                 "val_fraction must be in [0, 1), got {}",
                 self.val_fraction
+            ));
+        }
+        if !(self.embedding_tagging_weight >= 0.0 && self.embedding_tagging_weight.is_finite()) {
+            return Err(format!(
+                "embedding_tagging_weight must be >= 0, got {}",
+                self.embedding_tagging_weight
             ));
         }
         if self.max_answer_tokens == 0 {

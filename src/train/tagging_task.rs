@@ -388,6 +388,39 @@ pub fn export_with(init: &Checkpoint, vars: &[(String, Var)]) -> Result<HashMap<
 /// each validation clip's predicted labels `[n_val][K]`.
 pub type Evaluation = (Vec<(String, f64)>, Vec<Vec<bool>>);
 
+/// A linear tagger on HTSAT's pooled embedding, trained alongside HTSAT so that the embedding
+/// itself (what ADIFF reads) carries the labels (`embedding_tagging_weight` of the training
+/// config). Its tensors are optimizer variables and checkpointed, but never exported.
+pub struct EmbeddingTagger {
+    /// `[K, C]`, starts at zero (the loss is convex in it, so no symmetry to break).
+    pub weight: Var,
+    /// `[K]`, starts at zero.
+    pub bias: Var,
+    /// Weight of its loss next to the clip-wise head's.
+    pub loss_weight: f64,
+}
+
+/// Names of the tagger's tensors in training checkpoints (outside every model prefix).
+pub const EMBEDDING_TAGGER_WEIGHT: &str = "stage1.embedding_tagger.weight";
+pub const EMBEDDING_TAGGER_BIAS: &str = "stage1.embedding_tagger.bias";
+
+impl EmbeddingTagger {
+    pub fn new(labels: usize, dim: usize, loss_weight: f64, device: &Device) -> Result<Self> {
+        Ok(Self {
+            weight: Var::zeros((labels, dim), DType::F32, device)?,
+            bias: Var::zeros(labels, DType::F32, device)?,
+            loss_weight,
+        })
+    }
+
+    /// Embedding `[B, C]` -> logits `[B, K]`.
+    fn logits(&self, embedding: &Tensor) -> Result<Tensor> {
+        Ok(embedding
+            .matmul(&self.weight.as_tensor().t()?)?
+            .broadcast_add(self.bias.as_tensor())?)
+    }
+}
+
 /// Stage 1, encoder part.
 pub struct TaggingTask {
     pub model: TrainableHtsat,
@@ -396,9 +429,39 @@ pub struct TaggingTask {
     pub train: Vec<TaggedClip>,
     pub val: Vec<TaggedClip>,
     pub device: Device,
+    /// Optional tagger on the embedding (see [`EmbeddingTagger`]).
+    pub embedding_tagger: Option<EmbeddingTagger>,
+    /// HTSAT's trainable tensors, then the embedding tagger's: what the optimizer updates.
+    all_vars: Vec<(String, Var)>,
 }
 
 impl TaggingTask {
+    pub fn new(
+        model: TrainableHtsat,
+        init: Checkpoint,
+        labels: LabelSet,
+        train: Vec<TaggedClip>,
+        val: Vec<TaggedClip>,
+        device: Device,
+        embedding_tagger: Option<EmbeddingTagger>,
+    ) -> Self {
+        let mut all_vars = model.vars.clone();
+        if let Some(t) = &embedding_tagger {
+            all_vars.push((EMBEDDING_TAGGER_WEIGHT.into(), t.weight.clone()));
+            all_vars.push((EMBEDDING_TAGGER_BIAS.into(), t.bias.clone()));
+        }
+        Self {
+            model,
+            init,
+            labels,
+            train,
+            val,
+            device,
+            embedding_tagger,
+            all_vars,
+        }
+    }
+
     /// `[B, T, M]` log-mels and `[B, K]` targets of `clips[idx]`.
     fn batch(&self, clips: &[TaggedClip], idx: &[usize]) -> Result<(Tensor, Tensor)> {
         let m = self.model.encoder.front_end.config().n_mels;
@@ -416,8 +479,8 @@ impl TaggingTask {
         ))
     }
 
-    /// Clip logits of the K labels `[B, K]` (HTSAT's first K outputs).
-    fn logits(&self, logmel: &Tensor) -> Result<Tensor> {
+    /// Clip logits of the K labels `[B, K]` (HTSAT's first K outputs) and the embedding `[B, C]`.
+    fn logits_and_embedding(&self, logmel: &Tensor) -> Result<(Tensor, Tensor)> {
         let k = self.labels.len();
         let classes = self.model.encoder.htsat.config().num_classes;
         if k > classes {
@@ -426,30 +489,53 @@ impl TaggingTask {
             )));
         }
         // [B, classes] -> [B, K]
-        Ok(self
-            .model
-            .encoder
-            .htsat
-            .clip_logits(logmel)?
-            .narrow(1, 0, k)?)
+        let (logits, embedding) = self.model.encoder.htsat.clip_logits_and_embedding(logmel)?;
+        Ok((logits.narrow(1, 0, k)?, embedding))
     }
 
+    /// BCE of HTSAT's head, plus the weighted BCE of the embedding tagger when there is one.
     fn loss(&self, clips: &[TaggedClip], idx: &[usize]) -> Result<Tensor> {
         let (mel, tgt) = self.batch(clips, idx)?;
-        bce_with_logits(&self.logits(&mel)?, &tgt)
+        let (logits, embedding) = self.logits_and_embedding(&mel)?;
+        let head = bce_with_logits(&logits, &tgt)?;
+        match &self.embedding_tagger {
+            None => Ok(head),
+            Some(t) => {
+                let aux = bce_with_logits(&t.logits(&embedding)?, &tgt)?;
+                Ok((head + (aux * t.loss_weight)?)?)
+            }
+        }
     }
 
     /// Per-group accuracy of the argmax (and, for ungrouped labels, of the 0.5 threshold) over
     /// the validation clips, plus each clip's predicted labels `[n_val][K]` (1 = predicted).
     pub fn evaluate(&self, batch: usize) -> Result<Evaluation> {
-        let k = self.labels.len();
+        let probs = self.val_probabilities(batch)?.0;
+        Ok(self.score(&probs))
+    }
+
+    /// Validation probabilities `[n_val][K]` of HTSAT's head and of the embedding tagger.
+    #[allow(clippy::type_complexity)]
+    fn val_probabilities(&self, batch: usize) -> Result<(Vec<Vec<f32>>, Option<Vec<Vec<f32>>>)> {
         let mut probs: Vec<Vec<f32>> = Vec::with_capacity(self.val.len());
+        let mut tagger: Vec<Vec<f32>> = Vec::new();
         for start in (0..self.val.len()).step_by(batch.max(1)) {
             let idx: Vec<usize> = (start..(start + batch).min(self.val.len())).collect();
             let (mel, _) = self.batch(&self.val, &idx)?;
-            let p = candle_nn::ops::sigmoid(&self.logits(&mel)?.detach())?;
-            probs.extend(p.to_vec2::<f32>()?);
+            let (logits, embedding) = self.logits_and_embedding(&mel)?;
+            probs.extend(candle_nn::ops::sigmoid(&logits.detach())?.to_vec2::<f32>()?);
+            if let Some(t) = &self.embedding_tagger {
+                let l = t.logits(&embedding.detach())?;
+                tagger.extend(candle_nn::ops::sigmoid(&l)?.to_vec2::<f32>()?);
+            }
         }
+        Ok((probs, self.embedding_tagger.as_ref().map(|_| tagger)))
+    }
+
+    /// Accuracy per group (argmax) and of the ungrouped labels (threshold), and the predicted
+    /// labels, of validation probabilities `[n_val][K]`.
+    fn score(&self, probs: &[Vec<f32>]) -> Evaluation {
+        let k = self.labels.len();
         let mut predicted = vec![vec![false; k]; probs.len()];
         let mut in_group = vec![false; k];
         let mut acc = vec![];
@@ -481,7 +567,7 @@ impl TaggingTask {
                 right as f64 / (probs.len() * loose.len()).max(1) as f64,
             ));
         }
-        Ok((acc, predicted))
+        (acc, predicted)
     }
 }
 
@@ -505,7 +591,8 @@ impl TrainTask for TaggingTask {
     /// First line: per-attribute accuracy over the whole validation set; then one line per
     /// requested clip with its predicted and true labels.
     fn samples(&self, indices: &[usize], _max_tokens: usize) -> Result<Vec<String>> {
-        let (acc, predicted) = self.evaluate(EVAL_BATCH)?;
+        let (probs, tagger) = self.val_probabilities(EVAL_BATCH)?;
+        let (acc, predicted) = self.score(&probs);
         let names = |flags: &[bool]| {
             flags
                 .iter()
@@ -515,14 +602,17 @@ impl TrainTask for TaggingTask {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        let mut out = vec![format!(
-            "accuracy over {} clips: {}",
-            self.val.len(),
+        let line = |acc: &[(String, f64)]| {
             acc.iter()
                 .map(|(g, a)| format!("{g} {a:.3}"))
                 .collect::<Vec<_>>()
                 .join(", ")
-        )];
+        };
+        let mut first = format!("accuracy over {} clips: {}", self.val.len(), line(&acc));
+        if let Some(t) = tagger {
+            first.push_str(&format!("; embedding tagger: {}", line(&self.score(&t).0)));
+        }
+        let mut out = vec![first];
         for &i in indices {
             let truth: Vec<bool> = self.val[i].targets.iter().map(|&t| t == 1.0).collect();
             out.push(format!(
@@ -536,7 +626,7 @@ impl TrainTask for TaggingTask {
     }
 
     fn vars(&self) -> &[(String, Var)] {
-        &self.model.vars
+        &self.all_vars
     }
 
     /// The whole initial checkpoint with HTSAT's trained tensors, and `labels.json` beside it
