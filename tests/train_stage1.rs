@@ -315,14 +315,67 @@ fn step_losses(log: &Path) -> Vec<f64> {
 
 /// Writes a copy of a tiny stage-1 config with some fields replaced.
 fn config(dir: &Path, name: &str, changes: serde_json::Value) -> PathBuf {
+    config_as(dir, name, name, changes)
+}
+
+/// [`config`] written to `dir/out_name`.
+fn config_as(dir: &Path, name: &str, out_name: &str, changes: serde_json::Value) -> PathBuf {
     let text = std::fs::read_to_string(common::root().join("configs/train").join(name)).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     for (k, x) in changes.as_object().unwrap() {
         v[k] = x.clone();
     }
-    let p = dir.join(name);
+    let p = dir.join(out_name);
     std::fs::write(&p, v.to_string()).unwrap();
     p
+}
+
+/// One synthetic pair (two clips) with seed 5 in `data`.
+fn one_pair_dataset(data: &Path) {
+    ok(adiff()
+        .args([
+            "build-dataset",
+            "synthetic",
+            "--count",
+            "1",
+            "--seed",
+            "5",
+            "-o",
+        ])
+        .arg(data)
+        .output()
+        .unwrap());
+}
+
+/// `train-stage1 --part encoder` on `data`'s clips with the tiny model.
+fn train_encoder(data: &Path, ckpt: &Path, tcfg: &Path, out: &Path, extra: &[&str]) -> Output {
+    ok(adiff()
+        .args(["train-stage1", "--part", "encoder", "--quiet", "--labels"])
+        .arg(data.join("truth.jsonl"))
+        .arg("-c")
+        .arg(ckpt)
+        .args(tiny_config_arg())
+        .arg("--train-config")
+        .arg(tcfg)
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap())
+}
+
+/// Every tensor of `a` equals `b`'s bit for bit (a resumed run against an uninterrupted one).
+fn assert_same_weights(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) {
+    for (name, t) in a {
+        assert_eq!(
+            common::max_abs_diff(
+                &t.to_dtype(DType::F32).unwrap(),
+                &b[name].to_dtype(DType::F32).unwrap()
+            ),
+            0.0,
+            "{name} differs after resume"
+        );
+    }
 }
 
 fn tiny_config_arg() -> [String; 2] {
@@ -342,40 +395,14 @@ fn tiny_config_arg() -> [String; 2] {
 fn encoder_cli_trains_freezes_and_resumes() {
     let dir = scratch("enc");
     let data = dir.join("data");
-    ok(adiff()
-        .args([
-            "build-dataset",
-            "synthetic",
-            "--count",
-            "1",
-            "--seed",
-            "5",
-            "-o",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap());
+    one_pair_dataset(&data);
     let tcfg = config(
         &dir,
         "tiny_stage1_encoder.json",
         serde_json::json!({"epochs": 4, "batch_size": 2, "val_fraction": 0.0, "warmup_steps": 0, "num_samples": 0}),
     );
     let ckpt = common::fixture("htsat/htsat_tiny.ckpt");
-    let run = |out: &Path, extra: &[&str]| {
-        ok(adiff()
-            .args(["train-stage1", "--part", "encoder", "--quiet", "--labels"])
-            .arg(data.join("truth.jsonl"))
-            .arg("-c")
-            .arg(&ckpt)
-            .args(tiny_config_arg())
-            .arg("--train-config")
-            .arg(&tcfg)
-            .arg("-o")
-            .arg(out)
-            .args(extra)
-            .output()
-            .unwrap())
-    };
+    let run = |out: &Path, extra: &[&str]| train_encoder(&data, &ckpt, &tcfg, out, extra);
     let full = dir.join("full");
     run(&full, &[]);
     let losses = step_losses(&full.join("log.jsonl"));
@@ -453,17 +480,7 @@ fn encoder_cli_trains_freezes_and_resumes() {
     run(&part, &["--stop-after-steps", "2"]);
     assert!(!part.join("model.safetensors").exists());
     run(&part, &["--resume"]);
-    let resumed = load(&part.join("model.safetensors"));
-    for (name, t) in &model {
-        assert_eq!(
-            common::max_abs_diff(
-                &t.to_dtype(DType::F32).unwrap(),
-                &resumed[name].to_dtype(DType::F32).unwrap()
-            ),
-            0.0,
-            "{name} differs after resume"
-        );
-    }
+    assert_same_weights(&model, &load(&part.join("model.safetensors")));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -796,46 +813,20 @@ fn encoder_from_scratch_with_init_missing() {
 fn encoder_embedding_tagger_trains_and_is_not_exported() {
     let dir = scratch("emb-tagger");
     let data = dir.join("data");
-    ok(adiff()
-        .args([
-            "build-dataset",
-            "synthetic",
-            "--count",
-            "1",
-            "--seed",
-            "5",
-            "-o",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap());
+    one_pair_dataset(&data);
     let changes = |w: f64| {
         serde_json::json!({"epochs": 4, "batch_size": 2, "val_fraction": 0.5, "warmup_steps": 0,
             "num_samples": 1, "embedding_tagging_weight": w})
     };
-    let plain_cfg = config(&dir, "tiny_stage1_encoder.json", changes(0.0));
-    let plain_cfg = {
-        let p = dir.join("plain.json");
-        std::fs::rename(&plain_cfg, &p).unwrap();
-        p
-    };
-    let tagger_cfg = config(&dir, "tiny_stage1_encoder.json", changes(1.0));
+    let plain_cfg = config_as(&dir, "tiny_stage1_encoder.json", "plain.json", changes(0.0));
+    let tagger_cfg = config_as(
+        &dir,
+        "tiny_stage1_encoder.json",
+        "tagger.json",
+        changes(1.0),
+    );
     let ckpt = common::fixture("htsat/htsat_tiny.ckpt");
-    let run = |cfg: &Path, out: &Path, extra: &[&str]| {
-        ok(adiff()
-            .args(["train-stage1", "--part", "encoder", "--quiet", "--labels"])
-            .arg(data.join("truth.jsonl"))
-            .arg("-c")
-            .arg(&ckpt)
-            .args(tiny_config_arg())
-            .arg("--train-config")
-            .arg(cfg)
-            .arg("-o")
-            .arg(out)
-            .args(extra)
-            .output()
-            .unwrap())
-    };
+    let run = |cfg: &Path, out: &Path, extra: &[&str]| train_encoder(&data, &ckpt, cfg, out, extra);
     let plain = dir.join("plain");
     run(&plain_cfg, &plain, &[]);
     let full = dir.join("full");
@@ -875,17 +866,7 @@ fn encoder_embedding_tagger_trains_and_is_not_exported() {
     let part = dir.join("part");
     run(&tagger_cfg, &part, &["--stop-after-steps", "2"]);
     run(&tagger_cfg, &part, &["--resume"]);
-    let resumed = load(&part.join("model.safetensors"));
-    for (name, t) in &model {
-        assert_eq!(
-            common::max_abs_diff(
-                &t.to_dtype(DType::F32).unwrap(),
-                &resumed[name].to_dtype(DType::F32).unwrap()
-            ),
-            0.0,
-            "{name} differs after resume"
-        );
-    }
+    assert_same_weights(&model, &load(&part.join("model.safetensors")));
 
     let refused = adiff()
         .args([

@@ -102,11 +102,7 @@ pub fn run_stage(
     tcfg: &TrainConfig,
     init: Option<&Path>,
 ) -> anyhow::Result<RunSummary> {
-    anyhow::ensure!(
-        tcfg.embedding_tagging_weight == 0.0,
-        "{stage}: the training config sets embedding_tagging_weight, which only train-stage1 \
-         --part encoder uses"
-    );
+    tcfg.refuse_embedding_tagger(stage)?;
     let cfg: AdiffConfig = args.model.config()?;
     let device = args.model.device()?;
     let ckpt = match init {

@@ -255,11 +255,7 @@ fn decoder_task(
     ckpt: Checkpoint,
     device: candle_core::Device,
 ) -> anyhow::Result<LanguageModelTask> {
-    anyhow::ensure!(
-        tcfg.embedding_tagging_weight == 0.0,
-        "--part decoder: the training config sets embedding_tagging_weight, which only the \
-         encoder part uses"
-    );
+    tcfg.refuse_embedding_tagger("train-stage1 --part decoder")?;
     let mut lines = read_text_lines(&args.text)?;
     lines.extend(read_csv_answers(&args.text_from_csv)?);
     anyhow::ensure!(

@@ -114,6 +114,17 @@ impl TrainConfig {
         self.optimizer.validate().map_err(|e| e.to_string())
     }
 
+    /// Refuses `embedding_tagging_weight` in a stage that does not tag (`stage` names it).
+    pub fn refuse_embedding_tagger(&self, stage: &str) -> Result<()> {
+        if self.embedding_tagging_weight != 0.0 {
+            return Err(AdiffError::Config(format!(
+                "{stage}: the training config sets embedding_tagging_weight, which only \
+                 train-stage1 --part encoder uses"
+            )));
+        }
+        Ok(())
+    }
+
     /// The schedule for a run of `total_steps` optimizer steps.
     pub fn schedule(&self, total_steps: u64) -> LrSchedule {
         let warmup_steps = self.warmup_steps.min(total_steps);
