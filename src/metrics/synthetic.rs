@@ -9,7 +9,8 @@
 //!   ...", "the same pitch".
 //! * source kind, pattern, background: "X instead of Y" where X and Y are phrases of the same
 //!   attribute ("a chord instead of a tone"): the second audio has X, the first Y; "the same
-//!   source (X)", "the same pattern (X)", "the same background (X)": both have X.
+//!   source (X)", "the same pattern (X)", "the same background (X)": both have X. "X instead of
+//!   X" says the clips differ while naming one value for both: it is never right.
 //! * Comparisons speak of the second audio, unless the last of "first"/"second" said before them
 //!   in their clause is "first" ("the first audio is louder"), which turns them around.
 //!
@@ -37,6 +38,8 @@ pub enum Claim {
     Relation(Ordering),
     /// Categorical attributes: the value indices (in the attribute's `ALL` order) of both audios.
     Values { first: usize, second: usize },
+    /// "X instead of X": a difference claimed with the same value on both sides; never true.
+    SelfContradiction,
 }
 
 /// Every claim of one explanation, per attribute (indexed like [`Attribute::ALL`]).
@@ -210,7 +213,12 @@ pub fn parse_explanation(text: &str) -> Assertions {
                     } else {
                         (y, x)
                     };
-                    out.add(*attr, Claim::Values { first, second });
+                    let claim = if first == second {
+                        Claim::SelfContradiction
+                    } else {
+                        Claim::Values { first, second }
+                    };
+                    out.add(*attr, claim);
                 }
             }
             // "the same source (X)"
@@ -506,6 +514,15 @@ mod tests {
         b.loudness = Loudness::Loud;
         let s = score_row("louder but also quieter", &a, &b);
         assert_eq!(s[0].map(|x| x.0), Some(false));
+        // "X instead of X" names the truth of a same-kind pair but claims a difference: wrong.
+        assert_eq!(
+            parse_explanation("clicks instead of clicks").of(Attribute::Kind),
+            &BTreeSet::from([Claim::SelfContradiction])
+        );
+        assert_eq!(
+            score_row("a tone instead of a tone", &a, &b)[2].map(|x| x.0),
+            Some(false)
+        );
         // Words that only look alike are not claims.
         assert_eq!(
             parse_explanation("a loud high-pitched tone"),
