@@ -484,11 +484,10 @@ fn encoder_cli_trains_freezes_and_resumes() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The decoder run on the synthetic explanations (`--text-from-csv`): loss drops, only GPT-2
-/// moves, samples are logged.
-#[test]
-fn decoder_cli_trains_gpt2_only() {
-    let dir = scratch("dec");
+/// The decoder run on the synthetic explanations (`--text-from-csv`, plain lines or answers after
+/// their caption prefixes): loss drops, only GPT-2 moves, samples are logged.
+fn decoder_cli_trains_gpt2_only(name: &str, extra: &[&str]) {
+    let dir = scratch(name);
     let data = dir.join("data");
     ok(adiff()
         .args([
@@ -517,7 +516,8 @@ fn decoder_cli_trains_gpt2_only() {
         "--quiet",
         "--text-from-csv",
     ])
-    .arg(data.join("train_sentence_answer.csv"));
+    .arg(data.join("train_sentence_answer.csv"))
+    .args(extra);
     for f in [
         "htsat/htsat_tiny.ckpt",
         "gpt2/adiff_tiny.safetensors",
@@ -571,6 +571,44 @@ fn decoder_cli_trains_gpt2_only() {
             assert!(same, "{name} is outside GPT-2 but changed");
         }
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn decoder_cli_trains_gpt2_only_on_lines() {
+    decoder_cli_trains_gpt2_only("dec", &[]);
+}
+
+#[test]
+fn decoder_cli_trains_gpt2_only_after_caption_prefixes() {
+    decoder_cli_trains_gpt2_only("dec-captions", &["--caption-prefix"]);
+}
+
+/// `--caption-prefix` needs CSVs: plain text lines have no captions.
+#[test]
+fn caption_prefix_refuses_text_files() {
+    let dir = scratch("dec-captions-text");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("lines.txt");
+    std::fs::write(&text, "one line\n").unwrap();
+    let out = adiff()
+        .args([
+            "train-stage1",
+            "--part",
+            "decoder",
+            "--caption-prefix",
+            "--quiet",
+            "--text",
+        ])
+        .arg(&text)
+        .args(["--init-missing", "-o"])
+        .arg(dir.join("run"))
+        .args(tiny_config_arg())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--caption-prefix reads"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -10,8 +10,11 @@ use super::{ClipArgs, ModelArgs};
 use crate::audio::CropMode;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::AdiffConfig;
+use crate::text::prompts::PromptDatabase;
 use crate::text::tokenizer::Gpt2Tokenizer;
+use crate::train::caption_lm_task::CaptionPrefixTask;
 use crate::train::config::TrainConfig;
+use crate::train::data::{read_examples, Batcher};
 use crate::train::lm_task::{read_csv_answers, read_text_lines, LanguageModelTask, TrainableGpt2};
 use crate::train::tagging_task::{
     has_bn0, label_set_for, logmel_statistics, prepare_clips, read_labels, with_bn0,
@@ -88,6 +91,13 @@ pub struct TrainStage1Args {
     /// Decoder: validation CSVs (`answer` column).
     #[arg(long, num_args = 1..)]
     pub val_text_from_csv: Vec<PathBuf>,
+    /// Decoder, with --text-from-csv: write each row's answer after a prefix laid out as
+    /// ADIFF's, with the row's captions in place of the audio ([caption 1 | separator |
+    /// caption 2 | prompt], each pooled into the mappers' prefix_length slots of token
+    /// embeddings; prompts drawn as in stages 2 and 3). The answers then sit at the positions
+    /// stages 2 and 3 give them, and GPT-2 has already learned to compare two descriptions.
+    #[arg(long)]
+    pub caption_prefix: bool,
     #[command(flatten)]
     pub model: ModelArgs,
     /// Training config JSON (default: configs/train/stage1_encoder.json or
@@ -281,6 +291,48 @@ fn decoder_task(
     })
 }
 
+fn caption_prefix_task(
+    args: &TrainStage1Args,
+    cfg: &AdiffConfig,
+    tcfg: &TrainConfig,
+    ckpt: Checkpoint,
+    device: candle_core::Device,
+) -> anyhow::Result<CaptionPrefixTask> {
+    tcfg.refuse_embedding_tagger("train-stage1 --part decoder")?;
+    anyhow::ensure!(
+        args.text.is_empty() && args.val_text.is_empty() && !args.text_from_csv.is_empty(),
+        "--caption-prefix reads captions, prompts and answers from --text-from-csv (and \
+         --val-text-from-csv) CSVs only"
+    );
+    let train = read_examples(&args.text_from_csv)?;
+    let val = if args.val_text_from_csv.is_empty() {
+        vec![]
+    } else {
+        read_examples(&args.val_text_from_csv)?
+    };
+    let (train, val) = hold_out(train, val, tcfg);
+    let init_seed = args.init_missing.then_some(tcfg.seed);
+    let model = TrainableGpt2::build(&ckpt, cfg, &tcfg.trainable, init_seed, &device)?;
+    Ok(CaptionPrefixTask {
+        model,
+        init: ckpt,
+        train,
+        val,
+        batcher: Batcher {
+            tokenizer: Gpt2Tokenizer::bundled(&cfg.text)?,
+            prompts: PromptDatabase::bundled()?,
+            sample_prompts: tcfg.sample_prompts,
+            max_answer_tokens: tcfg.max_answer_tokens,
+            pad_id: cfg.text.pad_token_id,
+            seed: tcfg.seed,
+        },
+        prefix_length: cfg.mapper.prefix_length,
+        separator_id: cfg.text.separator_token_id,
+        stop_id: cfg.text.stop_token_id,
+        device,
+    })
+}
+
 pub fn run(args: TrainStage1Args) -> anyhow::Result<()> {
     run_stage1(&args)?;
     Ok(())
@@ -313,6 +365,11 @@ pub fn run_stage1(args: &TrainStage1Args) -> anyhow::Result<RunSummary> {
     let summary = match args.part {
         Part::Encoder => {
             let task = encoder_task(args, &cfg, &tcfg, ckpt, device)?;
+            write_configs(&args.output, &cfg, &tcfg)?;
+            trainer::run(&task, &tcfg, &opts)?
+        }
+        Part::Decoder if args.caption_prefix => {
+            let task = caption_prefix_task(args, &cfg, &tcfg, ckpt, device)?;
             write_configs(&args.output, &cfg, &tcfg)?;
             trainer::run(&task, &tcfg, &opts)?
         }

@@ -32,6 +32,9 @@ pub struct Example {
     pub audio2: String,
     /// What the prompt asks for, when it can be told from the file and row.
     pub kind: Option<PromptKind>,
+    /// The CSV's captions of the first and second audio.
+    pub caption1: String,
+    pub caption2: String,
     /// The CSV's own prompt.
     pub input: String,
     pub answer: String,
@@ -78,6 +81,8 @@ pub fn read_examples(paths: &[PathBuf]) -> Result<Vec<Example>> {
                 audio1: row.filepath1,
                 audio2: row.filepath2,
                 kind,
+                caption1: row.caption1,
+                caption2: row.caption2,
                 input: row.input,
                 answer: row.answer,
             });

@@ -14,6 +14,7 @@ use crate::model::adiff::Adiff;
 use crate::model::audio_encoder::HTSAT_PREFIX;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::AdiffConfig;
+use crate::model::gpt2::Gpt2;
 use crate::train::lm_task::wte_and_head;
 use crate::train::vars::{check_matched, tied_var_builder, under};
 
@@ -156,13 +157,28 @@ impl Batch {
 /// Mean next-token cross-entropy over the answer tokens of `batch` (a scalar tensor, part of
 /// the autograd graph when the model has trainable tensors).
 pub fn answer_loss(model: &Adiff, batch: &Batch) -> Result<Tensor> {
-    let gpt = &model.gpt;
     // [B, P, C]
     let prefix = model
         .prefix(&batch.embedding1, &batch.embedding2, &batch.prompt_ids)?
         .prefix;
+    prefixed_answer_loss(
+        &model.gpt,
+        &prefix,
+        &batch.answer_ids,
+        &batch.answer_lengths,
+    )
+}
+
+/// Mean next-token cross-entropy of right-padded `answer_ids` `[B, L]` (row b holds
+/// `answer_lengths[b]` real tokens) written by `gpt` after `prefix` `[B, P, C]`.
+pub fn prefixed_answer_loss(
+    gpt: &Gpt2,
+    prefix: &Tensor,
+    answer_ids: &Tensor,
+    answer_lengths: &[usize],
+) -> Result<Tensor> {
     let (b, p, c) = prefix.dims3()?;
-    let l = batch.answer_ids.dim(1)?;
+    let l = answer_ids.dim(1)?;
     let limit = gpt.config().n_positions;
     if p + l - 1 > limit {
         return Err(AdiffError::Invalid(format!(
@@ -171,23 +187,22 @@ pub fn answer_loss(model: &Adiff, batch: &Batch) -> Result<Tensor> {
     }
     // Inputs: the prefix, then every answer token but the last. [B, P+L-1, C]
     let input = if l > 1 {
-        let ans = gpt.embed_ids(&batch.answer_ids.narrow(1, 0, l - 1)?)?;
-        Tensor::cat(&[&prefix, &ans], 1)?
+        let ans = gpt.embed_ids(&answer_ids.narrow(1, 0, l - 1)?)?;
+        Tensor::cat(&[prefix, &ans], 1)?
     } else {
-        prefix
+        prefix.clone()
     };
     // Positions P-1 .. P+L-2 predict answer tokens 0 .. L-1. [B, L, C]
     let hidden = gpt.forward_hidden(&input)?.narrow(1, p - 1, l)?;
     // Keep the rows with a target: [N, C] and [N].
-    let keep: Vec<u32> = batch
-        .answer_lengths
+    let keep: Vec<u32> = answer_lengths
         .iter()
         .enumerate()
         .flat_map(|(r, &n)| (0..n).map(move |i| (r * l + i) as u32))
         .collect();
     let keep = Tensor::from_vec(keep.clone(), keep.len(), hidden.device())?;
     let hidden = hidden.reshape((b * l, c))?.index_select(&keep, 0)?;
-    let targets = batch.answer_ids.flatten_all()?.index_select(&keep, 0)?;
+    let targets = answer_ids.flatten_all()?.index_select(&keep, 0)?;
     // [1, N, C] -> [N, V]
     let logits = gpt.logits(&hidden.unsqueeze(0)?)?.squeeze(0)?;
     crate::train::loss::cross_entropy(&logits, &targets)
