@@ -25,7 +25,7 @@ use crate::generate::{generate, GenerateOptions, Strategy};
 use crate::model::checkpoint::{save_safetensors, Checkpoint};
 use crate::train::data::{Batcher, Example};
 use crate::train::lm_task::TrainableGpt2;
-use crate::train::model::prefixed_answer_loss;
+use crate::train::model::{pad_answers, prefixed_answer_loss};
 use crate::train::trainer::TrainTask;
 
 /// Validation uses epoch 0's prompt draws, so its loss is comparable across the run.
@@ -111,13 +111,7 @@ impl CaptionPrefixTask {
             .iter()
             .map(|&i| self.batcher.answer_ids(&examples[i]))
             .collect::<Result<Vec<_>>>()?;
-        let l = answers.iter().map(Vec::len).max().unwrap_or(1);
-        let mut flat = vec![self.batcher.pad_id; answers.len() * l];
-        for (r, a) in answers.iter().enumerate() {
-            flat[r * l..r * l + a.len()].copy_from_slice(a);
-        }
-        let ids = Tensor::from_vec(flat, (answers.len(), l), &self.device)?;
-        let lengths: Vec<usize> = answers.iter().map(Vec::len).collect();
+        let (ids, lengths) = pad_answers(&answers, self.batcher.pad_id, &self.device)?;
         prefixed_answer_loss(&self.model.gpt, &prefix, &ids, &lengths)
     }
 }

@@ -119,24 +119,13 @@ impl Batch {
         answers: &[Vec<u32>],
         pad_id: u32,
     ) -> Result<Self> {
-        let b = answers.len();
-        if b == 0 || answers.iter().any(Vec::is_empty) {
-            return Err(AdiffError::Invalid(
-                "a training batch needs at least one row and one answer token per row".into(),
-            ));
-        }
-        let l = answers.iter().map(Vec::len).max().unwrap_or(1);
-        let mut flat = vec![pad_id; b * l];
-        for (r, a) in answers.iter().enumerate() {
-            flat[r * l..r * l + a.len()].copy_from_slice(a);
-        }
-        let answer_ids = Tensor::from_vec(flat, (b, l), embedding1.device())?;
+        let (answer_ids, answer_lengths) = pad_answers(answers, pad_id, embedding1.device())?;
         Ok(Self {
             embedding1,
             embedding2,
             prompt_ids,
             answer_ids,
-            answer_lengths: answers.iter().map(Vec::len).collect(),
+            answer_lengths,
         })
     }
 
@@ -152,6 +141,28 @@ impl Batch {
     pub fn num_tokens(&self) -> usize {
         self.answer_lengths.iter().sum()
     }
+}
+
+/// Ragged answer ids (each row at least one token) -> right-padded `[B, L]` u32 ids and each
+/// row's real length.
+pub fn pad_answers(
+    answers: &[Vec<u32>],
+    pad_id: u32,
+    device: &Device,
+) -> Result<(Tensor, Vec<usize>)> {
+    let b = answers.len();
+    if b == 0 || answers.iter().any(Vec::is_empty) {
+        return Err(AdiffError::Invalid(
+            "a training batch needs at least one row and one answer token per row".into(),
+        ));
+    }
+    let l = answers.iter().map(Vec::len).max().unwrap_or(1);
+    let mut flat = vec![pad_id; b * l];
+    for (r, a) in answers.iter().enumerate() {
+        flat[r * l..r * l + a.len()].copy_from_slice(a);
+    }
+    let ids = Tensor::from_vec(flat, (b, l), device)?;
+    Ok((ids, answers.iter().map(Vec::len).collect()))
 }
 
 /// Mean next-token cross-entropy over the answer tokens of `batch` (a scalar tensor, part of
