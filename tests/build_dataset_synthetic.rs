@@ -184,6 +184,62 @@ fn same_seed_same_files_other_seed_or_split_differs() {
     }
 }
 
+/// `--captioning` adds `{split}_captioning.csv` (two rows per pair: each clip's caption under a
+/// prompt of its position) and changes no other file; training reads its rows as captioning
+/// rows of the right position; a rebuild without it removes the file.
+#[test]
+fn captioning_rows_name_each_clip_and_change_nothing_else() {
+    let (plain, with) = (tmp("synth-nocap"), tmp("synth-cap"));
+    build(&plain, 3, 7, "train");
+    let o = adiff(&[
+        "build-dataset",
+        "synthetic",
+        "-o",
+        with.to_str().unwrap(),
+        "--count",
+        "3",
+        "--seed",
+        "7",
+        "--captioning",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (mut fw, fp) = (files(&with), files(&plain));
+    assert!(fw.remove("train_captioning.csv").is_some());
+    assert!(fw == fp, "--captioning changed other files");
+    let csv = with.join("train_captioning.csv");
+    let rows = adiff::data::explanations::read_explanations(&csv).unwrap();
+    let t = truth(&with);
+    assert_eq!(rows.len(), 6);
+    let prompts = adiff::text::prompts::PromptDatabase::bundled().unwrap();
+    use adiff::text::prompts::PromptKind;
+    for (i, r) in rows.iter().enumerate() {
+        let (pair, pos) = (i / 2, i % 2);
+        assert_eq!(r.filepath1, t[2 * pair].path);
+        assert_eq!(r.filepath2, t[2 * pair + 1].path);
+        assert_eq!(r.answer, t[2 * pair + pos].spec.attributes.caption());
+        let kind = [PromptKind::CaptionFirst, PromptKind::CaptionSecond][pos];
+        assert!(prompts.prompts(kind).contains(&r.input), "{}", r.input);
+    }
+    let examples = adiff::train::data::read_examples(&[csv]).unwrap();
+    let kinds: Vec<_> = examples.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [PromptKind::CaptionFirst, PromptKind::CaptionSecond]
+            .repeat(3)
+            .into_iter()
+            .map(Some)
+            .collect::<Vec<_>>()
+    );
+    build(&with, 3, 7, "train");
+    assert!(
+        files(&with) == fp,
+        "a rebuild without --captioning left the file"
+    );
+    for d in [plain, with] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
 #[test]
 fn written_clips_and_csvs_match_truth() {
     let dir = tmp("synth-truth");

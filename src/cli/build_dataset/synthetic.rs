@@ -16,6 +16,9 @@ use crate::text::prompts::{PromptDatabase, PromptKind};
 
 /// File-name tag of each tier's CSV, as in the released data (`{split}_{tag}_answer.csv`).
 const TIER_FILES: [(u8, &str); 3] = [(1, "fewwords"), (2, "sentence"), (3, "detail")];
+/// File-name tag of the position-captioning CSV (`{split}_captioning.csv`): training reads a CSV
+/// whose name holds "caption" as captioning rows.
+const CAPTIONING_TAG: &str = "captioning";
 /// Folder (inside OUT_DIR) of the rendered clips.
 const AUDIO_DIR: &str = "audio";
 /// Name of the attribute file (inside OUT_DIR).
@@ -39,6 +42,8 @@ const MAX_PAIRS: usize = 999_999;
 ///   {split}_fewwords_answer.csv                 tier 1, e.g. "louder, chord instead of tone"
 ///   {split}_sentence_answer.csv                 tier 2, e.g. "The second audio is louder and a chord instead of a tone."
 ///   {split}_detail_answer.csv                   tier 3: both captions, each difference, what stays the same
+///   {split}_captioning.csv                      with --captioning: two rows per pair, "caption the
+///                                               first / second audio" answered by that clip's caption
 ///   truth.jsonl                                 one JSON object per clip: path, split, kind, pitch,
 ///                                               loudness, pattern, background, f0_hz, level_dbfs, ...
 ///
@@ -78,6 +83,11 @@ pub struct SyntheticArgs {
     /// teach one comparison at a time.
     #[arg(long, value_delimiter = ',', value_parser = parse_attribute, conflicts_with = "differences")]
     pub differ_in: Vec<Attribute>,
+    /// Also write {split}_captioning.csv: position-captioning rows (paper, section 5.4), two per
+    /// pair, a "caption the first / second audio" prompt answered by that clip's caption, which
+    /// names every attribute of one clip ("a loud high-pitched buzz pulsing over a hum").
+    #[arg(long)]
+    pub captioning: bool,
 }
 
 fn parse_attribute(name: &str) -> Result<Attribute, String> {
@@ -86,11 +96,12 @@ fn parse_attribute(name: &str) -> Result<Attribute, String> {
     })
 }
 
-/// One rendered pair and the prompts of its three rows.
+/// One rendered pair, the prompts of its three explanation rows and of its two captioning rows.
 struct Rendered {
     paths: [String; 2],
     pair: SyntheticPair,
     prompts: [String; 3],
+    caption_prompts: [String; 2],
 }
 
 pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
@@ -111,7 +122,7 @@ pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
     let audio_dir = out.join(AUDIO_DIR);
     std::fs::create_dir_all(&audio_dir)
         .with_context(|| format!("cannot create {}", audio_dir.display()))?;
-    let prompts = PromptDatabase::bundled()?;
+    let db = PromptDatabase::bundled()?;
     let base = split_seed(args.seed, &args.split);
     let started = std::time::Instant::now();
     let pb = progress_bar(args.count, "rendering pairs");
@@ -126,8 +137,11 @@ pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
                 }
                 None => SyntheticPair::draw(&mut rng),
             };
-            let prompts =
-                [1u8, 2, 3].map(|t| prompts.sample(PromptKind::Tier(t), &mut rng).to_string());
+            let prompts = [1u8, 2, 3].map(|t| db.sample(PromptKind::Tier(t), &mut rng).to_string());
+            // Drawn after everything else, so the pairs and the tier prompts do not depend on
+            // whether captioning rows are written.
+            let caption_prompts = [PromptKind::CaptionFirst, PromptKind::CaptionSecond]
+                .map(|k| db.sample(k, &mut rng).to_string());
             let paths = [1, 2].map(|k| format!("{AUDIO_DIR}/{}_{i:06}_{k}.wav", args.split));
             for (spec, rel) in [&pair.first, &pair.second].into_iter().zip(&paths) {
                 let file = out.join(rel);
@@ -139,6 +153,7 @@ pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
                 paths,
                 pair,
                 prompts,
+                caption_prompts,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -164,6 +179,14 @@ pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
         }
         w.flush()?;
     }
+    let captioning = out.join(format!("{}_{CAPTIONING_TAG}.csv", args.split));
+    if args.captioning {
+        write_captioning(&captioning, &rendered)?;
+    } else if captioning.exists() {
+        // A stale file from an earlier build of this split would name other clips.
+        std::fs::remove_file(&captioning)
+            .with_context(|| format!("cannot remove {}", captioning.display()))?;
+    }
     write_truth(out, &args.split, &rendered)?;
     remove_stale_clips(&audio_dir, &args.split, args.count)?;
     let clips = 2 * args.count;
@@ -174,6 +197,33 @@ pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
         out.display(),
         clips as f64 / render_s.max(1e-9)
     );
+    Ok(())
+}
+
+/// Writes the position-captioning rows: per pair, the first clip's caption under a "caption the
+/// first audio" prompt, then the second's.
+fn write_captioning(file: &Path, rendered: &[Rendered]) -> anyhow::Result<()> {
+    let mut w =
+        csv::Writer::from_path(file).with_context(|| format!("cannot write {}", file.display()))?;
+    w.write_record(COLUMNS)?;
+    for r in rendered {
+        let captions = [
+            r.pair.first.attributes.caption(),
+            r.pair.second.attributes.caption(),
+        ];
+        for (prompt, answer) in r.caption_prompts.iter().zip(&captions) {
+            w.write_record([
+                TASKNAME,
+                &r.paths[0],
+                &r.paths[1],
+                &captions[0],
+                &captions[1],
+                prompt,
+                answer,
+            ])?;
+        }
+    }
+    w.flush()?;
     Ok(())
 }
 
