@@ -22,18 +22,32 @@
 # A killed run continues where it stopped when started again with the same WORK_DIR.
 #   usage: scripts/train_demo.sh [WORK_DIR]
 #   env:   TRAIN_PAIRS (2000), LESSON_PAIRS (200), KIND_LESSON_PAIRS (1000), VAL_PAIRS (40),
-#          TEST_PAIRS (200)
+#          TEST_PAIRS (200);
+#          SEED (0): the seed of every training stage (written into WORK_DIR/train-configs);
+#          DEVICE (cpu): cpu, or cuda / cuda:N with a CUDA build;
+#          ADIFF: the adiff binary (default: cargo build --release, ./target/release/adiff);
+#          MODEL_OUT (data/models/demo): where the model goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-target/demo-run}
+SEED=${SEED:-0}
+DEVICE=${DEVICE:-cpu}
+out=${MODEL_OUT:-data/models/demo}
 TRAIN_PAIRS=${TRAIN_PAIRS:-2000}
 VAL_PAIRS=${VAL_PAIRS:-40}
 TEST_PAIRS=${TEST_PAIRS:-200}
 LESSON_PAIRS=${LESSON_PAIRS:-200}
 KIND_LESSON_PAIRS=${KIND_LESSON_PAIRS:-1000}
-cargo build --release -q
-A=./target/release/adiff
+if [ -z "${ADIFF:-}" ]; then cargo build --release -q; ADIFF=./target/release/adiff; fi
+A=$ADIFF
+dev=(--device "$DEVICE")
 cfg=configs/demo.json
+# The training configs with this run's seed.
+tc=$work/train-configs
+mkdir -p "$tc"
+for f in configs/train/demo_*.json; do
+  sed "s/\"seed\": 0/\"seed\": $SEED/" "$f" > "$tc/$(basename "$f")"
+done
 start=$(date +%s)
 lap() { echo "[train_demo] $1 done at $(( $(date +%s) - start )) s"; }
 mkdir -p "$work"
@@ -64,14 +78,14 @@ resume() { if [ -d "$1/checkpoints" ]; then echo --resume; fi; }
 # models gain nothing from a second thread, measured: 28 clips/s either way); the decoder ends
 # long before the encoder, and its core then builds the lessons and the test split.
 enc=0; dec=0
-[ -f "$work/enc/model.safetensors" ] || { RAYON_NUM_THREADS=1 $A train-stage1 --part encoder \
+[ -f "$work/enc/model.safetensors" ] || { RAYON_NUM_THREADS=1 $A train-stage1 --part encoder "${dev[@]}" \
   --labels "$d/truth.jsonl" --split train --val-split val --init-missing --config "$cfg" \
-  --train-config configs/train/demo_stage1_encoder.json -o "$work/enc" $(resume "$work/enc") \
+  --train-config "$tc"/demo_stage1_encoder.json -o "$work/enc" $(resume "$work/enc") \
   --quiet > "$work/enc.log" 2>&1 & enc=$!; }
 { export RAYON_NUM_THREADS=1
-  [ -f "$work/dec/model.safetensors" ] || $A train-stage1 --part decoder \
+  [ -f "$work/dec/model.safetensors" ] || $A train-stage1 --part decoder "${dev[@]}" \
   --text-from-csv "${train[@]}" --val-text-from-csv "${val[@]}" --config "$cfg" --init-missing \
-  --train-config configs/train/demo_stage1_decoder.json -o "$work/dec" $(resume "$work/dec") \
+  --train-config "$tc"/demo_stage1_decoder.json -o "$work/dec" $(resume "$work/dec") \
   --quiet > "$work/dec.log" 2>&1
   [ -f "$work/lessons.done" ] || lessons > "$work/lessons.log" 2>&1; } & dec=$!
 status=0
@@ -81,38 +95,37 @@ wait "$dec" || status=1
 lap "stage 1 (encoder and decoder)"
 model=(-c "$work/enc/model.safetensors" -c "$work/dec/model.safetensors" --config "$cfg")
 [ -f "$d/cache/index.json" ] && [ -f "$work/cache.done" ] || { rm -rf "$d/cache";
-  $A build-dataset embed-cache "$d"/train_sentence_answer.csv "$d"/pitch_sentence_answer.csv \
+  $A build-dataset embed-cache "${dev[@]}" "$d"/train_sentence_answer.csv "$d"/pitch_sentence_answer.csv \
     "$d"/loudness_sentence_answer.csv "$d"/kind_sentence_answer.csv \
     "$d"/val_sentence_answer.csv "$d"/test_sentence_answer.csv --audio-root "$d" "${model[@]}" -o "$d/cache" --batch-size 16;
   touch "$work/cache.done"; }
 lap "embedding cache"
-[ -f "$work/stage2/model.safetensors" ] || $A train-stage2 --train "${train[@]}" --val "${val[@]}" \
+[ -f "$work/stage2/model.safetensors" ] || $A train-stage2 "${dev[@]}" --train "${train[@]}" --val "${val[@]}" \
   --embed-cache "$d/cache" "${model[@]}" --init-missing \
-  --train-config configs/train/demo_stage2.json -o "$work/stage2" $(resume "$work/stage2")
+  --train-config "$tc"/demo_stage2.json -o "$work/stage2" $(resume "$work/stage2")
 lap "stage 2"
-[ -f "$work/stage3-pitch/model.safetensors" ] || $A train-stage3 --train "${pitch[@]}" \
+[ -f "$work/stage3-pitch/model.safetensors" ] || $A train-stage3 "${dev[@]}" --train "${pitch[@]}" \
   --val "${val[@]}" --embed-cache "$d/cache" -c "$work/stage2/model.safetensors" \
-  --config "$work/stage2/config.json" --train-config configs/train/demo_stage3_lesson.json \
+  --config "$work/stage2/config.json" --train-config "$tc"/demo_stage3_lesson.json \
   -o "$work/stage3-pitch" $(resume "$work/stage3-pitch")
 lap "stage 3 (pitch lesson)"
-[ -f "$work/stage3-lessons/model.safetensors" ] || $A train-stage3 --train "${pitch[@]}" \
+[ -f "$work/stage3-lessons/model.safetensors" ] || $A train-stage3 "${dev[@]}" --train "${pitch[@]}" \
   "${loudness[@]}" --val "${val[@]}" --embed-cache "$d/cache" \
   -c "$work/stage3-pitch/model.safetensors" --config "$work/stage3-pitch/config.json" \
-  --train-config configs/train/demo_stage3_lesson.json \
+  --train-config "$tc"/demo_stage3_lesson.json \
   -o "$work/stage3-lessons" $(resume "$work/stage3-lessons")
 lap "stage 3 (pitch and loudness lessons)"
-[ -f "$work/stage3-kind/model.safetensors" ] || $A train-stage3 --train "${pitch[@]}" \
+[ -f "$work/stage3-kind/model.safetensors" ] || $A train-stage3 "${dev[@]}" --train "${pitch[@]}" \
   "${loudness[@]}" "${kind[@]}" --val "${val[@]}" --embed-cache "$d/cache" \
   -c "$work/stage3-lessons/model.safetensors" --config "$work/stage3-lessons/config.json" \
-  --train-config configs/train/demo_stage3_kind.json \
+  --train-config "$tc"/demo_stage3_kind.json \
   -o "$work/stage3-kind" $(resume "$work/stage3-kind")
 lap "stage 3 (pitch, loudness and kind lessons)"
-[ -f "$work/stage3/model.safetensors" ] || $A train-stage3 --train "${train[@]}" --val "${val[@]}" \
+[ -f "$work/stage3/model.safetensors" ] || $A train-stage3 "${dev[@]}" --train "${train[@]}" --val "${val[@]}" \
   --embed-cache "$d/cache" -c "$work/stage3-kind/model.safetensors" \
-  --config "$work/stage3-kind/config.json" --train-config configs/train/demo_stage3.json \
+  --config "$work/stage3-kind/config.json" --train-config "$tc"/demo_stage3.json \
   -o "$work/stage3" $(resume "$work/stage3")
 lap "stage 3"
-out=data/models/demo
 mkdir -p "$out"
 cp "$work/stage3/model.safetensors" "$out/model.safetensors"
 cp "$work/stage3/config.json" "$out/config.json"
@@ -120,7 +133,8 @@ cp "$work/enc/labels.json" "$out/labels.json"
 preds=()
 for tier in fewwords sentence; do
   rm -f "$work/test_preds_$tier.csv"
-  $A infer "$d/test_${tier}_answer.csv" --audio-root "$d" --model demo --max-tokens 40 \
+  ADIFF_MODELS=$(dirname "$out") $A infer "$d/test_${tier}_answer.csv" --audio-root "$d" \
+    --model "$(basename "$out")" --max-tokens 40 "${dev[@]}" \
     -o "$work/test_preds_$tier.csv"
   preds+=("$work/test_preds_$tier.csv")
 done
