@@ -46,7 +46,7 @@ cfg=configs/demo.json
 tc=$work/train-configs
 mkdir -p "$tc"
 for f in configs/train/demo_*.json; do
-  sed "s/\"seed\": 0/\"seed\": $SEED/" "$f" > "$tc/$(basename "$f")"
+  sed -E "s/\"seed\": *[0-9]+/\"seed\": $SEED/" "$f" > "$tc/$(basename "$f")"
 done
 start=$(date +%s)
 lap() { echo "[train_demo] $1 done at $(( $(date +%s) - start )) s"; }

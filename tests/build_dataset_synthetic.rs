@@ -35,18 +35,26 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn build(dir: &Path, count: usize, seed: u64, split: &str) {
-    let o = adiff(&[
+    build_with(dir, count, seed, split, &[]);
+}
+
+/// As [`build`], with more `build-dataset synthetic` options.
+fn build_with(dir: &Path, count: usize, seed: u64, split: &str, extra: &[&str]) {
+    let (count, seed) = (count.to_string(), seed.to_string());
+    let mut args = vec![
         "build-dataset",
         "synthetic",
         "-o",
         dir.to_str().unwrap(),
         "--count",
-        &count.to_string(),
+        &count,
         "--seed",
-        &seed.to_string(),
+        &seed,
         "--split",
         split,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let o = adiff(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -191,18 +199,7 @@ fn same_seed_same_files_other_seed_or_split_differs() {
 fn captioning_rows_name_each_clip_and_change_nothing_else() {
     let (plain, with) = (tmp("synth-nocap"), tmp("synth-cap"));
     build(&plain, 3, 7, "train");
-    let o = adiff(&[
-        "build-dataset",
-        "synthetic",
-        "-o",
-        with.to_str().unwrap(),
-        "--count",
-        "3",
-        "--seed",
-        "7",
-        "--captioning",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    build_with(&with, 3, 7, "train", &["--captioning"]);
     let (mut fw, fp) = (files(&with), files(&plain));
     assert!(fw.remove("train_captioning.csv").is_some());
     assert!(fw == fp, "--captioning changed other files");
