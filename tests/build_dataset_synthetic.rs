@@ -510,3 +510,111 @@ fn bad_input_gives_one_error_line() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `synthetic-remix` over the clips of two splits: pairs of those clips only, explanations that
+/// `eval --synthetic` scores 100% against the clips' own truth records, identical files for the
+/// same seed, and truth.jsonl and the audio left as they were.
+#[test]
+fn remixed_pairs_are_new_pairs_of_pool_clips_explained_truly() {
+    let dir = tmp("synth-remix");
+    build(&dir, 30, 1, "train");
+    build(&dir, 20, 4, "extra");
+    build(&dir, 10, 2, "test");
+    let before = files(&dir);
+    let d = dir.to_str().unwrap();
+    let remix = |seed: &str, split: &str| {
+        let o = adiff(&[
+            "build-dataset",
+            "synthetic-remix",
+            "-o",
+            d,
+            "--from",
+            "train,extra",
+            "--count",
+            "60",
+            "--seed",
+            seed,
+            "--split",
+            split,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    remix("7", "mix");
+    let after = files(&dir);
+    for (name, bytes) in &before {
+        assert_eq!(after.get(name), Some(bytes), "{name} changed");
+    }
+    let pool: std::collections::HashSet<String> = truth(&dir)
+        .into_iter()
+        .filter(|r| r.split != "test")
+        .map(|r| r.path)
+        .collect();
+    let rows = |tag: &str| -> Vec<csv::StringRecord> {
+        csv::Reader::from_path(dir.join(format!("mix_{tag}_answer.csv")))
+            .unwrap()
+            .records()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let sentence = rows("sentence");
+    assert_eq!(sentence.len(), 60);
+    // Not the pairs `synthetic` made: most first and second clips come from different pairs.
+    let mut new_pairs = 0;
+    for r in &sentence {
+        assert!(pool.contains(&r[1]) && pool.contains(&r[2]), "{:?}", r);
+        assert_ne!(&r[1], &r[2]);
+        new_pairs += usize::from(r[1][..r[1].len() - 6] != r[2][..r[2].len() - 6]);
+    }
+    assert!(new_pairs >= 50, "{new_pairs} of 60 pairs are new");
+    let truth_file = dir.join("truth.jsonl");
+    let json = dir.join("scores.json");
+    for tag in ["fewwords", "sentence", "detail"] {
+        assert_eq!(rows(tag).len(), 60);
+        let preds = dir.join(format!("preds_mix_{tag}.csv"));
+        write_preds(
+            &dir.join(format!("mix_{tag}_answer.csv")),
+            &preds,
+            |_, a| a.to_string(),
+        );
+        for (attr, (asserted, right)) in scores(&eval_json(&truth_file, &preds, &json)) {
+            assert_eq!(asserted, right, "{tag}: {attr}");
+        }
+    }
+    let first = std::fs::read(dir.join("mix_sentence_answer.csv")).unwrap();
+    remix("7", "mix");
+    assert_eq!(
+        std::fs::read(dir.join("mix_sentence_answer.csv")).unwrap(),
+        first
+    );
+    remix("8", "mix");
+    assert_ne!(
+        std::fs::read(dir.join("mix_sentence_answer.csv")).unwrap(),
+        first
+    );
+
+    // A split that has clips would lose its CSVs; an unknown --from split is named.
+    let base = [
+        "build-dataset",
+        "synthetic-remix",
+        "-o",
+        d,
+        "--from",
+        "train",
+    ];
+    one_line_error(
+        &adiff(&[&base[..], &["--split", "test"]].concat()),
+        "--split 'test' has clips",
+    );
+    one_line_error(
+        &adiff(&[
+            "build-dataset",
+            "synthetic-remix",
+            "-o",
+            d,
+            "--from",
+            "nope",
+        ]),
+        "--from 'nope': no clips of that split",
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

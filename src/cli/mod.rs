@@ -54,7 +54,8 @@ pub enum Command {
     /// Score predictions (from `infer`) with BLEU-1..4, ROUGE-L and CIDEr-D, per dataset and tier.
     Eval(eval::EvalArgs),
     /// Build datasets: `pairs` (ACD/CLD-style explanations from captions), `synthetic` (pairs with
-    /// known differences), `embed-cache` (precomputed HTSAT embeddings).
+    /// known differences), `synthetic-remix` (new pairs of rendered synthetic clips), `embed-cache`
+    /// (precomputed HTSAT embeddings).
     BuildDataset(build_dataset::BuildDatasetArgs),
     /// Stage 1: unimodal pretraining of HTSAT (audio tagging) or GPT-2 (language model).
     TrainStage1(train_stage1::TrainStage1Args),

@@ -6,4 +6,5 @@ pub mod embed_cache;
 pub mod explainer;
 pub mod explanations;
 pub mod pairing;
+pub mod remix;
 pub mod synthetic;

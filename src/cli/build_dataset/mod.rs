@@ -1,9 +1,10 @@
 //! `adiff build-dataset`: make data for training and evaluation. `pairs` builds ACD/CLD-style
 //! difference data from a caption dataset (paper, section 2.1 and appendix E); `synthetic`
-//! renders pairs with known differences; `embed-cache` precomputes HTSAT embeddings.
+//! renders pairs with known differences; `synthetic-remix` pairs rendered clips anew; `embed-cache` precomputes HTSAT embeddings.
 
 pub mod embed_cache;
 pub mod pairs;
+pub mod remix;
 pub mod synthetic;
 
 /// Build a dataset (see the subcommands).
@@ -18,6 +19,7 @@ pub enum BuildDatasetCommand {
     // No doc comments here: they would replace each `...Args` struct's own (long) help.
     Pairs(pairs::PairsArgs),
     Synthetic(synthetic::SyntheticArgs),
+    SyntheticRemix(remix::RemixArgs),
     EmbedCache(embed_cache::EmbedCacheArgs),
 }
 
@@ -25,6 +27,7 @@ pub fn run(args: BuildDatasetArgs) -> anyhow::Result<()> {
     match args.command {
         BuildDatasetCommand::Pairs(a) => pairs::run(a),
         BuildDatasetCommand::Synthetic(a) => synthetic::run(a),
+        BuildDatasetCommand::SyntheticRemix(a) => remix::run(a),
         BuildDatasetCommand::EmbedCache(a) => embed_cache::run(a),
     }
 }

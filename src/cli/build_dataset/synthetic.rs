@@ -9,8 +9,8 @@ use rayon::prelude::*;
 use crate::cli::progress_bar;
 use crate::data::explanations::COLUMNS;
 use crate::data::synthetic::{
-    pair_rng, render, split_seed, write_wav_pcm16, Attribute, SyntheticPair, TruthRecord,
-    SAMPLE_RATE, TASKNAME,
+    explanation, pair_rng, render, split_seed, write_wav_pcm16, Attribute, Attributes,
+    SyntheticPair, TruthRecord, SAMPLE_RATE, TASKNAME,
 };
 use crate::text::prompts::{PromptDatabase, PromptKind};
 
@@ -22,7 +22,7 @@ const CAPTIONING_TAG: &str = "captioning";
 /// Folder (inside OUT_DIR) of the rendered clips.
 const AUDIO_DIR: &str = "audio";
 /// Name of the attribute file (inside OUT_DIR).
-const TRUTH_FILE: &str = "truth.jsonl";
+pub(super) const TRUTH_FILE: &str = "truth.jsonl";
 /// Most pairs per split: clip names carry a 6-digit index.
 const MAX_PAIRS: usize = 999_999;
 
@@ -90,7 +90,7 @@ pub struct SyntheticArgs {
     pub captioning: bool,
 }
 
-fn parse_attribute(name: &str) -> Result<Attribute, String> {
+pub(super) fn parse_attribute(name: &str) -> Result<Attribute, String> {
     Attribute::from_name(name).ok_or_else(|| {
         format!("unknown attribute '{name}' (loudness, pitch, kind, pattern or background)")
     })
@@ -160,25 +160,16 @@ pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
     pb.finish_and_clear();
     let render_s = started.elapsed().as_secs_f64();
 
-    for (tier, tag) in TIER_FILES {
-        let file = out.join(format!("{}_{tag}_answer.csv", args.split));
-        let mut w = csv::Writer::from_path(&file)
-            .with_context(|| format!("cannot write {}", file.display()))?;
-        w.write_record(COLUMNS)?;
-        for r in &rendered {
-            let answer = r.pair.explanation(tier);
-            w.write_record([
-                TASKNAME,
-                &r.paths[0],
-                &r.paths[1],
-                &r.pair.first.attributes.caption(),
-                &r.pair.second.attributes.caption(),
-                &r.prompts[usize::from(tier - 1)],
-                &answer,
-            ])?;
-        }
-        w.flush()?;
-    }
+    let rows: Vec<TierRow> = rendered
+        .iter()
+        .map(|r| TierRow {
+            paths: [&r.paths[0], &r.paths[1]],
+            first: &r.pair.first.attributes,
+            second: &r.pair.second.attributes,
+            prompts: &r.prompts,
+        })
+        .collect();
+    write_tier_csvs(out, &args.split, &rows)?;
     let captioning = out.join(format!("{}_{CAPTIONING_TAG}.csv", args.split));
     if args.captioning {
         write_captioning(&captioning, &rendered)?;
@@ -197,6 +188,37 @@ pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
         out.display(),
         clips as f64 / render_s.max(1e-9)
     );
+    Ok(())
+}
+
+/// One explanation row of every tier: the clips' paths and labels and each tier's prompt.
+pub(super) struct TierRow<'a> {
+    pub paths: [&'a str; 2],
+    pub first: &'a Attributes,
+    pub second: &'a Attributes,
+    pub prompts: &'a [String; 3],
+}
+
+/// Writes `{split}_{fewwords,sentence,detail}_answer.csv` into `out`, one row per pair.
+pub(super) fn write_tier_csvs(out: &Path, split: &str, rows: &[TierRow]) -> anyhow::Result<()> {
+    for (tier, tag) in TIER_FILES {
+        let file = out.join(format!("{split}_{tag}_answer.csv"));
+        let mut w = csv::Writer::from_path(&file)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        w.write_record(COLUMNS)?;
+        for r in rows {
+            w.write_record([
+                TASKNAME,
+                r.paths[0],
+                r.paths[1],
+                &r.first.caption(),
+                &r.second.caption(),
+                &r.prompts[usize::from(tier - 1)],
+                &explanation(r.first, r.second, tier),
+            ])?;
+        }
+        w.flush()?;
+    }
     Ok(())
 }
 
