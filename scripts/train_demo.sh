@@ -1,28 +1,31 @@
 #!/usr/bin/env bash
 # Trains the demo model shipped in data/models/demo/ on a 2-core CPU, from nothing but this repo:
 #   1. synthetic data (adiff build-dataset synthetic), each split with its own seed: the training
-#      pairs, a validation and a held-out test split, and three "lesson" splits whose pairs differ
-#      only in pitch, only in loudness or only in source kind (--differ-in; built beside stage 1);
+#      pairs, a validation and a held-out test split, and a "pool" split whose clips the encoder
+#      never trains on (built beside stage 1);
 #   2. stage 1 with configs/demo.json (a tiny HTSAT over a coarser log-mel: 2048-point window,
 #      hop 1280, 251 frames in a 128x128 image, 7x cheaper than the paper's front end; a 64-wide,
 #      4-layer GPT-2): HTSAT from scratch (--init-missing; bn0 gets the clips' log-mel
 #      statistics) learns to tag the training clips' attributes while GPT-2 learns the training
 #      answers from scratch, side by side;
 #   3. the HTSAT embedding cache of all clips (HTSAT stays frozen from here on);
-#   4. stage 2 (GPT-2 frozen), then stage 3 (GPT-2 unfrozen): the pitch lesson, then pitch and
-#      loudness, then the (larger) kind lesson with pitch and loudness, then the training pairs
+#   4. stage 2 (GPT-2 frozen) on the training pairs, then stage 3 (GPT-2 unfrozen) in four
+#      phases of fresh pairs of the training and pool clips (build-dataset synthetic-remix; no
+#      pair is seen twice): pitch-only pairs, then pitch- and loudness-only pairs, then mostly
+#      kind-only pairs with some of both, then mixed pairs with the three lessons
 #      (configs/train/demo_*.json). Measured: on mixed pairs alone the model never learned the
-#      comparisons; pitch is learned only before the source kind (learned together from stage 2,
-#      the kind wins and pitch direction stays at chance, even after 2000 steps), and lessons
-#      chained one after another erase each other, so they accumulate;
+#      comparisons; a lesson of 200 rendered pairs seen 4 times taught pitch on one seed and
+#      not on another, 2000 fresh pairs seen once did on both encoders tried; lessons chained
+#      one after another erase each other, so they accumulate;
 #   5. the model into data/models/demo/, then `adiff infer` + `adiff eval --synthetic` on the
 #      held-out test split for tiers 1 and 2; the accuracies (vs chance) are printed and saved
 #      next to the model.
 # The demo knows only the synthetic sound world (tones, buzzes, chords, noise, clicks, chirps).
 # A killed run continues where it stopped when started again with the same WORK_DIR.
 #   usage: scripts/train_demo.sh [WORK_DIR]
-#   env:   TRAIN_PAIRS (2000), LESSON_PAIRS (200), KIND_LESSON_PAIRS (1000), VAL_PAIRS (40),
-#          TEST_PAIRS (200);
+#   env:   TRAIN_PAIRS (2000), POOL_PAIRS (1400), VAL_PAIRS (40), TEST_PAIRS (200);
+#          REMIX_PAIRS (8000): the pairs of the last stage-3 phase; the lessons are sized from it
+#          (pitch R/4; pitch and loudness R/8 each; kind 7R/10 with pitch and loudness R/10);
 #          SEED (0): the seed of every training stage (written into WORK_DIR/train-configs);
 #          DEVICE (cpu): cpu, or cuda / cuda:N with a CUDA build;
 #          ADIFF: the adiff binary (default: cargo build --release, ./target/release/adiff);
@@ -36,8 +39,8 @@ out=${MODEL_OUT:-data/models/demo}
 TRAIN_PAIRS=${TRAIN_PAIRS:-2000}
 VAL_PAIRS=${VAL_PAIRS:-40}
 TEST_PAIRS=${TEST_PAIRS:-200}
-LESSON_PAIRS=${LESSON_PAIRS:-200}
-KIND_LESSON_PAIRS=${KIND_LESSON_PAIRS:-1000}
+POOL_PAIRS=${POOL_PAIRS:-1400}
+REMIX_PAIRS=${REMIX_PAIRS:-8000}
 if [ -z "${ADIFF:-}" ]; then cargo build --release -q; ADIFF=./target/release/adiff; fi
 A=$ADIFF
 dev=(--device "$DEVICE")
@@ -58,19 +61,14 @@ if [ ! -f "$work/data.done" ]; then
   touch "$work/data.done"
 fi
 lap data
-# The lessons and the test split are built on the core the decoder leaves idle (after it ends:
+# The pool and the test split are built on the core the decoder leaves idle (after it ends:
 # truth.jsonl is appended to by one build at a time).
 lessons() {
-  $A build-dataset synthetic -o "$d" --count "$LESSON_PAIRS" --seed 4 --split pitch --differ-in pitch
-  $A build-dataset synthetic -o "$d" --count "$LESSON_PAIRS" --seed 5 --split loudness --differ-in loudness
-  $A build-dataset synthetic -o "$d" --count "$KIND_LESSON_PAIRS" --seed 6 --split kind --differ-in kind
+  $A build-dataset synthetic -o "$d" --count "$POOL_PAIRS" --seed 4 --split pool
   $A build-dataset synthetic -o "$d" --count "$TEST_PAIRS" --seed 2 --split test
   touch "$work/lessons.done"
 }
 train=("$d"/train_fewwords_answer.csv "$d"/train_sentence_answer.csv)
-pitch=("$d"/pitch_fewwords_answer.csv "$d"/pitch_sentence_answer.csv)
-loudness=("$d"/loudness_fewwords_answer.csv "$d"/loudness_sentence_answer.csv)
-kind=("$d"/kind_fewwords_answer.csv "$d"/kind_sentence_answer.csv)
 val=("$d"/val_sentence_answer.csv)
 # --resume where a stage already has checkpoints (a killed script continues where it stopped).
 resume() { if [ -d "$1/checkpoints" ]; then echo --resume; fi; }
@@ -95,37 +93,40 @@ wait "$dec" || status=1
 lap "stage 1 (encoder and decoder)"
 model=(-c "$work/enc/model.safetensors" -c "$work/dec/model.safetensors" --config "$cfg")
 [ -f "$d/cache/index.json" ] && [ -f "$work/cache.done" ] || { rm -rf "$d/cache";
-  $A build-dataset embed-cache "${dev[@]}" "$d"/train_sentence_answer.csv "$d"/pitch_sentence_answer.csv \
-    "$d"/loudness_sentence_answer.csv "$d"/kind_sentence_answer.csv \
-    "$d"/val_sentence_answer.csv "$d"/test_sentence_answer.csv --audio-root "$d" "${model[@]}" -o "$d/cache" --batch-size 16;
+  $A build-dataset embed-cache "${dev[@]}" "$d"/train_sentence_answer.csv "$d"/pool_sentence_answer.csv \
+    "$d"/val_sentence_answer.csv "$d"/test_sentence_answer.csv --audio-root "$d" "${model[@]}" \
+    -o "$d/cache" --batch-size 16;
   touch "$work/cache.done"; }
 lap "embedding cache"
 [ -f "$work/stage2/model.safetensors" ] || $A train-stage2 "${dev[@]}" --train "${train[@]}" --val "${val[@]}" \
   --embed-cache "$d/cache" "${model[@]}" --init-missing \
   --train-config "$tc"/demo_stage2.json -o "$work/stage2" $(resume "$work/stage2")
 lap "stage 2"
-[ -f "$work/stage3-pitch/model.safetensors" ] || $A train-stage3 "${dev[@]}" --train "${pitch[@]}" \
-  --val "${val[@]}" --embed-cache "$d/cache" -c "$work/stage2/model.safetensors" \
-  --config "$work/stage2/config.json" --train-config "$tc"/demo_stage3_lesson.json \
-  -o "$work/stage3-pitch" $(resume "$work/stage3-pitch")
-lap "stage 3 (pitch lesson)"
-[ -f "$work/stage3-lessons/model.safetensors" ] || $A train-stage3 "${dev[@]}" --train "${pitch[@]}" \
-  "${loudness[@]}" --val "${val[@]}" --embed-cache "$d/cache" \
-  -c "$work/stage3-pitch/model.safetensors" --config "$work/stage3-pitch/config.json" \
-  --train-config "$tc"/demo_stage3_lesson.json \
-  -o "$work/stage3-lessons" $(resume "$work/stage3-lessons")
-lap "stage 3 (pitch and loudness lessons)"
-[ -f "$work/stage3-kind/model.safetensors" ] || $A train-stage3 "${dev[@]}" --train "${pitch[@]}" \
-  "${loudness[@]}" "${kind[@]}" --val "${val[@]}" --embed-cache "$d/cache" \
-  -c "$work/stage3-lessons/model.safetensors" --config "$work/stage3-lessons/config.json" \
-  --train-config "$tc"/demo_stage3_kind.json \
-  -o "$work/stage3-kind" $(resume "$work/stage3-kind")
-lap "stage 3 (pitch, loudness and kind lessons)"
-[ -f "$work/stage3/model.safetensors" ] || $A train-stage3 "${dev[@]}" --train "${train[@]}" --val "${val[@]}" \
-  --embed-cache "$d/cache" -c "$work/stage3-kind/model.safetensors" \
-  --config "$work/stage3-kind/config.json" --train-config "$tc"/demo_stage3.json \
-  -o "$work/stage3" $(resume "$work/stage3")
-lap "stage 3"
+# Fresh pairs of the training and pool clips for every stage-3 phase (deterministic, < 1 s).
+R=$REMIX_PAIRS
+remix() { $A build-dataset synthetic-remix -o "$d" --from train,pool --seed "$1" --count "$2" \
+  --split "$3" ${4:+--differ-in "$4"} 2> /dev/null; }
+remix 51 $((R / 4)) s3a-pitch pitch
+remix 52 $((R / 8)) s3b-pitch pitch; remix 53 $((R / 8)) s3b-loudness loudness
+remix 54 $((R / 10)) s3c-pitch pitch; remix 55 $((R / 10)) s3c-loudness loudness
+remix 56 $((R * 7 / 10)) s3c-kind kind
+remix 57 $((R / 2)) s3d-mixed; remix 58 $((R / 8)) s3d-pitch pitch
+remix 59 $((R / 8)) s3d-loudness loudness; remix 60 $((R / 4)) s3d-kind kind
+csvs() { for s in "$@"; do echo "$d/${s}_fewwords_answer.csv" "$d/${s}_sentence_answer.csv"; done; }
+prev=$work/stage2
+# phase NAME TRAIN_CONFIG SPLIT...: one stage-3 phase from the previous phase's model.
+phase() {
+  local name=$1 cfg=$2; shift 2
+  [ -f "$work/$name/model.safetensors" ] || $A train-stage3 "${dev[@]}" --train $(csvs "$@") \
+    --val "${val[@]}" --embed-cache "$d/cache" -c "$prev/model.safetensors" \
+    --config "$prev/config.json" --train-config "$tc/$cfg" -o "$work/$name" $(resume "$work/$name")
+  prev=$work/$name
+  lap "stage 3 ($name)"
+}
+phase stage3-pitch demo_stage3_lesson.json s3a-pitch
+phase stage3-lessons demo_stage3_lesson.json s3b-pitch s3b-loudness
+phase stage3-kind demo_stage3_lesson.json s3c-pitch s3c-loudness s3c-kind
+phase stage3 demo_stage3.json s3d-mixed s3d-pitch s3d-loudness s3d-kind
 mkdir -p "$out"
 cp "$work/stage3/model.safetensors" "$out/model.safetensors"
 cp "$work/stage3/config.json" "$out/config.json"
