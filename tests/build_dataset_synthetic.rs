@@ -616,5 +616,9 @@ fn remixed_pairs_are_new_pairs_of_pool_clips_explained_truly() {
         ]),
         "--from 'nope': no clips of that split",
     );
+    one_line_error(
+        &adiff(&[&base[..], &["--split", "a/b"]].concat()),
+        "--split 'a/b'",
+    );
     std::fs::remove_dir_all(dir).ok();
 }

@@ -7,7 +7,9 @@ use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::synthetic::{parse_attribute, write_tier_csvs, TierRow, TRUTH_FILE};
+use super::synthetic::{
+    check_count_and_split, parse_attribute, write_tier_csvs, TierRow, TRUTH_FILE,
+};
 use crate::data::remix::{remix_pairs, Differences};
 use crate::data::synthetic::{pair_rng, split_seed, Attribute, TruthRecord};
 use crate::text::prompts::{PromptDatabase, PromptKind};
@@ -63,23 +65,8 @@ pub struct RemixArgs {
     pub differ_in: Vec<Attribute>,
 }
 
-/// Most pairs per run (as for `synthetic`).
-const MAX_PAIRS: usize = 999_999;
-
 pub fn run(args: RemixArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        (1..=MAX_PAIRS).contains(&args.count),
-        "--count must be between 1 and {MAX_PAIRS}"
-    );
-    anyhow::ensure!(
-        !args.split.is_empty()
-            && args
-                .split
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-        "--split '{}': use letters, digits, '-' and '_' only",
-        args.split
-    );
+    check_count_and_split(args.count, &args.split)?;
     let out = &args.output;
     let truth_path = out.join(TRUTH_FILE);
     let text = std::fs::read_to_string(&truth_path).with_context(|| {

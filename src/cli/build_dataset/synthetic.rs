@@ -105,19 +105,7 @@ struct Rendered {
 }
 
 pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        (1..=MAX_PAIRS).contains(&args.count),
-        "--count must be between 1 and {MAX_PAIRS}"
-    );
-    anyhow::ensure!(
-        !args.split.is_empty()
-            && args
-                .split
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-        "--split '{}': use letters, digits, '-' and '_' only",
-        args.split
-    );
+    check_count_and_split(args.count, &args.split)?;
     let out = &args.output;
     let audio_dir = out.join(AUDIO_DIR);
     std::fs::create_dir_all(&audio_dir)
@@ -187,6 +175,22 @@ pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
         args.split,
         out.display(),
         clips as f64 / render_s.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Checks `--count` (1..=MAX_PAIRS) and `--split` (a name usable in file names).
+pub(super) fn check_count_and_split(count: usize, split: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=MAX_PAIRS).contains(&count),
+        "--count must be between 1 and {MAX_PAIRS}"
+    );
+    anyhow::ensure!(
+        !split.is_empty()
+            && split
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "--split '{split}': use letters, digits, '-' and '_' only"
     );
     Ok(())
 }
