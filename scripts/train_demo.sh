@@ -26,6 +26,8 @@
 #   env:   TRAIN_PAIRS (2000), POOL_PAIRS (1400), VAL_PAIRS (40), TEST_PAIRS (200);
 #          REMIX_PAIRS (8000): the pairs of the last stage-3 phase; the lessons are sized from it
 #          (pitch R/4; pitch and loudness R/8 each; kind 7R/10 with pitch and loudness R/10);
+#          EXTRA_PHASES (0): that many more phases like the last, loudness-heavy (5R/16 loudness,
+#          R/8 pitch, R/4 kind, 5R/16 mixed), each about as long as the last;
 #          SEED (0): the seed of every training stage (written into WORK_DIR/train-configs);
 #          DEVICE (cpu): cpu, or cuda / cuda:N with a CUDA build;
 #          ADIFF: the adiff binary (default: cargo build --release, ./target/release/adiff);
@@ -41,6 +43,7 @@ VAL_PAIRS=${VAL_PAIRS:-40}
 TEST_PAIRS=${TEST_PAIRS:-200}
 POOL_PAIRS=${POOL_PAIRS:-1400}
 REMIX_PAIRS=${REMIX_PAIRS:-8000}
+EXTRA_PHASES=${EXTRA_PHASES:-0}
 if [ -z "${ADIFF:-}" ]; then cargo build --release -q; ADIFF=./target/release/adiff; fi
 A=$ADIFF
 dev=(--device "$DEVICE")
@@ -127,9 +130,17 @@ phase stage3-pitch demo_stage3_lesson.json s3a-pitch
 phase stage3-lessons demo_stage3_lesson.json s3b-pitch s3b-loudness
 phase stage3-kind demo_stage3_lesson.json s3c-pitch s3c-loudness s3c-kind
 phase stage3 demo_stage3.json s3d-mixed s3d-pitch s3d-loudness s3d-kind
+# EXTRA_PHASES more phases like the last, loudness-heavy, each of its own fresh pairs (measured:
+# each of two such phases raised loudness and kind together on both encoders tried).
+for ((k = 1; k <= EXTRA_PHASES; k++)); do
+  b=$((100 + 10 * k))
+  remix $((b + 1)) $((R * 5 / 16)) s3e$k-loudness loudness; remix $((b + 2)) $((R / 8)) s3e$k-pitch pitch
+  remix $((b + 3)) $((R / 4)) s3e$k-kind kind; remix $((b + 4)) $((R * 5 / 16)) s3e$k-mixed
+  phase stage3-extra$k demo_stage3.json s3e$k-loudness s3e$k-pitch s3e$k-kind s3e$k-mixed
+done
 mkdir -p "$out"
-cp "$work/stage3/model.safetensors" "$out/model.safetensors"
-cp "$work/stage3/config.json" "$out/config.json"
+cp "$prev/model.safetensors" "$out/model.safetensors"
+cp "$prev/config.json" "$out/config.json"
 cp "$work/enc/labels.json" "$out/labels.json"
 preds=()
 for tier in fewwords sentence; do
