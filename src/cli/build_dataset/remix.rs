@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::synthetic::{
-    check_count_and_split, parse_attribute, write_tier_csvs, TierRow, TRUTH_FILE,
+    check_count_and_split, parse_attribute, parse_truth_lines, write_tier_csvs, TierRow, TRUTH_FILE,
 };
 use crate::data::remix::{remix_pairs, Differences};
 use crate::data::synthetic::{pair_rng, split_seed, Attribute, TruthRecord};
@@ -76,20 +76,10 @@ pub fn run(args: RemixArgs) -> anyhow::Result<()> {
             out.display()
         )
     })?;
-    let mut records = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let rec: TruthRecord = serde_json::from_str(line).with_context(|| {
-            format!(
-                "{} line {}: not a truth record",
-                truth_path.display(),
-                i + 1
-            )
-        })?;
-        records.push(rec);
-    }
+    let records: Vec<TruthRecord> = parse_truth_lines(&truth_path, &text)?
+        .into_iter()
+        .map(|(_, rec)| rec)
+        .collect();
     anyhow::ensure!(
         records.iter().all(|r| r.split != args.split),
         "--split '{}' has clips in {}: name the remixed split differently (its CSVs would replace \

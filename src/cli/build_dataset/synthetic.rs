@@ -280,6 +280,24 @@ fn remove_stale_clips(audio_dir: &Path, split: &str, count: usize) -> anyhow::Re
     Ok(())
 }
 
+/// The records of a truth.jsonl's text (`path` names it in errors), each with its line; blank
+/// lines are skipped, a line that is not a record is an error naming its number.
+pub(super) fn parse_truth_lines<'a>(
+    path: &Path,
+    text: &'a str,
+) -> anyhow::Result<Vec<(&'a str, TruthRecord)>> {
+    let mut records = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let rec: TruthRecord = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}: not a truth record", path.display(), i + 1))?;
+        records.push((line, rec));
+    }
+    Ok(records)
+}
+
 /// Writes truth.jsonl: the records of other splits already there are kept (in their order), then
 /// this split's, one per clip in file order. Written to a temporary file, then renamed.
 fn write_truth(out: &Path, split: &str, rendered: &[Rendered]) -> anyhow::Result<()> {
@@ -288,13 +306,7 @@ fn write_truth(out: &Path, split: &str, rendered: &[Rendered]) -> anyhow::Result
     if path.exists() {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let rec: TruthRecord = serde_json::from_str(line).with_context(|| {
-                format!("{} line {}: not a truth record", path.display(), i + 1)
-            })?;
+        for (line, rec) in parse_truth_lines(&path, &text)? {
             if rec.split != split {
                 lines.push(line.to_string());
             }
