@@ -205,3 +205,64 @@ fn checkpoint_problems_are_named() {
     };
     assert!(msg.contains("more"), "{msg}");
 }
+
+/// `patch_norm: false` (the demo's setting) drops the LayerNorm after the patch embedding and
+/// nothing else: a checkpoint without `patch_embed.norm.*` loads, and the tokens it makes,
+/// layer-normed here by hand with the checkpoint's norm, are PyTorch's (normed) patch tokens.
+/// With the default `patch_norm: true` (every paper config) those tensors are required by name.
+#[test]
+fn patch_norm_off_gives_the_reference_tokens_before_their_norm() {
+    let mut cfg = AdiffConfig::tiny();
+    assert!(cfg.htsat.patch_norm && AdiffConfig::base().htsat.patch_norm);
+    let exp = expected();
+    let ckpt = Checkpoint::load(fixture("htsat_tiny.ckpt")).unwrap();
+    let prefix = format!("{HTSAT_PREFIX}.patch_embed.norm.");
+    let (gamma, beta) = (
+        ckpt.get(&format!("{prefix}weight"))
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap(),
+        ckpt.get(&format!("{prefix}bias"))
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap(),
+    );
+    let tensors: HashMap<String, Tensor> = ckpt
+        .names()
+        .filter(|n| !n.starts_with(&prefix))
+        .map(|n| (n.to_string(), ckpt.get(n).unwrap().clone()))
+        .collect();
+    let without = Checkpoint::from_tensors("no-patch-norm.ckpt", tensors);
+    let msg = match AudioEncoder::from_checkpoint(&without, &cfg, &Device::Cpu) {
+        Ok(_) => panic!("patch_norm: true loaded a checkpoint without the patch norm"),
+        Err(e) => e.to_string(),
+    };
+    assert!(msg.contains(&format!("{prefix}weight")), "{msg}");
+
+    cfg.htsat.patch_norm = false;
+    let enc = AudioEncoder::from_checkpoint(&without, &cfg, &Device::Cpu).unwrap();
+    let (_, trace) = enc.htsat.forward_stages(&exp["image"]).unwrap();
+    // [B, N, C] raw tokens -> LayerNorm over C (eps from the config) -> the reference's tokens.
+    let (b, n, c) = trace[0].dims3().unwrap();
+    let raw = trace[0].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let eps = cfg.htsat.layer_norm_eps;
+    let mut normed = Vec::with_capacity(raw.len());
+    for tok in raw.chunks_exact(c) {
+        let mean = tok.iter().map(|&x| f64::from(x)).sum::<f64>() / c as f64;
+        let var = tok
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / c as f64;
+        for (i, &x) in tok.iter().enumerate() {
+            let y = (f64::from(x) - mean) / (var + eps).sqrt();
+            normed.push((y * f64::from(gamma[i]) + f64::from(beta[i])) as f32);
+        }
+    }
+    let normed = Tensor::from_vec(normed, (b, n, c), &Device::Cpu).unwrap();
+    let err = max_abs_diff(&normed, &exp["patch_tokens"]);
+    eprintln!("patch_norm off, normed by hand vs PyTorch patch tokens: max abs error {err:.3e}");
+    assert!(err <= 1e-4, "patch token error {err}");
+    // The raw tokens are not already normed: the norm really is gone.
+    assert!(max_abs_diff(&trace[0], &exp["patch_tokens"]) > 1e-2);
+}

@@ -60,6 +60,15 @@ pub struct HtsatConfig {
     pub batch_norm_eps: f64,
     /// Additive attention mask value between tokens of different regions in shifted windows.
     pub shift_mask_value: f64,
+    /// LayerNorm after the patch embedding (HTSAT's `patch_norm`, true in the paper's model).
+    /// It makes each patch token scale-invariant, so a clip's absolute level reaches the Swin
+    /// stages only through the patch bias: the demo turns it off to let loudness through.
+    #[serde(default = "patch_norm_default")]
+    pub patch_norm: bool,
+}
+
+fn patch_norm_default() -> bool {
+    true
 }
 
 impl HtsatConfig {

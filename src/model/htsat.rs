@@ -263,12 +263,12 @@ pub fn bicubic_resize_matrix(n_in: usize, n_out: usize) -> Vec<f32> {
     m
 }
 
-/// Conv2d(1, C, patch, stride) + LayerNorm, flattened to tokens.
+/// Conv2d(1, C, patch, stride) + LayerNorm (when `patch_norm`), flattened to tokens.
 struct PatchEmbed {
     weight: Tensor,
     bias: Tensor,
     stride: usize,
-    norm: LayerNorm,
+    norm: Option<LayerNorm>,
 }
 
 impl PatchEmbed {
@@ -280,7 +280,11 @@ impl PatchEmbed {
             weight: proj.get_with_hints((c, 1, p, p), "weight", init)?,
             bias: proj.get_with_hints(c, "bias", init)?,
             stride: cfg.patch_stride,
-            norm: layer_norm(c, cfg.layer_norm_eps, vb.pp("norm"))?,
+            norm: if cfg.patch_norm {
+                Some(layer_norm(c, cfg.layer_norm_eps, vb.pp("norm"))?)
+            } else {
+                None
+            },
         })
     }
 
@@ -292,7 +296,10 @@ impl PatchEmbed {
         let x = x.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?;
         // [B, (S/4)^2, C]
         let x = x.flatten_from(2)?.transpose(1, 2)?.contiguous()?;
-        Ok(ops::layer_norm(&self.norm, &x)?)
+        match &self.norm {
+            Some(norm) => Ok(ops::layer_norm(norm, &x)?),
+            None => Ok(x),
+        }
     }
 }
 
