@@ -3,31 +3,28 @@
 #   1. synthetic data (adiff build-dataset synthetic), each split with its own seed: the training
 #      pairs, a validation and a held-out test split, and a "pool" split whose clips the encoder
 #      never trains on (built beside stage 1);
-#   2. stage 1 with configs/demo.json (a tiny HTSAT over a coarser log-mel: 2048-point window,
-#      hop 1280, 251 frames in a 128x128 image, 7x cheaper than the paper's front end; a 64-wide,
-#      4-layer GPT-2): HTSAT from scratch (--init-missing; bn0 gets the clips' log-mel
+#   2. stage 1 with configs/demo.json (a tiny HTSAT, one block per stage and no patch norm, so
+#      it hears loudness, over a coarser log-mel: 2048-point window, hop 1280, 251 frames in a
+#      128x128 image, 7x cheaper than the paper's front end; a 64-wide, 4-layer GPT-2): HTSAT
+#      from scratch (--init-missing; bn0 gets the clips' log-mel
 #      statistics) learns to tag the training clips' attributes while GPT-2 learns the training
 #      answers from scratch, side by side;
 #   3. the HTSAT embedding cache of all clips (HTSAT stays frozen from here on);
-#   4. stage 2 (GPT-2 frozen) on the training pairs, then stage 3 (GPT-2 unfrozen) in four
+#   4. stage 2 (GPT-2 frozen) on the training pairs, then stage 3 (GPT-2 unfrozen) in two
 #      phases of fresh pairs of the training and pool clips (build-dataset synthetic-remix; no
-#      pair is seen twice): pitch-only pairs, then pitch- and loudness-only pairs, then mostly
-#      kind-only pairs with some of both, then mixed pairs with the three lessons
-#      (configs/train/demo_*.json). Measured: on mixed pairs alone the model never learned the
-#      comparisons; a lesson of 200 rendered pairs seen 4 times taught pitch on one seed and
-#      not on another, 2000 fresh pairs seen once did on both encoders tried; lessons chained
-#      one after another erase each other, so they accumulate;
-#   5. the model into data/models/demo/, then `adiff infer` + `adiff eval --synthetic` on the
+#      pair is seen twice), one long phase of interleaved pairs: 35% kind-only, 20%
+#      loudness-only, 25% pitch-only and 20% mixed (configs/train/demo_stage3.json). Measured:
+#      on mixed pairs alone the model never learned the comparisons; lessons chained one after
+#      another erase each other; interleaved in one phase they are learned side by side;
+##   5. the model into data/models/demo/, then `adiff infer` + `adiff eval --synthetic` on the
 #      held-out test split for tiers 1 and 2; the accuracies (vs chance) are printed and saved
 #      next to the model.
 # The demo knows only the synthetic sound world (tones, buzzes, chords, noise, clicks, chirps).
 # A killed run continues where it stopped when started again with the same WORK_DIR.
 #   usage: scripts/train_demo.sh [WORK_DIR]
 #   env:   TRAIN_PAIRS (2000), POOL_PAIRS (1400), VAL_PAIRS (40), TEST_PAIRS (200);
-#          REMIX_PAIRS (8000): the pairs of the last stage-3 phase; the lessons are sized from it
-#          (pitch R/4; pitch and loudness R/8 each; kind 7R/10 with pitch and loudness R/10);
-#          EXTRA_PHASES (0): that many more phases like the last, loudness-heavy (5R/16 loudness,
-#          R/8 pitch, R/4 kind, 5R/16 mixed), each about as long as the last;
+#          REMIX_PAIRS (8000): R sizes stage 3: 9R/4 interleaved pairs (35% kind-only, 20%
+#          loudness-only, 25% pitch-only, 20% mixed);
 #          SEED (0): the seed of every training stage (written into WORK_DIR/train-configs);
 #          DEVICE (cpu): cpu, or cuda / cuda:N with a CUDA build;
 #          ADIFF: the adiff binary (default: cargo build --release, ./target/release/adiff);
@@ -43,7 +40,6 @@ VAL_PAIRS=${VAL_PAIRS:-40}
 TEST_PAIRS=${TEST_PAIRS:-200}
 POOL_PAIRS=${POOL_PAIRS:-1400}
 REMIX_PAIRS=${REMIX_PAIRS:-8000}
-EXTRA_PHASES=${EXTRA_PHASES:-0}
 if [ -z "${ADIFF:-}" ]; then cargo build --release -q; ADIFF=./target/release/adiff; fi
 A=$ADIFF
 dev=(--device "$DEVICE")
@@ -109,12 +105,9 @@ lap "stage 2"
 R=$REMIX_PAIRS
 remix() { $A build-dataset synthetic-remix -o "$d" --from train,pool --seed "$1" --count "$2" \
   --split "$3" ${4:+--differ-in "$4"} 2> /dev/null; }
-remix 51 $((R / 4)) s3a-pitch pitch
-remix 52 $((R / 8)) s3b-pitch pitch; remix 53 $((R / 8)) s3b-loudness loudness
-remix 54 $((R / 10)) s3c-pitch pitch; remix 55 $((R / 10)) s3c-loudness loudness
-remix 56 $((R * 7 / 10)) s3c-kind kind
-remix 57 $((R / 2)) s3d-mixed; remix 58 $((R / 8)) s3d-pitch pitch
-remix 59 $((R / 8)) s3d-loudness loudness; remix 60 $((R / 4)) s3d-kind kind
+I=$((R * 9 / 4))
+remix 71 $((I * 35 / 100)) s3-kind kind; remix 72 $((I * 20 / 100)) s3-loudness loudness
+remix 73 $((I * 25 / 100)) s3-pitch pitch; remix 74 $((I * 20 / 100)) s3-mixed
 csvs() { for s in "$@"; do echo "$d/${s}_fewwords_answer.csv" "$d/${s}_sentence_answer.csv"; done; }
 prev=$work/stage2
 # phase NAME TRAIN_CONFIG SPLIT...: one stage-3 phase from the previous phase's model.
@@ -126,18 +119,7 @@ phase() {
   prev=$work/$name
   lap "stage 3 ($name)"
 }
-phase stage3-pitch demo_stage3_lesson.json s3a-pitch
-phase stage3-lessons demo_stage3_lesson.json s3b-pitch s3b-loudness
-phase stage3-kind demo_stage3_lesson.json s3c-pitch s3c-loudness s3c-kind
-phase stage3 demo_stage3.json s3d-mixed s3d-pitch s3d-loudness s3d-kind
-# EXTRA_PHASES more phases like the last, loudness-heavy, each of its own fresh pairs (measured:
-# each of two such phases raised loudness and kind together on both encoders tried).
-for ((k = 1; k <= EXTRA_PHASES; k++)); do
-  b=$((100 + 10 * k))
-  remix $((b + 1)) $((R * 5 / 16)) s3e$k-loudness loudness; remix $((b + 2)) $((R / 8)) s3e$k-pitch pitch
-  remix $((b + 3)) $((R / 4)) s3e$k-kind kind; remix $((b + 4)) $((R * 5 / 16)) s3e$k-mixed
-  phase stage3-extra$k demo_stage3.json s3e$k-loudness s3e$k-pitch s3e$k-kind s3e$k-mixed
-done
+phase stage3 demo_stage3.json s3-kind s3-loudness s3-pitch s3-mixed
 mkdir -p "$out"
 cp "$prev/model.safetensors" "$out/model.safetensors"
 cp "$prev/config.json" "$out/config.json"
