@@ -39,7 +39,7 @@ TRAIN_PAIRS=${TRAIN_PAIRS:-2000}
 VAL_PAIRS=${VAL_PAIRS:-40}
 TEST_PAIRS=${TEST_PAIRS:-200}
 POOL_PAIRS=${POOL_PAIRS:-1400}
-REMIX_PAIRS=${REMIX_PAIRS:-8000}
+REMIX_PAIRS=${REMIX_PAIRS:-7200}
 if [ -z "${ADIFF:-}" ]; then cargo build --release -q; ADIFF=./target/release/adiff; fi
 A=$ADIFF
 dev=(--device "$DEVICE")
@@ -106,8 +106,8 @@ R=$REMIX_PAIRS
 remix() { $A build-dataset synthetic-remix -o "$d" --from train,pool --seed "$1" --count "$2" \
   --split "$3" ${4:+--differ-in "$4"} 2> /dev/null; }
 I=$((R * 9 / 4))
-remix 71 $((I * 35 / 100)) s3-kind kind; remix 72 $((I * 20 / 100)) s3-loudness loudness
-remix 73 $((I * 25 / 100)) s3-pitch pitch; remix 74 $((I * 20 / 100)) s3-mixed
+remix 71 $((I * 35 / 100)) s3-kind kind; remix 72 $((I * 15 / 100)) s3-loudness loudness
+remix 73 $((I * 30 / 100)) s3-pitch pitch; remix 74 $((I * 20 / 100)) s3-mixed
 csvs() { for s in "$@"; do echo "$d/${s}_fewwords_answer.csv" "$d/${s}_sentence_answer.csv"; done; }
 prev=$work/stage2
 # phase NAME TRAIN_CONFIG SPLIT...: one stage-3 phase from the previous phase's model.
