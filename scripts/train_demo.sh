@@ -4,7 +4,7 @@
 #      pairs, a validation and a held-out test split, and a "pool" split whose clips the encoder
 #      never trains on (built beside stage 1);
 #   2. stage 1 with configs/demo.json (a tiny HTSAT, one block per stage and no patch norm, so
-#      it hears loudness, over a coarser log-mel: 2048-point window, hop 1280, 251 frames in a
+#      it hears loudness, over a coarser log-mel: 4096-point window, hop 1280, 50 Hz-4 kHz, 251 frames in a
 #      128x128 image, 7x cheaper than the paper's front end; a 64-wide, 4-layer GPT-2): HTSAT
 #      from scratch (--init-missing; bn0 gets the clips' log-mel
 #      statistics) learns to tag the training clips' attributes while GPT-2 learns the training
@@ -12,8 +12,8 @@
 #   3. the HTSAT embedding cache of all clips (HTSAT stays frozen from here on);
 #   4. stage 2 (GPT-2 frozen) on the training pairs, then stage 3 (GPT-2 unfrozen) in two
 #      phases of fresh pairs of the training and pool clips (build-dataset synthetic-remix; no
-#      pair is seen twice), one long phase of interleaved pairs: 35% kind-only, 20%
-#      loudness-only, 25% pitch-only and 20% mixed (configs/train/demo_stage3.json). Measured:
+#      pair is seen twice), one long phase of interleaved pairs: 35% kind-only, 15%
+#      loudness-only, 30% pitch-only and 20% mixed (configs/train/demo_stage3.json). Measured:
 #      on mixed pairs alone the model never learned the comparisons; lessons chained one after
 #      another erase each other; interleaved in one phase they are learned side by side;
 ##   5. the model into data/models/demo/, then `adiff infer` + `adiff eval --synthetic` on the
@@ -23,8 +23,8 @@
 # A killed run continues where it stopped when started again with the same WORK_DIR.
 #   usage: scripts/train_demo.sh [WORK_DIR]
 #   env:   TRAIN_PAIRS (2000), POOL_PAIRS (1400), VAL_PAIRS (40), TEST_PAIRS (200);
-#          REMIX_PAIRS (8000): R sizes stage 3: 9R/4 interleaved pairs (35% kind-only, 20%
-#          loudness-only, 25% pitch-only, 20% mixed);
+#          REMIX_PAIRS (7200): R sizes stage 3: 9R/4 interleaved pairs (35% kind-only, 15%
+#          loudness-only, 30% pitch-only, 20% mixed);
 #          SEED (0): the seed of every training stage (written into WORK_DIR/train-configs);
 #          DEVICE (cpu): cpu, or cuda / cuda:N with a CUDA build;
 #          ADIFF: the adiff binary (default: cargo build --release, ./target/release/adiff);
