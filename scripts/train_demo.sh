@@ -4,19 +4,19 @@
 #      pairs, a validation and a held-out test split, and a "pool" split whose clips the encoder
 #      never trains on (built beside stage 1);
 #   2. stage 1 with configs/demo.json (a tiny HTSAT, one block per stage and no patch norm, so
-#      it hears loudness, over a coarser log-mel: 4096-point window, hop 1280, 50 Hz-4 kHz, 251 frames in a
-#      128x128 image, 7x cheaper than the paper's front end; a 64-wide, 4-layer GPT-2): HTSAT
-#      from scratch (--init-missing; bn0 gets the clips' log-mel
+#      it hears loudness, over a coarser log-mel: 4096-point window, hop 1280, 50 Hz-4 kHz,
+#      251 frames in a 128x128 image, 7x cheaper than the paper's front end; a 64-wide,
+#      4-layer GPT-2): HTSAT from scratch (--init-missing; bn0 gets the clips' log-mel
 #      statistics) learns to tag the training clips' attributes while GPT-2 learns the training
 #      answers from scratch, side by side;
 #   3. the HTSAT embedding cache of all clips (HTSAT stays frozen from here on);
-#   4. stage 2 (GPT-2 frozen) on the training pairs, then stage 3 (GPT-2 unfrozen) in two
-#      phases of fresh pairs of the training and pool clips (build-dataset synthetic-remix; no
-#      pair is seen twice), one long phase of interleaved pairs: 35% kind-only, 15%
+#   4. stage 2 (GPT-2 frozen) on the training pairs, then stage 3 (GPT-2 unfrozen) on
+#      fresh pairs of the training and pool clips (build-dataset synthetic-remix; no pair is
+#      seen twice), in one long phase of interleaved pairs: 35% kind-only, 15%
 #      loudness-only, 30% pitch-only and 20% mixed (configs/train/demo_stage3.json). Measured:
 #      on mixed pairs alone the model never learned the comparisons; lessons chained one after
 #      another erase each other; interleaved in one phase they are learned side by side;
-##   5. the model into data/models/demo/, then `adiff infer` + `adiff eval --synthetic` on the
+#   5. the model into data/models/demo/, then `adiff infer` + `adiff eval --synthetic` on the
 #      held-out test split for tiers 1 and 2; the accuracies (vs chance) are printed and saved
 #      next to the model.
 # The demo knows only the synthetic sound world (tones, buzzes, chords, noise, clicks, chirps).
