@@ -4,16 +4,17 @@
 #      pairs, a validation and a held-out test split, and a "pool" split whose clips the encoder
 #      never trains on (built beside stage 1);
 #   2. stage 1 with configs/demo.json (a tiny HTSAT, one block per stage and no patch norm, so
-#      it hears loudness, over a coarser log-mel: 4096-point window, hop 1280, 50 Hz-4 kHz,
-#      251 frames in a 128x128 image, 7x cheaper than the paper's front end; a 64-wide,
+#      it hears loudness, over a coarser log-mel: 4096-point window, hop 640, 32 mel bins from
+#      50 Hz to 4 kHz, 501 frames folded 4 times into a 128x128 image, so that HTSAT's final
+#      token grid has one frequency row and its pooled embedding keeps pitch; a 64-wide,
 #      4-layer GPT-2): HTSAT from scratch (--init-missing; bn0 gets the clips' log-mel
 #      statistics) learns to tag the training clips' attributes while GPT-2 learns the training
 #      answers from scratch, side by side;
 #   3. the HTSAT embedding cache of all clips (HTSAT stays frozen from here on);
 #   4. stage 2 (GPT-2 frozen) on the training pairs, then stage 3 (GPT-2 unfrozen) on
 #      fresh pairs of the training and pool clips (build-dataset synthetic-remix; no pair is
-#      seen twice), in one long phase of interleaved pairs: 35% kind-only, 15%
-#      loudness-only, 30% pitch-only and 20% mixed (configs/train/demo_stage3.json). Measured:
+#      seen twice), in one long phase of interleaved pairs: 35% kind-only, 10%
+#      loudness-only, 40% pitch-only and 15% mixed (configs/train/demo_stage3.json). Measured:
 #      on mixed pairs alone the model never learned the comparisons; lessons chained one after
 #      another erase each other; interleaved in one phase they are learned side by side;
 #   5. the model into data/models/demo/, then `adiff infer` + `adiff eval --synthetic` on the
@@ -23,8 +24,8 @@
 # A killed run continues where it stopped when started again with the same WORK_DIR.
 #   usage: scripts/train_demo.sh [WORK_DIR]
 #   env:   TRAIN_PAIRS (2000), POOL_PAIRS (1400), VAL_PAIRS (40), TEST_PAIRS (200);
-#          REMIX_PAIRS (7200): R sizes stage 3: 9R/4 interleaved pairs (35% kind-only, 15%
-#          loudness-only, 30% pitch-only, 20% mixed);
+#          REMIX_PAIRS (7200): R sizes stage 3: 9R/4 interleaved pairs (35% kind-only, 10%
+#          loudness-only, 40% pitch-only, 15% mixed);
 #          SEED (0): the seed of every training stage (written into WORK_DIR/train-configs);
 #          DEVICE (cpu): cpu, or cuda / cuda:N with a CUDA build;
 #          ADIFF: the adiff binary (default: cargo build --release, ./target/release/adiff);
@@ -106,8 +107,8 @@ R=$REMIX_PAIRS
 remix() { $A build-dataset synthetic-remix -o "$d" --from train,pool --seed "$1" --count "$2" \
   --split "$3" ${4:+--differ-in "$4"} 2> /dev/null; }
 I=$((R * 9 / 4))
-remix 71 $((I * 35 / 100)) s3-kind kind; remix 72 $((I * 15 / 100)) s3-loudness loudness
-remix 73 $((I * 30 / 100)) s3-pitch pitch; remix 74 $((I * 20 / 100)) s3-mixed
+remix 71 $((I * 35 / 100)) s3-kind kind; remix 72 $((I * 10 / 100)) s3-loudness loudness
+remix 73 $((I * 40 / 100)) s3-pitch pitch; remix 74 $((I * 15 / 100)) s3-mixed
 csvs() { for s in "$@"; do echo "$d/${s}_fewwords_answer.csv" "$d/${s}_sentence_answer.csv"; done; }
 prev=$work/stage2
 # phase NAME TRAIN_CONFIG SPLIT...: one stage-3 phase from the previous phase's model.
