@@ -22,6 +22,10 @@ pub struct LogMelFrontEnd {
     fft: Arc<dyn RealToComplex<f32>>,
     /// `[n_bins, n_mels]`, row-major (same layout as the checkpoint's `melW`).
     mel_matrix: Vec<f32>,
+    /// Per FFT bin, the range of mel bands with a non-zero weight: each bin feeds at most two
+    /// triangular filters and the bins above `fmax` feed none, so the projection skips the
+    /// zeros (the sums are unchanged: only exact zeros are skipped).
+    mel_support: Vec<std::ops::Range<usize>>,
 }
 
 impl LogMelFrontEnd {
@@ -62,11 +66,21 @@ impl LogMelFrontEnd {
             .map(|k| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * k as f64 / n as f64).cos()) as f32)
             .collect();
         let fft = RealFftPlanner::<f32>::new().plan_fft_forward(n);
+        let mels = cfg.n_mels.max(1);
+        let mel_support = mel_matrix
+            .chunks(mels)
+            .map(|row| {
+                let lo = row.iter().position(|&w| w != 0.0).unwrap_or(0);
+                let hi = row.iter().rposition(|&w| w != 0.0).map_or(0, |i| i + 1);
+                lo..hi.max(lo)
+            })
+            .collect();
         Self {
             cfg: cfg.clone(),
             window,
             fft,
             mel_matrix,
+            mel_support,
         }
     }
 
@@ -165,13 +179,13 @@ impl LogMelFrontEnd {
         let amin = self.cfg.log_amin as f32;
         let mut out = vec![0f32; frames * mels];
         for (p_row, o_row) in power.chunks_exact(bins).zip(out.chunks_exact_mut(mels)) {
-            // o[m] = sum_b p[b] * W[b, m]; W is sparse-ish but 513x64 is cheap enough per frame.
-            for (b, &p) in p_row.iter().enumerate() {
-                if p == 0.0 {
+            // o[m] = sum_b p[b] * W[b, m], over the non-zero weights of each bin only.
+            for ((b, &p), support) in p_row.iter().enumerate().zip(&self.mel_support) {
+                if p == 0.0 || support.is_empty() {
                     continue;
                 }
-                let w_row = &self.mel_matrix[b * mels..(b + 1) * mels];
-                for (o, &w) in o_row.iter_mut().zip(w_row) {
+                let w_row = &self.mel_matrix[b * mels + support.start..b * mels + support.end];
+                for (o, &w) in o_row[support.clone()].iter_mut().zip(w_row) {
                     *o += p * w;
                 }
             }
