@@ -13,10 +13,12 @@
 #   3. the HTSAT embedding cache of all clips (HTSAT stays frozen from here on);
 #   4. stage 2 (GPT-2 frozen) on the training pairs, then stage 3 (GPT-2 unfrozen) on
 #      fresh pairs of the training and pool clips (build-dataset synthetic-remix; no pair is
-#      seen twice), in one long phase of interleaved pairs: 35% kind-only, 10%
-#      loudness-only, 40% pitch-only and 15% mixed (configs/train/demo_stage3.json). Measured:
-#      on mixed pairs alone the model never learned the comparisons; lessons chained one after
-#      another erase each other; interleaved in one phase they are learned side by side;
+#      seen twice), in one long phase of interleaved pairs that differ in one attribute (30%
+#      kind, 10% loudness, 35% pitch, 10% pattern, 10% background) or at random (5%)
+#      (configs/train/demo_stage3.json). Measured: on mixed pairs alone the model never learned
+#      the comparisons; lessons chained one after another erase each other; interleaved in one
+#      phase they are learned side by side; without pattern and background lessons the model
+#      says "X instead of X" of the kind when only those differ;
 #   5. the model into data/models/demo/, then `adiff infer` + `adiff eval --synthetic` on the
 #      held-out test split for tiers 1 and 2; the accuracies (vs chance) are printed and saved
 #      next to the model.
@@ -24,8 +26,7 @@
 # A killed run continues where it stopped when started again with the same WORK_DIR.
 #   usage: scripts/train_demo.sh [WORK_DIR]
 #   env:   TRAIN_PAIRS (2000), POOL_PAIRS (1400), VAL_PAIRS (40), TEST_PAIRS (200);
-#          REMIX_PAIRS (7200): R sizes stage 3: 9R/4 interleaved pairs (35% kind-only, 10%
-#          loudness-only, 40% pitch-only, 15% mixed);
+#          REMIX_PAIRS (7200): R sizes stage 3: 9R/4 interleaved pairs (shares as in step 4);
 #          SEED (0): the seed of every training stage (written into WORK_DIR/train-configs);
 #          DEVICE (cpu): cpu, or cuda / cuda:N with a CUDA build;
 #          ADIFF: the adiff binary (default: cargo build --release, ./target/release/adiff);
@@ -107,8 +108,9 @@ R=$REMIX_PAIRS
 remix() { $A build-dataset synthetic-remix -o "$d" --from train,pool --seed "$1" --count "$2" \
   --split "$3" ${4:+--differ-in "$4"} 2> /dev/null; }
 I=$((R * 9 / 4))
-remix 71 $((I * 35 / 100)) s3-kind kind; remix 72 $((I * 10 / 100)) s3-loudness loudness
-remix 73 $((I * 40 / 100)) s3-pitch pitch; remix 74 $((I * 15 / 100)) s3-mixed
+remix 71 $((I * 30 / 100)) s3-kind kind; remix 72 $((I * 10 / 100)) s3-loudness loudness
+remix 73 $((I * 35 / 100)) s3-pitch pitch; remix 75 $((I * 10 / 100)) s3-pattern pattern
+remix 76 $((I * 10 / 100)) s3-background background; remix 74 $((I * 5 / 100)) s3-mixed
 csvs() { for s in "$@"; do echo "$d/${s}_fewwords_answer.csv" "$d/${s}_sentence_answer.csv"; done; }
 prev=$work/stage2
 # phase NAME TRAIN_CONFIG SPLIT...: one stage-3 phase from the previous phase's model.
@@ -120,7 +122,7 @@ phase() {
   prev=$work/$name
   lap "stage 3 ($name)"
 }
-phase stage3 demo_stage3.json s3-kind s3-loudness s3-pitch s3-mixed
+phase stage3 demo_stage3.json s3-kind s3-loudness s3-pitch s3-pattern s3-background s3-mixed
 mkdir -p "$out"
 cp "$prev/model.safetensors" "$out/model.safetensors"
 cp "$prev/config.json" "$out/config.json"
