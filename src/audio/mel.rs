@@ -70,9 +70,11 @@ impl LogMelFrontEnd {
         let mel_support = mel_matrix
             .chunks(mels)
             .map(|row| {
-                let lo = row.iter().position(|&w| w != 0.0).unwrap_or(0);
-                let hi = row.iter().rposition(|&w| w != 0.0).map_or(0, |i| i + 1);
-                lo..hi.max(lo)
+                let nonzero = |w: &f32| *w != 0.0;
+                match (row.iter().position(nonzero), row.iter().rposition(nonzero)) {
+                    (Some(lo), Some(hi)) => lo..hi + 1,
+                    _ => 0..0,
+                }
             })
             .collect();
         Self {
@@ -181,7 +183,7 @@ impl LogMelFrontEnd {
         for (p_row, o_row) in power.chunks_exact(bins).zip(out.chunks_exact_mut(mels)) {
             // o[m] = sum_b p[b] * W[b, m], over the non-zero weights of each bin only.
             for ((b, &p), support) in p_row.iter().enumerate().zip(&self.mel_support) {
-                if p == 0.0 || support.is_empty() {
+                if p == 0.0 {
                     continue;
                 }
                 let w_row = &self.mel_matrix[b * mels + support.start..b * mels + support.end];
