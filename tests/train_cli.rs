@@ -183,6 +183,45 @@ fn stopped_and_resumed_equals_uninterrupted_and_frozen_stays_frozen() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Weight averaging: the averages travel in the checkpoints (a stopped and resumed run exports
+/// exactly the uninterrupted run's averaged model), and the export holds the averages, not the
+/// last weights.
+#[test]
+fn weight_average_resumes_exactly_and_is_exported() {
+    let dir = dataset("average");
+    let plain = config(&dir, 3);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plain).unwrap()).unwrap();
+    v["weight_average_decay"] = 0.9.into();
+    let cfg = dir.join("stage2_average.json");
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    ok(stage2(&dir, &cfg, "full", &[]).output().unwrap());
+    ok(stage2(&dir, &cfg, "parts", &["--stop-after-steps", "4"])
+        .output()
+        .unwrap());
+    ok(stage2(&dir, &cfg, "parts", &["--resume"]).output().unwrap());
+    assert_same_models(
+        &dir.join("full/model.safetensors"),
+        &dir.join("parts/model.safetensors"),
+    );
+    ok(stage2(&dir, &plain, "last", &[]).output().unwrap());
+    let (avg, last) = (
+        load(&dir.join("full/model.safetensors")),
+        load(&dir.join("last/model.safetensors")),
+    );
+    let differ = avg
+        .iter()
+        .filter(|(k, t)| !identical(t, &last[k.as_str()]))
+        .count();
+    assert!(
+        differ >= 100,
+        "only {differ} tensors differ from the last weights"
+    );
+    let log = std::fs::read_to_string(dir.join("full/log.jsonl")).unwrap();
+    assert!(log.contains("\"event\":\"weights_averaged\""));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[cfg(unix)]
 #[test]
 fn killed_and_resumed_equals_uninterrupted() {

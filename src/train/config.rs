@@ -65,6 +65,11 @@ pub struct TrainConfig {
     /// exported. 0 (the default): no such loss.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub embedding_tagging_weight: f64,
+    /// Decay of an exponential moving average of the trainable weights, kept in every
+    /// checkpoint; the exported model gets the averaged weights instead of the last ones (see
+    /// [`crate::train::average`]). 0 (the default): no averaging.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub weight_average_decay: f64,
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -106,6 +111,14 @@ impl TrainConfig {
             return Err(format!(
                 "embedding_tagging_weight must be >= 0, got {}",
                 self.embedding_tagging_weight
+            ));
+        }
+        if !(self.weight_average_decay == 0.0
+            || (self.weight_average_decay > 0.0 && self.weight_average_decay < 1.0))
+        {
+            return Err(format!(
+                "weight_average_decay must be 0 (off) or in (0, 1), got {}",
+                self.weight_average_decay
             ));
         }
         if self.max_answer_tokens == 0 {

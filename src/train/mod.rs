@@ -1,5 +1,6 @@
 //! Training: the trainable model and its loss, data, optimizer, schedules, checkpoints, loop.
 
+pub mod average;
 pub mod caption_lm_task;
 pub mod config;
 pub mod data;

@@ -73,10 +73,12 @@ pub struct TrainMeta {
 }
 
 /// Writes a training checkpoint atomically (see the module doc). Tensors are copied to the CPU.
+/// `extra` holds further run state (e.g. weight averages), under names of its own.
 pub fn save_train_state(
     path: &Path,
     model: &[(String, Var)],
     optimizer: &AdamW,
+    extra: &[(String, Tensor)],
     meta: &TrainMeta,
 ) -> Result<()> {
     let mut tensors: Vec<(String, Tensor)> = Vec::with_capacity(model.len());
@@ -87,6 +89,7 @@ pub fn save_train_state(
         ));
     }
     tensors.extend(optimizer.state_tensors()?);
+    tensors.extend(extra.iter().cloned());
     let json = serde_json::to_string(meta)
         .map_err(|e| AdiffError::checkpoint(path, format!("cannot encode metadata: {e}")))?;
     let metadata = HashMap::from([
@@ -277,6 +280,11 @@ impl LoadedState {
         Ok(())
     }
 
+    /// Run state saved besides the weights and the optimizer (e.g. `average.<param>`), by name.
+    pub fn other_tensors(&self) -> &HashMap<String, Tensor> {
+        &self.optimizer
+    }
+
     /// Restores the optimizer's moments and step counts; errors name the file.
     pub fn restore_optimizer(&self, optimizer: &mut AdamW) -> Result<()> {
         optimizer
@@ -383,8 +391,19 @@ impl CheckpointDir {
         optimizer: &AdamW,
         meta: &TrainMeta,
     ) -> Result<PathBuf> {
+        self.save_with(model, optimizer, &[], meta)
+    }
+
+    /// [`CheckpointDir::save`] with further run state `extra` (see [`save_train_state`]).
+    pub fn save_with(
+        &self,
+        model: &[(String, Var)],
+        optimizer: &AdamW,
+        extra: &[(String, Tensor)],
+        meta: &TrainMeta,
+    ) -> Result<PathBuf> {
         let path = self.path_for(meta.step);
-        save_train_state(&path, model, optimizer, meta)?;
+        save_train_state(&path, model, optimizer, extra, meta)?;
         self.prune()?;
         Ok(path)
     }

@@ -17,6 +17,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::error::{AdiffError, Result};
+use crate::train::average::WeightAverage;
 use crate::train::config::TrainConfig;
 use crate::train::optim::{clip_grad_norm, AdamW, GradAccumulator};
 use crate::train::state::{CheckpointDir, DataOrder, TrainMeta};
@@ -120,6 +121,10 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
     let mut log = Log::open(&opts.out_dir.join("log.jsonl"))?;
     let vars = task.vars().to_vec();
     let mut opt = AdamW::new(vars.clone(), cfg.optimizer.clone())?;
+    let mut average = match cfg.weight_average_decay {
+        d if d > 0.0 => Some(WeightAverage::new(&vars, d)?),
+        _ => None,
+    };
     let config_json = serde_json::to_value(cfg)
         .map_err(|e| AdiffError::Invalid(format!("cannot encode the training config: {e}")))?;
 
@@ -136,6 +141,10 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
                 }
                 state.restore_model(&vars)?;
                 state.restore_optimizer(&mut opt)?;
+                if let Some(avg) = average.as_mut() {
+                    avg.load_state(state.other_tensors())
+                        .map_err(|e| AdiffError::checkpoint(state.path(), e.to_string()))?;
+                }
                 step = state.meta.step;
                 epoch = state.meta.epoch;
                 position = state.meta.position_in_epoch;
@@ -181,11 +190,17 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
                 position: u64,
                 val: Option<f64>,
                 best: Option<f64>,
-                opt: &AdamW|
+                opt: &AdamW,
+                average: Option<&WeightAverage>|
      -> Result<PathBuf> {
-        ckpts.save(
+        let extra = match average {
+            Some(a) => a.state_tensors()?,
+            None => vec![],
+        };
+        ckpts.save_with(
             &vars,
             opt,
+            &extra,
             &TrainMeta {
                 step,
                 epoch,
@@ -216,7 +231,15 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
         let order = epoch_order(cfg.seed, epoch, n);
         while position < steps_per_epoch {
             if opts.stop_after_steps.is_some_and(|s| step >= s) {
-                let path = save(step, epoch, position, None, best_val, &opt)?;
+                let path = save(
+                    step,
+                    epoch,
+                    position,
+                    None,
+                    best_val,
+                    &opt,
+                    average.as_ref(),
+                )?;
                 log.write(serde_json::json!({"event": "stopped", "step": step,
                     "checkpoint": path.display().to_string()}))?;
                 bar.abandon();
@@ -270,6 +293,9 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
             let t_optimizer = t.elapsed().as_secs_f64();
             step += 1;
             position += 1;
+            if let Some(avg) = average.as_mut() {
+                avg.update(step)?;
+            }
             last_loss = Some(loss);
             window.1 += items;
             let secs = window.0.elapsed().as_secs_f64().max(1e-9);
@@ -324,13 +350,21 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
                 } else {
                     (epoch, position)
                 };
-                save(step, e, p, val, best_val, &opt)?;
+                save(step, e, p, val, best_val, &opt, average.as_ref())?;
             }
         }
         epoch += 1;
         position = 0;
     }
     bar.finish();
+    if let Some(avg) = &average {
+        // The exported model holds the averaged weights (validation above saw the last ones).
+        avg.apply()?;
+        log.write(
+            serde_json::json!({"event": "weights_averaged", "stage": opts.stage,
+            "decay": cfg.weight_average_decay, "step": step}),
+        )?;
+    }
     let model = opts.out_dir.join("model.safetensors");
     task.export(&model)?;
     log.write(
