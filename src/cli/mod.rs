@@ -78,8 +78,9 @@ pub struct ModelArgs {
     #[arg(long, short = 'c', conflicts_with = "model")]
     pub checkpoint: Vec<PathBuf>,
     /// A model folder in data/models/ (model.safetensors + config.json), instead of --checkpoint
-    /// and --config; `$ADIFF_MODELS` can point at another folder. No model is shipped yet:
-    /// scripts/train_demo.sh writes `demo` (synthetic sound world only).
+    /// and --config; `$ADIFF_MODELS` can point at another folder. Shipped: `demo`, trained by
+    /// scripts/train_demo.sh on synthetic sounds only (tones, buzzes, chords, noise, clicks,
+    /// chirps); it knows nothing of real recordings.
     #[arg(long, conflicts_with = "config")]
     pub model: Option<String>,
     /// Model config JSON (default: the paper's, as in configs/base.json).
