@@ -3,8 +3,12 @@
 //! seed no training split uses) `adiff eval --synthetic` gives at least 80% on loudness and
 //! pitch and 70% on source kind, at tiers 1 and 2.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{ok, root};
 
 /// Held-out pairs and their seed (the training splits use seeds 1, 3, 4 and remixes 71-76).
 const TEST_PAIRS: &str = "200";
@@ -12,25 +16,11 @@ const TEST_SEED: &str = "2";
 /// The bar of issue 7, per attribute (fraction of the predictions that assert it).
 const BAR: [(&str, f64); 3] = [("loudness", 0.8), ("pitch", 0.8), ("source kind", 0.7)];
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn adiff() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_adiff"));
     // The shipped models of this tree, whatever the environment says.
     c.env_remove("ADIFF_MODELS").current_dir(root());
     c
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "adiff failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 #[test]

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::ok;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -12,16 +14,6 @@ use candle_core::{Device, Tensor};
 
 fn adiff() -> Command {
     Command::new(env!("CARGO_BIN_EXE_adiff"))
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn model_args() -> Vec<String> {
@@ -78,11 +70,22 @@ fn dataset(name: &str) -> PathBuf {
 
 /// A training config: the tiny stage-2 one with `epochs` epochs.
 fn config(dir: &Path, epochs: u64) -> PathBuf {
+    edited_config(dir, epochs, "", |_| {})
+}
+
+/// [`config`] with `edit` applied, written as `stage2_<epochs><tag>.json`.
+fn edited_config(
+    dir: &Path,
+    epochs: u64,
+    tag: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> PathBuf {
     let text =
         std::fs::read_to_string(common::root().join("configs/train/tiny_stage2.json")).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["epochs"] = epochs.into();
-    let p = dir.join(format!("stage2_{epochs}.json"));
+    edit(&mut v);
+    let p = dir.join(format!("stage2_{epochs}{tag}.json"));
     std::fs::write(&p, v.to_string()).unwrap();
     p
 }
@@ -190,11 +193,9 @@ fn stopped_and_resumed_equals_uninterrupted_and_frozen_stays_frozen() {
 fn weight_average_resumes_exactly_and_is_exported() {
     let dir = dataset("average");
     let plain = config(&dir, 3);
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&plain).unwrap()).unwrap();
-    v["weight_average_decay"] = 0.9.into();
-    let cfg = dir.join("stage2_average.json");
-    std::fs::write(&cfg, v.to_string()).unwrap();
+    let cfg = edited_config(&dir, 3, "_average", |v| {
+        v["weight_average_decay"] = 0.9.into()
+    });
     ok(stage2(&dir, &cfg, "full", &[]).output().unwrap());
     ok(stage2(&dir, &cfg, "parts", &["--stop-after-steps", "4"])
         .output()

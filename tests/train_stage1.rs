@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::ok;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -280,16 +282,6 @@ fn decoder_loss_and_gradients_match_hugging_face() {
 
 fn adiff() -> Command {
     Command::new(env!("CARGO_BIN_EXE_adiff"))
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -2,12 +2,24 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use candle_core::Tensor;
 
 /// The crate root (where `configs/` and `tests/fixtures/` live).
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `out` of a command that must have succeeded; otherwise fails with its stdout and stderr.
+pub fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "command failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// A file under `tests/fixtures/`.
