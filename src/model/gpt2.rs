@@ -396,7 +396,7 @@ impl Block {
         let y = self.attn_proj.forward(y)?.reshape((b, t, c))?;
         let x = (residual + y)?; // [B, T, C]
         let m = ops::layer_norm(&self.ln_2, &x)?.reshape((b * t, c))?;
-        let m = self.c_fc.forward(&m)?.gelu()?; // gelu_new (tanh approximation), [B*T, 4C]
+        let m = ops::gelu(&self.c_fc.forward(&m)?)?; // gelu_new (tanh approximation), [B*T, 4C]
         let m = self.mlp_proj.forward(&m)?.reshape((b, t, c))?;
         Ok((x + m)?)
     }
@@ -677,18 +677,47 @@ impl Gpt2 {
     /// causal attention keeps padding from reaching earlier positions, so no key mask is needed.
     pub fn forward_hidden(&self, embeds: &Tensor) -> Result<Tensor> {
         let (_, t) = self.check_embeds(embeds)?;
-        let dev = embeds.device();
+        let mask = Self::causal_mask(t, embeds.device())?; // [1, 1, T, T]
+        let mut x = self.add_positions(embeds)?; // [B, T, C]
+        for i in 0..self.num_blocks() {
+            x = self.block_forward(i, &x, &mask)?;
+        }
+        self.final_norm(&x)
+    }
+
+    /// The additive causal bias [1, 1, T, T] of the training forward: query i sees keys 0..=i.
+    pub fn causal_mask(t: usize, dev: &Device) -> Result<Tensor> {
         let mut m = vec![0f32; t * t];
         for q in 0..t {
             m[q * t + q + 1..(q + 1) * t].fill(MASKED);
         }
-        let mask = Tensor::from_vec(m, (1, 1, t, t), dev)?;
+        Ok(Tensor::from_vec(m, (1, 1, t, t), dev)?)
+    }
+
+    /// inputs_embeds [B, T, C] + position embeddings 0..T -> [B, T, C] (the first block's input).
+    pub fn add_positions(&self, embeds: &Tensor) -> Result<Tensor> {
+        let t = embeds.dim(1)?;
         let pos = self.wpe.narrow(0, 0, t)?.unsqueeze(0)?; // [1, T, C]
-        let mut x = embeds.broadcast_add(&pos)?; // [B, T, C]
-        for block in &self.blocks {
-            x = block.forward_full(&x, &mask)?;
-        }
-        Ok(ops::layer_norm(&self.ln_f, &x)?)
+        Ok(embeds.broadcast_add(&pos)?)
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Block `i` of the training forward (differentiable, no cache): x [B, T, C] -> [B, T, C];
+    /// `mask` from [`Gpt2::causal_mask`]. With [`Gpt2::add_positions`] and [`Gpt2::final_norm`]
+    /// it is [`Gpt2::forward_hidden`] one block at a time (the training profiler times each).
+    pub fn block_forward(&self, i: usize, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let block = self.blocks.get(i).ok_or_else(|| {
+            AdiffError::Invalid(format!("gpt2 has {} blocks, no block {i}", self.blocks.len()))
+        })?;
+        Ok(block.forward_full(x, mask)?)
+    }
+
+    /// The final layer norm `ln_f`: [B, T, C] -> [B, T, C].
+    pub fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(ops::layer_norm(&self.ln_f, x)?)
     }
 
     /// Hidden states [B, T, C] -> logits [B, T, V] (the tied or separate lm_head).

@@ -252,6 +252,8 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
                     seconds: started.elapsed().as_secs_f64(),
                 });
             }
+            // Wall time of the whole step: batches, forward, backward, clipping, optimizer.
+            let step_started = Instant::now();
             let first = position as usize * per_step;
             let mut acc = GradAccumulator::new();
             let mut loss_sum = 0.0;
@@ -291,6 +293,7 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
             let t = Instant::now();
             opt.step(&grads, lr)?;
             let t_optimizer = t.elapsed().as_secs_f64();
+            let t_step = step_started.elapsed().as_secs_f64();
             step += 1;
             position += 1;
             if let Some(avg) = average.as_mut() {
@@ -304,7 +307,7 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
                 serde_json::json!({"event": "step", "stage": opts.stage, "step": step,
                 "epoch": epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                 "samples_per_s": sps, "seconds": {"forward": t_forward,
-                "backward": t_backward, "optimizer": t_optimizer}}),
+                "backward": t_backward, "optimizer": t_optimizer, "step": t_step}}),
             )?;
             bar.set_message(format!(
                 "{}: loss {loss:.4} lr {lr:.2e} {sps:.1} samples/s",
