@@ -13,12 +13,15 @@
 //! segment's backward is timed alone too. Segments:
 //!
 //! ```text
-//! prefix      embeddings [B, E] x2, prompt ids [B, 40] -> projection, mappers, cross-projection
-//!             -> prefix [B, 121, C]
+//! mappers     embeddings [B, E] x2, prompt ids [B, 40] -> projection, the three mappers
+//!             -> joint prefix [B, 121, C] (the separator is a constant)
+//! cross-proj  the cross-projection transformer: joint -> prefix [B, 121, C]
 //! input       [prefix, wte(answer[:-1])] + positions -> x [B, 121+L-1, C]
 //! blocks a-b  GPT-2 blocks a..=b: x -> x
 //! head+loss   ln_f, lm_head at the answer positions [N, V], cross-entropy -> scalar
-//! optimizer   gradient clipping (norm 1.0) + AdamW over the trainable tensors
+//! clip        gradient clipping to norm 1.0: the global norm (the trainer scales the
+//!             gradients inside AdamW's pass; PyTorch's row is clip_grad_norm_, scaling included)
+//! adamw       the AdamW update of the trainable tensors
 //! ```
 //!
 //! Times are the median over `--steps` steps after one warm-up step, in milliseconds.
@@ -29,9 +32,10 @@ use std::time::Instant;
 use adiff::model::checkpoint::Checkpoint;
 use adiff::model::config::AdiffConfig;
 use adiff::model::gpt2::Gpt2;
+use adiff::model::ops;
 use adiff::train::config::TrainConfig;
 use adiff::train::model::TrainableAdiff;
-use adiff::train::optim::{clip_grad_norm, AdamW};
+use adiff::train::optim::{clip_scale, grad_norm, AdamW};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 
@@ -56,7 +60,10 @@ fn parse() -> anyhow::Result<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
-        let mut v = || it.next().ok_or_else(|| anyhow::anyhow!("{k} needs a value"));
+        let mut v = || {
+            it.next()
+                .ok_or_else(|| anyhow::anyhow!("{k} needs a value"))
+        };
         match k.as_str() {
             "--ckpt" => a.ckpt = v()?.into(),
             "--stage" => a.stage = v()?.parse()?,
@@ -77,9 +84,9 @@ fn leaf(t: &Tensor) -> anyhow::Result<Var> {
     Ok(Var::from_tensor(&t.detach())?)
 }
 
-/// Backward of one segment: gradients of `sum(out * grad_out)`.
+/// Backward of one segment: gradients of `sum(out * grad_out)` (as the trainer runs it).
 fn backward(out: &Tensor, grad_out: &Tensor) -> anyhow::Result<GradStore> {
-    Ok((out * grad_out)?.sum_all()?.backward()?)
+    Ok(ops::backward(&(out * grad_out)?.sum_all()?)?)
 }
 
 fn ms(t: Instant) -> f64 {
@@ -114,7 +121,11 @@ fn main() -> anyhow::Result<()> {
         .step_by(GROUP)
         .map(|s| (s, (s + GROUP).min(nb) - 1))
         .collect();
-    let mut names = vec!["prefix".to_string(), "input".to_string()];
+    let mut names = vec![
+        "mappers".to_string(),
+        "cross-proj".to_string(),
+        "input".to_string(),
+    ];
     names.extend(groups.iter().map(|(s, e)| format!("blocks {s}-{e}")));
     names.push("head+loss".into());
     // [step][segment] forward and backward milliseconds, and the optimizer's.
@@ -127,10 +138,14 @@ fn main() -> anyhow::Result<()> {
         let mut f = vec![];
         // Forward, segment by segment; `outs[i]` is segment i's output, `ins[i]` its input leaf.
         let t = Instant::now();
-        let prefix = m.prefix(&emb1, &emb2, &prompt)?.prefix; // [B, 121, C]
+        let joint = m.mapped_prefix(&emb1, &emb2, &prompt)?.joint; // [B, 121, C]
         f.push(ms(t));
-        let mut ins = vec![];
-        let mut outs = vec![prefix.clone()];
+        let t = Instant::now();
+        let j_in = leaf(&joint)?;
+        let prefix = m.cross_project(j_in.as_tensor())?; // [B, 121, C]
+        f.push(ms(t));
+        let mut ins = vec![j_in];
+        let mut outs = vec![joint, prefix.clone()];
         let t = Instant::now();
         let p_in = leaf(&prefix)?;
         let ans = gpt.embed_ids(&answers.narrow(1, 0, l - 1)?)?; // [B, L-1, C]
@@ -169,7 +184,7 @@ fn main() -> anyhow::Result<()> {
         let mut bk = vec![0.0; f.len()];
         let t = Instant::now();
         // Every trainable tensor's gradient is gathered into this store for the optimizer.
-        let mut all = loss.backward()?;
+        let mut all = ops::backward(&loss)?; // gathers every trainable gradient
         bk[f.len() - 1] = ms(t);
         let mut g = all
             .get(ins.last().expect("an input").as_tensor())
@@ -188,9 +203,12 @@ fn main() -> anyhow::Result<()> {
             }
         }
         let t = Instant::now();
-        clip_grad_norm(&model.vars, &mut all, 1.0)?;
-        opt.step(&all, 1e-6)?;
-        optim.push(ms(t));
+        // As the trainer: the norm, then the scaling inside AdamW's pass.
+        let scale = clip_scale(grad_norm(&model.vars, &all)?, 1.0);
+        let clip = ms(t);
+        let t = Instant::now();
+        opt.step_scaled(&all, 1e-6, scale)?;
+        optim.push((clip, ms(t)));
         fwd.push(f);
         bwd.push(bk);
         totals.push(ms(started));
@@ -211,13 +229,19 @@ fn main() -> anyhow::Result<()> {
     for (i, n) in names.iter().enumerate() {
         let (fw, bw) = (col(&fwd, i), col(&bwd, i));
         println!("{n:<12} {fw:>10.1} {bw:>10.1}");
-        json.insert(n.clone(), serde_json::json!({"forward": fw, "backward": bw}));
+        json.insert(
+            n.clone(),
+            serde_json::json!({"forward": fw, "backward": bw}),
+        );
     }
-    let o = median(optim[1..].to_vec());
+    let clip = median(optim[1..].iter().map(|o| o.0).collect());
+    let adamw = median(optim[1..].iter().map(|o| o.1).collect());
     let total = median(totals[1..].to_vec());
-    println!("{:<12} {:>10.1}", "optimizer", o);
+    println!("{:<12} {:>10.1}", "clip", clip);
+    println!("{:<12} {:>10.1}", "adamw", adamw);
     println!("{:<12} {:>10.1}", "step", total);
-    json.insert("optimizer".into(), serde_json::json!(o));
+    json.insert("clip".into(), serde_json::json!(clip));
+    json.insert("adamw".into(), serde_json::json!(adamw));
     json.insert("step".into(), serde_json::json!(total));
     println!("JSON {}", serde_json::Value::Object(json));
     Ok(())

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""PyTorch side of scripts/bench_train.sh: one stage-2 optimizer step of the full-size ADIFF
-(random weights from --ckpt, HTSAT and GPT-2 frozen, projection + mappers + cross-projection
-trained with AdamW), timed over --steps steps on batches of --batch examples whose answers are the
+"""PyTorch side of scripts/bench_train.sh: one stage-2 or stage-3 optimizer step of the full-size
+ADIFF (random weights from --ckpt; HTSAT frozen; projection + mappers + cross-projection trained
+with AdamW, and GPT-2 too in stage 3), timed over --steps steps on batches of --batch examples whose answers are the
 given CSV's (tokenized with " <|endoftext|>"), embeddings random. Prints JSON: samples/s.
 """
 import argparse
@@ -24,6 +24,7 @@ def main():
     ap.add_argument("--ckpt", type=Path, required=True)
     ap.add_argument("--csv", type=Path, required=True)
     ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--stage", type=int, default=2, choices=(2, 3))
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-4)
     a = ap.parse_args()
@@ -33,7 +34,7 @@ def main():
     named = dict(model.named_parameters())
     params = []
     for k, p in named.items():
-        train = k.startswith(ft.STAGE2)
+        train = k.startswith(ft.STAGE2) or (a.stage == 3 and k.startswith("caption_decoder.gpt."))
         p.requires_grad_(train)
         if train:
             params.append(p)

@@ -76,7 +76,26 @@ fn check_stage(stage: &str, trainable: &[String]) {
     println!("{stage}: loss ours {ours} torch {theirs} (rel {rel:.1e})");
     assert!(rel < 1e-5, "{stage} loss {ours} vs {theirs}");
 
-    let grads = loss.backward().unwrap();
+    // Both candle's own backward and the one the trainer runs (weight gradients handed over
+    // directly, `ops::backward`) must give torch's gradients.
+    for (how, grads) in [
+        ("candle backward", loss.backward().unwrap()),
+        (
+            "trainer backward",
+            adiff::model::ops::backward(&loss).unwrap(),
+        ),
+    ] {
+        check_grads(stage, how, &f, &t, &grads);
+    }
+}
+
+fn check_grads(
+    stage: &str,
+    how: &str,
+    f: &HashMap<String, Tensor>,
+    t: &TrainableAdiff,
+    grads: &candle_core::backprop::GradStore,
+) {
     let prefix = format!("{stage}.grad.");
     let expected: HashMap<&str, &Tensor> = f
         .iter()
@@ -111,7 +130,7 @@ fn check_stage(stage: &str, trainable: &[String]) {
         "{stage}: trainable sets differ"
     );
     println!(
-        "{stage}: {} gradients, worst difference {worst:.2e} of the tensor's largest |g|",
+        "{stage} ({how}): {} gradients, worst difference {worst:.2e} of the tensor's largest |g|",
         t.vars.len()
     );
 }

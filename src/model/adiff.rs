@@ -29,7 +29,10 @@ pub struct PrefixParts {
     pub audio_prefix1: Tensor,
     pub audio_prefix2: Tensor,
     pub text_prefix: Tensor,
-    /// `[B, 3P+1, C]` after the cross-projection: GPT-2's `inputs_embeds`.
+    /// `[B, 3P+1, C]`: audio prefix 1, separator, audio prefix 2, text prefix.
+    pub joint: Tensor,
+    /// `[B, 3P+1, C]` after the cross-projection: GPT-2's `inputs_embeds` (equal to `joint`
+    /// from [`Adiff::mapped_prefix`], which stops before the cross-projection).
     pub prefix: Tensor,
 }
 
@@ -135,6 +138,19 @@ impl Adiff {
         embedding2: &Tensor,
         prompt_ids: &Tensor,
     ) -> Result<PrefixParts> {
+        let mut parts = self.mapped_prefix(embedding1, embedding2, prompt_ids)?;
+        parts.prefix = self.cross_project(&parts.joint)?;
+        Ok(parts)
+    }
+
+    /// [`Adiff::prefix`] up to the joint prefix, without the cross-projection (`prefix` holds
+    /// the joint prefix too).
+    pub fn mapped_prefix(
+        &self,
+        embedding1: &Tensor,
+        embedding2: &Tensor,
+        prompt_ids: &Tensor,
+    ) -> Result<PrefixParts> {
         let b = embedding1.dim(0)?;
         // [B, E]
         let projected1 = self.projection.forward(embedding1)?;
@@ -155,15 +171,21 @@ impl Adiff {
             .contiguous()?;
         // [B, 3P+1, C]
         let joint = Tensor::cat(&[&audio_prefix1, &sep, &audio_prefix2, &text_prefix], 1)?;
-        let prefix = self.cross_project.forward(&joint)?;
         Ok(PrefixParts {
             projected1,
             projected2,
             audio_prefix1,
             audio_prefix2,
             text_prefix,
-            prefix,
+            prefix: joint.clone(),
+            joint,
         })
+    }
+
+    /// The joint prefix `[B, 3P+1, C]` (mapped audio, separator, mapped audio, mapped prompt)
+    /// through the cross-projection: GPT-2's `inputs_embeds` (the last step of [`Adiff::prefix`]).
+    pub fn cross_project(&self, joint: &Tensor) -> Result<Tensor> {
+        self.cross_project.forward(joint)
     }
 
     /// Explains each pair `(clips1[i], clips2[i])` under `prompt_ids[i]` (`[B, L]`).

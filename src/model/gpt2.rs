@@ -135,10 +135,19 @@ impl Proj {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (m, _) = x.dims2()?;
         let y = match self {
-            Proj::Trainable { w_in_out, .. } => x.matmul(w_in_out)?, // [M, in] x [in, out]
-            // Training through a frozen weight: only the input needs a gradient.
-            Proj::F32 { wt, .. } if x.track_op() && !wt.track_op() => {
-                x.apply_op2(&wt.t()?, FrozenMatmul)?
+            // [M, in] x [in, out] + b; the weight's gradient comes in its own layout.
+            Proj::Trainable { w_in_out, b } => {
+                return Ok(ops::linear(
+                    x,
+                    w_in_out,
+                    b.as_ref(),
+                    ops::WeightLayout::InOut,
+                )?);
+            }
+            // Training (tracked input or weight, e.g. a trainable tied lm_head): gradients only
+            // for what is tracked, so a frozen weight never gets one.
+            Proj::F32 { wt, b, .. } if x.track_op() || wt.track_op() => {
+                return Ok(ops::linear(x, wt, b.as_ref(), ops::WeightLayout::OutIn)?);
             }
             Proj::F32 { wt, b_vec, .. } => {
                 // The dot-product kernel works on raw slices: no gradients through it.
@@ -165,67 +174,6 @@ impl Proj {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
-    }
-}
-
-/// `x [M, K] @ w [K, N]` where `w` is a constant (a frozen weight): candle's own matmul backward
-/// also computes the weight's gradient, which for frozen GPT-2 in stage 2 roughly doubles the
-/// backward cost for nothing; this op's backward returns the input's gradient only.
-struct FrozenMatmul;
-
-impl FrozenMatmul {
-    fn dims(
-        l1: &candle_core::Layout,
-        l2: &candle_core::Layout,
-    ) -> candle_core::Result<(usize, usize, usize)> {
-        let (m, k) = l1.shape().dims2()?;
-        let (k2, n) = l2.shape().dims2()?;
-        if k != k2 {
-            candle_core::bail!("frozen matmul: [{m}, {k}] x [{k2}, {n}]");
-        }
-        Ok((m, k, n))
-    }
-}
-
-impl candle_core::CustomOp2 for FrozenMatmul {
-    fn name(&self) -> &'static str {
-        "frozen-weight-matmul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &candle_core::CpuStorage,
-        l1: &candle_core::Layout,
-        s2: &candle_core::CpuStorage,
-        l2: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::backend::BackendStorage;
-        let (m, k, n) = Self::dims(l1, l2)?;
-        Ok((s1.matmul(s2, (1, m, n, k), l1, l2)?, (m, n).into()))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &candle_core::Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
-        use candle_core::backend::BackendStorage;
-        let (m, k, n) = Self::dims(l1, l2)?;
-        Ok((s1.matmul(s2, (1, m, n, k), l1, l2)?, (m, n).into()))
-    }
-
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        // d(x w)/dx = grad w^T; w is frozen.
-        Ok((Some(grad.matmul(&w.t()?)?), None))
     }
 }
 
@@ -374,7 +322,13 @@ impl Block {
         let d = c / h;
         let xn = ops::layer_norm(&self.ln_1, x)?.reshape((b * t, c))?; // [B*T, C]
         let qkv = self.c_attn.forward(&xn)?.reshape((b, t, 3 * c))?; // [B, T, 3C]
-                                                                     // [B, T, C] -> [B, H, T, D]
+        if qkv.track_op() {
+            // Training on the CPU: the same causal attention as one op with its own backward.
+            if let Some(y) = ops::attention(&qkv, h, true)? {
+                return self.finish(x, &y.reshape((b * t, c))?); // [B, T, C] -> [B*T, C]
+            }
+        }
+        // [B, T, C] -> [B, H, T, D]
         let heads = |i: usize| -> Result<Tensor> {
             Ok(qkv
                 .narrow(2, i * c, c)?
@@ -710,7 +664,10 @@ impl Gpt2 {
     /// it is [`Gpt2::forward_hidden`] one block at a time (the training profiler times each).
     pub fn block_forward(&self, i: usize, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let block = self.blocks.get(i).ok_or_else(|| {
-            AdiffError::Invalid(format!("gpt2 has {} blocks, no block {i}", self.blocks.len()))
+            AdiffError::Invalid(format!(
+                "gpt2 has {} blocks, no block {i}",
+                self.blocks.len()
+            ))
         })?;
         Ok(block.forward_full(x, mask)?)
     }

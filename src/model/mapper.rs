@@ -6,12 +6,22 @@
 //! `caption_decoder.cross_project.*`. Shapes in comments use the base config: E = 1024 projection
 //! width, C = 768 GPT-2 width, P = 40 prefix tokens.
 
-use candle_core::{Module, Tensor, D};
-use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
+use candle_core::{Tensor, D};
+use candle_nn::{layer_norm, LayerNorm, VarBuilder};
 
 use crate::error::Result;
 use crate::model::config::{CrossProjectionConfig, MapperConfig, ProjectionConfig};
-use crate::model::ops;
+use crate::model::ops::{self, Linear};
+
+/// torch's `nn.Linear(in, out)` at `vb` (candle-nn's loading and initialisation).
+fn linear(d_in: usize, d_out: usize, vb: VarBuilder) -> Result<Linear> {
+    Ok(candle_nn::linear(d_in, d_out, vb)?.into())
+}
+
+/// `nn.Linear(in, out, bias=False)` at `vb`.
+fn linear_no_bias(d_in: usize, d_out: usize, vb: VarBuilder) -> Result<Linear> {
+    Ok(candle_nn::linear_no_bias(d_in, d_out, vb)?.into())
+}
 
 /// HTSAT embedding -> unit-norm projection (`audio_encoder.projection`):
 /// `LN(l1(x) + l2(gelu(l1(x))))`, then divided by its L2 norm.
@@ -62,6 +72,20 @@ impl MapperAttention {
     /// `[B, N, C]` -> `[B, N, C]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, n, c) = x.dims3()?;
+        if x.track_op() {
+            // Training on the CPU: the same attention as one op with its own backward, on
+            // [queries | keys | values] ([B, N, 3C]; keys and values are already side by side).
+            let qkv = Tensor::cat(
+                &[
+                    &self.to_queries.forward(x)?,
+                    &self.to_keys_values.forward(x)?,
+                ],
+                2,
+            )?;
+            if let Some(y) = ops::attention(&qkv, self.heads, false)? {
+                return Ok(self.project.forward(&y)?);
+            }
+        }
         let hd = c / self.heads;
         // [B, heads, N, hd]
         let q = self

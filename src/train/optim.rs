@@ -238,6 +238,19 @@ impl AdamW {
     /// Scalars are computed in f64 and applied in f32; `fma` rounds once (see [`wide`]).
     /// Parameters without a gradient are skipped.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<StepReport> {
+        self.step_scaled(grads, lr, None)
+    }
+
+    /// [`AdamW::step`] on the gradients times `grad_scale` (rounded as candle's `affine`, so
+    /// the result equals scaling the store first, e.g. by [`clip_grad_norm`], bit for bit),
+    /// without writing the scaled gradients out: clipping becomes [`grad_norm`],
+    /// [`clip_scale`] and this, one pass over the gradients fewer.
+    pub fn step_scaled(
+        &mut self,
+        grads: &GradStore,
+        lr: f64,
+        grad_scale: Option<f32>,
+    ) -> Result<StepReport> {
         if !(lr >= 0.0 && lr.is_finite()) {
             return Err(AdiffError::Invalid(format!(
                 "adamw: learning rate {lr} is not a finite non-negative number"
@@ -269,13 +282,19 @@ impl AdamW {
             slot.step += 1;
             let t = slot.step as f64;
             let scalars = StepScalars::new(&self.config, slot.decay, lr, t);
-            let p = slot.var.as_detached_tensor();
-            let (p, m, v) = if g.device().is_cpu() && p.dtype() == DType::F32 {
-                fused_step(&p, &g, &slot.m, &slot.v, &scalars)?
+            let p = slot.var.as_tensor();
+            let (m, v) = if g.device().is_cpu() && p.dtype() == DType::F32 {
+                // Writes p in place.
+                fused_step(p, &g, &slot.m, &slot.v, &scalars, grad_scale)?
             } else {
-                tensor_step(&p, &g, &slot.m, &slot.v, &scalars)?
+                let g = match grad_scale {
+                    Some(c) => g.affine(f64::from(c), 0.0)?,
+                    None => g,
+                };
+                let (p, m, v) = tensor_step(p, &g, &slot.m, &slot.v, &scalars)?;
+                slot.var.set(&p)?;
+                (m, v)
             };
-            slot.var.set(&p)?;
             slot.m = m;
             slot.v = v;
             report.updated += 1;
@@ -418,47 +437,203 @@ fn tensor_step(
 
 /// The update of [`AdamW::step`] in one pass over each element on the CPU, with every rounding
 /// of the tensor path (candle's f32 `affine` is `x * mul + add`, two roundings; the moments'
-/// `a * b + c` in f64 then f32): bit-identical to it, and to torch (tests/train_optim.rs), at a
-/// tenth of the memory traffic (the tensor path wrote ~15 full-size temporaries, some f64).
+/// `a * b + c` in f64 then f32): bit-identical to it, and to torch (tests/train_optim.rs).
+/// The parameter is updated in place (what `Var::set` would write, without the new tensor and
+/// the copy); the new moments are returned. Each value is read once and written once: 28 bytes
+/// per parameter, where copying everything out first, updating and copying back took ~70.
 fn fused_step(
     p: &Tensor,
     g: &Tensor,
     m: &Tensor,
     v: &Tensor,
     k: &StepScalars,
-) -> Result<(Tensor, Tensor, Tensor)> {
-    use rayon::prelude::*;
-    const CHUNK: usize = 1 << 14;
-    let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
-    let (mut p_out, g, mut m_out, mut v_out) = (flat(p)?, flat(g)?, flat(m)?, flat(v)?);
-    p_out
-        .par_chunks_mut(CHUNK)
-        .zip(m_out.par_chunks_mut(CHUNK))
-        .zip(v_out.par_chunks_mut(CHUNK))
-        .zip(g.par_chunks(CHUNK))
-        .for_each(|(((p, m), v), g)| {
-            for i in 0..p.len() {
-                let mut pi = p[i];
-                if let Some(d) = k.decay {
-                    pi = pi * d + 0.0;
-                }
-                let gi = g[i];
-                let mi = (f64::from(gi - m[i]) * k.beta1_weight + 0.0 + f64::from(m[i])) as f32;
-                let vi = (f64::from(gi * k.one_minus_beta2 + 0.0) * f64::from(gi)
-                    + f64::from(v[i] * k.beta2 + 0.0)) as f32;
-                let denom = (vi.sqrt() / k.bias_correction2_sqrt) * 1.0 + k.eps;
-                p[i] = pi + (mi * k.neg_step_size + 0.0) / denom;
-                m[i] = mi;
-                v[i] = vi;
-            }
-        });
-    let dims = p.dims();
-    let dev = p.device();
+    grad_scale: Option<f32>,
+) -> Result<(Tensor, Tensor)> {
+    let n = p.elem_count();
+    if [g.elem_count(), m.elem_count(), v.elem_count()] != [n; 3] {
+        return Err(AdiffError::Invalid(format!(
+            "adamw: parameter of {n} values with gradient {}, moments {} and {}",
+            g.elem_count(),
+            m.elem_count(),
+            v.elem_count()
+        )));
+    }
+    let (g, m, v) = (g.contiguous()?, m.contiguous()?, v.contiguous()?);
+    let kernel = FusedAdamW {
+        g: &g,
+        m: &m,
+        v: &v,
+        k,
+        grad_scale,
+        moments: std::sync::Mutex::new(None),
+    };
+    p.inplace_op1(&kernel)?;
+    let (m_new, v_new) = kernel
+        .moments
+        .into_inner()
+        .map_err(|_| AdiffError::Invalid("adamw: a worker thread panicked".into()))?
+        .ok_or_else(|| AdiffError::Invalid("adamw: the fused update did not run".into()))?;
+    let (dims, dev) = (p.dims(), p.device());
     Ok((
-        Tensor::from_vec(p_out, dims, dev)?,
-        Tensor::from_vec(m_out, dims, dev)?,
-        Tensor::from_vec(v_out, dims, dev)?,
+        Tensor::from_vec(m_new, dims, dev)?,
+        Tensor::from_vec(v_new, dims, dev)?,
     ))
+}
+
+/// The in-place kernel of [`fused_step`]: writes the parameter it is applied to, reads the
+/// gradient and the old moments, and leaves the new moments in `moments`.
+struct FusedAdamW<'a> {
+    g: &'a Tensor,
+    m: &'a Tensor,
+    v: &'a Tensor,
+    k: &'a StepScalars,
+    /// The gradient is `g * scale + 0.0` (candle's `affine`) when set.
+    grad_scale: Option<f32>,
+    moments: std::sync::Mutex<Option<(Vec<f32>, Vec<f32>)>>,
+}
+
+/// The contiguous f32 values of a CPU tensor.
+fn cpu_values<'a>(
+    storage: &'a candle_core::Storage,
+    layout: &candle_core::Layout,
+) -> candle_core::Result<&'a [f32]> {
+    let candle_core::Storage::Cpu(cpu) = storage else {
+        candle_core::bail!("fused adamw runs on the CPU only");
+    };
+    match layout.contiguous_offsets() {
+        Some((a, b)) => Ok(&cpu.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("fused adamw needs contiguous tensors"),
+    }
+}
+
+impl candle_core::InplaceOp1 for FusedAdamW<'_> {
+    fn name(&self) -> &'static str {
+        "fused-adamw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &mut candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        use rayon::prelude::*;
+        const CHUNK: usize = 1 << 14;
+        let (a, b) = match layout.contiguous_offsets() {
+            Some(r) => r,
+            None => candle_core::bail!("fused adamw needs a contiguous parameter"),
+        };
+        let p = match storage {
+            candle_core::CpuStorage::F32(p) => &mut p[a..b],
+            _ => candle_core::bail!("fused adamw needs an f32 parameter"),
+        };
+        let (gs, gl) = self.g.storage_and_layout();
+        let (ms, ml) = self.m.storage_and_layout();
+        let (vs, vl) = self.v.storage_and_layout();
+        let (g, m, v) = (
+            cpu_values(&gs, gl)?,
+            cpu_values(&ms, ml)?,
+            cpu_values(&vs, vl)?,
+        );
+        let k = self.k;
+        let scale = self.grad_scale;
+        let mut m_out = vec![0f32; p.len()];
+        let mut v_out = vec![0f32; p.len()];
+        p.par_chunks_mut(CHUNK)
+            .zip(m_out.par_chunks_mut(CHUNK))
+            .zip(v_out.par_chunks_mut(CHUNK))
+            .zip(
+                g.par_chunks(CHUNK)
+                    .zip(m.par_chunks(CHUNK))
+                    .zip(v.par_chunks(CHUNK)),
+            )
+            .for_each(|(((p, m_out), v_out), ((g, m), v))| {
+                adamw_chunk(p, m_out, v_out, (g, m, v), k, scale)
+            });
+        let mut slot = self
+            .moments
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("adamw: poisoned moments".into()))?;
+        *slot = Some((m_out, v_out));
+        Ok(())
+    }
+}
+
+/// One chunk of [`FusedAdamW`]: the update of each element (see [`AdamW::step`] for the
+/// formula and its roundings), compiled for the widest vector unit the CPU has (chosen at run
+/// time; the crate itself is built for baseline x86-64, whose SSE2 made this loop compute-bound).
+fn adamw_chunk(
+    p: &mut [f32],
+    m_out: &mut [f32],
+    v_out: &mut [f32],
+    (g, m, v): (&[f32], &[f32], &[f32]),
+    k: &StepScalars,
+    scale: Option<f32>,
+) {
+    #[inline(always)]
+    fn body(
+        p: &mut [f32],
+        m_out: &mut [f32],
+        v_out: &mut [f32],
+        (g, m, v): (&[f32], &[f32], &[f32]),
+        k: &StepScalars,
+        scale: Option<f32>,
+    ) {
+        // Zipped iterators: no bounds checks, so the loop vectorises.
+        let outs = p.iter_mut().zip(m_out.iter_mut()).zip(v_out.iter_mut());
+        let ins = g.iter().zip(m).zip(v);
+        for (((pi, mo), vo), ((&g0, &m0), &v0)) in outs.zip(ins) {
+            let gi = match scale {
+                Some(c) => g0 * c + 0.0,
+                None => g0,
+            };
+            let mut pv = *pi;
+            if let Some(d) = k.decay {
+                pv = pv * d + 0.0;
+            }
+            let mi = (f64::from(gi - m0) * k.beta1_weight + 0.0 + f64::from(m0)) as f32;
+            let vi = (f64::from(gi * k.one_minus_beta2 + 0.0) * f64::from(gi)
+                + f64::from(v0 * k.beta2 + 0.0)) as f32;
+            let denom = (vi.sqrt() / k.bias_correction2_sqrt) * 1.0 + k.eps;
+            *pi = pv + (mi * k.neg_step_size + 0.0) / denom;
+            *mo = mi;
+            *vo = vi;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn wide(
+            p: &mut [f32],
+            m_out: &mut [f32],
+            v_out: &mut [f32],
+            ins: (&[f32], &[f32], &[f32]),
+            k: &StepScalars,
+            scale: Option<f32>,
+        ) {
+            body(p, m_out, v_out, ins, k, scale)
+        }
+        #[target_feature(enable = "avx2")]
+        fn avx2(
+            p: &mut [f32],
+            m_out: &mut [f32],
+            v_out: &mut [f32],
+            ins: (&[f32], &[f32], &[f32]),
+            k: &StepScalars,
+            scale: Option<f32>,
+        ) {
+            body(p, m_out, v_out, ins, k, scale)
+        }
+        // No FMA here: every `a * b + c` above must round twice, as the tensor path does.
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { wide(p, m_out, v_out, (g, m, v), k, scale) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { avx2(p, m_out, v_out, (g, m, v), k, scale) };
+        }
+    }
+    body(p, m_out, v_out, (g, m, v), k, scale)
 }
 
 /// f32 -> f64, for `a * b + c` rounded once to f32 (a product of two f32 values is exact in f64):
@@ -500,17 +675,33 @@ pub fn clip_grad_norm(
     max_norm: f64,
 ) -> Result<f64> {
     let total = grad_norm(params, grads)?;
-    let coef = (max_norm as f32) / (total as f32 + CLIP_NORM_EPS);
-    // Multiplying by exactly 1 (torch's clamped coefficient) changes nothing, so it is skipped.
-    if total.is_finite() && coef < 1.0 {
+    if let Some(coef) = clip_scale(total, max_norm) {
         for (_, var) in params {
             if let Some(g) = grads.get(var.as_tensor()) {
-                let scaled = g.affine(coef as f64, 0.0)?;
+                // `g * coef + 0.0` per element as candle's `affine`, on every thread.
+                let scaled = with_cpu_f32(g, |vals| {
+                    use rayon::prelude::*;
+                    vals.par_iter()
+                        .map(|&x| x * coef + 0.0)
+                        .collect::<Vec<f32>>()
+                })?;
+                let scaled = match scaled {
+                    Some(out) => Tensor::from_vec(out, g.dims(), g.device())?,
+                    None => g.affine(coef as f64, 0.0)?,
+                };
                 grads.insert(var.as_tensor(), scaled);
             }
         }
     }
     Ok(total)
+}
+
+/// The factor [`clip_grad_norm`] scales gradients of global norm `total` by: `max_norm /
+/// (total + 1e-6)` in f32 (torch's), or None where it would not scale (a coefficient clamped to
+/// 1, which changes nothing, or a non-finite norm, which the caller should treat as divergence).
+pub fn clip_scale(total: f64, max_norm: f64) -> Option<f32> {
+    let coef = (max_norm as f32) / (total as f32 + CLIP_NORM_EPS);
+    (total.is_finite() && coef < 1.0).then_some(coef)
 }
 
 /// Global L2 norm of the gradients of `params` (f32 math, as torch: the norm of the per-tensor
@@ -519,12 +710,47 @@ pub fn grad_norm(params: &[(String, Var)], grads: &GradStore) -> Result<f64> {
     let mut norms = Vec::new();
     for (_, var) in params {
         if let Some(g) = grads.get(var.as_tensor()) {
-            let n = g.to_dtype(DType::F32)?.sqr()?.sum_all()?.sqrt()?;
-            norms.push(n.to_device(&Device::Cpu)?.to_scalar::<f32>()?);
+            // Chunk sums in f64 on every thread, added in chunk order (the same result whatever
+            // the thread count), then the tensor's norm in f32.
+            let n = with_cpu_f32(g, |vals| {
+                use rayon::prelude::*;
+                let parts: Vec<f64> = vals
+                    .par_chunks(NORM_CHUNK)
+                    .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
+                    .collect();
+                parts.iter().sum::<f64>().sqrt() as f32
+            })?;
+            let n = match n {
+                Some(n) => n,
+                None => {
+                    let n = g.to_dtype(DType::F32)?.sqr()?.sum_all()?.sqrt()?;
+                    n.to_device(&Device::Cpu)?.to_scalar::<f32>()?
+                }
+            };
+            norms.push(n);
         }
     }
     let total = norms.iter().map(|n| n * n).sum::<f32>().sqrt();
     Ok(total as f64)
+}
+
+/// Values per partial sum of [`grad_norm`].
+const NORM_CHUNK: usize = 1 << 16;
+
+/// `f` of the values of a contiguous f32 tensor on the CPU, read in place; None on other
+/// devices, dtypes or layouts.
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<Option<R>> {
+    if !t.device().is_cpu() || t.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Ok(None);
+    };
+    Ok(match layout.contiguous_offsets() {
+        Some((a, b)) => Some(f(&cpu.as_slice::<f32>()?[a..b])),
+        None => None,
+    })
 }
 
 /// Sums the gradients of several micro-batches (each from its own `loss.backward()`), by
@@ -626,8 +852,10 @@ mod tests {
         let cfg = AdamWConfig::default();
         for (decay, lr, step) in [(true, 1e-3, 1.0), (false, 3e-4, 7.0), (true, 0.05, 250.0)] {
             let k = StepScalars::new(&cfg, decay, lr, step);
-            let a = fused_step(&p, &g, &m, &v, &k).unwrap();
             let b = tensor_step(&p, &g, &m, &v, &k).unwrap();
+            let p_fused = p.copy().unwrap(); // the fused step writes its parameter in place
+            let (m_fused, v_fused) = fused_step(&p_fused, &g, &m, &v, &k, None).unwrap();
+            let a = (p_fused, m_fused, v_fused);
             for (x, y) in [(&a.0, &b.0), (&a.1, &b.1), (&a.2, &b.2)] {
                 let bits = |t: &Tensor| -> Vec<u32> {
                     let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();

@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use crate::error::{AdiffError, Result};
 use crate::train::average::WeightAverage;
 use crate::train::config::TrainConfig;
-use crate::train::optim::{clip_grad_norm, AdamW, GradAccumulator};
+use crate::train::optim::{clip_scale, AdamW, GradAccumulator};
 use crate::train::state::{CheckpointDir, DataOrder, TrainMeta};
 
 /// Mixes the epoch into the data-order seed.
@@ -270,18 +270,20 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
                 let loss = task.train_loss(idx, epoch)?;
                 loss_sum += scalar(&loss)?;
                 let t_fwd = t.elapsed().as_secs_f64();
-                let grads = loss.backward()?;
+                let grads = crate::model::ops::backward(&loss)?;
                 t_forward += t_fwd;
                 t_backward += t.elapsed().as_secs_f64() - t_fwd;
                 acc.add(&vars, &grads)?;
                 micro += 1;
                 items += idx.len();
             }
-            let mut grads = acc.average(&vars)?;
-            let grad_norm = match cfg.clip_grad_norm {
-                Some(max) => clip_grad_norm(&vars, &mut grads, max)?,
-                None => crate::train::optim::grad_norm(&vars, &grads)?,
-            };
+            let grads = acc.average(&vars)?;
+            let grad_norm = crate::train::optim::grad_norm(&vars, &grads)?;
+            // Clipping is applied inside the optimizer's pass (the same values as scaling the
+            // gradients first, without writing them out again).
+            let grad_scale = cfg
+                .clip_grad_norm
+                .and_then(|max| clip_scale(grad_norm, max));
             let lr = schedule.lr(step);
             let loss = loss_sum / micro as f64;
             if !loss.is_finite() || !grad_norm.is_finite() {
@@ -291,7 +293,7 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
                 )));
             }
             let t = Instant::now();
-            opt.step(&grads, lr)?;
+            opt.step_scaled(&grads, lr, grad_scale)?;
             let t_optimizer = t.elapsed().as_secs_f64();
             let t_step = step_started.elapsed().as_secs_f64();
             step += 1;
