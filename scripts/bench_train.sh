@@ -63,7 +63,10 @@ b = int(sys.argv[2])
 # the end of step k, so steps 2..N took N*b/sps_N - b/sps_1 seconds (every part of a step).
 elapsed = lambda k: k * b / steps[k - 1]["samples_per_s"]
 n = len(steps)
-print("adiff", sys.argv[3], sys.argv[2], sys.argv[4], (n - 1) * b / (elapsed(n) - elapsed(1)), sys.argv[5])
+# The trainer's own split of each step (forward includes batch assembly), median of steps 2..N.
+split = [sorted(s["seconds"][k] for s in steps[1:])[(n - 1) // 2] for k in ("forward", "backward", "optimizer")]
+print("adiff", sys.argv[3], sys.argv[2], sys.argv[4], (n - 1) * b / (elapsed(n) - elapsed(1)), sys.argv[5],
+      *(f"{x:.3f}" for x in split))
 PY
 }
 run_torch() { # $1 stage, $2 batch
@@ -85,9 +88,12 @@ echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 import statistics, sys
 from collections import defaultdict
 runs = defaultdict(list)
+splits = defaultdict(list)
 for line in open(sys.argv[1]):
-    who, stage, batch, src, sps, rss = line.split()
+    who, stage, batch, src, sps, rss, *split = line.split()
     runs[(who, stage, int(batch), src)].append((float(sps), int(rss)))
+    if split:
+        splits[(stage, int(batch), src)].append([float(x) for x in split])
 print(f"rounds {sys.argv[2]}, {sys.argv[3]} timed steps per run; samples/s median over rounds "
       "(min-max), peak RSS max over rounds")
 print(f"{'stage':>5} {'batch':>5} {'adiff samples/s':>22} {'PyTorch samples/s':>22} {'ratio':>6} "
@@ -105,6 +111,11 @@ for (who, stage, batch, src), v in sorted(runs.items()):
           f"{t_rss / 1024:>9.0f} MB")
     print(f"RESULT stage {stage} batch {batch}: adiff/PyTorch = {ratio:.2f}x, peak RSS "
           f"{a_rss / 1024:.0f} MB vs {t_rss / 1024:.0f} MB")
+print("adiff's own split of a step (median over rounds, seconds): forward (with batch assembly) / "
+      "backward / optimizer")
+for (stage, batch, src), v in sorted(splits.items()):
+    med = [statistics.median(x[i] for x in v) for i in range(3)]
+    print(f"  stage {stage} batch {batch} {src}: " + " / ".join(f"{x:.3f}" for x in med))
 for (who, stage, batch, src), v in sorted(runs.items()):
     if src == "audio":
         c = statistics.median(x[0] for x in runs[("adiff", stage, batch, "cache")])

@@ -669,7 +669,7 @@ impl Gpt2 {
                 self.blocks.len()
             ))
         })?;
-        Ok(block.forward_full(x, mask)?)
+        block.forward_full(x, mask)
     }
 
     /// The final layer norm `ln_f`: [B, T, C] -> [B, T, C].
