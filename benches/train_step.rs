@@ -95,6 +95,7 @@ fn ms(t: Instant) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     adiff::alloc::keep_freed_memory(); // as the `adiff` binary does
+    adiff::alloc::park_idle_threads();
     let a = parse()?;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let cfg = AdiffConfig::from_file(root.join("configs/base.json"))?;

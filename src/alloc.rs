@@ -1,4 +1,4 @@
-//! Allocator tuning for tensor-heavy work.
+//! Allocator and thread tuning for tensor-heavy work.
 //!
 //! A training step allocates and frees many same-sized tensors of a few MB. glibc serves
 //! blocks above 128 KB with a fresh `mmap` and returns them with `munmap`, so every step paid
@@ -17,5 +17,22 @@ pub fn keep_freed_memory() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * 1024 * 1024);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
         libc::mallopt(libc::M_TOP_PAD, 64 * 1024 * 1024);
+    }
+}
+
+/// How long an idle worker of candle's barrier pool (its elementwise binary ops) spins before it
+/// parks, in spin-loop rounds: candle's default of 25 000 kept that thread spinning between ops,
+/// on a 2-core machine ~5% of all CPU time (measured with perf), taken from the threads doing
+/// the work. A few microseconds of spinning is enough to catch back-to-back ops.
+const BARRIER_POOL_SPIN_LIMIT: &str = "200";
+
+/// Lets idle candle worker threads park almost at once (`CANDLE_BARRIER_POOL_SPIN_LIMIT`, unless
+/// the user set it). Call before any tensor op: the pool reads it when it starts.
+pub fn park_idle_threads() {
+    const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+    if std::env::var_os(VAR).is_none() {
+        // No other thread runs yet (the first call in `main`), so changing the environment
+        // races with nothing.
+        std::env::set_var(VAR, BARRIER_POOL_SPIN_LIMIT);
     }
 }

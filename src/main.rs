@@ -4,6 +4,7 @@ use adiff::cli::{Cli, Command};
 
 fn main() {
     adiff::alloc::keep_freed_memory();
+    adiff::alloc::park_idle_threads();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Embed(args) => adiff::cli::embed::run(args),

@@ -319,11 +319,28 @@ impl candle_core::CustomOp3 for LinearOp {
         let (dx, dw) = self.grads(x, w, grad)?;
         let db = match (b.track_op(), b.is_variable()) {
             (false, _) => None,
-            (true, true) => sink_weight_grad(b, grad.sum(0)?)?, // [out]
-            (true, false) => Some(grad.sum(0)?),
+            (true, true) => sink_weight_grad(b, column_sums(grad)?)?, // [out]
+            (true, false) => Some(column_sums(grad)?),
         };
         Ok((dx, dw, db))
     }
+}
+
+/// `g.sum(0)` of a [M, N] f32 CPU tensor, rows added in order (candle's reduction over a
+/// leading dimension walks the matrix column by column, a strided pass).
+fn column_sums(g: &Tensor) -> Result<Tensor> {
+    let (m, n) = g.dims2()?;
+    let g = g.contiguous()?;
+    let (storage, layout) = g.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return g.sum(0);
+    };
+    let vals = f32_slice(cpu, layout)?;
+    let mut out = vec![0f32; n];
+    for row in vals.chunks_exact(n).take(m) {
+        out.iter_mut().zip(row).for_each(|(o, &x)| *o += x);
+    }
+    Tensor::from_vec(out, n, g.device())
 }
 
 impl LinearOp {
@@ -646,12 +663,12 @@ impl<'a> HeadView<'a> {
 
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight partial sums so that the loop vectorises.
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    // Sixteen partial sums (one AVX-512 register) so that the loop vectorises.
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
+        for i in 0..16 {
             acc[i] += x[i] * y[i];
         }
     }
@@ -724,29 +741,49 @@ fn attention_head_bwd(
     }
 }
 
-/// Runs `f` compiled for AVX-512 or AVX2 where the CPU has it (chosen at run time).
-#[inline(always)]
-fn with_wide_simd<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        fn wide<R>(f: impl FnOnce() -> R) -> R {
-            f()
+/// Compiles `$body` (a call of `#[inline(always)]` code) for AVX-512 and for AVX2 besides the
+/// baseline, and runs the widest the CPU has (chosen at run time). The crate is built for
+/// baseline x86-64 (SSE2), which left these dot-product loops compute-bound.
+macro_rules! widest_simd {
+    (fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn wide($($arg: $ty),*) $body
+                #[target_feature(enable = "avx2")]
+                fn avx2($($arg: $ty),*) $body
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F (checked just above).
+                    return unsafe { wide($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body
         }
-        #[target_feature(enable = "avx2")]
-        fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { wide(f) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { avx2(f) };
-        }
+    };
+}
+
+widest_simd! {
+    fn attention_head_fwd_simd(v: &HeadView, t: usize, causal: bool, p: &mut [f32], y: &mut [f32]) {
+        attention_head_fwd(v, t, causal, p, y)
     }
-    f()
+}
+
+widest_simd! {
+    fn attention_head_bwd_simd(
+        v: &HeadView,
+        dy: &HeadRows,
+        t: usize,
+        causal: bool,
+        p: &[f32],
+        out: (&mut [f32], &mut [f32], &mut [f32]),
+    ) {
+        attention_head_bwd(v, dy, t, causal, p, out)
+    }
 }
 
 impl CustomOp1 for FusedAttention {
@@ -766,7 +803,7 @@ impl CustomOp1 for FusedAttention {
                 let view =
                     HeadView::new(&x[(bh / h) * t * c3..(bh / h + 1) * t * c3], c, d, bh % h);
                 let (mut p, mut y) = (vec![0f32; t * t], vec![0f32; t * d]);
-                with_wide_simd(|| attention_head_fwd(&view, t, self.causal, &mut p, &mut y));
+                attention_head_fwd_simd(&view, t, self.causal, &mut p, &mut y);
                 (p, y)
             })
             .collect();
@@ -820,7 +857,7 @@ impl CustomOp1 for FusedAttention {
                 let mut out = [vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d]];
                 let p = &probs[bh * t * t..(bh + 1) * t * t];
                 let [dq, dk, dv] = &mut out;
-                with_wide_simd(|| attention_head_bwd(&view, &dy, t, self.causal, p, (dq, dk, dv)));
+                attention_head_bwd_simd(&view, &dy, t, self.causal, p, (dq, dk, dv));
                 out
             })
             .collect();
