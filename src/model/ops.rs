@@ -620,170 +620,137 @@ struct FusedAttention {
     probs: std::sync::Mutex<Option<Vec<f32>>>,
 }
 
-/// Rows of one head in a row-major matrix: row t is `rows[t * stride + offset..][..d]`.
-struct HeadRows<'a> {
-    rows: &'a [f32],
-    stride: usize,
-    offset: usize,
-    d: usize,
+/// A strided f32 matrix view: element (r, c) at `data[r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
 }
 
-impl HeadRows<'_> {
-    #[inline(always)]
-    fn row(&self, t: usize) -> &[f32] {
-        let o = t * self.stride + self.offset;
-        &self.rows[o..o + self.d]
-    }
-}
-
-/// Head `h`'s queries, keys and values in packed `qkv` rows of width 3C.
-struct HeadView<'a> {
-    q: HeadRows<'a>,
-    k: HeadRows<'a>,
-    v: HeadRows<'a>,
-    d: usize,
-}
-
-impl<'a> HeadView<'a> {
-    fn new(rows: &'a [f32], c: usize, d: usize, h: usize) -> Self {
-        let part = |i: usize| HeadRows {
-            rows,
-            stride: 3 * c,
-            offset: i * c + h * d,
-            d,
-        };
+impl<'a> Mat<'a> {
+    fn new(data: &'a [f32], (rows, cols): (usize, usize), (rs, cs): (usize, usize)) -> Self {
         Self {
-            q: part(0),
-            k: part(1),
-            v: part(2),
-            d,
+            data,
+            rows,
+            cols,
+            rs,
+            cs,
         }
+    }
+
+    /// The transposed view (no copy).
+    fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+
+    /// Whether every element lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
     }
 }
 
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Sixteen partial sums (one AVX-512 register) so that the loop vectorises.
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
+/// `dst [m, n] (row-major, contiguous) = scale * a [m, k] @ b [k, n]`, one thread (the caller
+/// parallelises over heads), through the `gemm` crate candle itself uses.
+fn matmul_into(dst: &mut [f32], a: Mat, b: Mat, scale: f32) -> candle_core::Result<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k || dst.len() != m * n || !a.in_bounds() || !b.in_bounds() {
+        candle_core::bail!(
+            "attention: product [{m}, {k}] x [{}, {n}] out of bounds",
+            b.rows
+        );
     }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
+    // SAFETY: the three views were checked to lie within their slices, `dst` is exactly
+    // [m, n] row-major and borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    Ok(())
 }
 
-#[inline(always)]
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    y.iter_mut().zip(x).for_each(|(y, &x)| *y += a * x);
+/// Head `h`'s queries, keys and values [T, D] in packed `qkv` rows of width 3C.
+fn head_views(rows: &[f32], t: usize, c: usize, d: usize, h: usize) -> [Mat<'_>; 3] {
+    [0, 1, 2].map(|i| Mat::new(&rows[i * c + h * d..], (t, d), (3 * c, 1)))
 }
 
-/// Forward of one head: fills `p` [T, T] and `y` [T, D].
-#[inline(always)]
-fn attention_head_fwd(v: &HeadView, t: usize, causal: bool, p: &mut [f32], y: &mut [f32]) {
-    let scale = 1.0 / (v.d as f32).sqrt();
-    for i in 0..t {
+/// Forward of one head: `p` [T, T] = softmax(q k^T / sqrt(D) [causal]), `y` [T, D] = p v.
+fn attention_head_fwd(
+    [q, k, v]: [Mat; 3],
+    causal: bool,
+    p: &mut [f32],
+    y: &mut [f32],
+) -> candle_core::Result<()> {
+    let (t, d) = (q.rows, q.cols);
+    matmul_into(p, q, k.t(), 1.0 / (d as f32).sqrt())?;
+    for (i, row) in p.chunks_exact_mut(t).enumerate() {
         let n = if causal { i + 1 } else { t };
-        let row = &mut p[i * t..i * t + n];
-        let q = v.q.row(i);
-        for (j, s) in row.iter_mut().enumerate() {
-            *s = dot(q, v.k.row(j)) * scale;
-        }
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let (seen, masked) = row.split_at_mut(n);
+        masked.fill(0.0);
+        let max = seen.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0f32;
-        for s in row.iter_mut() {
+        for s in seen.iter_mut() {
             *s = exp_nonpositive(*s - max);
             sum += *s;
         }
-        let yi = &mut y[i * v.d..(i + 1) * v.d];
-        for (j, s) in row.iter_mut().enumerate() {
-            *s /= sum;
-            axpy(yi, *s, v.v.row(j));
-        }
+        seen.iter_mut().for_each(|s| *s /= sum);
     }
+    matmul_into(y, Mat::new(p, (t, t), (t, 1)), v, 1.0)
 }
 
-/// Backward of one head: from `p` [T, T] and `dy` rows, `dq`, `dk`, `dv` [T, D] each.
-#[inline(always)]
+/// Backward of one head from `p` [T, T] and the output's gradient `dy` [T, D]: `dq`, `dk`,
+/// `dv` [T, D]. `dp` [T, T] is scratch.
 fn attention_head_bwd(
-    v: &HeadView,
-    dy: &HeadRows,
-    t: usize,
-    causal: bool,
+    [q, k, v]: [Mat; 3],
+    dy: Mat,
     p: &[f32],
-    out: (&mut [f32], &mut [f32], &mut [f32]),
-) {
-    let (dq, dk, dv) = out;
-    let d = v.d;
+    dp: &mut [f32],
+    (dq, dk, dv): (&mut [f32], &mut [f32], &mut [f32]),
+) -> candle_core::Result<()> {
+    let (t, d) = (q.rows, q.cols);
+    let pm = Mat::new(p, (t, t), (t, 1));
+    matmul_into(dv, pm.t(), dy, 1.0)?; // dV = P^T dY
+    matmul_into(dp, dy, v.t(), 1.0)?; // dP = dY V^T
+                                      // dS = P (dP - rowsum(P dP)) / sqrt(D), in place of dP (zero where P is: the mask).
     let scale = 1.0 / (d as f32).sqrt();
-    let mut ds = vec![0f32; t];
-    for i in 0..t {
-        let n = if causal { i + 1 } else { t };
-        let pi = &p[i * t..i * t + n];
-        let dyi = dy.row(i);
-        // dP_ij = dy_i . v_j; dS_ij = P_ij (dP_ij - sum_j P_ij dP_ij)
-        let mut r = 0f32;
-        for (j, (s, &pij)) in ds[..n].iter_mut().zip(pi).enumerate() {
-            let dp = dot(dyi, v.v.row(j));
-            *s = dp;
-            r += pij * dp;
-            axpy(&mut dv[j * d..(j + 1) * d], pij, dyi);
-        }
-        let dqi = &mut dq[i * d..(i + 1) * d];
-        for (j, (s, &pij)) in ds[..n].iter_mut().zip(pi).enumerate() {
-            let g = pij * (*s - r) * scale;
-            axpy(dqi, g, v.k.row(j));
-            axpy(&mut dk[j * d..(j + 1) * d], g, v.q.row(i));
-        }
+    for (ds, pr) in dp.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
+        let r: f32 = ds.iter().zip(pr).map(|(g, p)| g * p).sum();
+        ds.iter_mut()
+            .zip(pr)
+            .for_each(|(g, &p)| *g = p * (*g - r) * scale);
     }
-}
-
-/// Compiles `$body` (a call of `#[inline(always)]` code) for AVX-512 and for AVX2 besides the
-/// baseline, and runs the widest the CPU has (chosen at run time). The crate is built for
-/// baseline x86-64 (SSE2), which left these dot-product loops compute-bound.
-macro_rules! widest_simd {
-    (fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                fn wide($($arg: $ty),*) $body
-                #[target_feature(enable = "avx2")]
-                fn avx2($($arg: $ty),*) $body
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F (checked just above).
-                    return unsafe { wide($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2 (checked just above).
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $body
-        }
-    };
-}
-
-widest_simd! {
-    fn attention_head_fwd_simd(v: &HeadView, t: usize, causal: bool, p: &mut [f32], y: &mut [f32]) {
-        attention_head_fwd(v, t, causal, p, y)
-    }
-}
-
-widest_simd! {
-    fn attention_head_bwd_simd(
-        v: &HeadView,
-        dy: &HeadRows,
-        t: usize,
-        causal: bool,
-        p: &[f32],
-        out: (&mut [f32], &mut [f32], &mut [f32]),
-    ) {
-        attention_head_bwd(v, dy, t, causal, p, out)
-    }
+    let dsm = Mat::new(dp, (t, t), (t, 1));
+    matmul_into(dq, dsm, k, 1.0)?; // dQ = dS K
+    matmul_into(dk, dsm.t(), q, 1.0) // dK = dS^T Q
 }
 
 impl CustomOp1 for FusedAttention {
@@ -797,16 +764,20 @@ impl CustomOp1 for FusedAttention {
         let (c, h) = (c3 / 3, self.heads);
         let d = c / h;
         // Per (row, head): probabilities [T, T] and output [T, D].
-        let parts: Vec<(Vec<f32>, Vec<f32>)> = (0..b * h)
+        let parts = (0..b * h)
             .into_par_iter()
             .map(|bh| {
-                let view =
-                    HeadView::new(&x[(bh / h) * t * c3..(bh / h + 1) * t * c3], c, d, bh % h);
+                let rows = &x[(bh / h) * t * c3..(bh / h + 1) * t * c3];
                 let (mut p, mut y) = (vec![0f32; t * t], vec![0f32; t * d]);
-                attention_head_fwd_simd(&view, t, self.causal, &mut p, &mut y);
-                (p, y)
+                attention_head_fwd(
+                    head_views(rows, t, c, d, bh % h),
+                    self.causal,
+                    &mut p,
+                    &mut y,
+                )?;
+                Ok((p, y))
             })
-            .collect();
+            .collect::<Result<Vec<(Vec<f32>, Vec<f32>)>>>()?;
         let mut y = vec![0f32; b * t * c];
         let mut probs = Vec::with_capacity(b * h * t * t);
         for (bh, (p, yh)) in parts.into_iter().enumerate() {
@@ -842,25 +813,21 @@ impl CustomOp1 for FusedAttention {
             candle_core::bail!("fused attention runs on the CPU only");
         };
         let (xv, gv) = (f32_slice(xs, xl)?, f32_slice(gs, gl)?);
-        let parts: Vec<[Vec<f32>; 3]> = (0..b * h)
+        let parts = (0..b * h)
             .into_par_iter()
             .map(|bh| {
                 let (bi, hi) = (bh / h, bh % h);
-                let view = HeadView::new(&xv[bi * t * c3..(bi + 1) * t * c3], c, d, hi);
-                // The output's gradient, [T, C] rows, head hi's columns.
-                let dy = HeadRows {
-                    rows: &gv[bi * t * c..(bi + 1) * t * c],
-                    stride: c,
-                    offset: hi * d,
-                    d,
-                };
+                let views = head_views(&xv[bi * t * c3..(bi + 1) * t * c3], t, c, d, hi);
+                // The output's gradient: [T, C] rows, head hi's columns.
+                let dy = Mat::new(&gv[bi * t * c + hi * d..], (t, d), (c, 1));
                 let mut out = [vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d]];
+                let mut dp = vec![0f32; t * t];
                 let p = &probs[bh * t * t..(bh + 1) * t * t];
                 let [dq, dk, dv] = &mut out;
-                attention_head_bwd_simd(&view, &dy, t, self.causal, p, (dq, dk, dv));
-                out
+                attention_head_bwd(views, dy, p, &mut dp, (dq, dk, dv))?;
+                Ok(out)
             })
-            .collect();
+            .collect::<Result<Vec<[Vec<f32>; 3]>>>()?;
         let mut dx = vec![0f32; b * t * c3];
         for (bh, parts) in parts.into_iter().enumerate() {
             let (bi, hi) = (bh / h, bh % h);
