@@ -52,6 +52,10 @@ enum Proj {
         wt: Tensor,
         b: Option<Tensor>,
         b_vec: Option<Vec<f32>>,
+        /// `[in, out]` contiguous copy of a frozen `wt`, made at the first training forward:
+        /// gemm runs `x W` up to 1.5x faster than `x W^T` from `[out, in]` at GPT-2's MLP
+        /// shapes (measured), and inference never pays for the copy.
+        w_in_out: std::sync::OnceLock<Tensor>,
     },
     /// Rows in f16 or int8, with the bias as a plain vector.
     Packed {
@@ -84,6 +88,7 @@ impl Proj {
         };
         Ok(match format {
             WeightFormat::F32 => Proj::F32 {
+                w_in_out: std::sync::OnceLock::new(),
                 wt: w_out_in.contiguous()?,
                 b,
                 b_vec,
@@ -146,8 +151,21 @@ impl Proj {
             }
             // Training (tracked input or weight, e.g. a trainable tied lm_head): gradients only
             // for what is tracked, so a frozen weight never gets one.
-            Proj::F32 { wt, b, .. } if x.track_op() || wt.track_op() => {
+            Proj::F32 { wt, b, .. } if wt.track_op() => {
                 return Ok(ops::linear(x, wt, b.as_ref(), ops::WeightLayout::OutIn)?);
+            }
+            Proj::F32 {
+                wt, b, w_in_out, ..
+            } if x.track_op() => {
+                let w = match w_in_out.get() {
+                    Some(w) => w.clone(),
+                    None => {
+                        let w = wt.t()?.contiguous()?; // [in, out]
+                        let _ = w_in_out.set(w.clone());
+                        w
+                    }
+                };
+                return Ok(ops::linear_frozen(x, &w, wt, b.as_ref())?);
             }
             Proj::F32 { wt, b_vec, .. } => {
                 // The dot-product kernel works on raw slices: no gradients through it.
