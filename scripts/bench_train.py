@@ -34,7 +34,7 @@ def main():
     named = dict(model.named_parameters())
     params = []
     for k, p in named.items():
-        train = k.startswith(ft.STAGE2) or (a.stage == 3 and k.startswith("caption_decoder.gpt."))
+        train = ft.trains(k, a.stage)
         p.requires_grad_(train)
         if train:
             params.append(p)

@@ -41,8 +41,20 @@ STAGE2 = ("audio_encoder.projection.", "caption_decoder.audio_project1.",
           "caption_decoder.cross_project.")
 
 
+def trains(name, stage):
+    """Whether parameter `name` trains in `stage` (2: projection, mappers, cross-projection;
+    3: those and GPT-2)."""
+    return name.startswith(STAGE2) or (stage == 3 and name.startswith("caption_decoder.gpt."))
+
+
 def prefix_from_embeddings(model, emb1, emb2, prompt_ids):
     """fixtures_adiff.Adiff.forward_prefix from the HTSAT embeddings on, with gradients."""
+    return model.caption_decoder.cross_project(joint_prefix(model, emb1, emb2, prompt_ids))
+
+
+def joint_prefix(model, emb1, emb2, prompt_ids):
+    """The prefix before the cross-projection: [mapped audio 1, separator, mapped audio 2,
+    mapped prompt], [B, 3P+1, C]."""
     enc, dec, cfg = model.audio_encoder, model.caption_decoder, model.cfg
     p, c = cfg["mapper"]["prefix_length"], cfg["gpt2"]["n_embd"]
     n1 = enc.projection(emb1)
@@ -55,7 +67,7 @@ def prefix_from_embeddings(model, emb1, emb2, prompt_ids):
     t = dec.text_project(wte(prompt_ids)).contiguous().view(-1, p, c)
     b = prompt_ids.shape[0]
     sep = wte(torch.tensor([cfg["text"]["separator_token_id"]])).unsqueeze(0).repeat(b, 1, 1)
-    return dec.cross_project(torch.cat((a1, sep, a2, t), dim=1))
+    return torch.cat((a1, sep, a2, t), dim=1)
 
 
 def loss_fn(model, emb1, emb2, prompt_ids, answers, lengths):
@@ -93,8 +105,7 @@ def main():
     out = {"emb1": emb1, "emb2": emb2, "prompt_ids": prompt_ids.to(torch.int64),
            "answer_ids": answers.to(torch.int64), "answer_lengths": torch.tensor(lengths)}
     named = dict(model.named_parameters())
-    for stage, trainable in (("stage2", lambda k: k.startswith(STAGE2)),
-                             ("stage3", lambda k: k.startswith(STAGE2) or k.startswith("caption_decoder.gpt."))):
+    for stage, trainable in (("stage2", lambda k: trains(k, 2)), ("stage3", lambda k: trains(k, 3))):
         model.zero_grad(set_to_none=True)
         for k, prm in named.items():
             prm.requires_grad_(trainable(k))

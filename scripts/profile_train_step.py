@@ -28,23 +28,6 @@ import fixtures_train as ft  # noqa: E402
 GROUP = 4  # GPT-2 blocks per profiled group, as in benches/train_step.rs
 
 
-def joint_prefix(model, emb1, emb2, prompt_ids):
-    """`fixtures_train.prefix_from_embeddings` without its last step, the cross-projection."""
-    enc, dec, cfg = model.audio_encoder, model.caption_decoder, model.cfg
-    p, c = cfg["mapper"]["prefix_length"], cfg["gpt2"]["n_embd"]
-    n1 = enc.projection(emb1)
-    n2 = enc.projection(emb2)
-    n1 = n1 / n1.norm(2, -1).reshape(-1, 1)
-    n2 = n2 / n2.norm(2, -1).reshape(-1, 1)
-    a1 = dec.audio_project1(n1).contiguous().view(-1, p, c)
-    a2 = dec.audio_project2(n2).contiguous().view(-1, p, c)
-    wte = dec.gpt.transformer.wte
-    t = dec.text_project(wte(prompt_ids)).contiguous().view(-1, p, c)
-    b = prompt_ids.shape[0]
-    sep = wte(torch.tensor([cfg["text"]["separator_token_id"]])).unsqueeze(0).repeat(b, 1, 1)
-    return torch.cat((a1, sep, a2, t), dim=1)
-
-
 def leaf(t):
     return t.detach().requires_grad_(True)
 
@@ -61,7 +44,7 @@ def main():
     model = be.load_model(cfg, a.ckpt)
     params = []
     for k, p in model.named_parameters():
-        train = k.startswith(ft.STAGE2) or (a.stage == 3 and k.startswith("caption_decoder.gpt."))
+        train = ft.trains(k, a.stage)
         p.requires_grad_(train)
         if train:
             params.append(p)
@@ -87,7 +70,7 @@ def main():
         opt.zero_grad(set_to_none=True)
         f, ins, outs = [], [], []
         t = time.perf_counter()
-        joint = joint_prefix(model, emb1, emb2, prompt)  # [B, 121, C]
+        joint = ft.joint_prefix(model, emb1, emb2, prompt)  # [B, 121, C]
         f.append(time.perf_counter() - t)
         outs.append(joint)
         t = time.perf_counter()

@@ -13,6 +13,7 @@ pub mod generate;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod simd;
 pub mod text;
 pub mod train;
 

@@ -43,7 +43,15 @@ struct FusedLayerNorm {
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("fused layer norm needs contiguous inputs"),
+        None => candle_core::bail!("fused CPU ops need contiguous inputs"),
+    }
+}
+
+/// The contiguous f32 values of a tensor's storage (from `storage_and_layout`), on the CPU only.
+pub(crate) fn storage_f32<'a>(s: &'a candle_core::Storage, l: &Layout) -> Result<&'a [f32]> {
+    match s {
+        candle_core::Storage::Cpu(cpu) => f32_slice(cpu, l),
+        _ => candle_core::bail!("fused CPU ops need tensors on the CPU"),
     }
 }
 
@@ -267,6 +275,21 @@ impl LinearOp {
     }
 }
 
+impl LinearOp {
+    /// The product on the CPU: `[m, n]` values and their shape.
+    fn cpu_matmul(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, usize, usize)> {
+        use candle_core::backend::BackendStorage;
+        let (m, k, n, rhs) = self.dims(l1, l2)?;
+        Ok((s1.matmul(s2, (1, m, n, k), l1, &rhs)?, m, n))
+    }
+}
+
 impl candle_core::CustomOp2 for LinearOp {
     fn name(&self) -> &'static str {
         "linear"
@@ -279,9 +302,8 @@ impl candle_core::CustomOp2 for LinearOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        let (m, k, n, rhs) = self.dims(l1, l2)?;
-        Ok((s1.matmul(s2, (1, m, n, k), l1, &rhs)?, (m, n).into()))
+        let (y, m, n) = self.cpu_matmul(s1, l1, s2, l2)?;
+        Ok((y, (m, n).into()))
     }
 
     #[cfg(feature = "cuda")]
@@ -323,13 +345,11 @@ impl candle_core::CustomOp3 for LinearOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        let (m, k, n, rhs) = self.dims(l1, l2)?;
+        let (mut y, m, n) = self.cpu_matmul(s1, l1, s2, l2)?;
         let bias = f32_slice(s3, l3)?;
         if bias.len() != n {
             candle_core::bail!("linear: bias of {} values for {n} outputs", bias.len());
         }
-        let mut y = s1.matmul(s2, (1, m, n, k), l1, &rhs)?;
         if let CpuStorage::F32(v) = &mut y {
             v.par_chunks_mut(n).for_each(|row| {
                 row.iter_mut().zip(bias).for_each(|(y, &b)| *y += b);
@@ -553,11 +573,9 @@ fn gelu_slope(v: f32) -> f32 {
     0.5 * (1.0 + t) + 0.5 * v * s2 * SQRT_TWO_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * v * v)
 }
 
-/// `out[i] = gelu(x[i])` (`g = None`) or `g[i] * gelu'(x[i])`, compiled for the widest vector
-/// unit the CPU has (chosen at run time).
-fn gelu_chunk(x: &[f32], g: Option<&[f32]>, out: &mut [f32]) {
-    #[inline(always)]
-    fn body(x: &[f32], g: Option<&[f32]>, out: &mut [f32]) {
+crate::simd::widest_simd! {
+    /// `out[i] = gelu(x[i])` (`g = None`) or `g[i] * gelu'(x[i])`.
+    fn gelu_chunk(x: &[f32], g: Option<&[f32]>, out: &mut [f32]) {
         match g {
             None => out.iter_mut().zip(x).for_each(|(o, &v)| *o = gelu_value(v)),
             Some(g) => out
@@ -566,27 +584,6 @@ fn gelu_chunk(x: &[f32], g: Option<&[f32]>, out: &mut [f32]) {
                 .for_each(|(o, (&v, &gi))| *o = gi * gelu_slope(v)),
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        fn wide(x: &[f32], g: Option<&[f32]>, out: &mut [f32]) {
-            body(x, g, out)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2(x: &[f32], g: Option<&[f32]>, out: &mut [f32]) {
-            body(x, g, out)
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { wide(x, g, out) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { avx2(x, g, out) };
-        }
-    }
-    body(x, g, out)
 }
 
 struct FusedGelu;
@@ -609,10 +606,7 @@ impl CustomOp1 for FusedGelu {
         let grad = grad.contiguous()?;
         let (xs, xl) = x.storage_and_layout();
         let (gs, gl) = grad.storage_and_layout();
-        let (candle_core::Storage::Cpu(xs), candle_core::Storage::Cpu(gs)) = (&*xs, &*gs) else {
-            candle_core::bail!("fused gelu runs on the CPU only");
-        };
-        let (xv, gv) = (f32_slice(xs, xl)?, f32_slice(gs, gl)?);
+        let (xv, gv) = (storage_f32(&xs, xl)?, storage_f32(&gs, gl)?);
         let mut dx = vec![0f32; xv.len()];
         dx.par_chunks_mut(ELEMENTWISE_CHUNK)
             .zip(
@@ -844,10 +838,7 @@ impl CustomOp1 for FusedAttention {
         };
         let (xs, xl) = x.storage_and_layout();
         let (gs, gl) = grad.storage_and_layout();
-        let (candle_core::Storage::Cpu(xs), candle_core::Storage::Cpu(gs)) = (&*xs, &*gs) else {
-            candle_core::bail!("fused attention runs on the CPU only");
-        };
-        let (xv, gv) = (f32_slice(xs, xl)?, f32_slice(gs, gl)?);
+        let (xv, gv) = (storage_f32(&xs, xl)?, storage_f32(&gs, gl)?);
         let parts = (0..b * h)
             .into_par_iter()
             .map(|bh| {

@@ -16,6 +16,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AdiffError, Result};
+use crate::model::ops::storage_f32;
 
 /// `torch.optim.AdamW` defaults.
 pub const DEFAULT_BETA1: f64 = 0.9;
@@ -492,20 +493,6 @@ struct FusedAdamW<'a> {
     moments: std::sync::Mutex<Option<(Vec<f32>, Vec<f32>)>>,
 }
 
-/// The contiguous f32 values of a CPU tensor.
-fn cpu_values<'a>(
-    storage: &'a candle_core::Storage,
-    layout: &candle_core::Layout,
-) -> candle_core::Result<&'a [f32]> {
-    let candle_core::Storage::Cpu(cpu) = storage else {
-        candle_core::bail!("fused adamw runs on the CPU only");
-    };
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&cpu.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("fused adamw needs contiguous tensors"),
-    }
-}
-
 impl candle_core::InplaceOp1 for FusedAdamW<'_> {
     fn name(&self) -> &'static str {
         "fused-adamw"
@@ -530,9 +517,9 @@ impl candle_core::InplaceOp1 for FusedAdamW<'_> {
         let (ms, ml) = self.m.storage_and_layout();
         let (vs, vl) = self.v.storage_and_layout();
         let (g, m, v) = (
-            cpu_values(&gs, gl)?,
-            cpu_values(&ms, ml)?,
-            cpu_values(&vs, vl)?,
+            storage_f32(&gs, gl)?,
+            storage_f32(&ms, ml)?,
+            storage_f32(&vs, vl)?,
         );
         let k = self.k;
         let scale = self.grad_scale;
@@ -558,26 +545,18 @@ impl candle_core::InplaceOp1 for FusedAdamW<'_> {
     }
 }
 
-/// One chunk of [`FusedAdamW`]: the update of each element (see [`AdamW::step`] for the
-/// formula and its roundings), compiled for the widest vector unit the CPU has (chosen at run
-/// time; the crate itself is built for baseline x86-64, whose SSE2 made this loop compute-bound).
-fn adamw_chunk(
-    p: &mut [f32],
-    m_out: &mut [f32],
-    v_out: &mut [f32],
-    (g, m, v): (&[f32], &[f32], &[f32]),
-    k: &StepScalars,
-    scale: Option<f32>,
-) {
-    #[inline(always)]
-    fn body(
+crate::simd::widest_simd! {
+    /// One chunk of [`FusedAdamW`]: the update of each element (see [`AdamW::step`] for the
+    /// formula and its roundings; the vector variants round the same way).
+    fn adamw_chunk(
         p: &mut [f32],
         m_out: &mut [f32],
         v_out: &mut [f32],
-        (g, m, v): (&[f32], &[f32], &[f32]),
+        ins: (&[f32], &[f32], &[f32]),
         k: &StepScalars,
         scale: Option<f32>,
     ) {
+        let (g, m, v) = ins;
         // Zipped iterators: no bounds checks, so the loop vectorises.
         let outs = p.iter_mut().zip(m_out.iter_mut()).zip(v_out.iter_mut());
         let ins = g.iter().zip(m).zip(v);
@@ -599,41 +578,6 @@ fn adamw_chunk(
             *vo = vi;
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        fn wide(
-            p: &mut [f32],
-            m_out: &mut [f32],
-            v_out: &mut [f32],
-            ins: (&[f32], &[f32], &[f32]),
-            k: &StepScalars,
-            scale: Option<f32>,
-        ) {
-            body(p, m_out, v_out, ins, k, scale)
-        }
-        #[target_feature(enable = "avx2")]
-        fn avx2(
-            p: &mut [f32],
-            m_out: &mut [f32],
-            v_out: &mut [f32],
-            ins: (&[f32], &[f32], &[f32]),
-            k: &StepScalars,
-            scale: Option<f32>,
-        ) {
-            body(p, m_out, v_out, ins, k, scale)
-        }
-        // No FMA here: every `a * b + c` above must round twice, as the tensor path does.
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { wide(p, m_out, v_out, (g, m, v), k, scale) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { avx2(p, m_out, v_out, (g, m, v), k, scale) };
-        }
-    }
-    body(p, m_out, v_out, (g, m, v), k, scale)
 }
 
 /// f32 -> f64, for `a * b + c` rounded once to f32 (a product of two f32 values is exact in f64):
@@ -744,13 +688,10 @@ fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<Option<R>>
         return Ok(None);
     }
     let (storage, layout) = t.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
+    if layout.contiguous_offsets().is_none() {
         return Ok(None);
-    };
-    Ok(match layout.contiguous_offsets() {
-        Some((a, b)) => Some(f(&cpu.as_slice::<f32>()?[a..b])),
-        None => None,
-    })
+    }
+    Ok(Some(f(storage_f32(&storage, layout)?)))
 }
 
 /// Sums the gradients of several micro-batches (each from its own `loss.backward()`), by
