@@ -2,7 +2,7 @@
 # Benchmark (not a test): `adiff explain` with the full-size model (random weights), two 10 s clips,
 # tier 3, exactly 200 new tokens, CPU, against the PyTorch reference method (no KV cache) and
 # PyTorch with a KV cache, on the same machine in the same run. Prints times, ratios, peak RSS.
-#   usage: scripts/bench_explain.sh [TOKENS]   (PYTHON=path/to/python with scripts/requirements-fixtures.txt)
+#   usage: scripts/bench_explain.sh [TOKENS]   (PYTHON=path/to/python of a venv made as the header of scripts/requirements-fixtures.txt says)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}

@@ -3,7 +3,7 @@
 # against the PyTorch reference (torchlibrosa + msclap HTSAT) on the same machine, in the same run.
 # Both sides are timed over the same work: read 10 WAVs + log-mel + HTSAT forward (batch of 10),
 # best of 3; model loading is reported separately. Prints both and the ratio, and peak RSS.
-#   usage: scripts/bench_htsat.sh            (PYTHON=path/to/python with scripts/requirements-fixtures.txt)
+#   usage: scripts/bench_htsat.sh            (PYTHON=path/to/python of a venv made as the header of scripts/requirements-fixtures.txt says)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}

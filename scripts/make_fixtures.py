@@ -3,7 +3,7 @@
 reference implementations. Run by hand (never in CI):
 
     python3 -m venv .venv && .venv/bin/pip install -r scripts/requirements-fixtures.txt
-    .venv/bin/pip install --no-deps msclap==1.3.3
+    .venv/bin/pip install --no-deps -r scripts/requirements-fixtures-nodeps.txt
     .venv/bin/python scripts/make_fixtures.py            # all
     .venv/bin/python scripts/make_fixtures.py htsat      # one part
 
