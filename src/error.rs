@@ -41,3 +41,36 @@ impl AdiffError {
 }
 
 pub type Result<T> = std::result::Result<T, AdiffError>;
+
+/// Most problems an error message names before "and K more".
+const MAX_NAMED_PROBLEMS: usize = 5;
+
+/// "N {what}: a; b; c; d; e; and K more": every problem counted, the first few named.
+pub fn summarise(what: &str, problems: &[String]) -> String {
+    let named = problems
+        .iter()
+        .take(MAX_NAMED_PROBLEMS)
+        .cloned()
+        .collect::<Vec<_>>();
+    let mut msg = format!("{} {what}: {}", problems.len(), named.join("; "));
+    if problems.len() > MAX_NAMED_PROBLEMS {
+        msg.push_str(&format!(
+            "; and {} more",
+            problems.len() - MAX_NAMED_PROBLEMS
+        ));
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn summary_counts_all_and_names_the_first_five() {
+        let p: Vec<String> = (1..=7).map(|i| format!("t{i}")).collect();
+        assert_eq!(
+            super::summarise("problem(s)", &p),
+            "7 problem(s): t1; t2; t3; t4; t5; and 2 more"
+        );
+        assert_eq!(super::summarise("problem(s)", &p[..1]), "1 problem(s): t1");
+    }
+}

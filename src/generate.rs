@@ -10,8 +10,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{AdiffError, Result};
-use crate::model::config::TextConfig;
 use crate::model::gpt2::Gpt2;
+use crate::text::config::TextConfig;
 
 /// New tokens per answer unless asked otherwise (the reference example's `max_len`).
 pub const DEFAULT_MAX_NEW_TOKENS: usize = 300;

@@ -459,7 +459,7 @@ fn fetch(
     }
     .map_err(|e| io_error(partial, e))?;
     let mut out = BufWriter::new(file);
-    let bar = progress_bar(total, offset, progress, dest);
+    let bar = crate::progress::bytes(total, offset, progress, dest);
 
     let mut reader = response.into_reader();
     let mut buf = vec![0u8; CHUNK_BYTES];
@@ -504,41 +504,6 @@ fn fetch(
         resumed_from: offset,
         range_ignored,
     }))
-}
-
-/// A byte progress bar on stderr (hidden unless `show` and stderr is a terminal).
-fn progress_bar(
-    total: Option<u64>,
-    position: u64,
-    show: bool,
-    dest: &Path,
-) -> indicatif::ProgressBar {
-    let target = if show {
-        indicatif::ProgressDrawTarget::stderr()
-    } else {
-        indicatif::ProgressDrawTarget::hidden()
-    };
-    let (bar, template) = match total {
-        Some(t) => (
-            indicatif::ProgressBar::with_draw_target(Some(t), target),
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ({eta})",
-        ),
-        None => (
-            indicatif::ProgressBar::with_draw_target(None, target),
-            "{msg} {spinner} {bytes} {binary_bytes_per_sec}",
-        ),
-    };
-    let style = indicatif::ProgressStyle::with_template(template)
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_message(
-        dest.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    );
-    bar.set_position(position);
-    bar
 }
 
 /// `bytes START-END/TOTAL` -> START.

@@ -4,10 +4,9 @@
 //! rest), loaded with `Checkpoint::load_all`. Tolerances: prefix and logits <= 1e-4 abs, ids equal.
 
 mod common;
-use common::max_abs_diff;
+use common::{fixture, max_abs_diff, root, tiny_checkpoint_parts};
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use adiff::audio::{load_clip, CropMode};
@@ -18,25 +17,8 @@ use adiff::model::config::AdiffConfig;
 use adiff::text::tokenizer::Gpt2Tokenizer;
 use candle_core::{DType, Device, IndexOp, Tensor};
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn fixture(rel: &str) -> PathBuf {
-    root().join("tests/fixtures").join(rel)
-}
-
-/// The three files that together form the tiny official-layout checkpoint.
-fn checkpoint_parts() -> Vec<PathBuf> {
-    vec![
-        fixture("htsat/htsat_tiny.ckpt"),
-        fixture("gpt2/adiff_tiny.safetensors"),
-        fixture("adiff/adiff_tiny_rest.ckpt"),
-    ]
-}
-
 fn model() -> Adiff {
-    let ckpt = Checkpoint::load_all(&checkpoint_parts()).unwrap();
+    let ckpt = Checkpoint::load_all(&tiny_checkpoint_parts()).unwrap();
     Adiff::from_checkpoint(&ckpt, &AdiffConfig::tiny(), &Device::Cpu).unwrap()
 }
 
@@ -179,7 +161,7 @@ fn explain_cli_gives_the_reference_text_and_convert_round_trips() {
     let dir = std::env::temp_dir().join(format!("adiff-test-{}-explain", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("tiny.safetensors");
-    let parts = checkpoint_parts();
+    let parts = tiny_checkpoint_parts();
     let mut args: Vec<String> = vec!["convert".into()];
     for p in &parts {
         args.extend(["-c".into(), p.display().to_string()]);

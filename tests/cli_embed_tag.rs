@@ -1,17 +1,18 @@
 //! End-to-end tests of `adiff embed` and `adiff tag` as a user runs them, on the tiny fixture
 //! model. Values are checked against the PyTorch fixture (scripts/fixtures_audio.py).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use candle_core::{Device, IndexOp};
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
 
+use common::root;
+
+/// A file under `tests/fixtures/htsat/`.
 fn fixture(name: &str) -> PathBuf {
-    root().join("tests/fixtures/htsat").join(name)
+    common::fixture("htsat").join(name)
 }
 
 fn adiff(args: &[&str]) -> Output {

@@ -1,16 +1,12 @@
 //! `adiff infer` end to end on the tiny fixture model: predictions equal the PyTorch reference
 //! texts, broken rows are skipped and reported, and an interrupted run resumes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
 
-fn fixture(rel: &str) -> PathBuf {
-    root().join("tests/fixtures").join(rel)
-}
+use common::{fixture, root, tiny_model_args};
 
 fn infer(data: &Path, audio_root: &Path, out: &Path) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_adiff"));
@@ -20,21 +16,8 @@ fn infer(data: &Path, audio_root: &Path, out: &Path) -> Output {
         .arg(audio_root)
         .arg("-o")
         .arg(out);
-    for part in [
-        "htsat/htsat_tiny.ckpt",
-        "gpt2/adiff_tiny.safetensors",
-        "adiff/adiff_tiny_rest.ckpt",
-    ] {
-        cmd.arg("-c").arg(fixture(part));
-    }
-    cmd.args([
-        "--config",
-        "configs/tiny.json",
-        "--max-tokens",
-        "30",
-        "--batch-size",
-        "2",
-    ]);
+    cmd.args(tiny_model_args());
+    cmd.args(["--max-tokens", "30", "--batch-size", "2"]);
     cmd.current_dir(root()).output().unwrap()
 }
 

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use adiff::model::hub;
+use adiff::hub;
 use sha2::{Digest, Sha256};
 
 /// Size of the served file: several read chunks, still instant.

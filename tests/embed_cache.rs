@@ -14,7 +14,7 @@ use adiff::model::audio_encoder::AudioEncoder;
 use adiff::model::checkpoint::{save_safetensors, Checkpoint};
 use adiff::model::config::AdiffConfig;
 use candle_core::{Device, Tensor};
-use common::{fixture, max_abs_diff, root};
+use common::{fixture, max_abs_diff, root, tiny_model_args};
 
 /// Largest difference tolerated between a cached embedding and one computed on the fly. Both
 /// run the same code on the same clip; only the batch it is encoded in may differ.
@@ -92,22 +92,9 @@ fn infer(data: &Path, audio_root: &Path, out: &Path, extra: &[&str]) -> Output {
         "-o",
         s(out),
     ];
-    let parts = [
-        fixture("htsat/htsat_tiny.ckpt"),
-        fixture("gpt2/adiff_tiny.safetensors"),
-        fixture("adiff/adiff_tiny_rest.ckpt"),
-    ];
-    for p in &parts {
-        args.extend(["-c", s(p)]);
-    }
-    args.extend([
-        "--config",
-        "configs/tiny.json",
-        "--max-tokens",
-        "12",
-        "--batch-size",
-        "2",
-    ]);
+    let model = tiny_model_args();
+    args.extend(model.iter().map(String::as_str));
+    args.extend(["--max-tokens", "12", "--batch-size", "2"]);
     args.extend(extra);
     let args: Vec<String> = args.into_iter().map(String::from).collect();
     Command::new(env!("CARGO_BIN_EXE_adiff"))
@@ -175,14 +162,8 @@ fn cache_equals_on_the_fly_and_infer_with_it_writes_the_same() {
     // The same weights converted to one safetensors file have the same identity.
     let converted = dir.join("tiny.safetensors");
     let mut args = vec!["convert".to_string()];
-    for part in [
-        "htsat/htsat_tiny.ckpt",
-        "gpt2/adiff_tiny.safetensors",
-        "adiff/adiff_tiny_rest.ckpt",
-    ] {
-        args.extend(["-c".to_string(), s(&fixture(part)).to_string()]);
-    }
-    args.extend(["--config", "configs/tiny.json", "-o", s(&converted)].map(String::from));
+    args.extend(tiny_model_args());
+    args.extend(["-o", s(&converted)].map(String::from));
     ok(&adiff(&args.iter().map(String::as_str).collect::<Vec<_>>()));
     let conv_out = dir.join("converted.csv");
     let o = Command::new(env!("CARGO_BIN_EXE_adiff"))

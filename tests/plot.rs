@@ -4,14 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 use adiff::plot::{
     figure_size, render_explanation_figure, AudioPanel, EventTrack, ExplanationFigure,
     FIGURE_WIDTH, TOP_EVENTS,
 };
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{root, tiny_model_args};
 
 fn tmp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("adiff-test-{}-{name}", std::process::id()));
@@ -238,19 +237,12 @@ fn explain_cli_writes_the_plot() {
             "explain",
             "tests/fixtures/htsat/clip_a.wav",
             "tests/fixtures/htsat/clip_b.wav",
-            "-c",
-            "tests/fixtures/htsat/htsat_tiny.ckpt",
-            "-c",
-            "tests/fixtures/gpt2/adiff_tiny.safetensors",
-            "-c",
-            "tests/fixtures/adiff/adiff_tiny_rest.ckpt",
-            "--config",
-            "configs/tiny.json",
             "--max-tokens",
             "10",
             "--plot",
             out_path.to_str().unwrap(),
         ])
+        .args(tiny_model_args())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -268,19 +260,12 @@ fn explain_cli_writes_the_plot() {
             "explain",
             "tests/fixtures/htsat/clip_a.wav",
             "tests/fixtures/htsat/clip_b.wav",
-            "-c",
-            "tests/fixtures/htsat/htsat_tiny.ckpt",
-            "-c",
-            "tests/fixtures/gpt2/adiff_tiny.safetensors",
-            "-c",
-            "tests/fixtures/adiff/adiff_tiny_rest.ckpt",
-            "--config",
-            "configs/tiny.json",
             "--max-tokens",
             "2",
             "--plot",
             bad.to_str().unwrap(),
         ])
+        .args(tiny_model_args())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -4,7 +4,9 @@
 //! strings copied into this test.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+mod common;
 
 use adiff::model::config::AdiffConfig;
 use adiff::text::prompts::{PromptDatabase, PromptKind};
@@ -12,12 +14,10 @@ use adiff::AdiffError;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+use common::root;
+
 /// Appendix H: "about 100 sample user inputs per output tier".
 const MIN_PROMPTS_PER_LIST: usize = 90;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn tmp_file(name: &str, contents: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("adiff-prompts-{}", std::process::id()));

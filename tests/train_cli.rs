@@ -17,23 +17,7 @@ fn adiff() -> Command {
 }
 
 fn model_args() -> Vec<String> {
-    let mut v = Vec::new();
-    for f in [
-        "htsat/htsat_tiny.ckpt",
-        "gpt2/adiff_tiny.safetensors",
-        "adiff/adiff_tiny_rest.ckpt",
-    ] {
-        v.push("-c".into());
-        v.push(common::fixture(f).display().to_string());
-    }
-    v.push("--config".into());
-    v.push(
-        common::root()
-            .join("configs/tiny.json")
-            .display()
-            .to_string(),
-    );
-    v
+    common::tiny_model_args()
 }
 
 /// A synthetic dataset with its embedding cache, in a fresh scratch folder.
@@ -159,12 +143,8 @@ fn stopped_and_resumed_equals_uninterrupted_and_frozen_stays_frozen() {
     // Frozen tensors (HTSAT, GPT-2) are bit-for-bit the initial ones; trained ones moved.
     let trained = load(&dir.join("full/model.safetensors"));
     let mut init = HashMap::new();
-    for f in [
-        "htsat/htsat_tiny.ckpt",
-        "gpt2/adiff_tiny.safetensors",
-        "adiff/adiff_tiny_rest.ckpt",
-    ] {
-        let c = adiff::model::checkpoint::Checkpoint::load(common::fixture(f)).unwrap();
+    for f in common::tiny_checkpoint_parts() {
+        let c = adiff::model::checkpoint::Checkpoint::load(f).unwrap();
         for n in c.names() {
             init.insert(n.to_string(), c.get(n).unwrap().clone());
         }

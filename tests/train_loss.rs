@@ -21,12 +21,7 @@ const STAGE2: [&str; 5] = [
 ];
 
 fn checkpoint() -> Checkpoint {
-    Checkpoint::load_all(&[
-        common::fixture("htsat/htsat_tiny.ckpt"),
-        common::fixture("gpt2/adiff_tiny.safetensors"),
-        common::fixture("adiff/adiff_tiny_rest.ckpt"),
-    ])
-    .unwrap()
+    Checkpoint::load_all(&common::tiny_checkpoint_parts()).unwrap()
 }
 
 fn fixture() -> HashMap<String, Tensor> {

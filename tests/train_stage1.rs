@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use adiff::audio::{load_clip, CropMode};
+use adiff::data::labels::LabelSet;
 use adiff::model::checkpoint::Checkpoint;
 use adiff::model::config::AdiffConfig;
 use adiff::train::lm_task::{lm_loss, TrainableGpt2};
-use adiff::train::tagging_task::{bce_with_logits, LabelSet, TrainableHtsat};
+use adiff::train::tagging_task::{bce_with_logits, TrainableHtsat};
 use candle_core::{DType, Device, Tensor};
 
 const HTSAT: &str = "audio_encoder.base.htsat";
@@ -346,7 +347,7 @@ fn train_encoder(data: &Path, ckpt: &Path, tcfg: &Path, out: &Path, extra: &[&st
         .arg(data.join("truth.jsonl"))
         .arg("-c")
         .arg(ckpt)
-        .args(tiny_config_arg())
+        .args(common::tiny_config_args())
         .arg("--train-config")
         .arg(tcfg)
         .arg("-o")
@@ -368,16 +369,6 @@ fn assert_same_weights(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>)
             "{name} differs after resume"
         );
     }
-}
-
-fn tiny_config_arg() -> [String; 2] {
-    [
-        "--config".into(),
-        common::root()
-            .join("configs/tiny.json")
-            .display()
-            .to_string(),
-    ]
 }
 
 /// The encoder run: loss drops on a small synthetic set (overfitting two clips), only HTSAT's
@@ -419,7 +410,7 @@ fn encoder_cli_trains_freezes_and_resumes() {
         .arg(&clip)
         .arg("-c")
         .arg(full.join("model.safetensors"))
-        .args(tiny_config_arg())
+        .args(common::tiny_config_args())
         .args(["--top", "30", "--json"])
         .output()
         .unwrap();
@@ -510,15 +501,11 @@ fn decoder_cli_trains_gpt2_only(name: &str, extra: &[&str]) {
     ])
     .arg(data.join("train_sentence_answer.csv"))
     .args(extra);
-    for f in [
-        "htsat/htsat_tiny.ckpt",
-        "gpt2/adiff_tiny.safetensors",
-        "adiff/adiff_tiny_rest.ckpt",
-    ] {
-        cmd.arg("-c").arg(common::fixture(f));
+    for f in common::tiny_checkpoint_parts() {
+        cmd.arg("-c").arg(f);
     }
     ok(cmd
-        .args(tiny_config_arg())
+        .args(common::tiny_config_args())
         .arg("--train-config")
         .arg(&tcfg)
         .arg("-o")
@@ -535,12 +522,7 @@ fn decoder_cli_trains_gpt2_only(name: &str, extra: &[&str]) {
         "no sample continuations logged"
     );
 
-    let init = Checkpoint::load_all(&[
-        common::fixture("htsat/htsat_tiny.ckpt"),
-        common::fixture("gpt2/adiff_tiny.safetensors"),
-        common::fixture("adiff/adiff_tiny_rest.ckpt"),
-    ])
-    .unwrap();
+    let init = Checkpoint::load_all(&common::tiny_checkpoint_parts()).unwrap();
     let model = load(&out.join("model.safetensors"));
     assert_eq!(model.len(), init.len());
     for (name, t) in &model {
@@ -595,7 +577,7 @@ fn caption_prefix_refuses_text_files() {
         .arg(&text)
         .args(["--init-missing", "-o"])
         .arg(dir.join("run"))
-        .args(tiny_config_arg())
+        .args(common::tiny_config_args())
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -627,7 +609,7 @@ fn stage1_misuse_is_refused() {
 #[test]
 fn updated_htsat_vars_are_seen_by_the_forward() {
     use adiff::model::audio_encoder::AudioEncoder;
-    use adiff::train::tagging_task::export_with;
+    use adiff::train::vars::export_with;
     let cfg = AdiffConfig::tiny();
     let ckpt = Checkpoint::load(common::fixture("htsat/htsat_tiny.ckpt")).unwrap();
     let t = TrainableHtsat::build(&ckpt, &cfg, &[HTSAT.to_string()], None, &Device::Cpu).unwrap();
@@ -666,7 +648,7 @@ fn updated_htsat_vars_are_seen_by_the_forward() {
 
 #[test]
 fn labels_from_a_csv() {
-    use adiff::train::tagging_task::{label_set_for, read_label_csv};
+    use adiff::data::labels::{label_set_for, read_label_csv};
     let dir = scratch("csv");
     let p = dir.join("labels.csv");
     std::fs::write(
@@ -690,7 +672,7 @@ fn labels_from_a_csv() {
 
 #[test]
 fn truth_records_by_split() {
-    use adiff::train::tagging_task::read_truth;
+    use adiff::data::labels::read_truth;
     let dir = scratch("split");
     for (split, count) in [("train", "2"), ("test", "1")] {
         ok(adiff()
@@ -908,7 +890,7 @@ fn encoder_embedding_tagger_trains_and_is_not_exported() {
         ])
         .arg(data.join("train_sentence_answer.csv"))
         .args(["--init-missing"])
-        .args(tiny_config_arg())
+        .args(common::tiny_config_args())
         .arg("--train-config")
         .arg(&tagger_cfg)
         .arg("-o")

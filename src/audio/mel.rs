@@ -10,8 +10,8 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use realfft::{RealFftPlanner, RealToComplex};
 
+use crate::audio::config::AudioConfig;
 use crate::error::{AdiffError, Result};
-use crate::model::config::AudioConfig;
 
 /// Computes `[frames, n_mels]` log-mel spectrograms for fixed-length clips.
 ///

@@ -2,6 +2,7 @@
 //! compute HTSAT's log-mel spectrogram.
 
 pub mod clip;
+pub mod config;
 pub mod decode;
 pub mod mel;
 pub mod resample;
@@ -10,8 +11,8 @@ use std::path::Path;
 
 pub use clip::CropMode;
 
+use crate::audio::config::AudioConfig;
 use crate::error::{AdiffError, Result};
-use crate::model::config::AudioConfig;
 
 /// Loads one model input: decode -> mono (channel mean) -> resample to `cfg.sample_rate` ->
 /// exactly `cfg.clip_samples()` samples (tiled if short, cropped per `crop` if long).

@@ -2,7 +2,7 @@
 
 use clap::builder::{PossibleValue, PossibleValuesParser};
 
-use crate::model::hub::{self, Checksum, DownloadOutcome};
+use crate::hub::{self, Checksum, DownloadOutcome};
 
 /// Details for `adiff download --help` (the one-line summary is the `Command` variant's).
 const LONG_HELP: &str = "\

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 
 use candle_core::Tensor;
 
-use super::{progress_bar, ClipArgs, ModelArgs};
+use super::{ClipArgs, ModelArgs};
 use crate::audio::load_clip;
 use crate::model::audio_encoder::AudioEncoder;
 use crate::model::checkpoint::save_safetensors;
+use crate::progress;
 
 /// Compute HTSAT embeddings for audio files.
 ///
@@ -50,7 +51,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
 
     let load_s = started.elapsed().as_secs_f64();
     let started = std::time::Instant::now();
-    let pb = progress_bar(args.inputs.len(), "embedding");
+    let pb = progress::items(args.inputs.len(), "embedding");
     let (mut emb, mut clip, mut frame, mut mels) = (vec![], vec![], vec![], vec![]);
     for (b, chunk) in args.inputs.chunks(args.batch_size).enumerate() {
         let clips = chunk

@@ -158,7 +158,7 @@ pub fn read_predictions(path: &Path) -> Result<Vec<PredictionRow>> {
         .chain(extra.into_iter().map(|(_, i)| i))
         .collect();
     let mut rows = Vec::new();
-    let mut lines = crate::data::explanations::RecordLines::new(&bytes);
+    let mut lines = crate::data::csv_schema::RecordLines::new(&bytes);
     for rec in rdr.records() {
         let rec = rec.map_err(|e| err(e.to_string()))?;
         let line = lines.line_of(&rec);

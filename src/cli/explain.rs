@@ -36,7 +36,8 @@ pub struct ExplainArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub clip: ClipArgs,
-    /// Explanation tier: 1 = a few words, 2 = one sentence, 3 = a detailed paragraph.
+    /// Explanation tier: 1 = a few words, 2 = one sentence, 3 = a detailed paragraph (the
+    /// default).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3), conflicts_with_all = ["prompt", "caption"])]
     pub tier: Option<u8>,
     /// Your own prompt instead of a tier's.
@@ -111,7 +112,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     };
     let prompts = prompts_for(&args)?;
     let model = Adiff::from_checkpoint_owned(args.model.load_checkpoint(&cfg)?, &cfg, &device)?;
-    model.check_tokenizer(&tokenizer)?;
+    tokenizer.check_fits(model.config().gpt2.vocab_size)?;
     let load_s = started.elapsed().as_secs_f64();
 
     let started = Instant::now();

@@ -78,7 +78,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         None => None,
     };
     let model = Adiff::from_checkpoint_owned(ckpt, &cfg, &device)?;
-    model.check_tokenizer(&tokenizer)?;
+    tokenizer.check_fits(model.config().gpt2.vocab_size)?;
     let opts = args.decoding.options(&cfg);
 
     // Resume: rows already in the output (matched by audios + prompt, with multiplicity).
@@ -114,12 +114,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         out.flush()?;
     }
 
-    let pb = super::progress_bar(todo.len(), "pairs");
-    pb.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} ({eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let pb = crate::progress::items_with_rate(todo.len(), "pairs");
     // Embedding of each audio path seen in this run, or why it could not be had.
     let mut cache: HashMap<String, Result<Tensor, String>> = HashMap::new();
     let (mut written, mut skipped) = (0usize, 0usize);

@@ -7,10 +7,8 @@ use candle_core::Device;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::audio::CropMode;
+use crate::model::adiff::GPT2_PREFIX;
 use crate::model::checkpoint::Checkpoint;
-
-/// Where ADIFF keeps GPT-2 in its checkpoint.
-const GPT2_PREFIX: &str = "caption_decoder.gpt";
 use crate::model::config::AdiffConfig;
 
 pub mod build_dataset;
@@ -51,7 +49,8 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Fetch an official checkpoint (adiff-base, adiff-wavcaps) or GPT-2 files into the cache.
     Download(download::DownloadArgs),
-    /// Score predictions (from `infer`) with BLEU-1..4, ROUGE-L and CIDEr-D, per dataset and tier.
+    /// Score predictions (from `infer`): BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (and SPICE, SPIDEr
+    /// with the SPICE jar) per dataset and tier, or `--synthetic` attribute accuracy.
     Eval(eval::EvalArgs),
     /// Build datasets: `pairs` (ACD/CLD-style explanations from captions), `synthetic` (pairs with
     /// known differences), `synthetic-remix` (new pairs of rendered synthetic clips), `embed-cache`
@@ -126,14 +125,14 @@ impl ModelArgs {
             .checkpoint
             .iter()
             .map(|p| match p.to_str() {
-                Some(spec) => crate::model::hub::resolve_checkpoint(spec),
+                Some(spec) => crate::hub::resolve_checkpoint(spec),
                 None => Ok(p.clone()),
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut ckpt = Checkpoint::load_all(&paths)?;
         if let Some(repo) = &cfg.gpt2.hub_repo {
             if !ckpt.contains(&format!("{GPT2_PREFIX}.transformer.wte.weight")) {
-                let (weights, _tokenizer) = crate::model::hub::hub_gpt2_files(repo)?;
+                let (weights, _tokenizer) = crate::hub::hub_gpt2_files(repo)?;
                 let hub = Checkpoint::load(&weights)?;
                 // Hub files name tensors `wte.weight` or `transformer.wte.weight`.
                 let prefix = if hub.contains("transformer.wte.weight") {
@@ -230,17 +229,6 @@ pub fn parse_device(spec: &str) -> anyhow::Result<Device> {
         }
         other => anyhow::bail!("unknown device '{other}' (use cpu, cuda or cuda:N)"),
     }
-}
-
-/// A progress bar on stderr for `n` items (hidden when stderr is not a terminal).
-pub fn progress_bar(n: usize, what: &str) -> indicatif::ProgressBar {
-    let pb = indicatif::ProgressBar::new(n as u64);
-    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta})")
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    pb.set_style(style);
-    pb.set_message(what.to_string());
-    pb
 }
 
 /// Decoding options shared by `explain` and `infer`.

@@ -9,8 +9,8 @@ use serde::Serialize;
 use super::{ClipArgs, ModelArgs};
 use crate::audio::load_clip;
 use crate::data::audioset::class_labels;
+use crate::data::labels::{read_labels_file, LABELS_FILE};
 use crate::model::audio_encoder::AudioEncoder;
-use crate::train::tagging_task::LABELS_FILE;
 
 /// Print the top AudioSet events of an audio file.
 ///
@@ -125,24 +125,15 @@ pub fn model_labels(
             .collect(),
     };
     if let Some(path) = beside.iter().find(|p| p.is_file()) {
-        let read = || -> anyhow::Result<Vec<String>> {
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?)?;
-            let names = v["labels"]
-                .as_array()
-                .ok_or_else(|| anyhow::anyhow!("no \"labels\" list"))?
-                .iter()
-                .map(|n| n.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| anyhow::anyhow!("a label is not a string"))?;
-            anyhow::ensure!(
-                !names.is_empty() && names.len() <= cfg.htsat.num_classes,
-                "{} labels for a model with {} outputs",
-                names.len(),
-                cfg.htsat.num_classes
-            );
-            Ok(names)
-        };
-        return read().map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()));
+        let names = read_labels_file(path)?;
+        anyhow::ensure!(
+            !names.is_empty() && names.len() <= cfg.htsat.num_classes,
+            "{}: {} labels for a model with {} outputs",
+            path.display(),
+            names.len(),
+            cfg.htsat.num_classes
+        );
+        return Ok(names);
     }
     let labels = class_labels()?;
     anyhow::ensure!(

@@ -11,7 +11,7 @@ use crate::model::config::AdiffConfig;
 use crate::text::prompts::PromptDatabase;
 use crate::text::tokenizer::Gpt2Tokenizer;
 use crate::train::config::TrainConfig;
-use crate::train::data::{read_examples, Batcher, EmbeddingSource, Example};
+use crate::train::data::{hold_out, read_examples, Batcher, EmbeddingSource};
 use crate::train::explain_task::ExplanationTask;
 use crate::train::model::TrainableAdiff;
 use crate::train::trainer::{self, RunOptions, RunSummary};
@@ -43,7 +43,16 @@ pub struct StageArgs {
     /// User-prompt database JSON (default: the bundled data/prompts/prompts.json).
     #[arg(long)]
     pub prompts: Option<PathBuf>,
-    /// Output folder: checkpoints/, log.jsonl, model.safetensors and config.json at the end.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Where a training run writes, and how it starts and stops: the same flags for every `train*`
+/// command.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Output folder: checkpoints/, log.jsonl, config.json and train_config.json, and at the end
+    /// model.safetensors (stage 1's encoder also labels.json).
     #[arg(long, short = 'o')]
     pub output: PathBuf,
     /// Continue from the latest checkpoint in the output folder (exactly where it stopped).
@@ -53,14 +62,66 @@ pub struct StageArgs {
     /// budget; `--resume` continues the same schedule.
     #[arg(long)]
     pub stop_after_steps: Option<u64>,
-    /// Initialise trainable tensors the checkpoint lacks (seeded by the config's `seed`), e.g.
-    /// the mappers when starting from HTSAT weights + a hub GPT-2 (`-c htsat.ckpt -c gpt2.safetensors`
-    /// with a config naming `gpt2.hub_repo`, or both files). Frozen tensors must be present.
+    /// Initialise trainable tensors the checkpoint lacks from their block's own initialisation
+    /// (GPT-2: Hugging Face's normal, std 0.02; HTSAT: normal 0.02 linears, PyTorch's default
+    /// convolutions, bn0 from the training clips' log-mel statistics), seeded by the training
+    /// config's `seed`. Stages 2 and 3: e.g. the mappers when starting from HTSAT weights + a hub
+    /// GPT-2 (`-c htsat.ckpt -c gpt2.safetensors`, or a config naming `gpt2.hub_repo`); frozen
+    /// tensors must be present. Stage 1: without -c the part trains from scratch and the output
+    /// holds only it (combine later with repeated -c); with a checkpoint that has no GPT-2 at all,
+    /// GPT-2 trains from scratch at the config's size.
     #[arg(long)]
     pub init_missing: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+impl RunArgs {
+    /// The trainer's options for `stage` (its name in logs and messages).
+    pub fn options(&self, stage: &str) -> RunOptions {
+        RunOptions {
+            out_dir: self.output.clone(),
+            resume: self.resume,
+            stop_after_steps: self.stop_after_steps,
+            stage: stage.to_string(),
+            progress: !self.quiet,
+        }
+    }
+
+    /// Writes the model and training configs of the run into the output folder.
+    pub fn write_configs(&self, cfg: &AdiffConfig, tcfg: &TrainConfig) -> anyhow::Result<()> {
+        let out = &self.output;
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        for (name, json) in [
+            ("config.json", serde_json::to_string_pretty(cfg)?),
+            ("train_config.json", serde_json::to_string_pretty(tcfg)?),
+        ] {
+            std::fs::write(out.join(name), json + "\n")
+                .with_context(|| format!("cannot write {}", out.join(name).display()))?;
+        }
+        Ok(())
+    }
+
+    /// One line on how the run ended: its model, or how to continue it.
+    pub fn report(&self, stage: &str, summary: &RunSummary) {
+        let loss = |l: Option<f64>| l.map_or("-".into(), |l| format!("{l:.4}"));
+        match &summary.model {
+            Some(m) => println!(
+                "{stage}: {} steps in {:.1} s, last train loss {}, best val loss {}; model {} (config {})",
+                summary.steps,
+                summary.seconds,
+                loss(summary.last_train_loss),
+                loss(summary.best_val_loss),
+                m.display(),
+                self.output.join("config.json").display()
+            ),
+            None => println!(
+                "{stage}: stopped after {} of {} steps; continue with --resume",
+                summary.steps, summary.total_steps
+            ),
+        }
+    }
 }
 
 /// Reads a training config from a file or the compiled-in default.
@@ -69,30 +130,6 @@ pub fn train_config(path: Option<&Path>, default: &str) -> anyhow::Result<TrainC
         Some(p) => TrainConfig::from_file(p)?,
         None => serde_json::from_str(default).context("built-in training config")?,
     })
-}
-
-/// Splits off a seeded validation share when no validation CSV was given.
-fn split(
-    mut train: Vec<Example>,
-    val: Vec<Example>,
-    cfg: &TrainConfig,
-) -> (Vec<Example>, Vec<Example>) {
-    if !val.is_empty() || cfg.val_fraction == 0.0 {
-        return (train, val);
-    }
-    let order = trainer::epoch_order(cfg.seed ^ 0x5EED, 0, train.len());
-    let n_val = ((train.len() as f64 * cfg.val_fraction).round() as usize).min(train.len() - 1);
-    let held: std::collections::HashSet<usize> = order[..n_val].iter().copied().collect();
-    let mut kept = Vec::with_capacity(train.len() - n_val);
-    let mut out = Vec::with_capacity(n_val);
-    for (i, ex) in train.drain(..).enumerate() {
-        if held.contains(&i) {
-            out.push(ex);
-        } else {
-            kept.push(ex);
-        }
-    }
-    (kept, out)
 }
 
 /// Runs one stage; `init` overrides `args.model.checkpoint` (stage 3 after stage 2).
@@ -113,16 +150,16 @@ pub fn run_stage(
         &ckpt,
         &cfg,
         &tcfg.trainable,
-        (args.init_missing && init.is_none()).then_some(tcfg.seed),
+        (args.run.init_missing && init.is_none()).then_some(tcfg.seed),
         &device,
     )?;
     let tokenizer = Gpt2Tokenizer::bundled(&cfg.text)?;
-    model.model.check_tokenizer(&tokenizer)?;
+    tokenizer.check_fits(model.model.config().gpt2.vocab_size)?;
     let prompts = match &args.prompts {
         Some(p) => PromptDatabase::from_file(p)?,
         None => PromptDatabase::bundled()?,
     };
-    let (train, val) = split(
+    let (train, val) = hold_out(
         read_examples(&args.train)?,
         if args.val.is_empty() {
             vec![]
@@ -150,17 +187,7 @@ pub fn run_stage(
     };
     source.check(&train)?;
     source.check(&val)?;
-    std::fs::create_dir_all(&args.output)
-        .with_context(|| format!("cannot create {}", args.output.display()))?;
-    std::fs::write(
-        args.output.join("config.json"),
-        serde_json::to_string_pretty(&cfg)? + "\n",
-    )
-    .with_context(|| format!("cannot write {}/config.json", args.output.display()))?;
-    std::fs::write(
-        args.output.join("train_config.json"),
-        serde_json::to_string_pretty(tcfg)? + "\n",
-    )?;
+    args.run.write_configs(&cfg, tcfg)?;
     let task = ExplanationTask {
         model,
         init: ckpt,
@@ -177,32 +204,8 @@ pub fn run_stage(
         },
         device,
     };
-    let summary = trainer::run(
-        &task,
-        tcfg,
-        &RunOptions {
-            out_dir: args.output.clone(),
-            resume: args.resume,
-            stop_after_steps: args.stop_after_steps,
-            stage: stage.to_string(),
-            progress: !args.quiet,
-        },
-    )?;
-    match &summary.model {
-        Some(m) => println!(
-            "{stage}: {} steps in {:.1} s, last train loss {}, best val loss {}; model {} (config {})",
-            summary.steps,
-            summary.seconds,
-            summary.last_train_loss.map_or("-".into(), |l| format!("{l:.4}")),
-            summary.best_val_loss.map_or("-".into(), |l| format!("{l:.4}")),
-            m.display(),
-            args.output.join("config.json").display()
-        ),
-        None => println!(
-            "{stage}: stopped after {} of {} steps; continue with --resume",
-            summary.steps, summary.total_steps
-        ),
-    }
+    let summary = trainer::run(&task, tcfg, &args.run.options(stage))?;
+    args.run.report(stage, &summary);
     Ok(summary)
 }
 
@@ -229,17 +232,17 @@ pub struct TrainArgs {
 pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
     let c2 = train_config(args.stage2_config.as_deref(), STAGE2_CONFIG)?;
     let c3 = train_config(args.stage3_config.as_deref(), STAGE3_CONFIG)?;
-    let root = args.stage.output.clone();
-    let stop = args.stage.stop_after_steps;
-    args.stage.output = root.join("stage2");
+    let root = args.stage.run.output.clone();
+    let stop = args.stage.run.stop_after_steps;
+    args.stage.run.output = root.join("stage2");
     let s2 = run_stage("stage2", &args.stage, &c2, None)?;
     let Some(model2) = s2.model else {
         return Ok(());
     };
-    args.stage.output = root.join("stage3");
+    args.stage.run.output = root.join("stage3");
     // The step budget counts both stages.
-    args.stage.stop_after_steps = stop.map(|s| s.saturating_sub(s2.steps));
-    if args.stage.stop_after_steps == Some(0) {
+    args.stage.run.stop_after_steps = stop.map(|s| s.saturating_sub(s2.steps));
+    if args.stage.run.stop_after_steps == Some(0) {
         println!("stage3: not started (step budget used up); continue with --resume");
         return Ok(());
     }

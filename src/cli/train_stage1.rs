@@ -3,37 +3,35 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
-use super::train::train_config;
+use super::train::{train_config, RunArgs};
 use super::{ClipArgs, ModelArgs};
 use crate::audio::CropMode;
+use crate::data::labels::{label_set_for, read_labels, LabelledFile};
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::AdiffConfig;
 use crate::text::prompts::PromptDatabase;
 use crate::text::tokenizer::Gpt2Tokenizer;
 use crate::train::caption_lm_task::CaptionPrefixTask;
 use crate::train::config::TrainConfig;
-use crate::train::data::{read_examples, Batcher};
+use crate::train::data::{hold_out, read_examples, Batcher};
 use crate::train::lm_task::{read_csv_answers, read_text_lines, LanguageModelTask, TrainableGpt2};
 use crate::train::tagging_task::{
-    has_bn0, label_set_for, logmel_statistics, prepare_clips, read_labels, with_bn0,
-    EmbeddingTagger, LabelledFile, TaggingTask, TrainableHtsat,
+    has_bn0, logmel_statistics, prepare_clips, with_bn0, EmbeddingTagger, TaggingTask,
+    TrainableHtsat,
 };
-use crate::train::trainer::{self, RunOptions, RunSummary};
+use crate::train::trainer::{self, RunSummary};
 
 /// The paper-scale stage-1 configs, compiled in (also in configs/train/).
 pub const STAGE1_ENCODER_CONFIG: &str = include_str!("../../configs/train/stage1_encoder.json");
 pub const STAGE1_DECODER_CONFIG: &str = include_str!("../../configs/train/stage1_decoder.json");
-/// Mixed into the config seed for the hold-out split (as stages 2 and 3 do).
-const SPLIT_SEED_MIX: u64 = 0x5EED;
 
 /// Which half of the model stage 1 pretrains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
     /// HTSAT: audio tagging, binary cross-entropy on clip labels.
     Encoder,
-    /// GPT-2: next-token cross-entropy on text lines.
+    /// GPT-2: next-token cross-entropy on text lines, CSV answers, or (--caption-prefix)
+    /// answers after their two captions.
     Decoder,
 }
 
@@ -45,7 +43,7 @@ pub enum Part {
 /// stage 2 starts from it with `-c`.
 ///
 /// Labels: `truth.jsonl` from `adiff build-dataset synthetic` (every attribute value is a label,
-/// 19 in all; see the README) and/or CSVs of `file,labels` rows with labels separated by `;`.
+/// 19 in all; see docs/training.md) and/or CSVs of `file,labels` rows with labels separated by `;`.
 /// Training config: configs/train/stage1_encoder.json / stage1_decoder.json (compiled in).
 ///
 /// Examples:
@@ -104,46 +102,8 @@ pub struct TrainStage1Args {
     /// stage1_decoder.json, compiled in).
     #[arg(long)]
     pub train_config: Option<PathBuf>,
-    /// Output folder: checkpoints/, log.jsonl, model.safetensors, config.json (and labels.json
-    /// for the encoder).
-    #[arg(long, short = 'o')]
-    pub output: PathBuf,
-    /// Continue from the latest checkpoint in the output folder.
-    #[arg(long)]
-    pub resume: bool,
-    /// Stop after this many optimizer steps in all (with a checkpoint).
-    #[arg(long)]
-    pub stop_after_steps: Option<u64>,
-    /// Trainable tensors the checkpoint lacks start from their model's own initialisation,
-    /// seeded by the training config. Decoder: Hugging Face GPT-2's (normal, std 0.02), so with
-    /// a checkpoint that has no GPT-2 at all (e.g. a stage-1 encoder's output) GPT-2 trains from
-    /// scratch at the config's size. Encoder: HTSAT's (normal 0.02 linears, PyTorch's default
-    /// convolutions; bn0 gets the training clips' log-mel statistics). Without -c the part
-    /// starts from scratch and the output holds only it (combine later with repeated -c).
-    #[arg(long)]
-    pub init_missing: bool,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
-}
-
-/// Splits off a seeded `val_fraction` of `train` when `val` is empty.
-fn hold_out<T>(mut train: Vec<T>, val: Vec<T>, cfg: &TrainConfig) -> (Vec<T>, Vec<T>) {
-    if !val.is_empty() || cfg.val_fraction == 0.0 || train.len() < 2 {
-        return (train, val);
-    }
-    let order = trainer::epoch_order(cfg.seed ^ SPLIT_SEED_MIX, 0, train.len());
-    let n_val = ((train.len() as f64 * cfg.val_fraction).round() as usize).min(train.len() - 1);
-    let held: std::collections::HashSet<usize> = order[..n_val].iter().copied().collect();
-    let (mut kept, mut out) = (vec![], vec![]);
-    for (i, x) in train.drain(..).enumerate() {
-        if held.contains(&i) {
-            out.push(x);
-        } else {
-            kept.push(x);
-        }
-    }
-    (kept, out)
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 fn read_label_files(paths: &[PathBuf], split: Option<&str>) -> anyhow::Result<Vec<LabelledFile>> {
@@ -152,20 +112,6 @@ fn read_label_files(paths: &[PathBuf], split: Option<&str>) -> anyhow::Result<Ve
         out.extend(read_labels(p, split)?);
     }
     Ok(out)
-}
-
-fn write_configs(out: &Path, cfg: &AdiffConfig, tcfg: &TrainConfig) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    std::fs::write(
-        out.join("config.json"),
-        serde_json::to_string_pretty(cfg)? + "\n",
-    )
-    .with_context(|| format!("cannot write {}/config.json", out.display()))?;
-    std::fs::write(
-        out.join("train_config.json"),
-        serde_json::to_string_pretty(tcfg)? + "\n",
-    )?;
-    Ok(())
 }
 
 fn encoder_task(
@@ -209,7 +155,7 @@ fn encoder_task(
     let all: Vec<LabelledFile> = train.iter().chain(&val).cloned().collect();
     let labels = label_set_for(&all);
     let (train, val) = hold_out(train, val, tcfg);
-    let init_seed = args.init_missing.then_some(tcfg.seed);
+    let init_seed = args.run.init_missing.then_some(tcfg.seed);
     // HTSAT from scratch: bn0 gets the training clips' log-mel statistics (computed with a
     // provisional identity bn0, which the log-mels do not depend on).
     let fresh_bn0 = init_seed.is_some() && !has_bn0(&ckpt);
@@ -275,7 +221,7 @@ fn decoder_task(
     let mut val = read_text_lines(&args.val_text)?;
     val.extend(read_csv_answers(&args.val_text_from_csv)?);
     let (train, val) = hold_out(lines, val, tcfg);
-    let init_seed = args.init_missing.then_some(tcfg.seed);
+    let init_seed = args.run.init_missing.then_some(tcfg.seed);
     let model = TrainableGpt2::build(&ckpt, cfg, &tcfg.trainable, init_seed, &device)?;
     let tokenizer = Gpt2Tokenizer::bundled(&cfg.text)?;
     let max = tcfg.max_answer_tokens.min(cfg.gpt2.n_positions);
@@ -311,7 +257,7 @@ fn caption_prefix_task(
         read_examples(&args.val_text_from_csv)?
     };
     let (train, val) = hold_out(train, val, tcfg);
-    let init_seed = args.init_missing.then_some(tcfg.seed);
+    let init_seed = args.run.init_missing.then_some(tcfg.seed);
     let model = TrainableGpt2::build(&ckpt, cfg, &tcfg.trainable, init_seed, &device)?;
     Ok(CaptionPrefixTask {
         model,
@@ -349,53 +295,30 @@ pub fn run_stage1(args: &TrainStage1Args) -> anyhow::Result<RunSummary> {
     let device = args.model.device()?;
     // --init-missing without -c: the trained half starts from scratch, alone in the output.
     let scratch =
-        args.init_missing && args.model.model.is_none() && args.model.checkpoint.is_empty();
+        args.run.init_missing && args.model.model.is_none() && args.model.checkpoint.is_empty();
     let ckpt = if scratch {
         Checkpoint::from_tensors("(no checkpoint: from scratch)", Default::default())
     } else {
         args.model.load_checkpoint(&cfg)?
     };
-    let opts = RunOptions {
-        out_dir: args.output.clone(),
-        resume: args.resume,
-        stop_after_steps: args.stop_after_steps,
-        stage: stage.to_string(),
-        progress: !args.quiet,
-    };
+    let opts = args.run.options(stage);
     let summary = match args.part {
         Part::Encoder => {
             let task = encoder_task(args, &cfg, &tcfg, ckpt, device)?;
-            write_configs(&args.output, &cfg, &tcfg)?;
+            args.run.write_configs(&cfg, &tcfg)?;
             trainer::run(&task, &tcfg, &opts)?
         }
         Part::Decoder if args.caption_prefix => {
             let task = caption_prefix_task(args, &cfg, &tcfg, ckpt, device)?;
-            write_configs(&args.output, &cfg, &tcfg)?;
+            args.run.write_configs(&cfg, &tcfg)?;
             trainer::run(&task, &tcfg, &opts)?
         }
         Part::Decoder => {
             let task = decoder_task(args, &cfg, &tcfg, ckpt, device)?;
-            write_configs(&args.output, &cfg, &tcfg)?;
+            args.run.write_configs(&cfg, &tcfg)?;
             trainer::run(&task, &tcfg, &opts)?
         }
     };
-    match &summary.model {
-        Some(m) => println!(
-            "{stage}: {} steps in {:.1} s, last train loss {}, best val loss {}; model {}",
-            summary.steps,
-            summary.seconds,
-            summary
-                .last_train_loss
-                .map_or("-".into(), |l| format!("{l:.4}")),
-            summary
-                .best_val_loss
-                .map_or("-".into(), |l| format!("{l:.4}")),
-            m.display(),
-        ),
-        None => println!(
-            "{stage}: stopped after {} of {} steps; continue with --resume",
-            summary.steps, summary.total_steps
-        ),
-    }
+    args.run.report(stage, &summary);
     Ok(summary)
 }

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::data::explanations::RecordLines;
+use crate::data::csv_schema::read_columns;
 use crate::error::{AdiffError, Result};
 
 /// Default rule turning an AudioCaps row into a file name: the layout most AudioCaps download
@@ -97,40 +97,11 @@ pub struct Captions {
 /// wrong number of fields is named by its line.
 pub fn read_captions(path: &Path, format: CaptionFormat, naming: &AudioNaming) -> Result<Captions> {
     let err = |m: String| AdiffError::Invalid(format!("{}: {m}", path.display()));
-    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let mut lines = RecordLines::new(&bytes);
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(bytes.as_slice());
-    let headers = rdr.headers().map_err(|e| err(e.to_string()))?.clone();
-    let mut index = Vec::new();
-    for col in format.columns() {
-        // Hugging Face exports and spreadsheets sometimes add a BOM or spaces to the header.
-        let pos = headers
-            .iter()
-            .position(|h| h.trim().trim_start_matches('\u{feff}') == *col)
-            .ok_or_else(|| {
-                err(format!(
-                    "missing column '{col}' for --format {} (header: {})",
-                    format_name(format),
-                    headers.iter().collect::<Vec<_>>().join(",")
-                ))
-            })?;
-        index.push(pos);
-    }
+    let context = format!(" for --format {}", format_name(format));
     let mut out = Captions::default();
     let mut seen = HashSet::new();
-    for rec in rdr.records() {
-        let rec = rec.map_err(|e| err(e.to_string()))?;
-        let line = lines.line_of(&rec);
-        if rec.len() != headers.len() {
-            return Err(err(format!(
-                "row at line {line} has {} fields, the header has {}",
-                rec.len(),
-                headers.len()
-            )));
-        }
-        let f = |i: usize| rec[index[i]].trim();
+    for (line, rec) in read_columns(path, format.columns(), &context)? {
+        let f = |i: usize| rec[i].trim();
         let (audio, captions): (String, Vec<&str>) = match format {
             CaptionFormat::Audiocaps => {
                 let name = naming

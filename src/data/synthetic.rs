@@ -14,7 +14,7 @@
 //!
 //! A pair is two clips that differ in 1 to 3 attributes ([`DIFFERING_ATTRIBUTES`]); its
 //! explanations (three tiers) state what differs, always from the second audio's point of view,
-//! in the fixed vocabulary below, which [`crate::metrics::synthetic`] parses back:
+//! in the fixed vocabulary below, which `metrics::synthetic` parses back:
 //!
 //! * loudness: "louder" / "quieter"; the same: "the same loudness"
 //! * pitch: "higher in pitch" / "lower in pitch" (tier 1: "higher pitch"); the same: "the same pitch"

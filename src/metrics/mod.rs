@@ -1,5 +1,6 @@
 //! Captioning metrics as coco-caption (pycocoevalcap 1.2) computes them: PTB tokenization,
-//! corpus BLEU-1..4, ROUGE-L and CIDEr-D. METEOR and SPICE (Java tools) are not reimplemented.
+//! corpus BLEU-1..4, ROUGE-L and CIDEr-D, and METEOR 1.5 ([`meteor`], with Meteor's language
+//! data). SPICE runs the official jar ([`spice`]).
 //!
 //! Every metric takes already tokenized text ([`tokenize::coco_tokenize`]); [`score_corpus`]
 //! tokenizes raw captions and runs them all.

@@ -27,7 +27,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::data::explanations::RecordLines;
+use crate::data::csv_schema::RecordLines;
 use crate::data::synthetic::{Attribute, Attributes, Background, Pattern, SourceKind, TruthRecord};
 use crate::error::{AdiffError, Result};
 

@@ -12,13 +12,14 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{AdiffError, Result};
-use crate::generate::{generate, GenerateOptions, Generation};
 use crate::model::audio_encoder::AudioEncoder;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::AdiffConfig;
 use crate::model::gpt2::Gpt2;
 use crate::model::mapper::{CrossProjection, PrefixMapper, Projection};
-use crate::text::tokenizer::Gpt2Tokenizer;
+
+/// Checkpoint prefix of ADIFF's GPT-2 (the caption decoder's language model).
+pub const GPT2_PREFIX: &str = "caption_decoder.gpt";
 
 /// Intermediate tensors of the prefix computation (kept for parity checks and `--json`).
 pub struct PrefixParts {
@@ -107,7 +108,7 @@ impl Adiff {
                 width,
                 dec.pp("cross_project"),
             )?,
-            gpt: Gpt2::load_or_init(dec.pp("gpt"), &cfg.gpt2, init_missing)?,
+            gpt: Gpt2::load_or_init(vb.pp(GPT2_PREFIX), &cfg.gpt2, init_missing)?,
         };
         Ok(model)
     }
@@ -118,17 +119,6 @@ impl Adiff {
 
     pub fn device(&self) -> &Device {
         self.audio.device()
-    }
-
-    /// Checks that a tokenizer's vocabulary fits this model's GPT-2.
-    pub fn check_tokenizer(&self, tok: &Gpt2Tokenizer) -> Result<()> {
-        let (v_tok, v_model) = (tok.vocab_size(), self.cfg.gpt2.vocab_size);
-        if v_tok != v_model {
-            return Err(AdiffError::Tokenizer(format!(
-                "the tokenizer has {v_tok} tokens but the model's GPT-2 has {v_model}; they do not belong together"
-            )));
-        }
-        Ok(())
     }
 
     /// HTSAT embeddings `[B, 768]` of both audios and prompt ids `[B, L]` -> prefix parts.
@@ -186,19 +176,5 @@ impl Adiff {
     /// through the cross-projection: GPT-2's `inputs_embeds` (the last step of [`Adiff::prefix`]).
     pub fn cross_project(&self, joint: &Tensor) -> Result<Tensor> {
         self.cross_project.forward(joint)
-    }
-
-    /// Explains each pair `(clips1[i], clips2[i])` under `prompt_ids[i]` (`[B, L]`).
-    pub fn explain(
-        &self,
-        clips1: &[Vec<f32>],
-        clips2: &[Vec<f32>],
-        prompt_ids: &Tensor,
-        opts: &GenerateOptions,
-    ) -> Result<Vec<Generation>> {
-        let (_, out1) = self.audio.encode(clips1)?;
-        let (_, out2) = self.audio.encode(clips2)?;
-        let parts = self.prefix(&out1.embedding, &out2.embedding, prompt_ids)?;
-        generate(&self.gpt, &parts.prefix, None, opts)
     }
 }

@@ -20,8 +20,6 @@ use crate::error::{AdiffError, Result};
 
 /// Prefix that `torch.nn.parallel.DistributedDataParallel` adds to every key.
 const DDP_PREFIX: &str = "module.";
-/// How many offending tensors an error message names before summarising.
-const MAX_NAMED_PROBLEMS: usize = 5;
 
 /// All tensors of one checkpoint file, on the CPU, keyed by name (DDP prefix stripped).
 /// Cloning shares the tensors' storage.
@@ -223,21 +221,7 @@ impl LoadReport {
         if problems.is_empty() {
             return Ok(());
         }
-        let mut msg = format!("{} tensor(s) do not fit the model: ", problems.len());
-        msg.push_str(
-            &problems
-                .iter()
-                .take(MAX_NAMED_PROBLEMS)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("; "),
-        );
-        if problems.len() > MAX_NAMED_PROBLEMS {
-            msg.push_str(&format!(
-                "; and {} more",
-                problems.len() - MAX_NAMED_PROBLEMS
-            ));
-        }
+        let msg = crate::error::summarise("tensor(s) do not fit the model", &problems);
         Err(AdiffError::checkpoint(self.path, msg))
     }
 }

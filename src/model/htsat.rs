@@ -7,10 +7,69 @@
 
 use candle_core::{IndexOp, Module, Tensor, D};
 use candle_nn::{layer_norm, Init, LayerNorm, Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
 
+use crate::audio::config::AudioConfig;
 use crate::error::{AdiffError, Result};
-use crate::model::config::{AudioConfig, HtsatConfig};
 use crate::model::ops;
+
+/// HTSAT (hierarchical token-semantic audio transformer, a Swin transformer on a folded log-mel image).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HtsatConfig {
+    /// Side of the square input image (256).
+    pub spec_size: usize,
+    /// How many time chunks are stacked along the frequency axis (4).
+    pub freq_ratio: usize,
+    pub patch_size: usize,
+    pub patch_stride: usize,
+    pub embed_dim: usize,
+    pub depths: Vec<usize>,
+    pub num_heads: Vec<usize>,
+    pub window_size: usize,
+    pub mlp_ratio: f64,
+    pub num_classes: usize,
+    pub layer_norm_eps: f64,
+    pub batch_norm_eps: f64,
+    /// Additive attention mask value between tokens of different regions in shifted windows.
+    pub shift_mask_value: f64,
+    /// LayerNorm after the patch embedding (HTSAT's `patch_norm`, true in the paper's model).
+    /// It makes each patch token scale-invariant, so a clip's absolute level reaches the Swin
+    /// stages only through the patch bias: the demo turns it off to let loudness through.
+    #[serde(default = "patch_norm_default")]
+    pub patch_norm: bool,
+}
+
+fn patch_norm_default() -> bool {
+    true
+}
+
+impl HtsatConfig {
+    /// Width of the final stage (embedding dimension): embed_dim * 2^(stages-1).
+    pub fn num_features(&self) -> usize {
+        self.embed_dim << (self.depths.len() - 1)
+    }
+    /// Number of time frames of the resized spectrogram (spec_size * freq_ratio = 1024).
+    pub fn target_frames(&self) -> usize {
+        self.spec_size * self.freq_ratio
+    }
+    /// Number of mel bins the image fold expects (spec_size / freq_ratio = 64).
+    pub fn target_mels(&self) -> usize {
+        self.spec_size / self.freq_ratio
+    }
+    /// Side of the token grid after patch embedding (64).
+    pub fn patch_grid(&self) -> usize {
+        self.spec_size / self.patch_stride
+    }
+    /// Side of the last stage's token grid (8).
+    pub fn final_grid(&self) -> usize {
+        self.patch_grid() >> (self.depths.len() - 1)
+    }
+    /// Number of time steps of the token-semantic head output (32).
+    pub fn head_frames(&self) -> usize {
+        self.final_grid() * self.freq_ratio
+    }
+}
 
 /// What HTSAT gives for a batch of clips.
 pub struct HtsatOutput {

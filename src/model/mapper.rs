@@ -8,10 +8,41 @@
 
 use candle_core::{Tensor, D};
 use candle_nn::{layer_norm, LayerNorm, VarBuilder};
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::model::config::{CrossProjectionConfig, MapperConfig, ProjectionConfig};
 use crate::model::ops::{self, Linear};
+
+/// Projection of the HTSAT embedding into the mapper space (768 -> 1024).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectionConfig {
+    pub in_dim: usize,
+    pub out_dim: usize,
+    pub layer_norm_eps: f64,
+}
+
+/// Audio and text mappers (prefix transformers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapperConfig {
+    /// Prefix tokens produced per audio and for the text prompt (40).
+    pub prefix_length: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub mlp_ratio: f64,
+    pub layer_norm_eps: f64,
+}
+
+/// Cross-projection transformer over the joint 121-token prefix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrossProjectionConfig {
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub mlp_ratio: f64,
+    pub layer_norm_eps: f64,
+}
 
 /// torch's `nn.Linear(in, out)` at `vb` (candle-nn's loading and initialisation).
 fn linear(d_in: usize, d_out: usize, vb: VarBuilder) -> Result<Linear> {

@@ -6,6 +6,6 @@ pub mod checkpoint;
 pub mod config;
 pub mod gpt2;
 pub mod htsat;
-pub mod hub;
 pub mod mapper;
 pub mod ops;
+pub mod packed;

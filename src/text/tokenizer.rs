@@ -10,7 +10,7 @@ use std::path::Path;
 use tokenizers::{AddedToken, Tokenizer};
 
 use crate::error::{AdiffError, Result};
-use crate::model::config::TextConfig;
+use crate::text::config::TextConfig;
 
 /// The shipped `data/gpt2/tokenizer.json` (see `data/README.md` for where it came from), compiled
 /// in so the CLI needs no extra file.
@@ -90,6 +90,17 @@ impl Gpt2Tokenizer {
         self.vocab_size
     }
 
+    /// Checks that this vocabulary fits a GPT-2 with `model_vocab` token embeddings.
+    pub fn check_fits(&self, model_vocab: usize) -> Result<()> {
+        if self.vocab_size != model_vocab {
+            return Err(AdiffError::Tokenizer(format!(
+                "the tokenizer has {} tokens but the model's GPT-2 has {model_vocab}; they do not belong together",
+                self.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
     /// Plain encoding (no padding or truncation), `!` split out as the pad id.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
@@ -139,10 +150,13 @@ pub fn clean_up_tokenization(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::config::AdiffConfig;
 
+    /// The paper's text settings (the `text` section of `configs/base.json`).
     fn tok() -> Gpt2Tokenizer {
-        Gpt2Tokenizer::bundled(&AdiffConfig::base().text).unwrap()
+        let base: serde_json::Value =
+            serde_json::from_str(include_str!("../../configs/base.json")).unwrap();
+        let text: TextConfig = serde_json::from_value(base["text"].clone()).unwrap();
+        Gpt2Tokenizer::bundled(&text).unwrap()
     }
 
     #[test]

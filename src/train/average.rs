@@ -16,8 +16,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
 
-use crate::error::{AdiffError, Result};
-use crate::train::optim::summarise;
+use crate::error::{summarise, AdiffError, Result};
 
 /// Name prefix of the averaged tensors in a training checkpoint.
 pub const STATE_AVERAGE_PREFIX: &str = "average.";
@@ -98,7 +97,7 @@ impl WeightAverage {
         if !problems.is_empty() {
             return Err(AdiffError::Invalid(format!(
                 "weight averages: {} (was the checkpoint written without weight_average_decay?)",
-                summarise(&problems)
+                summarise("problem(s)", &problems)
             )));
         }
         for ((_, _, avg), t) in self.slots.iter_mut().zip(loaded) {

@@ -11,15 +11,17 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 
+use crate::audio::config::AudioConfig;
 use crate::audio::{load_clip, CropMode};
 use crate::data::embed_cache::EmbedCache;
 use crate::data::explanations::read_explanations;
 use crate::error::{AdiffError, Result};
 use crate::model::audio_encoder::AudioEncoder;
-use crate::model::config::AudioConfig;
 use crate::text::prompts::{PromptDatabase, PromptKind};
 use crate::text::tokenizer::Gpt2Tokenizer;
+use crate::train::config::TrainConfig;
 use crate::train::model::Batch;
+use crate::train::trainer::epoch_order;
 
 /// What the answers end with, as in the reference data loader: the first token (a space, 220)
 /// is where generation stops.
@@ -216,4 +218,27 @@ impl Batcher {
         let prompt_ids = Tensor::from_vec(prompt_ids, (rows.len(), plen), device)?;
         Batch::new(e1, e2, prompt_ids, &answers, self.pad_id)
     }
+}
+
+/// Mixed into the config seed for the hold-out split, so that it is not epoch 0's order.
+const SPLIT_SEED_MIX: u64 = 0x5EED;
+
+/// Splits off a seeded `val_fraction` of `train` as validation when `val` is empty (every stage
+/// holds out the same rows for the same seed); returns (train, validation).
+pub fn hold_out<T>(mut train: Vec<T>, val: Vec<T>, cfg: &TrainConfig) -> (Vec<T>, Vec<T>) {
+    if !val.is_empty() || cfg.val_fraction == 0.0 || train.len() < 2 {
+        return (train, val);
+    }
+    let order = epoch_order(cfg.seed ^ SPLIT_SEED_MIX, 0, train.len());
+    let n_val = ((train.len() as f64 * cfg.val_fraction).round() as usize).min(train.len() - 1);
+    let held: std::collections::HashSet<usize> = order[..n_val].iter().copied().collect();
+    let (mut kept, mut out) = (vec![], vec![]);
+    for (i, x) in train.drain(..).enumerate() {
+        if held.contains(&i) {
+            out.push(x);
+        } else {
+            kept.push(x);
+        }
+    }
+    (kept, out)
 }

@@ -11,20 +11,18 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 
 use crate::error::{AdiffError, Result};
 use crate::generate::{generate, GenerateOptions, Strategy};
+use crate::model::adiff::GPT2_PREFIX;
 use crate::model::checkpoint::{save_safetensors, Checkpoint};
 use crate::model::config::AdiffConfig;
 use crate::model::gpt2::Gpt2;
 use crate::text::tokenizer::Gpt2Tokenizer;
-use crate::train::tagging_task::export_with;
 use crate::train::trainer::TrainTask;
-use crate::train::vars::{check_matched, tied_var_builder, under};
+use crate::train::vars::{check_matched, export_with, tied_var_builder, under, wte_and_head};
 
-/// Checkpoint prefix of ADIFF's GPT-2.
-pub const GPT2_PREFIX: &str = "caption_decoder.gpt";
 /// Appended to every line, as stages 2 and 3 append it to answers.
 pub const LINE_SUFFIX: &str = " <|endoftext|>";
 /// Tokens of a validation line given as the prompt of its sample continuation.
@@ -69,48 +67,6 @@ pub struct TrainableGpt2 {
     /// both names): the model is built tied, so both uses train one tensor as in PyTorch, and
     /// the export writes the trained `wte` under both names.
     pub tied_head: bool,
-}
-
-/// Names of GPT-2's token embedding and output head in an ADIFF checkpoint.
-pub(crate) fn wte_and_head() -> (String, String) {
-    (
-        format!("{GPT2_PREFIX}.transformer.wte.weight"),
-        format!("{GPT2_PREFIX}.lm_head.weight"),
-    )
-}
-
-/// Whether `ckpt` holds `lm_head.weight` equal to `wte` element for element.
-fn head_is_wte_copy(ckpt: &Checkpoint) -> Result<bool> {
-    let (wte, head) = wte_and_head();
-    let (Some(w), Some(h)) = (ckpt.get(&wte), ckpt.get(&head)) else {
-        return Ok(false);
-    };
-    if w.dims() != h.dims() || w.dtype() != h.dtype() {
-        return Ok(false);
-    }
-    let diff = w
-        .to_dtype(DType::F32)?
-        .sub(&h.to_dtype(DType::F32)?)?
-        .abs()?
-        .flatten_all()?
-        .max(0)?
-        .to_scalar::<f32>()?;
-    Ok(diff == 0.0)
-}
-
-/// `ckpt` without its `lm_head.weight` when that is a copy of `wte` (then the loader ties the
-/// head to `wte`, as PyTorch trains it); None when the head is absent or a tensor of its own.
-pub(crate) fn without_head_copy(ckpt: &Checkpoint) -> Result<Option<Checkpoint>> {
-    if !head_is_wte_copy(ckpt)? {
-        return Ok(None);
-    }
-    let head = wte_and_head().1;
-    let tensors = ckpt
-        .names()
-        .filter(|n| *n != head)
-        .filter_map(|n| ckpt.get(n).map(|t| (n.to_string(), t.clone())))
-        .collect();
-    Ok(Some(Checkpoint::from_tensors(ckpt.path(), tensors)))
 }
 
 impl TrainableGpt2 {

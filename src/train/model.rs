@@ -15,7 +15,7 @@ use crate::model::audio_encoder::HTSAT_PREFIX;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::AdiffConfig;
 use crate::model::gpt2::Gpt2;
-use crate::train::lm_task::wte_and_head;
+use crate::train::vars::wte_and_head;
 use crate::train::vars::{check_matched, tied_var_builder, under};
 
 /// A model whose trainable tensors are [`Var`]s, sorted by name.

@@ -15,7 +15,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{AdiffError, Result};
+use crate::error::{summarise, AdiffError, Result};
 use crate::model::ops::storage_f32;
 
 /// `torch.optim.AdamW` defaults.
@@ -34,8 +34,6 @@ pub const STATE_STEP_PREFIX: &str = "adamw.step.";
 /// Parameter-name endings that get no weight decay by default: GPT-2's token and position
 /// embeddings and the mappers' learnable prefix constants (decaying them towards zero only hurts).
 pub const DEFAULT_NO_DECAY_SUFFIXES: [&str; 3] = ["wte.weight", "wpe.weight", "prefix_const"];
-/// How many offending tensors an error message names before summarising.
-const MAX_NAMED_PROBLEMS: usize = 5;
 
 fn default_beta1() -> f64 {
     DEFAULT_BETA1
@@ -370,7 +368,7 @@ impl AdamW {
         if !problems.is_empty() {
             return Err(AdiffError::Invalid(format!(
                 "optimizer state: {}",
-                summarise(&problems)
+                summarise("problem(s)", &problems)
             )));
         }
         for (s, (m, v, step)) in self.slots.iter_mut().zip(loaded) {
@@ -585,26 +583,6 @@ crate::simd::widest_simd! {
 /// roundings the moments drift from torch's by a few ulps per step.
 fn wide(t: &Tensor) -> candle_core::Result<Tensor> {
     t.to_dtype(DType::F64)
-}
-
-/// "N problem(s): a; b; c; and K more".
-pub(crate) fn summarise(problems: &[String]) -> String {
-    let mut msg = format!("{} problem(s): ", problems.len());
-    msg.push_str(
-        &problems
-            .iter()
-            .take(MAX_NAMED_PROBLEMS)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("; "),
-    );
-    if problems.len() > MAX_NAMED_PROBLEMS {
-        msg.push_str(&format!(
-            "; and {} more",
-            problems.len() - MAX_NAMED_PROBLEMS
-        ));
-    }
-    msg
 }
 
 /// Scales the gradients of `params` in `grads` so that their global L2 norm is at most

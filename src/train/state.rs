@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{AdiffError, Result};
+use crate::error::{summarise, AdiffError, Result};
 use crate::model::checkpoint::Checkpoint;
-use crate::train::optim::{summarise, AdamW};
+use crate::train::optim::AdamW;
 
 /// Value of the `format` metadata key.
 pub const STATE_FORMAT: &str = "adiff-train-state";
@@ -270,7 +270,7 @@ impl LoadedState {
         if !problems.is_empty() {
             return Err(AdiffError::checkpoint(
                 &self.path,
-                format!("model weights: {}", summarise(&problems)),
+                format!("model weights: {}", summarise("problem(s)", &problems)),
             ));
         }
         for (name, var) in vars {

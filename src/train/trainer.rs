@@ -177,7 +177,7 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
     )?;
 
     let bar = if opts.progress {
-        crate::cli::progress_bar(total_steps as usize, &opts.stage)
+        crate::progress::items(total_steps as usize, &opts.stage)
     } else {
         indicatif::ProgressBar::hidden()
     };

@@ -27,6 +27,38 @@ pub fn fixture(rel: &str) -> PathBuf {
     root().join("tests/fixtures").join(rel)
 }
 
+/// The three files that together form the tiny official-layout checkpoint: HTSAT, GPT-2 and
+/// the rest of ADIFF (`scripts/make_fixtures.py`).
+pub fn tiny_checkpoint_parts() -> Vec<PathBuf> {
+    [
+        "htsat/htsat_tiny.ckpt",
+        "gpt2/adiff_tiny.safetensors",
+        "adiff/adiff_tiny_rest.ckpt",
+    ]
+    .map(fixture)
+    .to_vec()
+}
+
+/// `--config <root>/configs/tiny.json`.
+pub fn tiny_config_args() -> [String; 2] {
+    [
+        "--config".into(),
+        root().join("configs/tiny.json").display().to_string(),
+    ]
+}
+
+/// The tiny model on an `adiff` command line: `-c PART` for each of
+/// [`tiny_checkpoint_parts`], then [`tiny_config_args`] (absolute paths).
+pub fn tiny_model_args() -> Vec<String> {
+    let mut v = Vec::new();
+    for part in tiny_checkpoint_parts() {
+        v.push("-c".into());
+        v.push(part.display().to_string());
+    }
+    v.extend(tiny_config_args());
+    v
+}
+
 /// Largest absolute element-wise difference of two same-shaped f32 tensors.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");

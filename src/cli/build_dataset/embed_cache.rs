@@ -7,12 +7,13 @@ use anyhow::Context;
 use candle_core::{Device, Tensor};
 
 use crate::audio::load_clip;
-use crate::cli::{progress_bar, ClipArgs, Crop, ModelArgs};
+use crate::cli::{ClipArgs, Crop, ModelArgs};
 use crate::data::embed_cache::{CacheIdentity, EmbedCache, EmbedCacheWriter};
 use crate::data::explanations::read_explanations;
 use crate::model::audio_encoder::AudioEncoder;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::AdiffConfig;
+use crate::progress;
 
 /// Precompute HTSAT embeddings of every audio file the CSVs name.
 ///
@@ -106,7 +107,7 @@ pub fn run(args: EmbedCacheArgs) -> anyhow::Result<()> {
     let missing: Vec<&String> = paths.iter().filter(|p| !writer.contains(p)).collect();
     let already = paths.len() - missing.len();
     let started = std::time::Instant::now();
-    let pb = progress_bar(missing.len(), "embedding");
+    let pb = progress::items(missing.len(), "embedding");
     let (mut cached, mut failed, mut shards) = (0usize, 0usize, 0usize);
     for shard_paths in missing.chunks(args.shard_size) {
         let (mut ok, mut emb, mut clipwise) = (Vec::new(), Vec::new(), Vec::new());

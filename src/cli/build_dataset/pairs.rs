@@ -307,12 +307,7 @@ pub fn run(args: PairsArgs) -> anyhow::Result<()> {
         // One worker: the template rows come out in plan order, the same file every run.
         None => (&template, 1),
     };
-    let pb = crate::cli::progress_bar(explain.len(), "rows");
-    pb.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} ({eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let pb = crate::progress::items_with_rate(explain.len(), "rows");
     let (mut explained, mut failed) = (0usize, 0usize);
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);

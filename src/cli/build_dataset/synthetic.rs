@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use rayon::prelude::*;
 
-use crate::cli::progress_bar;
 use crate::data::explanations::COLUMNS;
 use crate::data::synthetic::{
     explanation, pair_rng, render, split_seed, write_wav_pcm16, Attribute, Attributes,
     SyntheticPair, TruthRecord, SAMPLE_RATE, TASKNAME,
 };
+use crate::progress;
 use crate::text::prompts::{PromptDatabase, PromptKind};
 
 /// File-name tag of each tier's CSV, as in the released data (`{split}_{tag}_answer.csv`).
@@ -113,7 +113,7 @@ pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
     let db = PromptDatabase::bundled()?;
     let base = split_seed(args.seed, &args.split);
     let started = std::time::Instant::now();
-    let pb = progress_bar(args.count, "rendering pairs");
+    let pb = progress::items(args.count, "rendering pairs");
     let rendered = (0..args.count)
         .into_par_iter()
         .map(|i| -> anyhow::Result<Rendered> {

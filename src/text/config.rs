@@ -1,0 +1,20 @@
+//! Configuration of the text side (prompt length and special token ids), the `text` section of a
+//! model config.
+
+use serde::{Deserialize, Serialize};
+
+/// Token ids and lengths of the text side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextConfig {
+    /// Prompt ids are padded/truncated to this length (40).
+    pub prompt_length: usize,
+    /// Token whose GPT-2 embedding separates the two audio prefixes (50256).
+    pub separator_token_id: u32,
+    /// Padding id (`!`, 0).
+    pub pad_token_id: u32,
+    /// Id the reference stops generation on (220, a bare space).
+    pub stop_token_id: u32,
+    /// GPT-2 `<|endoftext|>`.
+    pub eos_token_id: u32,
+}
