@@ -104,16 +104,11 @@ impl MapperAttention {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, n, c) = x.dims3()?;
         if x.track_op() {
-            // Training on the CPU: the same attention as one op with its own backward, on
-            // [queries | keys | values] ([B, N, 3C]; keys and values are already side by side).
-            let qkv = Tensor::cat(
-                &[
-                    &self.to_queries.forward(x)?,
-                    &self.to_keys_values.forward(x)?,
-                ],
-                2,
-            )?;
-            if let Some(y) = ops::attention(&qkv, self.heads, false)? {
+            // Training on the CPU: the same attention as one op with its own backward, reading
+            // queries [B, N, C] and keys/values [B, N, 2C] (keys first) where they are.
+            let q = self.to_queries.forward(x)?;
+            let kv = self.to_keys_values.forward(x)?;
+            if let Some(y) = ops::attention_q_kv(&q, &kv, self.heads)? {
                 return Ok(self.project.forward(&y)?);
             }
         }
@@ -171,12 +166,10 @@ impl MapperLayer {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = (x + self.attn.forward(&ops::layer_norm(&self.norm1, x)?)?)?;
-        let m = self.fc2.forward(
-            &self
-                .fc1
-                .forward(&ops::layer_norm(&self.norm2, &x)?)?
-                .relu()?,
-        )?;
+        // [B, N, C] -> [B, N, hidden] -> [B, N, C]
+        let m = self
+            .fc2
+            .forward(&self.fc1.forward_relu(&ops::layer_norm(&self.norm2, &x)?)?)?;
         Ok((x + m)?)
     }
 }

@@ -5,7 +5,9 @@
 //! (`track_op`: a trainable `Var` or something computed from one) they use the composition of
 //! differentiable ops; otherwise (inference) the fused kernels.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
+};
 use candle_nn::{LayerNorm, Module};
 use rayon::prelude::*;
 
@@ -184,8 +186,33 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, layout: WeightLayout) 
         LinearOp {
             layout,
             w_out_in: None,
+            relu: false,
         },
     )
+}
+
+/// `relu(linear(x))`. In training on the CPU (f32, with a bias) the ReLU runs inside the
+/// linear op, in the pass that adds the bias, and its backward masks the output's gradient in
+/// one parallel pass before the linear backward: candle's `relu` is a separate op whose
+/// backward is four single-threaded passes plus a zeroed gradient buffer.
+pub fn linear_relu(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    layout: WeightLayout,
+) -> Result<Tensor> {
+    let fused = (x.track_op() || w.track_op() || b.is_some_and(Tensor::track_op))
+        && x.device().is_cpu()
+        && b.is_some_and(|b| [x.dtype(), w.dtype(), b.dtype()] == [DType::F32; 3]);
+    if !fused {
+        return linear(x, w, b, layout)?.relu();
+    }
+    let op = LinearOp {
+        layout,
+        w_out_in: None,
+        relu: true,
+    };
+    linear_with(x, w, b, op)
 }
 
 /// [`linear`] through a frozen weight held both ways: the forward multiplies by `w_in_out`
@@ -201,6 +228,7 @@ pub fn linear_frozen(
     let op = LinearOp {
         layout: WeightLayout::InOut,
         w_out_in: Some(w_out_in.detach()),
+        relu: false,
     };
     linear_with(x, &w_in_out.detach(), b.map(Tensor::detach).as_ref(), op)
 }
@@ -254,6 +282,8 @@ struct LinearOp {
     layout: WeightLayout,
     /// The same frozen weight as `[out, in]`, for the input's gradient (see [`linear_frozen`]).
     w_out_in: Option<Tensor>,
+    /// `relu(x W^T + b)` (only with a bias: see [`linear_relu`]).
+    relu: bool,
 }
 
 impl LinearOp {
@@ -290,7 +320,7 @@ impl LinearOp {
     }
 }
 
-impl candle_core::CustomOp2 for LinearOp {
+impl CustomOp2 for LinearOp {
     fn name(&self) -> &'static str {
         "linear"
     }
@@ -351,8 +381,13 @@ impl candle_core::CustomOp3 for LinearOp {
             candle_core::bail!("linear: bias of {} values for {n} outputs", bias.len());
         }
         if let CpuStorage::F32(v) = &mut y {
+            let relu = self.relu;
             v.par_chunks_mut(n).for_each(|row| {
-                row.iter_mut().zip(bias).for_each(|(y, &b)| *y += b);
+                row.iter_mut().zip(bias).for_each(|(y, &b)| {
+                    let v = *y + b;
+                    // As torch's relu: NaN stays NaN.
+                    *y = if relu && v < 0.0 { 0.0 } else { v };
+                });
             });
         } else {
             candle_core::bail!("linear: f32 only");
@@ -365,9 +400,16 @@ impl candle_core::CustomOp3 for LinearOp {
         x: &Tensor,
         w: &Tensor,
         b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let masked;
+        let grad = if self.relu {
+            masked = relu_grad(res, grad)?;
+            &masked
+        } else {
+            grad
+        };
         let (dx, dw) = self.grads(x, w, grad)?;
         let db = match (b.track_op(), b.is_variable()) {
             (false, _) => None,
@@ -377,6 +419,34 @@ impl candle_core::CustomOp3 for LinearOp {
         Ok((dx, dw, db))
     }
 }
+
+/// The gradient through a ReLU from its output `y` [M, N]: `grad` where `y > 0`, else 0 (torch's
+/// `threshold_backward`), in one parallel pass.
+fn relu_grad(y: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    let (y, grad) = (y.contiguous()?, grad.contiguous()?);
+    let (ys, yl) = y.storage_and_layout();
+    let (gs, gl) = grad.storage_and_layout();
+    let (yv, gv) = (storage_f32(&ys, yl)?, storage_f32(&gs, gl)?);
+    if yv.len() != gv.len() {
+        candle_core::bail!(
+            "relu: output of {} values, gradient of {}",
+            yv.len(),
+            gv.len()
+        );
+    }
+    let mut out = vec![0f32; gv.len()];
+    out.par_chunks_mut(RELU_CHUNK)
+        .zip(gv.par_chunks(RELU_CHUNK).zip(yv.par_chunks(RELU_CHUNK)))
+        .for_each(|(o, (g, y))| {
+            o.iter_mut()
+                .zip(g.iter().zip(y))
+                .for_each(|(o, (&g, &y))| *o = if y > 0.0 { g } else { 0.0 });
+        });
+    Tensor::from_vec(out, grad.shape(), grad.device())
+}
+
+/// Values per parallel task of [`relu_grad`].
+const RELU_CHUNK: usize = 1 << 14;
 
 /// `g.sum(0)` of a [M, N] f32 CPU tensor, rows added in order (candle's reduction over a
 /// leading dimension walks the matrix column by column, a strided pass).
@@ -493,6 +563,11 @@ impl Linear {
     /// `[.., in]` -> `[.., out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         linear(x, &self.weight, self.bias.as_ref(), WeightLayout::OutIn)
+    }
+
+    /// `relu(forward(x))`, fused in training (see [`linear_relu`]).
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        linear_relu(x, &self.weight, self.bias.as_ref(), WeightLayout::OutIn)
     }
 }
 
@@ -636,14 +711,42 @@ pub fn attention(qkv: &Tensor, heads: usize, causal: bool) -> Result<Option<Tens
     let op = FusedAttention {
         heads,
         causal,
+        split: false,
         probs: std::sync::Mutex::new(None),
     };
     Ok(Some(qkv.contiguous()?.apply_op1(op)?))
 }
 
+/// [`attention`] (no mask) on queries `q` [B, T, C] and keys/values `kv` [B, T, 2C] (keys the
+/// first C columns) as two projections give them (the mappers' `to_queries`,
+/// `to_keys_values`): the same op, reading both in place, so no `[B, T, 3C]` concatenation is
+/// built in the forward nor split again in the backward.
+pub fn attention_q_kv(q: &Tensor, kv: &Tensor, heads: usize) -> Result<Option<Tensor>> {
+    if !q.device().is_cpu() || q.dtype() != DType::F32 || kv.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let (b, t, c) = q.dims3()?;
+    if kv.dims() != [b, t, 2 * c] || heads == 0 || c % heads != 0 {
+        candle_core::bail!(
+            "attention: queries {:?} and keys/values {:?} for {heads} heads",
+            q.dims(),
+            kv.dims()
+        );
+    }
+    let op = FusedAttention {
+        heads,
+        causal: false,
+        split: true,
+        probs: std::sync::Mutex::new(None),
+    };
+    Ok(Some(q.contiguous()?.apply_op2(&kv.contiguous()?, op)?))
+}
+
 struct FusedAttention {
     heads: usize,
     causal: bool,
+    /// Two inputs, queries [B, T, C] and keys/values [B, T, 2C], instead of one [B, T, 3C].
+    split: bool,
     /// Softmax probabilities of the forward, [B, H, T, T] (zeros above the diagonal when
     /// causal), kept for the backward.
     probs: std::sync::Mutex<Option<Vec<f32>>>,
@@ -727,9 +830,25 @@ fn matmul_into(dst: &mut [f32], a: Mat, b: Mat, scale: f32) -> candle_core::Resu
     Ok(())
 }
 
-/// Head `h`'s queries, keys and values [T, D] in packed `qkv` rows of width 3C.
-fn head_views(rows: &[f32], t: usize, c: usize, d: usize, h: usize) -> [Mat<'_>; 3] {
-    [0, 1, 2].map(|i| Mat::new(&rows[i * c + h * d..], (t, d), (3 * c, 1)))
+/// Where queries, keys and values sit: for each, (input, row width, column of head 0). Packed:
+/// one input of rows `[q | k | v]` (3C); split: `q` (C) and `[k | v]` (2C).
+fn qkv_places(split: bool, c: usize) -> [(usize, usize, usize); 3] {
+    if split {
+        [(0, c, 0), (1, 2 * c, 0), (1, 2 * c, c)]
+    } else {
+        [(0, 3 * c, 0), (0, 3 * c, c), (0, 3 * c, 2 * c)]
+    }
+}
+
+/// Head `h` of batch row `bi`: its queries, keys and values [T, D], read in place from the
+/// inputs (see [`qkv_places`]).
+fn head_views<'a>(
+    inputs: &[&'a [f32]],
+    places: &[(usize, usize, usize); 3],
+    (bi, h): (usize, usize),
+    (t, d): (usize, usize),
+) -> [Mat<'a>; 3] {
+    places.map(|(i, w, col)| Mat::new(&inputs[i][bi * t * w + col + h * d..], (t, d), (w, 1)))
 }
 
 /// Forward of one head: `p` [T, T] = softmax(q k^T / sqrt(D) [causal]), `y` [T, D] = p v.
@@ -782,28 +901,20 @@ fn attention_head_bwd(
     matmul_into(dk, dsm.t(), q, 1.0) // dK = dS^T Q
 }
 
-impl CustomOp1 for FusedAttention {
-    fn name(&self) -> &'static str {
-        "fused-attention"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s, l)?;
-        let (b, t, c3) = l.shape().dims3()?;
-        let (c, h) = (c3 / 3, self.heads);
+impl FusedAttention {
+    /// `inputs` (one packed or two split, see [`qkv_places`]) -> output [B, T, C], keeping the
+    /// probabilities for the backward.
+    fn forward_cpu(&self, inputs: &[&[f32]], (b, t, c): (usize, usize, usize)) -> Result<Vec<f32>> {
+        let h = self.heads;
         let d = c / h;
+        let places = qkv_places(self.split, c);
         // Per (row, head): probabilities [T, T] and output [T, D].
         let parts = (0..b * h)
             .into_par_iter()
             .map(|bh| {
-                let rows = &x[(bh / h) * t * c3..(bh / h + 1) * t * c3];
                 let (mut p, mut y) = (vec![0f32; t * t], vec![0f32; t * d]);
-                attention_head_fwd(
-                    head_views(rows, t, c, d, bh % h),
-                    self.causal,
-                    &mut p,
-                    &mut y,
-                )?;
+                let views = head_views(inputs, &places, (bh / h, bh % h), (t, d));
+                attention_head_fwd(views, self.causal, &mut p, &mut y)?;
                 Ok((p, y))
             })
             .collect::<Result<Vec<(Vec<f32>, Vec<f32>)>>>()?;
@@ -821,13 +932,16 @@ impl CustomOp1 for FusedAttention {
             .probs
             .lock()
             .map_err(|_| candle_core::Error::Msg("attention: poisoned".into()))? = Some(probs);
-        Ok((CpuStorage::F32(y), (b, t, c).into()))
+        Ok(y)
     }
 
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let (b, t, c3) = x.dims3()?;
-        let (c, h) = (c3 / 3, self.heads);
+    /// The gradients of the inputs (as laid out in the forward) from the output's, `grad`
+    /// [B, T, C].
+    fn backward_cpu(&self, inputs: &[Tensor], grad: &Tensor) -> Result<Vec<Tensor>> {
+        let (b, t, c) = grad.dims3()?;
+        let h = self.heads;
         let d = c / h;
+        let places = qkv_places(self.split, c);
         let grad = grad.contiguous()?;
         let guard = self
             .probs
@@ -836,35 +950,89 @@ impl CustomOp1 for FusedAttention {
         let Some(probs) = guard.as_ref() else {
             candle_core::bail!("attention: backward before forward");
         };
-        let (xs, xl) = x.storage_and_layout();
+        let storages: Vec<_> = inputs.iter().map(Tensor::storage_and_layout).collect();
+        let views = storages
+            .iter()
+            .map(|(s, l)| storage_f32(s, l))
+            .collect::<Result<Vec<&[f32]>>>()?;
         let (gs, gl) = grad.storage_and_layout();
-        let (xv, gv) = (storage_f32(&xs, xl)?, storage_f32(&gs, gl)?);
+        let gv = storage_f32(&gs, gl)?;
         let parts = (0..b * h)
             .into_par_iter()
             .map(|bh| {
                 let (bi, hi) = (bh / h, bh % h);
-                let views = head_views(&xv[bi * t * c3..(bi + 1) * t * c3], t, c, d, hi);
+                let qkv = head_views(&views, &places, (bi, hi), (t, d));
                 // The output's gradient: [T, C] rows, head hi's columns.
                 let dy = Mat::new(&gv[bi * t * c + hi * d..], (t, d), (c, 1));
                 let mut out = [vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d]];
                 let mut dp = vec![0f32; t * t];
                 let p = &probs[bh * t * t..(bh + 1) * t * t];
                 let [dq, dk, dv] = &mut out;
-                attention_head_bwd(views, dy, p, &mut dp, (dq, dk, dv))?;
+                attention_head_bwd(qkv, dy, p, &mut dp, (dq, dk, dv))?;
                 Ok(out)
             })
             .collect::<Result<Vec<[Vec<f32>; 3]>>>()?;
-        let mut dx = vec![0f32; b * t * c3];
+        let mut dx: Vec<Vec<f32>> = inputs.iter().map(|x| vec![0f32; x.elem_count()]).collect();
         for (bh, parts) in parts.into_iter().enumerate() {
             let (bi, hi) = (bh / h, bh % h);
-            for (k, part) in parts.iter().enumerate() {
+            for (part, &(i, w, col)) in parts.iter().zip(&places) {
                 for ti in 0..t {
-                    let o = (bi * t + ti) * c3 + k * c + hi * d;
-                    dx[o..o + d].copy_from_slice(&part[ti * d..(ti + 1) * d]);
+                    let o = (bi * t + ti) * w + col + hi * d;
+                    dx[i][o..o + d].copy_from_slice(&part[ti * d..(ti + 1) * d]);
                 }
             }
         }
-        Ok(Some(Tensor::from_vec(dx, (b, t, c3), x.device())?))
+        dx.into_iter()
+            .zip(inputs)
+            .map(|(g, x)| Tensor::from_vec(g, x.shape(), x.device()))
+            .collect()
+    }
+}
+
+impl CustomOp1 for FusedAttention {
+    fn name(&self) -> &'static str {
+        "fused-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, t, c3) = l.shape().dims3()?;
+        let y = self.forward_cpu(&[f32_slice(s, l)?], (b, t, c3 / 3))?;
+        Ok((CpuStorage::F32(y), (b, t, c3 / 3).into()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(self.backward_cpu(&[x.clone()], grad)?.pop())
+    }
+}
+
+impl CustomOp2 for FusedAttention {
+    fn name(&self) -> &'static str {
+        "fused-attention-q-kv"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, t, c) = l1.shape().dims3()?;
+        let y = self.forward_cpu(&[f32_slice(s1, l1)?, f32_slice(s2, l2)?], (b, t, c))?;
+        Ok((CpuStorage::F32(y), (b, t, c).into()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        kv: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let mut g = self
+            .backward_cpu(&[q.clone(), kv.clone()], grad)?
+            .into_iter();
+        Ok((g.next(), g.next()))
     }
 }
 
@@ -1027,6 +1195,69 @@ mod tests {
             );
             let diff = (g1 - g2)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(diff < 1e-5, "causal {causal}: gradients differ by {diff}");
+        }
+        Ok(())
+    }
+
+    /// Split queries / keys-values give what the packed op gives on their concatenation:
+    /// the same values, and the gradients of the two inputs are the packed gradient's columns.
+    #[test]
+    fn split_attention_matches_packed() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, t, h, d) = (2usize, 6usize, 3usize, 4usize);
+        let c = h * d;
+        let q = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, t, c), &dev)?)?;
+        let kv = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, t, 2 * c), &dev)?)?;
+        let qkv = Var::from_tensor(&Tensor::cat(&[q.as_tensor(), kv.as_tensor()], 2)?)?;
+        let g = Tensor::randn(0f32, 1.0, (b, t, c), &dev)?;
+        let split = attention_q_kv(q.as_tensor(), kv.as_tensor(), h)?.expect("cpu f32");
+        let packed = attention(qkv.as_tensor(), h, false)?.expect("cpu f32");
+        let diff = (&split - &packed)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert_eq!(diff, 0.0, "values differ by {diff}");
+        let gs = (split * &g)?.sum_all()?.backward()?;
+        let gp = (packed * &g)?.sum_all()?.backward()?;
+        let dqkv = gp.get(qkv.as_tensor()).unwrap();
+        let dq = gs.get(q.as_tensor()).unwrap();
+        let dkv = gs.get(kv.as_tensor()).unwrap();
+        let d1 = (dq - dqkv.narrow(2, 0, c)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        let d2 = (dkv - dqkv.narrow(2, c, 2 * c)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert_eq!((d1, d2), (0.0, 0.0), "gradients differ");
+        Ok(())
+    }
+
+    /// The fused linear + ReLU against candle's composition `(x W^T + b).relu()`: values and
+    /// the gradients of x, W and b (the mask is exact; only summation order differs).
+    #[test]
+    fn fused_linear_relu_matches_composition() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 5, 12), &dev)?)?;
+        let w = Var::from_tensor(&Tensor::randn(0f32, 0.3, (9, 12), &dev)?)?;
+        let b = Var::from_tensor(&Tensor::randn(0f32, 0.3, 9, &dev)?)?;
+        let g = Tensor::randn(0f32, 1.0, (2, 5, 9), &dev)?;
+        let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
+        let fused = linear_relu(xt, wt, Some(bt), WeightLayout::OutIn)?;
+        let reference = xt.broadcast_matmul(&wt.t()?)?.broadcast_add(bt)?.relu()?;
+        let diff = (&fused - &reference)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "values differ by {diff}");
+        let zeros = fused.eq(0f32)?.sum_all()?.to_scalar::<u8>()?;
+        assert!(zeros > 0, "the test needs some negative pre-activations");
+        let g1 = (fused * &g)?.sum_all()?.backward()?;
+        let g2 = (reference * &g)?.sum_all()?.backward()?;
+        for (name, t) in [("x", xt), ("w", wt), ("b", bt)] {
+            let d = (g1.get(t).unwrap() - g2.get(t).unwrap())?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
+            assert!(d < 1e-5, "gradient of {name} differs by {d}");
         }
         Ok(())
     }
