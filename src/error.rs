@@ -42,6 +42,19 @@ impl AdiffError {
 
 pub type Result<T> = std::result::Result<T, AdiffError>;
 
+/// Checks that every named setting of config section `section` is a finite number above zero
+/// (a zero width, length, rate or FFT size would divide by zero or build an empty tensor later).
+pub fn require_positive(section: &str, values: &[(&str, f64)]) -> Result<()> {
+    for (name, v) in values {
+        if !(v.is_finite() && *v > 0.0) {
+            return Err(AdiffError::Config(format!(
+                "{section}.{name} must be a number above 0, got {v}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Most problems an error message names before "and K more".
 const MAX_NAMED_PROBLEMS: usize = 5;
 

@@ -46,13 +46,37 @@ pub struct DecodedAudio {
 /// NaN/Inf samples.
 pub fn decode_file(path: &Path) -> Result<DecodedAudio> {
     // symphonia's demuxers and decoders parse untrusted bytes; should one of them panic on a
-    // malformed file, report it as a bad file instead of bringing the process down.
-    std::panic::catch_unwind(AssertUnwindSafe(|| decode_unguarded(path))).unwrap_or_else(|_| {
+    // malformed file, report it as a bad file instead of bringing the process down, and keep
+    // the panic's own message and backtrace off the terminal: the error says it all.
+    quiet_panics_hook();
+    QUIET_PANICS.with(|q| q.set(true));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| decode_unguarded(path)));
+    QUIET_PANICS.with(|q| q.set(false));
+    result.unwrap_or_else(|_| {
         Err(AdiffError::audio(
             path,
-            "corrupt audio data (the decoder panicked)",
+            "corrupt audio data (the decoder crashed on it)",
         ))
     })
+}
+
+thread_local! {
+    /// Set while this thread runs a decoder whose panics [`decode_file`] turns into errors.
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs (once) a panic hook that stays silent for panics caught by [`decode_file`] and hands
+/// every other panic to the hook that was there before.
+fn quiet_panics_hook() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET_PANICS.with(|q| q.get()) {
+                previous(info);
+            }
+        }));
+    });
 }
 
 fn decode_unguarded(path: &Path) -> Result<DecodedAudio> {

@@ -58,6 +58,14 @@ impl AdiffConfig {
     /// Checks the relations between dimensions that the model relies on.
     pub fn validate(&self) -> Result<()> {
         let err = |m: String| Err(AdiffError::Config(m));
+        // Each block's own sizes first: the relations below divide by them.
+        self.audio.validate()?;
+        self.htsat.validate()?;
+        self.projection.validate()?;
+        self.mapper.validate()?;
+        self.cross_projection.validate()?;
+        self.gpt2.validate()?;
+        self.text.validate()?;
         let h = &self.htsat;
         if h.depths.is_empty() || h.depths.len() != h.num_heads.len() {
             return err(

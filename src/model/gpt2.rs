@@ -39,6 +39,21 @@ pub struct Gpt2Config {
     pub hub_repo: Option<String>,
 }
 
+impl Gpt2Config {
+    pub fn validate(&self) -> Result<()> {
+        crate::error::require_positive(
+            "gpt2",
+            &[
+                ("vocab_size", self.vocab_size as f64),
+                ("n_positions", self.n_positions as f64),
+                ("n_embd", self.n_embd as f64),
+                ("n_head", self.n_head as f64),
+                ("layer_norm_epsilon", self.layer_norm_epsilon),
+            ],
+        )
+    }
+}
+
 /// Additive attention bias for masked keys. Finite (like Hugging Face's `finfo.min`) so that a
 /// fully masked row (a padding query) gives a uniform softmax instead of NaNs that would leak
 /// into later layers through `0 * NaN`.

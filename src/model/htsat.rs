@@ -45,6 +45,25 @@ fn patch_norm_default() -> bool {
 }
 
 impl HtsatConfig {
+    /// Every size above zero (the relations between them are checked by `AdiffConfig`).
+    pub fn validate(&self) -> Result<()> {
+        let mut v = vec![
+            ("spec_size", self.spec_size as f64),
+            ("freq_ratio", self.freq_ratio as f64),
+            ("patch_size", self.patch_size as f64),
+            ("patch_stride", self.patch_stride as f64),
+            ("embed_dim", self.embed_dim as f64),
+            ("window_size", self.window_size as f64),
+            ("mlp_ratio", self.mlp_ratio),
+            ("num_classes", self.num_classes as f64),
+            ("layer_norm_eps", self.layer_norm_eps),
+            ("batch_norm_eps", self.batch_norm_eps),
+        ];
+        v.extend(self.depths.iter().map(|&d| ("depths[i]", d as f64)));
+        v.extend(self.num_heads.iter().map(|&d| ("num_heads[i]", d as f64)));
+        crate::error::require_positive("htsat", &v)
+    }
+
     /// Width of the final stage (embedding dimension): embed_dim * 2^(stages-1).
     pub fn num_features(&self) -> usize {
         self.embed_dim << (self.depths.len() - 1)

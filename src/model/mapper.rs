@@ -81,6 +81,46 @@ impl Projection {
     }
 }
 
+impl ProjectionConfig {
+    pub fn validate(&self) -> Result<()> {
+        crate::error::require_positive(
+            "projection",
+            &[
+                ("in_dim", self.in_dim as f64),
+                ("out_dim", self.out_dim as f64),
+                ("layer_norm_eps", self.layer_norm_eps),
+            ],
+        )
+    }
+}
+
+impl MapperConfig {
+    pub fn validate(&self) -> Result<()> {
+        crate::error::require_positive(
+            "mapper",
+            &[
+                ("prefix_length", self.prefix_length as f64),
+                ("num_heads", self.num_heads as f64),
+                ("mlp_ratio", self.mlp_ratio),
+                ("layer_norm_eps", self.layer_norm_eps),
+            ],
+        )
+    }
+}
+
+impl CrossProjectionConfig {
+    pub fn validate(&self) -> Result<()> {
+        crate::error::require_positive(
+            "cross_projection",
+            &[
+                ("num_heads", self.num_heads as f64),
+                ("mlp_ratio", self.mlp_ratio),
+                ("layer_norm_eps", self.layer_norm_eps),
+            ],
+        )
+    }
+}
+
 /// Multi-head self-attention of the mapper transformer (`to_queries`, `to_keys_values` without
 /// bias, `project` with bias; no mask).
 struct MapperAttention {

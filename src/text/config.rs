@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{require_positive, Result};
+
 /// Token ids and lengths of the text side.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,4 +19,11 @@ pub struct TextConfig {
     pub stop_token_id: u32,
     /// GPT-2 `<|endoftext|>`.
     pub eos_token_id: u32,
+}
+
+impl TextConfig {
+    /// A prompt of at least one token.
+    pub fn validate(&self) -> Result<()> {
+        require_positive("text", &[("prompt_length", self.prompt_length as f64)])
+    }
 }

@@ -1,0 +1,120 @@
+//! Regression tests for what a hostile trial found (issue 28): one test per failure mode, each
+//! run as a user would run the command, each asserting the clean one-line error (or the safe
+//! behaviour) that replaced a panic, a silent success or lost data.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{fixture, root};
+
+fn adiff(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_adiff"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+fn tmp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("adiff-hostile-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A failing command exits 1 with exactly one line on stderr that contains `needle`, and no
+/// panic message.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(needle), "'{needle}' not in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// The tiny config with one `audio` setting replaced.
+fn tiny_config_with(dir: &Path, key: &str, value: serde_json::Value) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("configs/tiny.json")).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+    cfg["audio"][key] = value;
+    let path = dir.join(format!("tiny_{key}.json"));
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    path
+}
+
+/// `hop_length: 0` divided by zero (exit 101), `n_fft: 0` was accepted, `duration_s: 0` gave a
+/// confusing message: each now names the setting.
+#[test]
+fn zero_sizes_in_a_config_are_named() {
+    let dir = tmp_dir("config");
+    let clip = fixture("htsat/clip_a.wav");
+    let ckpt = fixture("htsat/htsat_tiny.ckpt");
+    for key in ["hop_length", "n_fft", "duration_s", "sample_rate", "n_mels"] {
+        let cfg = tiny_config_with(&dir, key, serde_json::json!(0));
+        let out = adiff(&[
+            "embed",
+            s(&clip),
+            "-c",
+            s(&ckpt),
+            "--config",
+            s(&cfg),
+            "-o",
+            s(&dir.join("e.safetensors")),
+        ]);
+        assert_one_line_error(&out, &format!("audio.{key} must be a number above 0"));
+    }
+    let cfg = tiny_config_with(&dir, "n_fft", serde_json::json!(16));
+    let out = adiff(&[
+        "embed",
+        s(&clip),
+        "-c",
+        s(&ckpt),
+        "--config",
+        s(&cfg),
+        "-o",
+        s(&dir.join("e.safetensors")),
+    ]);
+    assert_one_line_error(&out, "hop_length");
+}
+
+/// A WAV whose header declares a sample rate of 0 made symphonia panic; adiff caught it, but the
+/// panic message and backtrace reached the terminal before the clean error.
+#[test]
+fn a_decoder_panic_prints_only_the_clean_error() {
+    let dir = tmp_dir("rate0");
+    let wav = dir.join("rate0.wav");
+    // RIFF/WAVE, fmt: PCM, 1 channel, sample rate 0, 16-bit; 100 samples of data.
+    let data = vec![0u8; 200];
+    let mut b = Vec::new();
+    b.extend(b"RIFF");
+    b.extend(((36 + data.len()) as u32).to_le_bytes());
+    b.extend(b"WAVEfmt ");
+    b.extend(16u32.to_le_bytes());
+    b.extend(1u16.to_le_bytes()); // PCM
+    b.extend(1u16.to_le_bytes()); // channels
+    b.extend(0u32.to_le_bytes()); // sample rate
+    b.extend(0u32.to_le_bytes()); // byte rate
+    b.extend(2u16.to_le_bytes()); // block align
+    b.extend(16u16.to_le_bytes()); // bits per sample
+    b.extend(b"data");
+    b.extend((data.len() as u32).to_le_bytes());
+    b.extend(&data);
+    std::fs::write(&wav, b).unwrap();
+    let out = adiff(&[
+        "embed",
+        s(&wav),
+        "-c",
+        s(&fixture("htsat/htsat_tiny.ckpt")),
+        "--config",
+        "configs/tiny.json",
+        "-o",
+        s(&dir.join("e.safetensors")),
+    ]);
+    assert_one_line_error(&out, "rate0.wav");
+}
