@@ -1001,7 +1001,7 @@ impl CustomOp1 for FusedAttention {
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(self.backward_cpu(&[x.clone()], grad)?.pop())
+        Ok(self.backward_cpu(std::slice::from_ref(x), grad)?.pop())
     }
 }
 
