@@ -118,3 +118,59 @@ fn a_decoder_panic_prints_only_the_clean_error() {
     ]);
     assert_one_line_error(&out, "rate0.wav");
 }
+
+/// `explain --plot` named the demo model's event curves with AudioSet names ("Child speech")
+/// while `--events` printed the model's own labels (kind=noise): the figure now draws the top
+/// events under the names `--events` gives, and says which in the JSON report.
+#[test]
+fn plot_and_events_use_the_same_labels() {
+    let dir = tmp_dir("plot");
+    let fig = dir.join("fig.png");
+    let out = adiff(&[
+        "explain",
+        "--model",
+        "demo",
+        "data/examples/demo_first.wav",
+        "data/examples/demo_second.wav",
+        "--tier",
+        "1",
+        "--events",
+        "--json",
+        "--plot",
+        s(&fig),
+    ]);
+    let out = common::ok(out);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let labels: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("data/models/demo/labels.json")).unwrap(),
+    )
+    .unwrap();
+    let known: Vec<&str> = labels["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    for i in 0..2 {
+        let plotted: Vec<&str> = r["plot"]["events"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        let listed: Vec<&str> = r["events"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["label"].as_str().unwrap())
+            .collect();
+        assert_eq!(plotted.len(), 3, "{plotted:?}");
+        assert_eq!(
+            plotted,
+            listed[..3],
+            "audio {i}: figure and --events differ"
+        );
+        assert!(plotted.iter().all(|l| known.contains(l)), "{plotted:?}");
+    }
+    assert!(std::fs::metadata(&fig).unwrap().len() > 0);
+}

@@ -9,7 +9,6 @@ use serde::Serialize;
 use super::tag::{model_labels, top_events, TaggedEvent};
 use super::{answer_text, ClipArgs, DecodingArgs, ModelArgs};
 use crate::audio::load_clip;
-use crate::data::audioset::class_labels;
 use crate::generate::{generate, FinishReason};
 use crate::model::adiff::Adiff;
 use crate::model::htsat::HtsatOutput;
@@ -54,11 +53,12 @@ pub struct ExplainArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Also list each audio's top AudioSet events with the time spans where they are active.
+    /// Also list each audio's top events with the time spans where they are active (the
+    /// model's own labels when it has them, e.g. a stage-1 model's labels.json; else AudioSet's).
     #[arg(long)]
     pub events: bool,
-    /// Also write a PNG figure: each audio's log-mel spectrogram and its top 3 AudioSet events
-    /// over time, under the explanation (like the paper's Figure 5).
+    /// Also write a PNG figure: each audio's log-mel spectrogram and its top 3 events over time
+    /// (named as --events names them), under the explanation (like the paper's Figure 5).
     #[arg(long, value_name = "PATH")]
     pub plot: Option<PathBuf>,
 }
@@ -92,7 +92,17 @@ struct Report {
     answers: Vec<Answer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     events: Option<[Vec<TaggedEvent>; 2]>,
+    /// The figure written with --plot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plot: Option<PlotReport>,
     seconds: Timing,
+}
+
+/// Where the --plot figure went and which events it draws per audio.
+#[derive(Debug, Serialize)]
+struct PlotReport {
+    path: String,
+    events: [Vec<String>; 2],
 }
 
 #[derive(Debug, Serialize)]
@@ -166,11 +176,45 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let plot = match &args.plot {
+        Some(path) => {
+            // The model's labels name its first K outputs: the figure draws only those, so it
+            // names events as --events does.
+            let labels = model_labels(&args.model, &cfg)?;
+            let k = labels.len();
+            let figure = crate::plot::ExplanationFigure::from_outputs(
+                &[
+                    args.audio1.display().to_string(),
+                    args.audio2.display().to_string(),
+                ],
+                &logmel,
+                &out.framewise.narrow(2, 0, k)?,
+                &out.clipwise.narrow(1, 0, k)?,
+                &labels,
+                answers.iter().map(|a| a.explanation.clone()).collect(),
+                cfg.audio.duration_s as f32,
+            )?;
+            crate::plot::render_explanation_figure(path, &figure)?;
+            let names = |i: usize| -> Vec<String> {
+                figure.audios[i]
+                    .events
+                    .iter()
+                    .map(|e| e.label.clone())
+                    .collect()
+            };
+            Some(PlotReport {
+                path: path.display().to_string(),
+                events: [names(0), names(1)],
+            })
+        }
+        None => None,
+    };
     let report = Report {
         audio1: args.audio1.display().to_string(),
         audio2: args.audio2.display().to_string(),
         answers,
         events,
+        plot,
         seconds: Timing {
             load: load_s,
             audio: audio_s,
@@ -181,22 +225,6 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_text(&report);
-    }
-    if let Some(path) = &args.plot {
-        let figure = crate::plot::ExplanationFigure::from_outputs(
-            &[report.audio1.clone(), report.audio2.clone()],
-            &logmel,
-            &out.framewise,
-            &out.clipwise,
-            &class_labels()?,
-            report
-                .answers
-                .iter()
-                .map(|a| a.explanation.clone())
-                .collect(),
-            cfg.audio.duration_s as f32,
-        )?;
-        crate::plot::render_explanation_figure(path, &figure)?;
     }
     Ok(())
 }
