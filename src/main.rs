@@ -21,6 +21,11 @@ fn main() {
         Command::Train(args) => adiff::cli::train::run(args),
     };
     if let Err(e) = result {
+        // A command that finished with work left undone: its summary and its own exit status.
+        if let Some(incomplete) = e.downcast_ref::<adiff::cli::Incomplete>() {
+            eprintln!("{incomplete}");
+            std::process::exit(incomplete.code);
+        }
         // One line, every cause chained, non-zero exit.
         eprintln!("error: {e:#}");
         std::process::exit(1);

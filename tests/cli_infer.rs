@@ -72,7 +72,8 @@ fn infer_writes_reference_predictions_skips_broken_rows_and_resumes() {
     let out = dir.join("preds.csv");
     let o = infer(&csv_path, &audio, &out);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
+    // Rows were skipped: exit status 2 (some rows without a prediction), not success.
+    assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
         err.contains("missing.wav") && err.contains("broken.wav"),
         "{err}"
@@ -99,14 +100,20 @@ fn infer_writes_reference_predictions_skips_broken_rows_and_resumes() {
 
     // Nothing left to do.
     let o = infer(&csv_path, &audio, &out);
+    assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr)
-        .contains("0 pair(s) explained, 2 skipped (missing or broken audio), 3 already"));
+        .contains("0 pair(s) explained, 2 skipped (reasons above), 3 already"));
     assert_eq!(std::fs::read_to_string(&out).unwrap(), complete);
 
     // An interrupted run: the last row is cut mid-record; it is dropped and redone.
     std::fs::write(&out, &complete[..complete.len() - 10]).unwrap();
     let o = infer(&csv_path, &audio, &out);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(read_predictions(&out), preds);
     std::fs::remove_dir_all(dir).ok();
 }

@@ -192,12 +192,15 @@ fn cache_equals_on_the_fly_and_infer_with_it_writes_the_same() {
          t,audio/test_000000_1.wav,audio/elsewhere.wav,a,b,explain the difference in few words,r\n",
     )
     .unwrap();
-    let err = ok(&infer(
+    let o = infer(
         &extra,
         &dir,
         &dir.join("x.csv"),
         &["--embed-cache", s(&cache_dir)],
-    ));
+    );
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    // Its only row skipped: exit status 3 (no row explained).
+    assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(
         err.contains("'audio/elsewhere.wav' is not cached") && err.contains("1 skipped"),
         "{err}"

@@ -174,3 +174,54 @@ fn plot_and_events_use_the_same_labels() {
     }
     assert!(std::fs::metadata(&fig).unwrap().len() > 0);
 }
+
+/// `infer` exited 0 when it skipped rows, even every row (a wrong `--audio-root` gave a
+/// header-only CSV and "success"): now 3 when no row was explained, 2 when some were not, with
+/// each skipped row's line and reason.
+#[test]
+fn infer_exit_status_says_when_rows_were_skipped() {
+    let dir = tmp_dir("infer");
+    let csv = dir.join("pairs.csv");
+    std::fs::write(
+        &csv,
+        "taskname,filepath1,filepath2,caption1,caption2,input,answer\n\
+         t,clip_a.wav,clip_b.wav,c1,c2,explain the difference in few words,r\n\
+         t,clip_b.wav,clip_a.wav,c1,c2,explain the difference in few words,r\n",
+    )
+    .unwrap();
+    let run = |audio_root: &Path, out: &Path| {
+        let mut args = vec![
+            "infer".to_string(),
+            s(&csv).into(),
+            "--audio-root".into(),
+            s(audio_root).into(),
+            "-o".into(),
+            s(out).into(),
+            "--max-tokens".into(),
+            "3".into(),
+        ];
+        args.extend(common::tiny_model_args());
+        Command::new(env!("CARGO_BIN_EXE_adiff"))
+            .args(&args)
+            .current_dir(root())
+            .output()
+            .unwrap()
+    };
+    // A wrong audio root: nothing explained.
+    let o = run(&dir.join("nowhere"), &dir.join("none.csv"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("skipped line 2") && err.contains("skipped line 3"),
+        "{err}"
+    );
+    assert!(err.contains("file not found"), "{err}");
+    // The right one: every row explained, success.
+    let o = run(&fixture("htsat"), &dir.join("all.csv"));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -17,13 +17,22 @@ use crate::generate::generate;
 use crate::model::adiff::Adiff;
 use crate::text::tokenizer::Gpt2Tokenizer;
 
+/// Exit status when some rows could not be explained.
+pub const EXIT_SOME_SKIPPED: i32 = 2;
+/// Exit status when no row could be explained.
+pub const EXIT_NONE_EXPLAINED: i32 = 3;
+
 /// Explain every pair of an explanation CSV.
 ///
 /// Reads `taskname, filepath1, filepath2, caption1, caption2, input, answer` (the ACD/CLD
 /// format; `input` is the prompt) and writes the same columns plus `prediction`. Re-running with
 /// the same output skips the rows already there, so an interrupted run resumes. A row whose audio
-/// is missing or broken is reported and skipped; the run goes on and a summary ends it.
+/// is missing or broken (or not in --embed-cache) is reported with its line and reason and
+/// skipped; the run goes on and a summary ends it.
 /// With --crop random every file uses --crop-seed, so a file gets the same crop in every row.
+///
+/// Exit status: 0 every row has a prediction; 2 some rows could not be explained (rerun after
+/// fixing them: the others are kept); 3 no row could be explained; 1 an error stopped the run.
 ///
 /// Example: adiff infer data/ACD/acd_test.csv --audio-root /data/audio -c adiff_base.ckpt -o preds.csv
 #[derive(Debug, clap::Args)]
@@ -194,11 +203,21 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         pb.inc(n as u64);
     }
     pb.finish_and_clear();
-    eprintln!(
-        "{written} pair(s) explained, {skipped} skipped (missing or broken audio), {already} already in {}",
+    let summary = format!(
+        "{written} pair(s) explained, {skipped} skipped (reasons above), {already} already in {}",
         args.output.display()
     );
-    Ok(())
+    if skipped == 0 {
+        eprintln!("{summary}");
+        return Ok(());
+    }
+    // Some rows have no prediction: the calling script must be able to tell.
+    let code = if written + already == 0 {
+        EXIT_NONE_EXPLAINED
+    } else {
+        EXIT_SOME_SKIPPED
+    };
+    Err(super::Incomplete { code, summary }.into())
 }
 
 /// Keys of the rows already in an output CSV, with their counts (an incomplete last record left

@@ -66,6 +66,24 @@ pub enum Command {
     Train(train::TrainArgs),
 }
 
+/// A command that ran to its end but left part of its work undone (e.g. `infer` rows whose
+/// audio could not be read): `main` prints `summary` and exits with `code`, which each such
+/// command documents in its `--help`, so a calling script can tell it from success (0) and
+/// from an error that stopped the command (1).
+#[derive(Debug)]
+pub struct Incomplete {
+    pub code: i32,
+    pub summary: String,
+}
+
+impl std::fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.summary)
+    }
+}
+
+impl std::error::Error for Incomplete {}
+
 /// Options shared by every subcommand that loads a model.
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
