@@ -135,5 +135,5 @@ for tier in fewwords sentence; do
     -o "$work/test_preds_$tier.csv"
   preds+=("$work/test_preds_$tier.csv")
 done
-$A eval --synthetic "$d/truth.jsonl" "${preds[@]}" --json "$out/eval_synthetic.json"
+$A eval --synthetic "$d/truth.jsonl" "${preds[@]}" --json "$out/eval_synthetic.json" --force
 echo "demo trained and evaluated in $(( $(date +%s) - start )) s; model in $out"

@@ -225,3 +225,51 @@ fn infer_exit_status_says_when_rows_were_skipped() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// `convert -o x.json` wrote the weights and then overwrote them with the config; `convert -o
+/// m.safetensors` replaced a neighbouring m.json it had not written. Both are refused before
+/// anything is written; --force replaces existing outputs.
+#[test]
+fn convert_never_overwrites_its_own_output_or_a_foreign_file() {
+    let dir = tmp_dir("convert");
+    let convert = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["convert".to_string(), "-o".into(), s(out).into()];
+        args.extend(common::tiny_model_args());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Command::new(env!("CARGO_BIN_EXE_adiff"))
+            .args(&args)
+            .current_dir(root())
+            .output()
+            .unwrap()
+    };
+    let same = dir.join("x.json");
+    assert_one_line_error(
+        &convert(&same, &[]),
+        "the config and the weights would be the same file",
+    );
+    assert!(!same.exists(), "nothing may be written");
+
+    let out = dir.join("m.safetensors");
+    let foreign = dir.join("m.json");
+    std::fs::write(&foreign, "my notes\n").unwrap();
+    assert_one_line_error(&convert(&out, &[]), "give --force to replace it");
+    assert_eq!(std::fs::read_to_string(&foreign).unwrap(), "my notes\n");
+    assert!(!out.exists());
+    common::ok(convert(&out, &["--force"]));
+    assert!(std::fs::read_to_string(&foreign)
+        .unwrap()
+        .contains("\"gpt2\""));
+}
+
+/// `eval --json` could overwrite its own input CSV.
+#[test]
+fn eval_json_never_overwrites_an_input() {
+    let dir = tmp_dir("eval");
+    let preds = dir.join("preds.csv");
+    let text = "taskname,filepath1,filepath2,caption1,caption2,input,answer,prediction\n\
+                t,a.wav,b.wav,c,d,explain the difference in few words,a dog barks,a dog barks\n";
+    std::fs::write(&preds, text).unwrap();
+    let out = adiff(&["eval", s(&preds), "--json", s(&preds), "--tier", "1"]);
+    assert_one_line_error(&out, "would overwrite an input of this command");
+    assert_eq!(std::fs::read_to_string(&preds).unwrap(), text);
+}

@@ -27,9 +27,21 @@ pub struct ConvertArgs {
     /// Output safetensors file.
     #[arg(long, short = 'o')]
     pub output: PathBuf,
+    /// Replace the output files (OUTPUT and its .json config) if they exist.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
+    let cfg_path = args.output.with_extension("json");
+    let mut inputs: Vec<&std::path::Path> =
+        args.model.checkpoint.iter().map(PathBuf::as_path).collect();
+    inputs.extend(args.model.config.as_deref());
+    super::check_outputs(
+        &inputs,
+        &[("weights", &args.output), ("config", &cfg_path)],
+        args.force,
+    )?;
     let cfg = args.model.config()?;
     let ckpt = args.model.load_checkpoint(&cfg)?;
     let (vb, report) = ckpt.var_builder(DType::F32, &Device::Cpu);
@@ -59,7 +71,6 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     }
     let metadata = HashMap::from([("format".to_string(), "adiff".to_string())]);
     save_safetensors(&tensors, Some(metadata), &args.output)?;
-    let cfg_path = args.output.with_extension("json");
     std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg)? + "\n")?;
     let params: usize = tensors.values().map(|t| t.elem_count()).sum();
     eprintln!(

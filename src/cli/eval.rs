@@ -41,6 +41,9 @@ pub struct EvalArgs {
     /// Also write the scores as JSON here (for CI).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Replace the --json file if it exists.
+    #[arg(long)]
+    pub force: bool,
     /// Score each group separately: any of `taskname`, `tier` (comma-separated).
     #[arg(
         long,
@@ -217,6 +220,13 @@ type GroupId = (Option<String>, Option<Tier>);
 type GroupRows = (Vec<String>, Vec<(String, PredictionRow)>);
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    if let Some(json) = &args.json {
+        let mut inputs: Vec<&std::path::Path> = args.preds.iter().map(PathBuf::as_path).collect();
+        inputs.extend(args.synthetic.as_deref());
+        inputs.extend(args.meteor_data.as_deref());
+        inputs.extend(args.spice_jar.as_deref());
+        super::check_outputs(&inputs, &[("JSON scores", json)], args.force)?;
+    }
     if let Some(truth) = &args.synthetic {
         let report = crate::metrics::synthetic::evaluate(truth, &args.preds)?;
         print!("{}", report.table());

@@ -84,6 +84,57 @@ impl std::fmt::Display for Incomplete {
 
 impl std::error::Error for Incomplete {}
 
+/// The same file, whether or not it exists yet (an absent path compares by its canonical folder
+/// and its name).
+fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let canonical = |p: &std::path::Path| -> Option<PathBuf> {
+        if let Ok(c) = p.canonicalize() {
+            return Some(c);
+        }
+        let parent = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.canonicalize().ok()?,
+            _ => std::env::current_dir().ok()?,
+        };
+        Some(parent.join(p.file_name()?))
+    };
+    match (canonical(a), canonical(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// Checks a command's outputs before it writes anything: no output may be one of its `inputs`
+/// or another of its `outputs`, and none may already exist unless `force` (a file this command
+/// did not write is never replaced silently). Outputs come as (what, path) for the messages.
+pub fn check_outputs(
+    inputs: &[&std::path::Path],
+    outputs: &[(&str, &std::path::Path)],
+    force: bool,
+) -> anyhow::Result<()> {
+    for (i, (what, out)) in outputs.iter().enumerate() {
+        if let Some(input) = inputs.iter().find(|p| same_path(p, out)) {
+            anyhow::bail!(
+                "{}: the {what} would overwrite an input of this command ({})",
+                out.display(),
+                input.display()
+            );
+        }
+        if let Some((other, _)) = outputs[..i].iter().find(|(_, p)| same_path(p, out)) {
+            anyhow::bail!(
+                "{}: the {what} and the {other} would be the same file",
+                out.display()
+            );
+        }
+        if !force && out.exists() {
+            anyhow::bail!(
+                "{}: exists (the {what} of this command); give --force to replace it",
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Options shared by every subcommand that loads a model.
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
