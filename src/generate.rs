@@ -154,6 +154,12 @@ pub fn generate(
     let mut active: Vec<usize> = (0..b).collect(); // original row of each cache row
     for step in 0..budget {
         let rows = logits.to_vec2::<f32>()?; // [active, V]
+        if rows.iter().flatten().any(|v| v.is_nan()) {
+            return Err(AdiffError::Invalid(format!(
+                "GPT-2's logits are NaN at step {step}: the checkpoint's weights (GPT-2 or the \
+                 mappers) hold non-finite values"
+            )));
+        }
         let mut next = Vec::with_capacity(active.len());
         let mut keep = Vec::with_capacity(active.len());
         for (i, (&row, row_logits)) in active.iter().zip(rows.iter()).enumerate() {

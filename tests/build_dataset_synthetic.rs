@@ -327,6 +327,8 @@ fn eval_json(truth: &Path, preds: &Path, json: &Path) -> serde_json::Value {
         preds.to_str().unwrap(),
         "--json",
         json.to_str().unwrap(),
+        // Each call of this helper replaces the scores file of the call before.
+        "--force",
     ]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -273,3 +273,98 @@ fn eval_json_never_overwrites_an_input() {
     assert_one_line_error(&out, "would overwrite an input of this command");
     assert_eq!(std::fs::read_to_string(&preds).unwrap(), text);
 }
+
+/// A float WAV of samples 1e30 (finite, far beyond full scale) gave NaN event probabilities and
+/// an explanation of "!!!!" with exit 0: such input is refused, naming the file and the sample.
+#[test]
+fn absurd_sample_levels_are_refused() {
+    let dir = tmp_dir("level");
+    let wav = dir.join("loud.wav");
+    let n = 3200usize;
+    let mut b = Vec::new();
+    b.extend(b"RIFF");
+    b.extend(((36 + 4 * n) as u32).to_le_bytes());
+    b.extend(b"WAVEfmt ");
+    b.extend(16u32.to_le_bytes());
+    b.extend(3u16.to_le_bytes()); // IEEE float
+    b.extend(1u16.to_le_bytes());
+    b.extend(32_000u32.to_le_bytes());
+    b.extend(128_000u32.to_le_bytes());
+    b.extend(4u16.to_le_bytes());
+    b.extend(32u16.to_le_bytes());
+    b.extend(b"data");
+    b.extend(((4 * n) as u32).to_le_bytes());
+    for i in 0..n {
+        b.extend((if i % 2 == 0 { 1e30f32 } else { -1e30 }).to_le_bytes());
+    }
+    std::fs::write(&wav, b).unwrap();
+    let out = adiff(&[
+        "embed",
+        s(&wav),
+        "-c",
+        s(&fixture("htsat/htsat_tiny.ckpt")),
+        "--config",
+        "configs/tiny.json",
+        "-o",
+        s(&dir.join("e.safetensors")),
+    ]);
+    assert_one_line_error(
+        &out,
+        "loud.wav: sample 1000000000000000000000000000000 at frame 0",
+    );
+}
+
+/// A checkpoint with NaN weights gave NaN probabilities and "!!!!" with exit 0: HTSAT's output
+/// and GPT-2's logits are checked, and the error says where to look.
+#[test]
+fn nan_weights_are_an_error_that_names_the_part() {
+    use adiff::model::checkpoint::{save_safetensors, Checkpoint};
+    let dir = tmp_dir("nan");
+    let poison = |src: &str, name_part: &str, dst: &Path| {
+        let ckpt = Checkpoint::load(fixture(src)).unwrap();
+        let mut tensors = std::collections::HashMap::new();
+        let mut poisoned = 0;
+        for n in ckpt.names() {
+            let mut t = ckpt.get(n).unwrap().clone();
+            if n.contains(name_part) && t.dtype() == candle_core::DType::F32 {
+                t = (t * f64::NAN).unwrap();
+                poisoned += 1;
+            }
+            tensors.insert(n.to_string(), t);
+        }
+        assert!(poisoned > 0, "no tensor named like {name_part}");
+        save_safetensors(&tensors, None, dst).unwrap();
+    };
+    let explain = |htsat: &Path, gpt2: &Path| {
+        adiff(&[
+            "explain",
+            s(&fixture("htsat/clip_a.wav")),
+            s(&fixture("htsat/clip_b.wav")),
+            "-c",
+            s(htsat),
+            "-c",
+            s(gpt2),
+            "-c",
+            s(&fixture("adiff/adiff_tiny_rest.ckpt")),
+            "--config",
+            "configs/tiny.json",
+            "--max-tokens",
+            "3",
+        ])
+    };
+    let bad_htsat = dir.join("htsat_nan.safetensors");
+    poison(
+        "htsat/htsat_tiny.ckpt",
+        "patch_embed.proj.weight",
+        &bad_htsat,
+    );
+    let good_gpt2 = fixture("gpt2/adiff_tiny.safetensors");
+    assert_one_line_error(
+        &explain(&bad_htsat, &good_gpt2),
+        "HTSAT's output is not finite",
+    );
+    let bad_gpt2 = dir.join("gpt2_nan.safetensors");
+    poison("gpt2/adiff_tiny.safetensors", "ln_f.weight", &bad_gpt2);
+    let good_htsat = fixture("htsat/htsat_tiny.ckpt");
+    assert_one_line_error(&explain(&good_htsat, &bad_gpt2), "GPT-2's logits are NaN");
+}

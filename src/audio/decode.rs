@@ -37,6 +37,10 @@ pub struct DecodedAudio {
     pub channels: usize,
 }
 
+/// Largest sample magnitude accepted: 60 dB above full scale, far past any real clipping, far
+/// below what overflows the log-mel's power spectrum.
+pub const MAX_SAMPLE_MAGNITUDE: f32 = 1000.0;
+
 /// Decodes every packet of the file's first audio track and averages its channels to mono.
 ///
 /// A packet that fails to decode (`DecodeError`) is skipped, as symphonia recommends for
@@ -232,6 +236,16 @@ fn decode_unguarded(path: &Path) -> Result<DecodedAudio> {
     if let Some(i) = samples.iter().position(|s| !s.is_finite()) {
         return Err(err(format!(
             "non-finite sample ({}) at frame {i}",
+            samples[i]
+        )));
+    }
+    // Decoded audio is nominally within [-1, 1]; float formats can hold anything. Far beyond full
+    // scale the power spectrum overflows f32 and HTSAT returns NaN, so such a file is refused
+    // rather than silently rescaled (its level is part of what the model compares).
+    if let Some(i) = samples.iter().position(|s| s.abs() > MAX_SAMPLE_MAGNITUDE) {
+        return Err(err(format!(
+            "sample {} at frame {i} is beyond +/-{MAX_SAMPLE_MAGNITUDE} (full scale is +/-1): \
+             rescale the file",
             samples[i]
         )));
     }

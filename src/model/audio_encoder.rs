@@ -78,6 +78,25 @@ impl AudioEncoder {
     pub fn encode(&self, clips: &[Vec<f32>]) -> Result<(Tensor, HtsatOutput)> {
         let logmel = self.log_mel(clips)?;
         let out = self.htsat.forward(&logmel)?;
+        // NaN weights (or a log-mel that overflowed) would otherwise flow on into NaN event
+        // probabilities and an explanation of "!!!!".
+        if !all_finite(&out.embedding)? {
+            return Err(AdiffError::Invalid(
+                "HTSAT's output is not finite (NaN or infinite): the checkpoint's HTSAT weights \
+                 hold non-finite values, or an input's level overflowed the front end"
+                    .into(),
+            ));
+        }
         Ok((logmel, out))
     }
+}
+
+/// Whether every value of `t` is finite (one reduction: a NaN or an infinity makes the sum
+/// non-finite).
+pub fn all_finite(t: &Tensor) -> Result<bool> {
+    Ok(t.to_dtype(DType::F32)?
+        .abs()?
+        .sum_all()?
+        .to_scalar::<f32>()?
+        .is_finite())
 }
