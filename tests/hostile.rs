@@ -368,3 +368,104 @@ fn nan_weights_are_an_error_that_names_the_part() {
     let good_htsat = fixture("htsat/htsat_tiny.ckpt");
     assert_one_line_error(&explain(&good_htsat, &bad_gpt2), "GPT-2's logits are NaN");
 }
+
+/// `infer` required `taskname`, `caption1`, `caption2` and `answer` just to explain new pairs,
+/// and dropped every other column: now `filepath1`, `filepath2` and a prompt (`input`, or
+/// --tier / --prompt) are enough, and every column comes through unchanged and in order.
+#[test]
+fn infer_needs_only_the_pair_and_a_prompt_and_keeps_every_column() {
+    let dir = tmp_dir("infer-cols");
+    let csv = dir.join("pairs.csv");
+    std::fs::write(
+        &csv,
+        "id,filepath1,filepath2,note\n\
+         17,clip_a.wav,clip_b.wav,\"first, with comma\"\n\
+         42,clip_b.wav,clip_a.wav,second\n",
+    )
+    .unwrap();
+    let infer = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "infer".to_string(),
+            s(&csv).into(),
+            "--audio-root".into(),
+            s(&fixture("htsat")).into(),
+            "-o".into(),
+            s(out).into(),
+            "--max-tokens".into(),
+            "3".into(),
+        ];
+        args.extend(common::tiny_model_args());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Command::new(env!("CARGO_BIN_EXE_adiff"))
+            .args(&args)
+            .current_dir(root())
+            .output()
+            .unwrap()
+    };
+    let out = dir.join("preds.csv");
+    assert_one_line_error(
+        &infer(&out, &[]),
+        "missing column 'input' (the prompt; or give --tier",
+    );
+    common::ok(infer(&out, &["--tier", "1"]));
+    let mut rdr = csv::Reader::from_path(&out).unwrap();
+    let header: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(
+        header,
+        [
+            "id",
+            "filepath1",
+            "filepath2",
+            "note",
+            "input",
+            "prediction"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!((&rows[0][0], &rows[0][3]), ("17", "first, with comma"));
+    assert_eq!((&rows[1][0], &rows[1][3]), ("42", "second"));
+    assert_eq!(&rows[0][4], "explain the difference in few words");
+}
+
+/// Resuming into an `-o` written by another model or with other decoding settings silently kept
+/// the old predictions next to new ones: the run's settings are kept beside the output and a
+/// resume with others is refused, naming what changed.
+#[test]
+fn infer_refuses_to_resume_with_other_settings() {
+    let dir = tmp_dir("infer-settings");
+    let csv = dir.join("pairs.csv");
+    std::fs::write(
+        &csv,
+        "filepath1,filepath2,input\nclip_a.wav,clip_b.wav,explain the difference in few words\n",
+    )
+    .unwrap();
+    let out = dir.join("preds.csv");
+    let infer = |tokens: &str| {
+        let mut args = vec![
+            "infer".to_string(),
+            s(&csv).into(),
+            "--audio-root".into(),
+            s(&fixture("htsat")).into(),
+            "-o".into(),
+            s(&out).into(),
+            "--max-tokens".into(),
+            tokens.into(),
+        ];
+        args.extend(common::tiny_model_args());
+        Command::new(env!("CARGO_BIN_EXE_adiff"))
+            .args(&args)
+            .current_dir(root())
+            .output()
+            .unwrap()
+    };
+    common::ok(infer("3"));
+    let written = std::fs::read_to_string(&out).unwrap();
+    common::ok(infer("3")); // the same settings: nothing to redo
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), written);
+    assert_one_line_error(&infer("4"), "other settings (max_tokens (then 3, now 4))");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), written);
+    // An output without a settings file: who wrote it is unknown, so it is not added to.
+    std::fs::remove_file(dir.join("preds.csv.settings.json")).unwrap();
+    assert_one_line_error(&infer("3"), "has rows but no");
+}

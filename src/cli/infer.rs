@@ -12,9 +12,10 @@ use candle_core::{IndexOp, Tensor};
 use super::build_dataset::embed_cache::open_for_model;
 use super::{answer_text, ClipArgs, DecodingArgs, ModelArgs};
 use crate::audio::load_clip;
-use crate::data::explanations::{read_explanations, ExplanationRow, COLUMNS};
+use crate::data::csv_schema::read_table;
 use crate::generate::generate;
 use crate::model::adiff::Adiff;
+use crate::text::prompts::{PromptDatabase, PromptKind};
 use crate::text::tokenizer::Gpt2Tokenizer;
 
 /// Exit status when some rows could not be explained.
@@ -24,9 +25,12 @@ pub const EXIT_NONE_EXPLAINED: i32 = 3;
 
 /// Explain every pair of an explanation CSV.
 ///
-/// Reads `taskname, filepath1, filepath2, caption1, caption2, input, answer` (the ACD/CLD
-/// format; `input` is the prompt) and writes the same columns plus `prediction`. Re-running with
-/// the same output skips the rows already there, so an interrupted run resumes. A row whose audio
+/// Needs `filepath1` and `filepath2` columns and a prompt: the `input` column (as in the ACD/CLD
+/// format) or --tier / --prompt for every row. Writes every column of the input, unchanged and
+/// in order (IDs to join results back included), then `input` if the input had none, then
+/// `prediction`. Re-running with the same output skips the rows already there, so an
+/// interrupted run resumes; the model and settings of a run are kept in OUTPUT.settings.json,
+/// and a resume with others is refused. A row whose audio
 /// is missing or broken (or not in --embed-cache) is reported with its line and reason and
 /// skipped; the run goes on and a summary ends it.
 /// With --crop random every file uses --crop-seed, so a file gets the same crop in every row.
@@ -55,6 +59,13 @@ pub struct InferArgs {
     /// Pairs decoded together.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// Prompt every row with this tier's default prompt (1 = a few words, 2 = one sentence,
+    /// 3 = a detailed paragraph) instead of its `input` column.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3), conflicts_with = "prompt")]
+    pub tier: Option<u8>,
+    /// Prompt every row with this text instead of its `input` column.
+    #[arg(long)]
+    pub prompt: Option<String>,
     /// GPT-2 tokenizer.json to use instead of the bundled one.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -68,7 +79,19 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
     let cfg = args.model.config()?;
     let device = args.model.device()?;
-    let rows = read_explanations(&args.data)?;
+    let fixed_prompt = match (&args.prompt, args.tier) {
+        (Some(p), _) => {
+            anyhow::ensure!(!p.trim().is_empty(), "--prompt is empty");
+            Some(p.clone())
+        }
+        (None, Some(t)) => Some(
+            PromptDatabase::bundled()?
+                .default_prompt(PromptKind::Tier(t))
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    let (in_header, rows) = read_pairs(&args.data, fixed_prompt.as_deref())?;
     let root = match &args.audio_root {
         Some(r) => r.clone(),
         None => args
@@ -82,6 +105,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         None => Gpt2Tokenizer::bundled(&cfg.text)?,
     };
     let ckpt = args.model.load_checkpoint(&cfg)?;
+    let settings = run_settings(&args, &ckpt, &cfg, fixed_prompt.as_deref())?;
     let embed_cache = match &args.embed_cache {
         Some(dir) => Some(open_for_model(dir, &ckpt, &cfg, &args.clip)?),
         None => None,
@@ -90,10 +114,12 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     tokenizer.check_fits(model.config().gpt2.vocab_size)?;
     let opts = args.decoding.options(&cfg);
 
-    // Resume: rows already in the output (matched by audios + prompt, with multiplicity).
+    // Resume: rows already in the output (matched by audios + prompt, with multiplicity), if
+    // they were written with this model and these settings.
     let mut done = completed_rows(&args.output)?;
+    check_settings(&args.output, &settings, !done.is_empty())?;
     let before = rows.len();
-    let todo: Vec<&ExplanationRow> = rows
+    let todo: Vec<&PairRow> = rows
         .iter()
         .filter(|r| match done.get_mut(&r.key()) {
             Some(n) if *n > 0 => {
@@ -117,8 +143,11 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         .quote_style(csv::QuoteStyle::Always)
         .from_writer(file);
     if fresh {
-        let mut header: Vec<&str> = COLUMNS.to_vec();
-        header.push("prediction");
+        let mut header = in_header.clone();
+        if !header.iter().any(|h| h == INPUT) {
+            header.push(INPUT.into());
+        }
+        header.push(PREDICTION.into());
         out.write_record(&header)?;
         out.flush()?;
     }
@@ -162,7 +191,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
             }
         }
 
-        let mut ready: Vec<&ExplanationRow> = Vec::new();
+        let mut ready: Vec<&PairRow> = Vec::new();
         let (mut e1, mut e2, mut ids) = (Vec::new(), Vec::new(), Vec::new());
         for r in batch {
             let a = &cache[r.filepath1.as_str()];
@@ -172,7 +201,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
                     ready.push(r);
                     e1.push(a.clone());
                     e2.push(b.clone());
-                    ids.extend(tokenizer.encode_prompt(&r.input)?);
+                    ids.extend(tokenizer.encode_prompt(&r.prompt)?);
                 }
                 (Err(e), _) | (_, Err(e)) => {
                     pb.suspend(|| eprintln!("skipped line {}: {e}", r.line));
@@ -194,7 +223,10 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         let generations = generate(&model.gpt, &parts.prefix, None, &opts)?;
         for (r, g) in ready.iter().zip(&generations) {
             let prediction = answer_text(&tokenizer, g)?;
-            let mut record: Vec<&str> = r.fields().to_vec();
+            let mut record: Vec<&str> = r.fields.iter().map(String::as_str).collect();
+            if r.input_column.is_none() {
+                record.push(&r.prompt);
+            }
             record.push(&prediction);
             out.write_record(&record)?;
         }
@@ -251,4 +283,214 @@ fn completed_rows(path: &Path) -> anyhow::Result<HashMap<(String, String, String
         }
     }
     Ok(done)
+}
+
+/// Column names infer reads and writes.
+const FILEPATH1: &str = "filepath1";
+const FILEPATH2: &str = "filepath2";
+const INPUT: &str = "input";
+const PREDICTION: &str = "prediction";
+
+/// One pair to explain: its line in the input, its audios, its prompt, and every field of its
+/// row (written back unchanged).
+struct PairRow {
+    line: u64,
+    filepath1: String,
+    filepath2: String,
+    prompt: String,
+    /// The row's `input` field, if the CSV has that column.
+    input_column: Option<usize>,
+    fields: Vec<String>,
+}
+
+impl PairRow {
+    /// The `input` value written to the output: the row's own, or the prompt used.
+    fn written_input(&self) -> &str {
+        self.input_column.map_or(&self.prompt, |i| &self.fields[i])
+    }
+
+    /// What identifies a row across runs (for resuming): the two audios and the written input
+    /// (the settings file makes sure the prompts came the same way).
+    fn key(&self) -> (String, String, String) {
+        (
+            self.filepath1.clone(),
+            self.filepath2.clone(),
+            self.written_input().to_string(),
+        )
+    }
+}
+
+/// Reads the pairs of a CSV: `filepath1`, `filepath2`, and the prompt (`fixed`, or else the
+/// `input` column); other columns are kept as they are. Returns the header and the rows.
+fn read_pairs(path: &Path, fixed: Option<&str>) -> anyhow::Result<(Vec<String>, Vec<PairRow>)> {
+    let (header, rows) = read_table(path)?;
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let missing = |name: &str, why: &str| {
+        anyhow::anyhow!(
+            "{}: missing column '{name}'{why} (header: {})",
+            path.display(),
+            header.join(",")
+        )
+    };
+    let c1 = col(FILEPATH1).ok_or_else(|| missing(FILEPATH1, ""))?;
+    let c2 = col(FILEPATH2).ok_or_else(|| missing(FILEPATH2, ""))?;
+    anyhow::ensure!(
+        col(PREDICTION).is_none(),
+        "{}: already has a '{PREDICTION}' column (an infer output?); give the pairs' CSV",
+        path.display()
+    );
+    let input = col(INPUT);
+    if fixed.is_none() && input.is_none() {
+        return Err(missing(INPUT, " (the prompt; or give --tier or --prompt)"));
+    }
+    let pairs: Vec<PairRow> = rows
+        .into_iter()
+        .map(|(line, fields)| PairRow {
+            line,
+            filepath1: fields[c1].clone(),
+            filepath2: fields[c2].clone(),
+            // --tier / --prompt, else the row's `input` (present: checked above).
+            prompt: fixed
+                .map(str::to_string)
+                .or_else(|| input.map(|i| fields[i].clone()))
+                .unwrap_or_default(),
+            // With --tier/--prompt the prompt goes into an `input` column of its own unless
+            // the input has one, whose values are then kept as they were.
+            input_column: input,
+            fields,
+        })
+        .collect();
+    anyhow::ensure!(!pairs.is_empty(), "{}: no rows", path.display());
+    Ok((header, pairs))
+}
+
+/// What the predictions of a run depend on, kept in OUTPUT.settings.json: the model (a
+/// fingerprint of its tensors and the config), the tokenizer, the crop, the prompt source and
+/// the decoding options.
+fn run_settings(
+    args: &InferArgs,
+    ckpt: &crate::model::checkpoint::Checkpoint,
+    cfg: &crate::model::config::AdiffConfig,
+    fixed_prompt: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    let d = &args.decoding;
+    Ok(serde_json::json!({
+        "model_fingerprint": model_fingerprint(ckpt)?,
+        "config": serde_json::to_value(cfg)?,
+        "tokenizer": args.tokenizer.as_ref().map_or("bundled".to_string(), |p| p.display().to_string()),
+        "crop": super::build_dataset::embed_cache::crop_label(&args.clip),
+        "prompt": fixed_prompt.map_or("the input column".to_string(), str::to_string),
+        "decoding": {
+            "sample": d.sample,
+            "temperature": d.temperature,
+            "top_k": d.top_k,
+            "top_p": d.top_p,
+            "seed": d.seed,
+            "max_tokens": d.max_tokens,
+            "stop_ids": d.stop_ids,
+            "no_stop": d.no_stop,
+        },
+    }))
+}
+
+/// Values sampled per tensor for [`model_fingerprint`].
+const FINGERPRINT_SAMPLES: usize = 64;
+
+/// SHA-256 over every tensor's name, shape and up to [`FINGERPRINT_SAMPLES`] values spread over
+/// it: two checkpoints that differ get different fingerprints unless they differ only between
+/// the sampled values (a fine-tuned model differs everywhere), at a cost of a few milliseconds.
+fn model_fingerprint(ckpt: &crate::model::checkpoint::Checkpoint) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut names: Vec<&str> = ckpt.names().collect();
+    names.sort_unstable();
+    let mut h = Sha256::new();
+    for name in names {
+        let Some(t) = ckpt.get(name) else { continue };
+        h.update(name.as_bytes());
+        for &d in t.dims() {
+            h.update((d as u64).to_le_bytes());
+        }
+        let n = t.elem_count();
+        if n == 0 {
+            continue;
+        }
+        let step = n.div_ceil(FINGERPRINT_SAMPLES);
+        let idx: Vec<u32> = (0..n).step_by(step).map(|i| i as u32).collect();
+        let idx = Tensor::from_vec(idx.clone(), idx.len(), t.device())?;
+        let vals = t
+            .flatten_all()?
+            .index_select(&idx, 0)?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
+        for v in vals {
+            h.update(v.to_le_bytes());
+        }
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// OUTPUT.settings.json.
+fn settings_path(output: &Path) -> PathBuf {
+    let mut name = output.as_os_str().to_owned();
+    name.push(".settings.json");
+    PathBuf::from(name)
+}
+
+/// Refuses to add to an output whose rows came from another model or other settings (or whose
+/// settings are unknown); writes the settings file for a new output.
+fn check_settings(output: &Path, now: &serde_json::Value, has_rows: bool) -> anyhow::Result<()> {
+    let path = settings_path(output);
+    let before = match std::fs::read(&path) {
+        Ok(b) => Some(
+            serde_json::from_slice::<serde_json::Value>(&b)
+                .with_context(|| format!("{}: not a settings file", path.display()))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    match before {
+        Some(before) if has_rows => {
+            let differ: Vec<String> =
+                ["model_fingerprint", "config", "tokenizer", "crop", "prompt"]
+                    .iter()
+                    .filter(|k| before[**k] != now[**k])
+                    .map(|k| match *k {
+                        "model_fingerprint" | "config" => "the model".to_string(),
+                        other => other.to_string(),
+                    })
+                    .chain(
+                        now["decoding"]
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter(|(k, v)| before["decoding"][k.as_str()] != **v)
+                            .map(|(k, v)| {
+                                format!("{k} (then {}, now {v})", before["decoding"][k.as_str()])
+                            }),
+                    )
+                    .collect();
+            let mut differ = differ;
+            differ.dedup();
+            anyhow::ensure!(
+                differ.is_empty(),
+                "{}: its rows were written with other settings ({}); use another -o to keep them \
+                 apart, or delete it and {} to start over",
+                output.display(),
+                differ.join(", "),
+                path.display()
+            );
+            Ok(())
+        }
+        None if has_rows => anyhow::bail!(
+            "{}: has rows but no {} saying which model and settings wrote them; use another -o, \
+             or delete it to start over",
+            output.display(),
+            path.display()
+        ),
+        _ => {
+            std::fs::write(&path, serde_json::to_string_pretty(now)? + "\n")
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(())
+        }
+    }
 }

@@ -6,36 +6,25 @@ use std::path::Path;
 
 use crate::error::{AdiffError, Result};
 
-/// Reads the CSV at `path` and returns, for every record, its line and the values of `columns`
-/// in that order. A header cell matches with surrounding spaces and a byte-order mark ignored
-/// (Hugging Face exports and spreadsheets add them); a missing column is named, followed by
-/// `context` (e.g. " for --format clotho") and the header found.
-pub fn read_columns(
-    path: &Path,
-    columns: &[&str],
-    context: &str,
-) -> Result<Vec<(u64, Vec<String>)>> {
+/// Records with their 1-based line: `(line, fields)`.
+pub type Records = Vec<(u64, Vec<String>)>;
+
+/// Reads the CSV at `path`: its header cells (trimmed, without a byte-order mark: Hugging Face
+/// exports and spreadsheets add them) and every record with its line. A record with another
+/// number of fields than the header is an error naming its line.
+pub fn read_table(path: &Path) -> Result<(Vec<String>, Records)> {
     let err = |m: String| AdiffError::Invalid(format!("{}: {m}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     let mut lines = RecordLines::new(&bytes);
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
         .from_reader(bytes.as_slice());
-    let headers = rdr.headers().map_err(|e| err(e.to_string()))?.clone();
-    let index = columns
+    let headers: Vec<String> = rdr
+        .headers()
+        .map_err(|e| err(e.to_string()))?
         .iter()
-        .map(|col| {
-            headers
-                .iter()
-                .position(|h| h.trim().trim_start_matches('\u{feff}') == *col)
-                .ok_or_else(|| {
-                    err(format!(
-                        "missing column '{col}'{context} (header: {})",
-                        headers.iter().collect::<Vec<_>>().join(",")
-                    ))
-                })
-        })
-        .collect::<Result<Vec<usize>>>()?;
+        .map(|h| h.trim().trim_start_matches('\u{feff}').to_string())
+        .collect();
     let mut rows = Vec::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| err(e.to_string()))?;
@@ -47,9 +36,36 @@ pub fn read_columns(
                 headers.len()
             )));
         }
-        rows.push((line, index.iter().map(|&i| rec[i].to_string()).collect()));
+        rows.push((line, rec.iter().map(str::to_string).collect()));
     }
-    Ok(rows)
+    Ok((headers, rows))
+}
+
+/// Reads the CSV at `path` and returns, for every record, its line and the values of `columns`
+/// in that order (see [`read_table`] for how the header matches); a missing column is named,
+/// followed by `context` (e.g. " for --format clotho") and the header found.
+pub fn read_columns(
+    path: &Path,
+    columns: &[&str],
+    context: &str,
+) -> Result<Vec<(u64, Vec<String>)>> {
+    let (headers, rows) = read_table(path)?;
+    let index = columns
+        .iter()
+        .map(|col| {
+            headers.iter().position(|h| h == col).ok_or_else(|| {
+                AdiffError::Invalid(format!(
+                    "{}: missing column '{col}'{context} (header: {})",
+                    path.display(),
+                    headers.join(",")
+                ))
+            })
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    Ok(rows
+        .into_iter()
+        .map(|(line, rec)| (line, index.iter().map(|&i| rec[i].clone()).collect()))
+        .collect())
 }
 
 /// 1-based line numbers of CSV records, counted from their byte positions. The csv crate's own
