@@ -6,8 +6,8 @@ use std::path::PathBuf;
 pub enum AdiffError {
     #[error("config: {0}")]
     Config(String),
-    /// Audio that cannot be turned into a clip: the file is named.
-    #[error("{path}: {msg}")]
+    /// Audio that cannot be turned into a clip: the file is named (a very long path shortened).
+    #[error("{}: {msg}", short_path(path))]
     Audio { path: PathBuf, msg: String },
     /// A checkpoint that does not fit the model.
     #[error("checkpoint {path}: {msg}")]
@@ -41,6 +41,24 @@ impl AdiffError {
 }
 
 pub type Result<T> = std::result::Result<T, AdiffError>;
+
+/// Longest path an error message shows whole; a longer one (a pasted file's content taken for
+/// a path, say) is shown by its two ends.
+const MAX_SHOWN_PATH: usize = 240;
+
+/// `path` for a one-line message: whole up to [`MAX_SHOWN_PATH`] characters, else its start and
+/// end around "...", with its length.
+pub fn short_path(path: &std::path::Path) -> String {
+    // One line, whatever the path holds.
+    let s = path.display().to_string().replace(['\n', '\r'], " ");
+    let n = s.chars().count();
+    if n <= MAX_SHOWN_PATH {
+        return s;
+    }
+    let head: String = s.chars().take(MAX_SHOWN_PATH / 2).collect();
+    let tail: String = s.chars().skip(n - MAX_SHOWN_PATH / 4).collect();
+    format!("{head}...{tail} (a path of {n} characters)")
+}
 
 /// Checks that every named setting of config section `section` is a finite number above zero
 /// (a zero width, length, rate or FFT size would divide by zero or build an empty tensor later).

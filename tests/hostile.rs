@@ -469,3 +469,27 @@ fn infer_refuses_to_resume_with_other_settings() {
     std::fs::remove_file(dir.join("preds.csv.settings.json")).unwrap();
     assert_one_line_error(&infer("3"), "has rows but no");
 }
+
+/// `tag -` said "-: file not found"; a huge path was echoed whole in the error.
+#[test]
+fn stdin_and_huge_paths_get_short_clear_errors() {
+    let tag = |path: &str| {
+        adiff(&[
+            "tag",
+            path,
+            "-c",
+            s(&fixture("htsat/htsat_tiny.ckpt")),
+            "--config",
+            "configs/tiny.json",
+        ])
+    };
+    assert_one_line_error(&tag("-"), "standard input is not supported");
+    let huge = "x".repeat(100_000);
+    let out = tag(&huge);
+    assert_one_line_error(&out, "(a path of 100000 characters)");
+    assert!(
+        out.stderr.len() < 1000,
+        "{} bytes of error",
+        out.stderr.len()
+    );
+}

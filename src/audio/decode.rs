@@ -85,6 +85,11 @@ fn quiet_panics_hook() {
 
 fn decode_unguarded(path: &Path) -> Result<DecodedAudio> {
     let err = |msg: String| AdiffError::audio(path, msg);
+    if path.as_os_str() == "-" {
+        return Err(err(
+            "reading audio from standard input is not supported: give a file path".into(),
+        ));
+    }
     let file = File::open(path).map_err(|e| match e.kind() {
         ErrorKind::NotFound => err("file not found".into()),
         _ => err(format!("cannot open: {e}")),
