@@ -266,3 +266,39 @@ fn misuse_is_one_error_line() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `--resume` accepted a different `--train` CSV silently (it refused another model or config):
+/// the data files' hash is kept in each checkpoint and a resume on other data is refused.
+#[test]
+fn resume_on_other_data_is_refused() {
+    let dir = dataset("other-data");
+    let cfg = config(&dir, 2);
+    ok(stage2(&dir, &cfg, "run", &["--stop-after-steps", "1"])
+        .output()
+        .unwrap());
+    let data = dir.join("data");
+    let text = std::fs::read_to_string(data.join("train_sentence_answer.csv")).unwrap();
+    let fewer: Vec<&str> = text.lines().collect();
+    let other = data.join("other_sentence_answer.csv");
+    std::fs::write(&other, fewer[..fewer.len() - 1].join("\n") + "\n").unwrap();
+    let out = adiff()
+        .arg("train-stage2")
+        .arg("--train")
+        .arg(&other)
+        .arg("--embed-cache")
+        .arg(data.join("cache"))
+        .args(model_args())
+        .arg("--train-config")
+        .arg(&cfg)
+        .arg("-o")
+        .arg(dir.join("run"))
+        .args(["--quiet", "--resume"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("was trained on other data"), "{err}");
+    // The same files resume.
+    ok(stage2(&dir, &cfg, "run", &["--resume"]).output().unwrap());
+    std::fs::remove_dir_all(dir).ok();
+}

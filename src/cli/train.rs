@@ -78,15 +78,24 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// The trainer's options for `stage` (its name in logs and messages).
-    pub fn options(&self, stage: &str) -> RunOptions {
-        RunOptions {
+    /// The trainer's options for `stage` (its name in logs and messages), with the identity of
+    /// the run's `data` files (a resume on other data is refused).
+    pub fn options(&self, stage: &str, data: &[&Path]) -> anyhow::Result<RunOptions> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for p in data {
+            let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(&bytes);
+        }
+        Ok(RunOptions {
             out_dir: self.output.clone(),
             resume: self.resume,
             stop_after_steps: self.stop_after_steps,
             stage: stage.to_string(),
             progress: !self.quiet,
-        }
+            data_sha256: Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect()),
+        })
     }
 
     /// Writes the model and training configs of the run into the output folder.
@@ -204,7 +213,13 @@ pub fn run_stage(
         },
         device,
     };
-    let summary = trainer::run(&task, tcfg, &args.run.options(stage))?;
+    let data: Vec<&Path> = args
+        .train
+        .iter()
+        .chain(&args.val)
+        .map(PathBuf::as_path)
+        .collect();
+    let summary = trainer::run(&task, tcfg, &args.run.options(stage, &data)?)?;
     args.run.report(stage, &summary);
     Ok(summary)
 }

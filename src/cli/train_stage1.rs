@@ -301,7 +301,19 @@ pub fn run_stage1(args: &TrainStage1Args) -> anyhow::Result<RunSummary> {
     } else {
         args.model.load_checkpoint(&cfg)?
     };
-    let opts = args.run.options(stage);
+    let data: Vec<&Path> = [
+        &args.labels,
+        &args.val_labels,
+        &args.text,
+        &args.text_from_csv,
+        &args.val_text,
+        &args.val_text_from_csv,
+    ]
+    .into_iter()
+    .flatten()
+    .map(PathBuf::as_path)
+    .collect();
+    let opts = args.run.options(stage, &data)?;
     let summary = match args.part {
         Part::Encoder => {
             let task = encoder_task(args, &cfg, &tcfg, ckpt, device)?;

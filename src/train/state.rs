@@ -70,6 +70,10 @@ pub struct TrainMeta {
     pub best_val_loss: Option<f64>,
     /// The training configuration, as JSON.
     pub config: serde_json::Value,
+    /// SHA-256 of the run's data files (training and validation), when the command gave them:
+    /// a resume on other data is refused. Absent in checkpoints of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_sha256: Option<String>,
 }
 
 /// Writes a training checkpoint atomically (see the module doc). Tensors are copied to the CPU.
@@ -468,6 +472,7 @@ mod tests {
             val_loss: None,
             best_val_loss: Some(2.5),
             config: serde_json::json!({"lr": 1e-4}),
+            data_sha256: Some("ab".into()),
         };
         let s = serde_json::to_string(&meta).unwrap();
         let back: TrainMeta = serde_json::from_str(&s).unwrap();

@@ -53,6 +53,8 @@ pub struct RunOptions {
     /// Stage name for logs.
     pub stage: String,
     pub progress: bool,
+    /// SHA-256 of the run's data files (see [`TrainMeta::data_sha256`]).
+    pub data_sha256: Option<String>,
 }
 
 /// How a run ended.
@@ -139,6 +141,15 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
                         state.path().display()
                     )));
                 }
+                if let (Some(then), Some(now)) = (&state.meta.data_sha256, &opts.data_sha256) {
+                    if then != now {
+                        return Err(AdiffError::Invalid(format!(
+                            "{}: was trained on other data (the training/validation files \
+                             differ); resume with the same files, or choose another --output",
+                            state.path().display()
+                        )));
+                    }
+                }
                 state.restore_model(&vars)?;
                 state.restore_optimizer(&mut opt)?;
                 if let Some(avg) = average.as_mut() {
@@ -210,6 +221,7 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
                 val_loss: val,
                 best_val_loss: best,
                 config: config_json.clone(),
+                data_sha256: opts.data_sha256.clone(),
             },
         )
     };
