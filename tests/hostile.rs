@@ -493,3 +493,63 @@ fn stdin_and_huge_paths_get_short_clear_errors() {
         out.stderr.len()
     );
 }
+
+/// METEOR on a 5 MB reference ran for minutes (its alignment is superquadratic): a text over
+/// 1000 words is not scored by METEOR, which says so in the table and the JSON (the other
+/// metrics are computed as always).
+#[test]
+fn meteor_is_not_run_on_absurdly_long_texts() {
+    let dir = tmp_dir("meteor-long");
+    let preds = dir.join("preds.csv");
+    let long = "a dog barks ".repeat(400);
+    std::fs::write(
+        &preds,
+        format!(
+            "taskname,filepath1,filepath2,caption1,caption2,input,answer,prediction\n\
+             t,a.wav,b.wav,c,d,explain the difference in few words,{long},a dog barks\n"
+        ),
+    )
+    .unwrap();
+    let json = dir.join("scores.json");
+    let out = adiff(&[
+        "eval",
+        s(&preds),
+        "--tier",
+        "1",
+        "--json",
+        s(&json),
+        "--meteor-data",
+        s(&dir.join("no-such-meteor.jar")),
+    ]);
+    let out = common::ok(out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("over 1000 words"));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let g = &v["groups"][0];
+    assert!(g["meteor"].is_null(), "{g}");
+    assert!(g["unavailable"]["METEOR"]
+        .as_str()
+        .unwrap()
+        .contains("over 1000 words"));
+    assert!(
+        g["scores"]["bleu"].is_array() || g["scores"].is_object(),
+        "{g}"
+    );
+}
+
+/// `--caption both` with the demo model (never trained on captioning) printed the difference
+/// sentence twice as if they were captions: explain now warns that the two are one text.
+#[test]
+fn identical_captions_are_flagged() {
+    let out = common::ok(adiff(&[
+        "explain",
+        "--model",
+        "demo",
+        "data/examples/demo_first.wav",
+        "data/examples/demo_second.wav",
+        "--caption",
+        "both",
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("both captions are the same text"), "{err}");
+}

@@ -18,6 +18,12 @@ use crate::metrics::{score_tokenized, CorpusScores, MetricsConfig};
 /// Why the metrics that are not computed have no number (shown in the table and the JSON).
 const METEOR_STATUS: &str =
     "unavailable: needs Meteor's data (--meteor-data meteor-1.5.jar or $ADIFF_METEOR_DATA)";
+/// Longest text (in words) METEOR is computed on: its alignment search grows faster than the
+/// square of the length (a 5 MB reference ran for minutes), and real captions and explanations
+/// are far shorter (the detail tier's answers: ~100 words).
+const METEOR_MAX_WORDS: usize = 1000;
+const METEOR_TOO_LONG: &str =
+    "not computed: a prediction or reference is over 1000 words (METEOR's alignment would take minutes)";
 const SPICE_STATUS: &str = "unavailable: needs the SPICE jar (--spice-jar or $ADIFF_SPICE_JAR)";
 const SPIDER_STATUS: &str = "unavailable: needs SPICE";
 /// Empty-prediction line numbers listed before "...".
@@ -301,8 +307,14 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             .map(|(f, r)| format!("{f}:{}", r.line))
             .collect();
         let mut unavailable = BTreeMap::new();
-        if meteor.is_none() {
-            unavailable.insert("METEOR", METEOR_STATUS);
+        match &meteor {
+            MeteorResult::Scores(_) => {}
+            MeteorResult::NoData => {
+                unavailable.insert("METEOR", METEOR_STATUS);
+            }
+            MeteorResult::TooLong => {
+                unavailable.insert("METEOR", METEOR_TOO_LONG);
+            }
         }
         if spice.is_none() {
             unavailable.insert("SPICE", SPICE_STATUS);
@@ -315,7 +327,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             items: rows.len(),
             empty_predictions,
             scores,
-            meteor: meteor.as_ref().map(|m| m[g]),
+            meteor: match &meteor {
+                MeteorResult::Scores(m) => Some(m[g]),
+                _ => None,
+            },
             spice,
             spider,
             unavailable,
@@ -338,14 +353,31 @@ fn num(x: Option<f64>) -> String {
     x.map_or("-".into(), |x| format!("{x:.3}"))
 }
 
+/// METEOR of every group, or why it was not computed.
+enum MeteorResult {
+    Scores(Vec<f64>),
+    NoData,
+    TooLong,
+}
+
 /// METEOR of every group (one corpus score each), loading Meteor's data once for all of them;
-/// None when no data was given.
+/// not computed without the data or when a text is over [`METEOR_MAX_WORDS`].
 fn meteor_scores(
     arg: Option<&Path>,
     groups: &[(Vec<String>, Vec<Vec<String>>)],
-) -> Result<Option<Vec<f64>>> {
+) -> Result<MeteorResult> {
+    let words = |t: &String| t.split_whitespace().count();
+    let longest = groups
+        .iter()
+        .flat_map(|(h, r)| h.iter().map(words).chain(r.iter().flatten().map(words)))
+        .max()
+        .unwrap_or(0);
+    if longest > METEOR_MAX_WORDS {
+        eprintln!("warning: METEOR {METEOR_TOO_LONG} (the longest has {longest})");
+        return Ok(MeteorResult::TooLong);
+    }
     let Some(data) = MeteorData::locate(arg)? else {
-        return Ok(None);
+        return Ok(MeteorResult::NoData);
     };
     let hyps: Vec<&String> = groups.iter().flat_map(|(h, _)| h).collect();
     let refs: Vec<Vec<&String>> = groups
@@ -361,7 +393,7 @@ fn meteor_scores(
         out.push(scores.corpus);
         start = end;
     }
-    Ok(Some(out))
+    Ok(MeteorResult::Scores(out))
 }
 
 /// One row per group, columns as the paper's detailed tables (BLEU-1..4, METEOR, ROUGE-L, CIDEr,

@@ -176,6 +176,17 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Two captions that are one and the same text: a model never trained on captioning answers
+    // the caption prompts as a difference prompt (the demo model does).
+    if matches!(args.caption, Some(CaptionTarget::Both))
+        && answers.len() == 2
+        && answers[0].explanation.trim() == answers[1].explanation.trim()
+    {
+        eprintln!(
+            "warning: both captions are the same text; this model was probably not trained on \
+             captioning (*_captioning.csv rows in stages 2 and 3), so it describes the difference"
+        );
+    }
     let plot = match &args.plot {
         Some(path) => {
             // The model's labels name its first K outputs: the figure draws only those, so it
