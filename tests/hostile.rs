@@ -555,3 +555,73 @@ fn identical_captions_are_flagged() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("both captions are the same text"), "{err}");
 }
+
+/// Outputs of embed, explain --plot and infer never land on an input of the same command, and
+/// embed replaces an existing file only with --force.
+#[test]
+fn outputs_never_overwrite_inputs() {
+    let dir = tmp_dir("outputs");
+    let clip = dir.join("clip.wav");
+    std::fs::copy(fixture("htsat/clip_a.wav"), &clip).unwrap();
+    let before = std::fs::read(&clip).unwrap();
+    let ckpt = fixture("htsat/htsat_tiny.ckpt");
+    let embed = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "embed",
+            s(&clip),
+            "-c",
+            s(&ckpt),
+            "--config",
+            "configs/tiny.json",
+            "-o",
+            s(out),
+        ];
+        args.extend(extra);
+        adiff(&args)
+    };
+    assert_one_line_error(
+        &embed(&clip, &[]),
+        "would overwrite an input of this command",
+    );
+    assert_eq!(std::fs::read(&clip).unwrap(), before);
+    let out = dir.join("e.safetensors");
+    common::ok(embed(&out, &[]));
+    assert_one_line_error(&embed(&out, &[]), "give --force to replace it");
+    common::ok(embed(&out, &["--force"]));
+
+    let mut args = vec![
+        "explain".to_string(),
+        s(&clip).into(),
+        s(&fixture("htsat/clip_b.wav")).into(),
+        "--max-tokens".into(),
+        "2".into(),
+        "--plot".into(),
+        s(&clip).into(),
+    ];
+    args.extend(common::tiny_model_args());
+    let o = Command::new(env!("CARGO_BIN_EXE_adiff"))
+        .args(&args)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_one_line_error(&o, "the figure would overwrite an input");
+    assert_eq!(std::fs::read(&clip).unwrap(), before);
+
+    let csv = dir.join("pairs.csv");
+    let text = "filepath1,filepath2,input\nclip.wav,clip.wav,explain the difference\n";
+    std::fs::write(&csv, text).unwrap();
+    let mut args = vec![
+        "infer".to_string(),
+        s(&csv).into(),
+        "-o".into(),
+        s(&csv).into(),
+    ];
+    args.extend(common::tiny_model_args());
+    let o = Command::new(env!("CARGO_BIN_EXE_adiff"))
+        .args(&args)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_one_line_error(&o, "the predictions would overwrite an input");
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), text);
+}

@@ -32,6 +32,9 @@ pub struct EmbedArgs {
     /// Output safetensors file.
     #[arg(long, short = 'o')]
     pub output: PathBuf,
+    /// Replace OUTPUT if it exists.
+    #[arg(long)]
+    pub force: bool,
     /// Also store the log-mel spectrograms.
     #[arg(long)]
     pub logmel: bool,
@@ -42,6 +45,10 @@ pub struct EmbedArgs {
 
 pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    let mut inputs: Vec<&std::path::Path> = args.inputs.iter().map(PathBuf::as_path).collect();
+    inputs.extend(args.model.checkpoint.iter().map(PathBuf::as_path));
+    inputs.extend(args.model.config.as_deref());
+    super::check_outputs(&inputs, &[("embeddings", &args.output)], args.force)?;
     let cfg = args.model.config()?;
     let device = args.model.device()?;
     let started = std::time::Instant::now();

@@ -189,6 +189,11 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     }
     let plot = match &args.plot {
         Some(path) => {
+            let mut inputs = vec![args.audio1.as_path(), args.audio2.as_path()];
+            inputs.extend(args.model.checkpoint.iter().map(PathBuf::as_path));
+            inputs.extend(args.model.config.as_deref());
+            // A figure replaces the figure of an earlier run (force), never an input.
+            super::check_outputs(&inputs, &[("figure", path)], true)?;
             // The model's labels name its first K outputs: the figure draws only those, so it
             // names events as --events does.
             let labels = model_labels(&args.model, &cfg)?;

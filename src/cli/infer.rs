@@ -77,6 +77,16 @@ pub struct InferArgs {
 
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    // The output is appended to (that is how a run resumes), but never onto an input.
+    let mut inputs = vec![args.data.as_path()];
+    inputs.extend(args.model.checkpoint.iter().map(PathBuf::as_path));
+    inputs.extend(args.model.config.as_deref());
+    let settings_file = settings_path(&args.output);
+    super::check_outputs(
+        &inputs,
+        &[("predictions", &args.output), ("settings", &settings_file)],
+        true,
+    )?;
     let cfg = args.model.config()?;
     let device = args.model.device()?;
     let fixed_prompt = match (&args.prompt, args.tier) {
