@@ -25,8 +25,9 @@ pub struct SamplingOptions {
     pub top_k: Option<usize>,
     /// Keep the smallest set of most likely tokens whose probability reaches p (None: all).
     pub top_p: Option<f64>,
-    /// Row r of a batch draws from a generator seeded with `seed + r`: the same seed gives the
-    /// same text, and row 0 of a batch matches a batch of one.
+    /// Row r of a batch draws from a generator seeded with `seed + r` (or `seed + keys[r]` with
+    /// [`generate_keyed`]): the same seed gives the same text, and row 0 of a batch matches a
+    /// batch of one.
     pub seed: u64,
 }
 
@@ -111,6 +112,20 @@ pub fn generate(
     lengths: Option<&[usize]>,
     opts: &GenerateOptions,
 ) -> Result<Vec<Generation>> {
+    let b = embeds.dims().first().copied().unwrap_or(0) as u64;
+    generate_keyed(model, embeds, lengths, opts, &(0..b).collect::<Vec<_>>())
+}
+
+/// [`generate`] with row r sampled from a generator seeded with `seed + keys[r]`, so that a
+/// row's sampled text depends on its key (e.g. its index in a CSV), not on which batch or which
+/// position of a batch it lands in. Greedy decoding ignores the keys.
+pub fn generate_keyed(
+    model: &Gpt2,
+    embeds: &Tensor,
+    lengths: Option<&[usize]>,
+    opts: &GenerateOptions,
+    keys: &[u64],
+) -> Result<Vec<Generation>> {
     opts.validate()?;
     let (b, t, _) = embeds.dims3().map_err(|_| {
         AdiffError::Invalid(format!(
@@ -145,9 +160,15 @@ pub fn generate(
     // The last new token is never fed back, so it needs no cache slot.
     let capacity = t + budget - 1;
     let (mut logits, mut cache) = model.start(embeds, lengths, capacity)?; // [B, V]
+    if keys.len() != b {
+        return Err(AdiffError::Invalid(format!(
+            "{} sampling keys for a batch of {b}",
+            keys.len()
+        )));
+    }
     let mut rngs: Vec<Option<StdRng>> = (0..b)
         .map(|r| match &opts.strategy {
-            Strategy::Sample(s) => Some(StdRng::seed_from_u64(s.seed.wrapping_add(r as u64))),
+            Strategy::Sample(s) => Some(StdRng::seed_from_u64(s.seed.wrapping_add(keys[r]))),
             Strategy::Greedy => None,
         })
         .collect();

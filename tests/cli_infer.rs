@@ -137,3 +137,83 @@ fn infer_names_a_missing_column() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Sampled predictions of `infer` at `--batch-size`, from the `prediction` column.
+fn sampled(data: &Path, audio_root: &Path, out: &Path, batch: &str) -> Vec<String> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_adiff"));
+    cmd.arg("infer")
+        .arg(data)
+        .arg("--audio-root")
+        .arg(audio_root)
+        .arg("-o")
+        .arg(out)
+        .args(tiny_model_args())
+        .args([
+            "--max-tokens",
+            "8",
+            "--sample",
+            "--seed",
+            "5",
+            "--batch-size",
+            batch,
+        ]);
+    let o = cmd.current_dir(root()).output().unwrap();
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(2)),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut rdr = csv::Reader::from_path(out).unwrap();
+    let col = rdr
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "prediction")
+        .unwrap();
+    rdr.records().map(|r| r.unwrap()[col].to_string()).collect()
+}
+
+/// Sampling was seeded by a row's position in its batch, so a pair's sampled explanation
+/// changed with --batch-size, with skipped rows and after a resume. It is now seeded by the
+/// row's index in the input CSV: the same text in all three cases.
+#[test]
+fn sampled_infer_does_not_depend_on_batching_skips_or_resume() {
+    let dir = std::env::temp_dir().join(format!("adiff-test-{}-infer-sample", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let audio = fixture("htsat");
+    let rows = |third: &str| {
+        format!(
+            "filepath1,filepath2,input\n\
+             clip_a.wav,clip_b.wav,explain the difference in few words\n\
+             clip_b.wav,clip_a.wav,explain the difference in few words\n\
+             {third},clip_a.wav,explain the difference in one sentence\n\
+             clip_a.wav,clip_b.wav,explain the difference in detail\n\
+             clip_b.wav,clip_b.wav,explain the difference in few words\n"
+        )
+    };
+    let all = dir.join("all.csv");
+    std::fs::write(&all, rows("clip_a.wav")).unwrap();
+    let one = sampled(&all, &audio, &dir.join("b1.csv"), "1");
+    let eight = sampled(&all, &audio, &dir.join("b8.csv"), "8");
+    assert_eq!(one.len(), 5);
+    assert_eq!(one, eight, "batch size 1 and 8 differ");
+    // The rows differ among themselves (the check above is not vacuous).
+    assert_ne!(one[0], one[3]);
+
+    // Row 3's audio missing: it is skipped, and every other row keeps its text.
+    let holed = dir.join("holed.csv");
+    std::fs::write(&holed, rows("missing.wav")).unwrap();
+    let skipped = sampled(&holed, &audio, &dir.join("holed_out.csv"), "8");
+    let mut want = one.clone();
+    want.remove(2);
+    assert_eq!(skipped, want, "a skipped row changed the others");
+
+    // An interrupted run (two rows written) resumed: the same five texts.
+    let full = std::fs::read_to_string(dir.join("b8.csv")).unwrap();
+    let cut: Vec<&str> = full.lines().take(3).collect();
+    std::fs::write(dir.join("b8.csv"), cut.join("\n") + "\n").unwrap();
+    let resumed = sampled(&all, &audio, &dir.join("b8.csv"), "8");
+    assert_eq!(resumed, one, "a resumed run differs");
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -13,7 +13,7 @@ use super::build_dataset::embed_cache::open_for_model;
 use super::{answer_text, ClipArgs, DecodingArgs, ModelArgs};
 use crate::audio::load_clip;
 use crate::data::csv_schema::read_table;
-use crate::generate::generate;
+use crate::generate::generate_keyed;
 use crate::model::adiff::Adiff;
 use crate::text::prompts::{PromptDatabase, PromptKind};
 use crate::text::tokenizer::Gpt2Tokenizer;
@@ -34,6 +34,8 @@ pub const EXIT_NONE_EXPLAINED: i32 = 3;
 /// is missing or broken (or not in --embed-cache) is reported with its line and reason and
 /// skipped; the run goes on and a summary ends it.
 /// With --crop random every file uses --crop-seed, so a file gets the same crop in every row.
+/// With --sample, row i (0-based, in the input) samples from --seed + i: its text does not
+/// depend on --batch-size, on other rows being skipped, or on a resume.
 ///
 /// Exit status: 0 every row has a prediction; 2 some rows could not be explained (rerun after
 /// fixing them: the others are kept); 3 no row could be explained; 1 an error stopped the run.
@@ -230,7 +232,10 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
             &Tensor::stack(&e2, 0)?,
             &prompt_ids,
         )?;
-        let generations = generate(&model.gpt, &parts.prefix, None, &opts)?;
+        // Sampling seeded by each row's index in the input: the same text whatever the batch
+        // size, the rows skipped, or a resume.
+        let keys: Vec<u64> = ready.iter().map(|r| r.index as u64).collect();
+        let generations = generate_keyed(&model.gpt, &parts.prefix, None, &opts, &keys)?;
         for (r, g) in ready.iter().zip(&generations) {
             let prediction = answer_text(&tokenizer, g)?;
             let mut record: Vec<&str> = r.fields.iter().map(String::as_str).collect();
@@ -304,6 +309,8 @@ const PREDICTION: &str = "prediction";
 /// One pair to explain: its line in the input, its audios, its prompt, and every field of its
 /// row (written back unchanged).
 struct PairRow {
+    /// 0-based position among the input's rows (the key that seeds its sampling).
+    index: usize,
     line: u64,
     filepath1: String,
     filepath2: String,
@@ -355,7 +362,9 @@ fn read_pairs(path: &Path, fixed: Option<&str>) -> anyhow::Result<(Vec<String>, 
     }
     let pairs: Vec<PairRow> = rows
         .into_iter()
-        .map(|(line, fields)| PairRow {
+        .enumerate()
+        .map(|(index, (line, fields))| PairRow {
+            index,
             line,
             filepath1: fields[c1].clone(),
             filepath2: fields[c2].clone(),
