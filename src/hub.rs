@@ -254,12 +254,13 @@ pub fn file_digests(path: &Path) -> Result<Digests> {
         md5.update(&buf[..n]);
     }
     Ok(Digests {
-        sha256: to_hex(&sha.finalize()),
-        md5: to_hex(&md5.finalize()),
+        sha256: hex(&sha.finalize()),
+        md5: hex(&md5.finalize()),
     })
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+/// Lower-case hexadecimal of a digest.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

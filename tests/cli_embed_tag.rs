@@ -2,40 +2,22 @@
 //! model. Values are checked against the PyTorch fixture (scripts/fixtures_audio.py).
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
 use candle_core::{Device, IndexOp};
 
 mod common;
 
-use common::root;
+use common::{adiff, assert_one_line_error, root};
 
 /// A file under `tests/fixtures/htsat/`.
 fn fixture(name: &str) -> PathBuf {
     common::fixture("htsat").join(name)
 }
 
-fn adiff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_adiff"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap()
-}
-
 fn tmp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("adiff-test-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// A failing command exits 1 with exactly one line on stderr that contains `needle`.
-fn assert_one_line_error(out: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    assert!(err.contains(needle), "'{needle}' not in: {err}");
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]

@@ -9,6 +9,16 @@ mod common;
 use common::{fixture, root, tiny_model_args};
 
 fn infer(data: &Path, audio_root: &Path, out: &Path) -> Output {
+    infer_with(
+        data,
+        audio_root,
+        out,
+        &["--max-tokens", "30", "--batch-size", "2"],
+    )
+}
+
+/// `adiff infer` on the tiny model with `extra` options.
+fn infer_with(data: &Path, audio_root: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_adiff"));
     cmd.arg("infer")
         .arg(data)
@@ -17,7 +27,7 @@ fn infer(data: &Path, audio_root: &Path, out: &Path) -> Output {
         .arg("-o")
         .arg(out);
     cmd.args(tiny_model_args());
-    cmd.args(["--max-tokens", "30", "--batch-size", "2"]);
+    cmd.args(extra);
     cmd.current_dir(root()).output().unwrap()
 }
 
@@ -140,15 +150,11 @@ fn infer_names_a_missing_column() {
 
 /// Sampled predictions of `infer` at `--batch-size`, from the `prediction` column.
 fn sampled(data: &Path, audio_root: &Path, out: &Path, batch: &str) -> Vec<String> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_adiff"));
-    cmd.arg("infer")
-        .arg(data)
-        .arg("--audio-root")
-        .arg(audio_root)
-        .arg("-o")
-        .arg(out)
-        .args(tiny_model_args())
-        .args([
+    let o = infer_with(
+        data,
+        audio_root,
+        out,
+        &[
             "--max-tokens",
             "8",
             "--sample",
@@ -156,8 +162,8 @@ fn sampled(data: &Path, audio_root: &Path, out: &Path, batch: &str) -> Vec<Strin
             "5",
             "--batch-size",
             batch,
-        ]);
-    let o = cmd.current_dir(root()).output().unwrap();
+        ],
+    );
     assert!(
         matches!(o.status.code(), Some(0) | Some(2)),
         "{}",

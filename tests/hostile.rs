@@ -5,17 +5,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use common::{fixture, root};
-
-fn adiff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_adiff"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap()
-}
+use common::{adiff, assert_one_line_error, fixture, root};
 
 fn tmp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("adiff-hostile-{}-{name}", std::process::id()));
@@ -26,16 +17,6 @@ fn tmp_dir(name: &str) -> PathBuf {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// A failing command exits 1 with exactly one line on stderr that contains `needle`, and no
-/// panic message.
-fn assert_one_line_error(out: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    assert!(err.contains(needle), "'{needle}' not in: {err}");
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 /// The tiny config with one `audio` setting replaced.
@@ -201,11 +182,7 @@ fn infer_exit_status_says_when_rows_were_skipped() {
             "3".into(),
         ];
         args.extend(common::tiny_model_args());
-        Command::new(env!("CARGO_BIN_EXE_adiff"))
-            .args(&args)
-            .current_dir(root())
-            .output()
-            .unwrap()
+        adiff(&args)
     };
     // A wrong audio root: nothing explained.
     let o = run(&dir.join("nowhere"), &dir.join("none.csv"));
@@ -236,11 +213,7 @@ fn convert_never_overwrites_its_own_output_or_a_foreign_file() {
         let mut args = vec!["convert".to_string(), "-o".into(), s(out).into()];
         args.extend(common::tiny_model_args());
         args.extend(extra.iter().map(|a| a.to_string()));
-        Command::new(env!("CARGO_BIN_EXE_adiff"))
-            .args(&args)
-            .current_dir(root())
-            .output()
-            .unwrap()
+        adiff(&args)
     };
     let same = dir.join("x.json");
     assert_one_line_error(
@@ -396,11 +369,7 @@ fn infer_needs_only_the_pair_and_a_prompt_and_keeps_every_column() {
         ];
         args.extend(common::tiny_model_args());
         args.extend(extra.iter().map(|a| a.to_string()));
-        Command::new(env!("CARGO_BIN_EXE_adiff"))
-            .args(&args)
-            .current_dir(root())
-            .output()
-            .unwrap()
+        adiff(&args)
     };
     let out = dir.join("preds.csv");
     assert_one_line_error(
@@ -453,11 +422,7 @@ fn infer_refuses_to_resume_with_other_settings() {
             tokens.into(),
         ];
         args.extend(common::tiny_model_args());
-        Command::new(env!("CARGO_BIN_EXE_adiff"))
-            .args(&args)
-            .current_dir(root())
-            .output()
-            .unwrap()
+        adiff(&args)
     };
     common::ok(infer("3"));
     let written = std::fs::read_to_string(&out).unwrap();
@@ -599,11 +564,7 @@ fn outputs_never_overwrite_inputs() {
         s(&clip).into(),
     ];
     args.extend(common::tiny_model_args());
-    let o = Command::new(env!("CARGO_BIN_EXE_adiff"))
-        .args(&args)
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let o = adiff(&args);
     assert_one_line_error(&o, "the figure would overwrite an input");
     assert_eq!(std::fs::read(&clip).unwrap(), before);
 
@@ -617,11 +578,7 @@ fn outputs_never_overwrite_inputs() {
         s(&csv).into(),
     ];
     args.extend(common::tiny_model_args());
-    let o = Command::new(env!("CARGO_BIN_EXE_adiff"))
-        .args(&args)
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let o = adiff(&args);
     assert_one_line_error(&o, "the predictions would overwrite an input");
     assert_eq!(std::fs::read_to_string(&csv).unwrap(), text);
 }

@@ -273,7 +273,7 @@ fn no_circle_of_modules() {
 }
 
 #[test]
-fn the_checker_sees_an_upward_import_and_a_circle() {
+fn the_scanner_reads_code_not_comments_or_strings() {
     // The scanner itself: a path in code counts, one in a comment or a string does not.
     let code = code_only(
         "use crate::cli::progress_bar; // crate::train::x\nlet s = \"crate::data::y\";\n",

@@ -171,8 +171,14 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
             },
         });
     }
+    // The model's event names, read once for --events and --plot alike.
+    let labels = if args.events || args.plot.is_some() {
+        model_labels(&args.model, &cfg)?
+    } else {
+        Vec::new()
+    };
     let events = if args.events {
-        Some(audio_events(&out, &args.model, &cfg)?)
+        Some(audio_events(&out, &labels, &cfg)?)
     } else {
         None
     };
@@ -196,7 +202,6 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
             super::check_outputs(&inputs, &[("figure", path)], true)?;
             // The model's labels name its first K outputs: the figure draws only those, so it
             // names events as --events does.
-            let labels = model_labels(&args.model, &cfg)?;
             let k = labels.len();
             let figure = crate::plot::ExplanationFigure::from_outputs(
                 &[
@@ -267,10 +272,9 @@ fn prompts_for(args: &ExplainArgs) -> anyhow::Result<Vec<String>> {
 /// Top events of both audios, from the HTSAT outputs of the explanation run.
 fn audio_events(
     out: &HtsatOutput,
-    model: &super::ModelArgs,
+    labels: &[String],
     cfg: &crate::model::config::AdiffConfig,
 ) -> anyhow::Result<[Vec<TaggedEvent>; 2]> {
-    let labels = model_labels(model, cfg)?;
     let one = |i: usize| -> anyhow::Result<Vec<TaggedEvent>> {
         let clipwise = out.clipwise.i(i)?.to_vec1::<f32>()?;
         let framewise = out.framewise.i(i)?.to_vec2::<f32>()?;
@@ -278,7 +282,7 @@ fn audio_events(
         Ok(top_events(
             &clipwise,
             &framewise,
-            &labels,
+            labels,
             EVENTS_PER_AUDIO,
             EVENT_THRESHOLD,
             sec,

@@ -445,7 +445,7 @@ fn model_fingerprint(ckpt: &crate::model::checkpoint::Checkpoint) -> anyhow::Res
             h.update(v.to_le_bytes());
         }
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::hub::hex(&h.finalize()))
 }
 
 /// OUTPUT.settings.json.
@@ -469,27 +469,24 @@ fn check_settings(output: &Path, now: &serde_json::Value, has_rows: bool) -> any
     };
     match before {
         Some(before) if has_rows => {
-            let differ: Vec<String> =
-                ["model_fingerprint", "config", "tokenizer", "crop", "prompt"]
-                    .iter()
-                    .filter(|k| before[**k] != now[**k])
-                    .map(|k| match *k {
-                        "model_fingerprint" | "config" => "the model".to_string(),
-                        other => other.to_string(),
-                    })
-                    .chain(
-                        now["decoding"]
-                            .as_object()
-                            .into_iter()
-                            .flatten()
-                            .filter(|(k, v)| before["decoding"][k.as_str()] != **v)
-                            .map(|(k, v)| {
-                                format!("{k} (then {}, now {v})", before["decoding"][k.as_str()])
-                            }),
-                    )
-                    .collect();
-            let mut differ = differ;
-            differ.dedup();
+            let mut differ: Vec<String> = Vec::new();
+            if ["model_fingerprint", "config"]
+                .iter()
+                .any(|k| before[*k] != now[*k])
+            {
+                differ.push("the model".into());
+            }
+            for k in ["tokenizer", "crop", "prompt"] {
+                if before[k] != now[k] {
+                    differ.push(k.into());
+                }
+            }
+            for (k, v) in now["decoding"].as_object().into_iter().flatten() {
+                let then = &before["decoding"][k.as_str()];
+                if then != v {
+                    differ.push(format!("{k} (then {then}, now {v})"));
+                }
+            }
             anyhow::ensure!(
                 differ.is_empty(),
                 "{}: its rows were written with other settings ({}); use another -o to keep them \

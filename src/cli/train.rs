@@ -94,7 +94,7 @@ impl RunArgs {
             stop_after_steps: self.stop_after_steps,
             stage: stage.to_string(),
             progress: !self.quiet,
-            data_sha256: Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect()),
+            data_sha256: Some(crate::hub::hex(&h.finalize())),
         })
     }
 

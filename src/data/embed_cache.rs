@@ -77,8 +77,8 @@ impl CacheIdentity {
         let config = serde_json::to_string(&(&cfg.audio, &cfg.htsat))
             .map_err(|e| AdiffError::Config(e.to_string()))?;
         Ok(Self {
-            htsat_sha256: hex(&h.finalize()),
-            config_sha256: hex(&Sha256::digest(config.as_bytes())),
+            htsat_sha256: crate::hub::hex(&h.finalize()),
+            config_sha256: crate::hub::hex(&Sha256::digest(config.as_bytes())),
             crop: crop.to_string(),
             checkpoint: ckpt.path().display().to_string(),
         })
@@ -108,10 +108,6 @@ impl CacheIdentity {
         }
         (!why.is_empty()).then(|| why.join("; "))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where one cached clip lives.
