@@ -18,7 +18,14 @@ use crate::model::checkpoint::save_safetensors;
 /// dropped; names stay the official ones, so the output loads wherever the input did. The config
 /// is written next to the output as <output stem>.json.
 ///
-/// Example: adiff convert adiff_base.ckpt -o adiff_base.safetensors
+/// With --dtype f16 or i8, the matmul weights of GPT-2, the mappers and the cross-projection are
+/// written packed (`<name>.weight.f16`, or `<name>.weight.i8` + `.weight.i8_scale`; everything
+/// else stays f32), so that `explain`/`infer` load them as they are: a smaller file, a faster
+/// start and less memory. Such a file is for inference only (training needs the f32 one).
+///
+/// Examples:
+///   adiff convert -c adiff_base.ckpt -o adiff_base.safetensors
+///   adiff convert -c adiff_base.ckpt -o adiff_base.i8.safetensors --dtype i8
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct ConvertArgs {
@@ -27,6 +34,9 @@ pub struct ConvertArgs {
     /// Output safetensors file.
     #[arg(long, short = 'o')]
     pub output: PathBuf,
+    /// Weight format of the matmul weights written (see above).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: super::Dtype,
     /// Replace the output files (OUTPUT and its .json config) if they exist.
     #[arg(long)]
     pub force: bool,
@@ -44,14 +54,27 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     )?;
     let cfg = args.model.config()?;
     let ckpt = args.model.load_checkpoint(&cfg)?;
+    anyhow::ensure!(
+        !ckpt.is_packed(),
+        "{}: holds packed (f16/i8) weights already; convert from the f32 checkpoint instead",
+        ckpt.path().display()
+    );
     let (vb, report) = ckpt.var_builder(DType::F32, &Device::Cpu);
-    Adiff::load(vb, &cfg)?;
+    let model = Adiff::load(vb, &cfg)?;
     let names = report.used_names();
     report.finish()?;
     let mut tensors: HashMap<String, candle_core::Tensor> = names
         .iter()
         .filter_map(|n| ckpt.get(n).map(|t| (n.clone(), t.clone())))
         .collect();
+    // Packed weights replace their f32 originals.
+    let (packed, replaced) = model
+        .with_weight_format(args.dtype.format())?
+        .packed_tensors()?;
+    for name in &replaced {
+        tensors.remove(name);
+    }
+    tensors.extend(packed);
     // A tied head (the official checkpoint stores lm_head and wte as one storage) is written once:
     // the loader ties lm_head to wte when it is absent.
     let (head, wte) = (
@@ -69,7 +92,13 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
             tensors.remove(head);
         }
     }
-    let metadata = HashMap::from([("format".to_string(), "adiff".to_string())]);
+    let metadata = HashMap::from([
+        ("format".to_string(), "adiff".to_string()),
+        (
+            "weight_format".to_string(),
+            args.dtype.format().name().to_string(),
+        ),
+    ]);
     save_safetensors(&tensors, Some(metadata), &args.output)?;
     std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg)? + "\n")?;
     let params: usize = tensors.values().map(|t| t.elem_count()).sum();

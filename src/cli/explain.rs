@@ -10,7 +10,6 @@ use super::tag::{model_labels, top_events, TaggedEvent};
 use super::{answer_text, ClipArgs, DecodingArgs, ModelArgs};
 use crate::audio::load_clip;
 use crate::generate::{generate, FinishReason};
-use crate::model::adiff::Adiff;
 use crate::model::htsat::HtsatOutput;
 use crate::text::prompts::{PromptDatabase, PromptKind};
 use crate::text::tokenizer::Gpt2Tokenizer;
@@ -35,6 +34,11 @@ pub struct ExplainArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub clip: ClipArgs,
+    /// Weight format of GPT-2, the mappers and the cross-projection on the CPU (HTSAT stays
+    /// f32): f32, f16 or i8 (int8 with per-block scales; about 3x less to read per token).
+    /// Default: as the file holds them (f32, or the format `adiff convert --dtype` wrote).
+    #[arg(long, value_enum)]
+    pub dtype: Option<super::Dtype>,
     /// Explanation tier: 1 = a few words, 2 = one sentence, 3 = a detailed paragraph (the
     /// default).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3), conflicts_with_all = ["prompt", "caption"])]
@@ -121,7 +125,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         None => Gpt2Tokenizer::bundled(&cfg.text)?,
     };
     let prompts = prompts_for(&args)?;
-    let model = Adiff::from_checkpoint_owned(args.model.load_checkpoint(&cfg)?, &cfg, &device)?;
+    let model = super::load_model(args.model.load_checkpoint(&cfg)?, &cfg, &device, args.dtype)?;
     tokenizer.check_fits(model.config().gpt2.vocab_size)?;
     let load_s = started.elapsed().as_secs_f64();
 

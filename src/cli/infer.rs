@@ -14,7 +14,6 @@ use super::{answer_text, ClipArgs, DecodingArgs, ModelArgs};
 use crate::audio::load_clip;
 use crate::data::csv_schema::read_table;
 use crate::generate::generate_keyed;
-use crate::model::adiff::Adiff;
 use crate::text::prompts::{PromptDatabase, PromptKind};
 use crate::text::tokenizer::Gpt2Tokenizer;
 
@@ -56,6 +55,9 @@ pub struct InferArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub clip: ClipArgs,
+    /// Weight format on the CPU, as `explain --dtype` (default: as the file holds them).
+    #[arg(long, value_enum)]
+    pub dtype: Option<super::Dtype>,
     #[command(flatten)]
     pub decoding: DecodingArgs,
     /// Pairs decoded together.
@@ -117,12 +119,19 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         None => Gpt2Tokenizer::bundled(&cfg.text)?,
     };
     let ckpt = args.model.load_checkpoint(&cfg)?;
-    let settings = run_settings(&args, &ckpt, &cfg, fixed_prompt.as_deref())?;
+    let fingerprint = model_fingerprint(&ckpt)?;
     let embed_cache = match &args.embed_cache {
         Some(dir) => Some(open_for_model(dir, &ckpt, &cfg, &args.clip)?),
         None => None,
     };
-    let model = Adiff::from_checkpoint_owned(ckpt, &cfg, &device)?;
+    let model = super::load_model(ckpt, &cfg, &device, args.dtype)?;
+    let settings = run_settings(
+        &args,
+        fingerprint,
+        &cfg,
+        fixed_prompt.as_deref(),
+        model.weight_format(),
+    )?;
     tokenizer.check_fits(model.config().gpt2.vocab_size)?;
     let opts = args.decoding.options(&cfg);
 
@@ -388,13 +397,15 @@ fn read_pairs(path: &Path, fixed: Option<&str>) -> anyhow::Result<(Vec<String>, 
 /// the decoding options.
 fn run_settings(
     args: &InferArgs,
-    ckpt: &crate::model::checkpoint::Checkpoint,
+    fingerprint: String,
     cfg: &crate::model::config::AdiffConfig,
     fixed_prompt: Option<&str>,
+    format: crate::model::gpt2::WeightFormat,
 ) -> anyhow::Result<serde_json::Value> {
     let d = &args.decoding;
     Ok(serde_json::json!({
-        "model_fingerprint": model_fingerprint(ckpt)?,
+        "model_fingerprint": fingerprint,
+        "dtype": format.name(),
         "config": serde_json::to_value(cfg)?,
         "tokenizer": args.tokenizer.as_ref().map_or("bundled".to_string(), |p| p.display().to_string()),
         "crop": super::build_dataset::embed_cache::crop_label(&args.clip),

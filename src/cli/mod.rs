@@ -216,6 +216,51 @@ impl ModelArgs {
     }
 }
 
+/// `--dtype`: how the matmul weights of GPT-2, the mappers and the cross-projection are held for
+/// inference on the CPU (HTSAT stays f32: see `Adiff::with_weight_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dtype {
+    /// The checkpoint's f32 values (exact).
+    F32,
+    /// f16 weights, f32 arithmetic: half the bytes read per token.
+    F16,
+    /// int8 weights with one f32 scale per 32 values, f32 activations: about a quarter.
+    I8,
+}
+
+impl Dtype {
+    pub fn format(self) -> crate::model::gpt2::WeightFormat {
+        use crate::model::gpt2::WeightFormat;
+        match self {
+            Dtype::F32 => WeightFormat::F32,
+            Dtype::F16 => WeightFormat::F16,
+            Dtype::I8 => WeightFormat::I8,
+        }
+    }
+}
+
+/// Builds the whole model from a checkpoint it takes over, in `dtype` (None: as the file holds
+/// it, f32 for a checkpoint, the packed format for a file written by `convert --dtype`).
+pub fn load_model(
+    ckpt: Checkpoint,
+    cfg: &AdiffConfig,
+    device: &Device,
+    dtype: Option<Dtype>,
+) -> anyhow::Result<crate::model::adiff::Adiff> {
+    let packed = ckpt.is_packed();
+    if !device.is_cpu() && (packed || dtype.is_some_and(|d| d != Dtype::F32)) {
+        anyhow::bail!(
+            "{}: f16/i8 weights run on the CPU only (bf16 on the GPU is not yet supported);              use --dtype f32 with an f32 checkpoint on {device:?}",
+            ckpt.path().display()
+        );
+    }
+    let model = crate::model::adiff::Adiff::from_checkpoint_owned(ckpt, cfg, device)?;
+    Ok(match dtype {
+        Some(d) => model.with_weight_format(d.format())?,
+        None => model,
+    })
+}
+
 /// Files of a shipped model folder (`data/models/<name>/`).
 const SHIPPED_WEIGHTS: &str = "model.safetensors";
 const SHIPPED_CONFIG: &str = "config.json";

@@ -15,8 +15,9 @@ use crate::error::{AdiffError, Result};
 use crate::model::audio_encoder::AudioEncoder;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::AdiffConfig;
-use crate::model::gpt2::Gpt2;
+use crate::model::gpt2::{Gpt2, WeightFormat};
 use crate::model::mapper::{CrossProjection, PrefixMapper, Projection};
+use crate::model::packed::Visitor;
 
 /// Checkpoint prefix of ADIFF's GPT-2 (the caption decoder's language model).
 pub const GPT2_PREFIX: &str = "caption_decoder.gpt";
@@ -115,6 +116,52 @@ impl Adiff {
 
     pub fn config(&self) -> &AdiffConfig {
         &self.cfg
+    }
+
+    /// The format of the matmul weights of GPT-2, the mappers and the cross-projection (HTSAT
+    /// and the 768 -> E projection always stay f32: see [`Adiff::with_weight_format`]).
+    pub fn weight_format(&self) -> WeightFormat {
+        self.gpt.weight_format()
+    }
+
+    /// Re-packs the matmul weights of GPT-2, the three mappers and the cross-projection into
+    /// `format` (a no-op for those already in it, e.g. loaded from a converted file). HTSAT stays
+    /// f32: its convolutions and window attention run as gemms over thousands of patch rows,
+    /// where compute, not reading weights, is the limit, and the 768 -> E projection is 1.6M
+    /// weights read once per clip.
+    pub fn with_weight_format(mut self, format: WeightFormat) -> Result<Self> {
+        self.visit_projections(&mut |_, p| p.repack(format))?;
+        self.gpt = self.gpt.with_weight_format(format)?;
+        Ok(self)
+    }
+
+    /// Each re-packable projection (mappers, cross-projection, then GPT-2's) with its checkpoint
+    /// name.
+    pub(crate) fn visit_projections(&mut self, f: &mut Visitor) -> Result<()> {
+        let dec = "caption_decoder";
+        self.audio_project1
+            .visit(&format!("{dec}.audio_project1"), f)?;
+        self.audio_project2
+            .visit(&format!("{dec}.audio_project2"), f)?;
+        self.text_project.visit(&format!("{dec}.text_project"), f)?;
+        self.cross_project.visit(&format!("{dec}.cross_project"), f)?;
+        self.gpt.visit(f)
+    }
+
+    /// The packed weights' stored tensors (empty when f32) and the names of the f32 weights
+    /// they replace, for `adiff convert --dtype`.
+    pub fn packed_tensors(&mut self) -> Result<(Vec<(String, Tensor)>, Vec<String>)> {
+        let mut stored = Vec::new();
+        let mut replaced = Vec::new();
+        self.visit_projections(&mut |name, p| {
+            let parts = p.stored(name)?;
+            if !parts.is_empty() {
+                replaced.push(format!("{name}.weight"));
+                stored.extend(parts);
+            }
+            Ok(())
+        })?;
+        Ok((stored, replaced))
     }
 
     pub fn device(&self) -> &Device {

@@ -118,6 +118,12 @@ impl Checkpoint {
         self.tensors.len()
     }
 
+    /// Whether the file holds packed (f16/int8) weights written by `adiff convert --dtype`:
+    /// such a file is for inference, not for training or converting again.
+    pub fn is_packed(&self) -> bool {
+        self.names().any(crate::model::packed::is_packed_name)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.tensors.is_empty()
     }

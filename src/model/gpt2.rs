@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{AdiffError, Result};
 use crate::model::ops;
 pub use crate::model::packed::WeightFormat;
-use crate::model::packed::{attend_one, Proj};
+use crate::model::packed::{attend_one, Proj, Visitor};
 
 /// GPT-2 (Hugging Face names). base/medium/large/xl differ only in these numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +70,9 @@ fn normal_init(stdev: f64) -> candle_nn::Init {
 /// Reads a Conv1D (`weight [in, out]`, `bias [out]`); a missing weight would start from
 /// N(0, `init_std`^2) and a missing bias from zeros.
 fn conv1d(vb: &VarBuilder, d_in: usize, d_out: usize, init_std: f64) -> Result<Proj> {
+    if let Some(p) = Proj::load_stored(vb, d_out, d_in, true)? {
+        return Ok(p); // packed by `adiff convert --dtype`
+    }
     let w = vb.get_with_hints((d_in, d_out), "weight", normal_init(init_std))?; // Conv1D: [in, out]
     let b = vb.get_with_hints(d_out, "bias", candle_nn::Init::Const(0.0))?;
     if w.is_variable() || b.is_variable() {
@@ -117,12 +120,13 @@ impl Block {
         })
     }
 
-    fn projs_mut(&mut self) -> [&mut Proj; 4] {
+    /// The projections with their names under the block's.
+    fn projs_mut(&mut self) -> [(&'static str, &mut Proj); 4] {
         [
-            &mut self.c_attn,
-            &mut self.attn_proj,
-            &mut self.c_fc,
-            &mut self.mlp_proj,
+            ("attn.c_attn", &mut self.c_attn),
+            ("attn.c_proj", &mut self.attn_proj),
+            ("mlp.c_fc", &mut self.c_fc),
+            ("mlp.c_proj", &mut self.mlp_proj),
         ]
     }
 
@@ -310,6 +314,9 @@ pub struct Gpt2 {
     lm_head: Proj,
     cfg: Gpt2Config,
     format: WeightFormat,
+    /// Checkpoint names of the blocks' parent (`...transformer`, or the hub file's root) and of
+    /// the head (`...lm_head`), for writing packed weights back under the names they load from.
+    names: (String, String),
 }
 
 impl Gpt2 {
@@ -354,13 +361,27 @@ impl Gpt2 {
             .map(|i| Block::load(tvb.pp(format!("h.{i}")), cfg))
             .collect::<Result<Vec<_>>>()?;
         let ln_f = layer_norm(tvb.pp("ln_f"), cfg)?;
-        let head = if vb.contains_tensor("lm_head.weight") {
-            vb.get((v, c), "lm_head.weight")?
-        } else {
-            wte.clone()
+        let lm_head = match Proj::load_stored(&vb.pp("lm_head"), v, c, false)? {
+            Some(packed) => packed,
+            None => {
+                let head = if vb.contains_tensor("lm_head.weight") {
+                    vb.get((v, c), "lm_head.weight")?
+                } else {
+                    wte.clone()
+                };
+                // [V, C] is already [out, in]; tied, it shares wte's storage.
+                Proj::new(head, None, WeightFormat::F32)?
+            }
         };
-        // [V, C] is already [out, in]; tied, it shares wte's storage.
-        let lm_head = Proj::new(head, None, WeightFormat::F32)?;
+        let format = blocks[0].c_attn.format();
+        let join = |p: &str, n: &str| {
+            if p.is_empty() {
+                n.to_string()
+            } else {
+                format!("{p}.{n}")
+            }
+        };
+        let names = (tvb.prefix(), join(&vb.prefix(), "lm_head"));
         Ok(Self {
             wte,
             wpe,
@@ -368,7 +389,8 @@ impl Gpt2 {
             ln_f,
             lm_head,
             cfg: cfg.clone(),
-            format: WeightFormat::F32,
+            format,
+            names,
         })
     }
 
@@ -383,22 +405,25 @@ impl Gpt2 {
     /// Re-packs the matmul weights into `format` (from the f32 originals when converting twice
     /// from F32, otherwise from the dequantized values).
     pub fn with_weight_format(mut self, format: WeightFormat) -> Result<Self> {
-        if format == self.format {
-            return Ok(self);
-        }
-        let repack = |p: &mut Proj| -> Result<()> {
-            let b = p.bias().cloned();
-            *p = Proj::new(p.weight_out_in()?, b, format)?;
-            Ok(())
-        };
-        for block in &mut self.blocks {
-            for p in block.projs_mut() {
-                repack(p)?;
-            }
-        }
-        repack(&mut self.lm_head)?;
+        self.visit(&mut |_, p| p.repack(format))?;
         self.format = format;
         Ok(self)
+    }
+
+    /// Each matmul projection (blocks, then the head) with its checkpoint name.
+    pub(crate) fn visit(&mut self, f: &mut Visitor) -> Result<()> {
+        let (root, head) = self.names.clone();
+        for (i, block) in self.blocks.iter_mut().enumerate() {
+            for (name, p) in block.projs_mut() {
+                let full = if root.is_empty() {
+                    format!("h.{i}.{name}")
+                } else {
+                    format!("{root}.h.{i}.{name}")
+                };
+                f(&full, p)?;
+            }
+        }
+        f(&head, &mut self.lm_head)
     }
 
     /// The token embedding table `[V, C]` (ADIFF's text mapper and separator read it).

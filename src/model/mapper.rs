@@ -11,7 +11,8 @@ use candle_nn::{layer_norm, LayerNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::model::ops::{self, Linear};
+use crate::model::ops;
+use crate::model::packed::{Dense as Linear, Visitor};
 
 /// Projection of the HTSAT embedding into the mapper space (768 -> 1024).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,12 +47,12 @@ pub struct CrossProjectionConfig {
 
 /// torch's `nn.Linear(in, out)` at `vb` (candle-nn's loading and initialisation).
 fn linear(d_in: usize, d_out: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(candle_nn::linear(d_in, d_out, vb)?.into())
+    Linear::load(d_in, d_out, true, vb)
 }
 
 /// `nn.Linear(in, out, bias=False)` at `vb`.
 fn linear_no_bias(d_in: usize, d_out: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(candle_nn::linear_no_bias(d_in, d_out, vb)?.into())
+    Linear::load(d_in, d_out, false, vb)
 }
 
 /// HTSAT embedding -> unit-norm projection (`audio_encoder.projection`):
@@ -140,6 +141,12 @@ impl MapperAttention {
         })
     }
 
+    fn visit(&mut self, prefix: &str, f: &mut Visitor) -> Result<()> {
+        f(&format!("{prefix}.to_queries"), &mut self.to_queries)?;
+        f(&format!("{prefix}.to_keys_values"), &mut self.to_keys_values)?;
+        f(&format!("{prefix}.project"), &mut self.project)
+    }
+
     /// `[B, N, C]` -> `[B, N, C]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, n, c) = x.dims3()?;
@@ -204,6 +211,12 @@ impl MapperLayer {
         })
     }
 
+    fn visit(&mut self, prefix: &str, f: &mut Visitor) -> Result<()> {
+        self.attn.visit(&format!("{prefix}.attn"), f)?;
+        f(&format!("{prefix}.mlp.fc1"), &mut self.fc1)?;
+        f(&format!("{prefix}.mlp.fc2"), &mut self.fc2)
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = (x + self.attn.forward(&ops::layer_norm(&self.norm1, x)?)?)?;
         // [B, N, C] -> [B, N, hidden] -> [B, N, C]
@@ -232,6 +245,14 @@ impl MapperTransformer {
             .map(|i| MapperLayer::new(dim, heads, mlp_ratio, eps, vb.pp(format!("layers.{i}"))))
             .collect::<Result<_>>()?;
         Ok(Self { layers })
+    }
+
+    /// Each projection with its checkpoint name (`prefix` is this stack's).
+    pub fn visit(&mut self, prefix: &str, f: &mut Visitor) -> Result<()> {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            layer.visit(&format!("{prefix}.layers.{i}"), f)?;
+        }
+        Ok(())
     }
 
     /// `[B, N, C]` -> `[B, N, C]`.
@@ -297,6 +318,14 @@ impl PrefixMapper {
         })
     }
 
+    /// Each projection with its checkpoint name (`prefix` is this mapper's).
+    pub fn visit(&mut self, prefix: &str, f: &mut Visitor) -> Result<()> {
+        if let Some(l) = &mut self.linear {
+            f(&format!("{prefix}.linear"), l)?;
+        }
+        self.transformer.visit(&format!("{prefix}.transformer"), f)
+    }
+
     /// Audio: `[B, E]`; text: `[B, L, C]`. Returns `[B, P, C]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, width) = (x.dim(0)?, self.prefix_const.dim(1)?);
@@ -337,6 +366,11 @@ impl CrossProjection {
                 vb,
             )?,
         })
+    }
+
+    /// Each projection with its checkpoint name (`prefix` is this block's).
+    pub fn visit(&mut self, prefix: &str, f: &mut Visitor) -> Result<()> {
+        self.transformer.visit(prefix, f)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

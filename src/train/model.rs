@@ -52,6 +52,14 @@ impl TrainableAdiff {
                  stages 2 and 3"
             )));
         }
+        if ckpt.is_packed() {
+            return Err(AdiffError::checkpoint(
+                ckpt.path(),
+                "holds packed (f16/i8) weights written by `adiff convert --dtype`, which are for \
+                 inference only: train from the f32 checkpoint"
+                    .to_string(),
+            ));
+        }
         let (vb, report, vars, tied_head) =
             tied_var_builder(ckpt, trainable, init_missing, device)?;
         let model = Adiff::load_or_init(vb, cfg, init_missing.is_some())
