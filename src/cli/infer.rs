@@ -492,6 +492,11 @@ fn check_settings(output: &Path, now: &serde_json::Value, has_rows: bool) -> any
                     differ.push(k.into());
                 }
             }
+            // Runs before `--dtype` existed were f32.
+            let then = before.get("dtype").cloned().unwrap_or("f32".into());
+            if then != now["dtype"] {
+                differ.push(format!("dtype (then {then}, now {})", now["dtype"]));
+            }
             for (k, v) in now["decoding"].as_object().into_iter().flatten() {
                 let then = &before["decoding"][k.as_str()];
                 if then != v {

@@ -22,6 +22,9 @@ use crate::model::packed::Visitor;
 /// Checkpoint prefix of ADIFF's GPT-2 (the caption decoder's language model).
 pub const GPT2_PREFIX: &str = "caption_decoder.gpt";
 
+/// Stored tensors of the packed weights, and the names of the f32 weights they replace.
+pub type PackedTensors = (Vec<(String, Tensor)>, Vec<String>);
+
 /// Intermediate tensors of the prefix computation (kept for parity checks and `--json`).
 pub struct PrefixParts {
     /// `[B, E]` unit-norm projections of the two HTSAT embeddings.
@@ -144,13 +147,14 @@ impl Adiff {
         self.audio_project2
             .visit(&format!("{dec}.audio_project2"), f)?;
         self.text_project.visit(&format!("{dec}.text_project"), f)?;
-        self.cross_project.visit(&format!("{dec}.cross_project"), f)?;
+        self.cross_project
+            .visit(&format!("{dec}.cross_project"), f)?;
         self.gpt.visit(f)
     }
 
     /// The packed weights' stored tensors (empty when f32) and the names of the f32 weights
     /// they replace, for `adiff convert --dtype`.
-    pub fn packed_tensors(&mut self) -> Result<(Vec<(String, Tensor)>, Vec<String>)> {
+    pub fn packed_tensors(&mut self) -> Result<PackedTensors> {
         let mut stored = Vec::new();
         let mut replaced = Vec::new();
         self.visit_projections(&mut |name, p| {

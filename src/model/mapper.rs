@@ -143,7 +143,10 @@ impl MapperAttention {
 
     fn visit(&mut self, prefix: &str, f: &mut Visitor) -> Result<()> {
         f(&format!("{prefix}.to_queries"), &mut self.to_queries)?;
-        f(&format!("{prefix}.to_keys_values"), &mut self.to_keys_values)?;
+        f(
+            &format!("{prefix}.to_keys_values"),
+            &mut self.to_keys_values,
+        )?;
         f(&format!("{prefix}.project"), &mut self.project)
     }
 
@@ -156,7 +159,7 @@ impl MapperAttention {
             let q = self.to_queries.forward(x)?;
             let kv = self.to_keys_values.forward(x)?;
             if let Some(y) = ops::attention_q_kv(&q, &kv, self.heads)? {
-                return Ok(self.project.forward(&y)?);
+                return self.project.forward(&y);
             }
         }
         let hd = c / self.heads;
@@ -186,7 +189,7 @@ impl MapperAttention {
         let attn = ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
         // [B, heads, N, hd] -> [B, N, C]
         let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
-        Ok(self.project.forward(&out)?)
+        self.project.forward(&out)
     }
 }
 

@@ -163,7 +163,12 @@ impl Proj {
                 )));
             }
             let q = vb
-                .get_with_hints_dtype((d_out, d_in), I8_WEIGHT, candle_nn::Init::Const(0.0), DType::U8)?
+                .get_with_hints_dtype(
+                    (d_out, d_in),
+                    I8_WEIGHT,
+                    candle_nn::Init::Const(0.0),
+                    DType::U8,
+                )?
                 .flatten_all()?
                 .to_vec1::<u8>()?;
             let scales = vb
@@ -175,7 +180,12 @@ impl Proj {
             kernels::Packed::from_i8(q, scales, d_out, d_in)
         } else if vb.contains_tensor(F16_WEIGHT) {
             let w = vb
-                .get_with_hints_dtype((d_out, d_in), F16_WEIGHT, candle_nn::Init::Const(0.0), DType::F16)?
+                .get_with_hints_dtype(
+                    (d_out, d_in),
+                    F16_WEIGHT,
+                    candle_nn::Init::Const(0.0),
+                    DType::F16,
+                )?
                 .flatten_all()?
                 .to_vec1::<half::f16>()?;
             kernels::Packed::from_f16(w, d_out, d_in)
@@ -450,23 +460,6 @@ mod kernels {
     pub const I8_BLOCK: usize = 32;
     /// Largest int8 magnitude used by the symmetric quantizer.
     const I8_MAX: f32 = 127.0;
-    /// Least-squares refits of each block's scale after the first rounding.
-    const REFITS: usize = 2;
-
-    /// `dst[i] = round(v[i] / s)` clamped to the int8 range.
-    fn round_block(v: &[f32], s: f32, dst: &mut [i8; I8_BLOCK]) {
-        for (d, &x) in dst.iter_mut().zip(v) {
-            *d = (x / s).round().clamp(-I8_MAX, I8_MAX) as i8;
-        }
-    }
-
-    /// Squared reconstruction error of a block.
-    fn block_error(v: &[f32], s: f32, q: &[i8; I8_BLOCK]) -> f64 {
-        v.iter()
-            .zip(q)
-            .map(|(&x, &qv)| (x as f64 - s as f64 * qv as f64).powi(2))
-            .sum()
-    }
     /// Output rows per rayon task: big enough to amortise scheduling, small enough to balance.
     const ROWS_PER_TASK: usize = 64;
     /// Tasks per thread a matrix is split into at least (load balance).
@@ -525,36 +518,17 @@ mod kernels {
             }
         }
 
-        /// Symmetric per-block quantization; `k` must be a multiple of [`I8_BLOCK`]. Each block
-        /// starts from the scale that maps its largest magnitude to 127, then refits the scale
-        /// by least squares for the rounded values (and rounds again), keeping whichever pair
-        /// reconstructs the block with the smaller squared error.
+        /// Symmetric per-block quantization (ggml's Q8_0 rule: the block's largest magnitude
+        /// maps to 127); `k` must be a multiple of [`I8_BLOCK`]. A least-squares refit of each
+        /// scale was tried and dropped: it did not lower the logit error on the full-size model.
         pub fn i8(w: &[f32], n: usize, k: usize) -> Self {
             let mut q = Vec::with_capacity(w.len());
             let mut scales = Vec::with_capacity(w.len() / I8_BLOCK);
             for block in w.chunks_exact(I8_BLOCK) {
                 let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let mut best_s = if amax > 0.0 { amax / I8_MAX } else { 1.0 };
-                let mut best = [0i8; I8_BLOCK];
-                round_block(block, best_s, &mut best);
-                let mut best_err = block_error(block, best_s, &best);
-                let mut cur = best;
-                for _ in 0..REFITS {
-                    let (num, den) = block.iter().zip(&cur).fold((0f64, 0f64), |(a, b), (&v, &c)| {
-                        (a + v as f64 * c as f64, b + c as f64 * c as f64)
-                    });
-                    let s = (num / den) as f32;
-                    if den == 0.0 || s.is_nan() || s <= 0.0 {
-                        break;
-                    }
-                    round_block(block, s, &mut cur);
-                    let err = block_error(block, s, &cur);
-                    if err < best_err {
-                        (best_err, best_s, best) = (err, s, cur);
-                    }
-                }
-                scales.push(best_s);
-                q.extend_from_slice(&best);
+                let s = if amax > 0.0 { amax / I8_MAX } else { 1.0 };
+                scales.push(s);
+                q.extend(block.iter().map(|v| (v / s).round() as i8));
             }
             Self {
                 rows: Rows::I8 { q, scales },
@@ -659,7 +633,14 @@ mod kernels {
     /// each rayon task widens a tile of weight rows to f32 (`row(o, dst)`) and multiplies it
     /// with gemm into its columns of the output. The weights are read once and never held whole
     /// in f32, unlike widening the matrix and calling one large gemm.
-    fn gemm_tiles<R>(n: usize, k: usize, x: &[f32], m: usize, bias: Option<&[f32]>, row: R) -> Vec<f32>
+    fn gemm_tiles<R>(
+        n: usize,
+        k: usize,
+        x: &[f32],
+        m: usize,
+        bias: Option<&[f32]>,
+        row: R,
+    ) -> Vec<f32>
     where
         R: Fn(usize, &mut [f32]) + Sync,
     {
@@ -1054,9 +1035,8 @@ mod kernels {
         pub unsafe fn dot_i8_512(x: &[f32], q: &[i8], scales: &[f32]) -> f32 {
             #[inline(always)]
             unsafe fn block(x: *const f32, q: *const i8) -> __m512 {
-                let q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
-                    q as *const __m128i,
-                )));
+                let q0 =
+                    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q as *const __m128i)));
                 let q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
                     q.add(LANES_512) as *const __m128i,
                 )));
@@ -1072,11 +1052,12 @@ mod kernels {
                 let o = b * I8_BLOCK;
                 // Software prefetch of the weight stream (and its scales), a few rows ahead:
                 // the hardware prefetcher alone left half the memory bandwidth unused.
-                _mm_prefetch::<_MM_HINT_T0>(qp.add(o + PREFETCH_BYTES) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(qp.add(o + PREFETCH_BYTES));
                 if b % 16 == 0 {
                     _mm_prefetch::<_MM_HINT_T0>(sp.add(b + PREFETCH_BYTES / I8_BLOCK) as *const i8);
                 }
-                acc0 = _mm512_fmadd_ps(block(xp.add(o), qp.add(o)), _mm512_set1_ps(scales[b]), acc0);
+                acc0 =
+                    _mm512_fmadd_ps(block(xp.add(o), qp.add(o)), _mm512_set1_ps(scales[b]), acc0);
                 let o = o + I8_BLOCK;
                 acc1 = _mm512_fmadd_ps(
                     block(xp.add(o), qp.add(o)),
@@ -1087,7 +1068,8 @@ mod kernels {
             }
             if b < blocks {
                 let o = b * I8_BLOCK;
-                acc0 = _mm512_fmadd_ps(block(xp.add(o), qp.add(o)), _mm512_set1_ps(scales[b]), acc0);
+                acc0 =
+                    _mm512_fmadd_ps(block(xp.add(o), qp.add(o)), _mm512_set1_ps(scales[b]), acc0);
             }
             _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
         }
@@ -1174,4 +1156,3 @@ mod tests {
         }
     }
 }
-

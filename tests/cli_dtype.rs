@@ -1,0 +1,188 @@
+//! `--dtype` and `adiff convert --dtype` (issue 29), end to end from the CLI:
+//! - a file written by `convert --dtype i8|f16` loads as it is and gives exactly the text that
+//!   quantizing at load gives (the same packed values, so the same greedy tokens, 48 of them
+//!   without a stop token);
+//! - such a file is refused for training and for converting again, and an infer run is not
+//!   resumed with another dtype;
+//! - a model whose widths int8 cannot block (the tiny model's 12) gets a one-line error.
+//!
+//! The model is the shipped demo (widths 64 and 128, multiples of the 32-value int8 block).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{adiff, assert_one_line_error, fixture, ok, root};
+
+fn tmp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("adiff-dtype-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+const CLIPS: [&str; 2] = [
+    "data/examples/demo_first.wav",
+    "data/examples/demo_second.wav",
+];
+
+/// `explain` JSON's first explanation, 48 tokens without a stop.
+fn explain(model: &[String], extra: &[&str]) -> String {
+    let mut args: Vec<String> = vec!["explain".into(), CLIPS[0].into(), CLIPS[1].into()];
+    args.extend(model.iter().cloned());
+    args.extend(
+        ["--tier", "3", "--max-tokens", "48", "--no-stop", "--json"]
+            .iter()
+            .chain(extra)
+            .map(|a| a.to_string()),
+    );
+    let out = ok(adiff(&args));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["answers"][0]["tokens"], 48);
+    v["answers"][0]["explanation"].as_str().unwrap().to_string()
+}
+
+fn demo() -> Vec<String> {
+    vec!["--model".into(), "demo".into()]
+}
+
+#[test]
+fn converted_files_load_packed_and_match_quantizing_at_load() {
+    let dir = tmp_dir("convert");
+    for dtype in ["f16", "i8"] {
+        let file = dir.join(format!("demo.{dtype}.safetensors"));
+        ok(adiff(&[
+            "convert",
+            "--model",
+            "demo",
+            "--dtype",
+            dtype,
+            "-o",
+            &s(&file),
+        ]));
+        let header = std::fs::read(&file).unwrap();
+        let marker = format!("attn.c_attn.weight.{dtype}");
+        assert!(
+            String::from_utf8_lossy(&header[..header.len().min(200_000)]).contains(&marker),
+            "{dtype}: no packed {marker} tensor in the file"
+        );
+        let packed = vec![
+            "-c".into(),
+            s(&file),
+            "--config".into(),
+            s(&file.with_extension("json")),
+        ];
+        // Loaded as stored (no --dtype) vs the f32 model quantized at load.
+        let from_file = explain(&packed, &[]);
+        let at_load = explain(&demo(), &["--dtype", dtype]);
+        assert_eq!(from_file, at_load, "{dtype}");
+        // Asking for the stored format again changes nothing.
+        assert_eq!(explain(&packed, &["--dtype", dtype]), from_file, "{dtype}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn packed_files_are_for_inference_only() {
+    let dir = tmp_dir("refuse");
+    let file = dir.join("demo.i8.safetensors");
+    ok(adiff(&[
+        "convert",
+        "--model",
+        "demo",
+        "--dtype",
+        "i8",
+        "-o",
+        &s(&file),
+    ]));
+    let cfg = s(&file.with_extension("json"));
+    let again = dir.join("again.safetensors");
+    assert_one_line_error(
+        &adiff(&[
+            "convert",
+            "-c",
+            &s(&file),
+            "--config",
+            &cfg,
+            "-o",
+            &s(&again),
+        ]),
+        "holds packed (f16/i8) weights already",
+    );
+    assert!(!again.exists());
+    // Training from it: refused, with nothing written.
+    let csv = dir.join("train.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "filepath1,filepath2,input,answer\n{},{},compare,louder\n",
+            CLIPS[0], CLIPS[1]
+        ),
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let out = adiff(&[
+        "train-stage2",
+        "-c",
+        &s(&file),
+        "--config",
+        &cfg,
+        "--train",
+        &s(&csv),
+        "--audio-root",
+        &s(root()),
+        "-o",
+        &s(&run),
+        "--quiet",
+    ]);
+    assert_one_line_error(&out, "inference only: train from the f32 checkpoint");
+    assert!(!run.exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn int8_needs_widths_in_whole_blocks() {
+    let mut args: Vec<String> = vec![
+        "explain".into(),
+        s(&fixture("htsat/clip_a.wav")),
+        s(&fixture("htsat/clip_b.wav")),
+        "--dtype".into(),
+        "i8".into(),
+    ];
+    args.extend(common::tiny_model_args());
+    assert_one_line_error(&adiff(&args), "divisible by 32, got 12");
+}
+
+#[test]
+fn infer_is_not_resumed_with_another_dtype() {
+    let dir = tmp_dir("infer");
+    let csv = dir.join("pairs.csv");
+    std::fs::write(
+        &csv,
+        "filepath1,filepath2,input\nclip_a.wav,clip_b.wav,explain the difference in few words\n",
+    )
+    .unwrap();
+    let out = dir.join("preds.csv");
+    let infer = |extra: &[&str]| {
+        let mut args: Vec<String> = vec![
+            "infer".into(),
+            s(&csv),
+            "--audio-root".into(),
+            s(&fixture("htsat")),
+            "-o".into(),
+            s(&out),
+            "--max-tokens".into(),
+            "3".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.extend(common::tiny_model_args());
+        adiff(&args)
+    };
+    ok(infer(&["--dtype", "f16"]));
+    assert_one_line_error(&infer(&[]), "dtype (then \"f16\", now \"f32\")");
+    std::fs::remove_dir_all(&dir).ok();
+}
