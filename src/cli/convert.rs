@@ -67,6 +67,28 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         .iter()
         .filter_map(|n| ckpt.get(n).map(|t| (n.clone(), t.clone())))
         .collect();
+    // A tied head (the official checkpoint stores lm_head and wte as one storage) is written once:
+    // in f32 as wte (the loader ties lm_head to wte when it is absent); packed as the head alone,
+    // whose rows then serve as the embedding table.
+    let (head, wte) = (
+        "caption_decoder.gpt.lm_head.weight",
+        "caption_decoder.gpt.transformer.wte.weight",
+    );
+    let tied = match (tensors.get(head), tensors.get(wte)) {
+        (Some(h), Some(w)) => {
+            h.dims() == w.dims()
+                && h.eq(w)?
+                    .to_dtype(DType::F32)?
+                    .mean_all()?
+                    .to_scalar::<f32>()?
+                    == 1.0
+        }
+        (None, Some(_)) => true,
+        _ => false,
+    };
+    if tied {
+        tensors.remove(head);
+    }
     // Packed weights replace their f32 originals.
     let (packed, replaced) = model
         .with_weight_format(args.dtype.format())?
@@ -74,24 +96,10 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     for name in &replaced {
         tensors.remove(name);
     }
-    tensors.extend(packed);
-    // A tied head (the official checkpoint stores lm_head and wte as one storage) is written once:
-    // the loader ties lm_head to wte when it is absent.
-    let (head, wte) = (
-        "caption_decoder.gpt.lm_head.weight",
-        "caption_decoder.gpt.transformer.wte.weight",
-    );
-    if let (Some(h), Some(w)) = (tensors.get(head), tensors.get(wte)) {
-        if h.dims() == w.dims()
-            && h.eq(w)?
-                .to_dtype(DType::F32)?
-                .mean_all()?
-                .to_scalar::<f32>()?
-                == 1.0
-        {
-            tensors.remove(head);
-        }
+    if tied && !packed.is_empty() {
+        tensors.remove(wte);
     }
+    tensors.extend(packed);
     let metadata = HashMap::from([
         ("format".to_string(), "adiff".to_string()),
         (

@@ -200,7 +200,7 @@ impl ModelArgs {
             .collect::<Result<Vec<_>, _>>()?;
         let mut ckpt = Checkpoint::load_all(&paths)?;
         if let Some(repo) = &cfg.gpt2.hub_repo {
-            if !ckpt.contains(&format!("{GPT2_PREFIX}.transformer.wte.weight")) {
+            if !ckpt.contains(&format!("{GPT2_PREFIX}.transformer.wpe.weight")) {
                 let (weights, _tokenizer) = crate::hub::hub_gpt2_files(repo)?;
                 let hub = Checkpoint::load(&weights)?;
                 // Hub files name tensors `wte.weight` or `transformer.wte.weight`.

@@ -493,6 +493,23 @@ fn read_torch_zip(path: &Path) -> candle_core::Result<(NamedTensors, HashMap<Str
     Ok((tensors, skipped))
 }
 
+/// Reads `shape`'s elements of `T` (stored little-endian, as on every platform candle runs on)
+/// into a tensor, the file's bytes landing in the tensor's own buffer.
+fn read_typed<T: candle_core::WithDType + Default + Copy>(
+    f: &mut std::fs::File,
+    shape: &[usize],
+) -> candle_core::Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let mut v = vec![T::default(); n];
+    // SAFETY: `v` holds n initialised values of a plain-old-data type (f32, u8, f16: every bit
+    // pattern is valid), viewed as their n * size_of::<T>() bytes for the read.
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, n * std::mem::size_of::<T>())
+    };
+    f.read_exact(bytes)?;
+    Tensor::from_vec(v, shape, &Device::Cpu)
+}
+
 /// Reads every tensor of a safetensors file, one at a time with plain reads (no memory map, so
 /// the file's pages and the tensors are never both resident: peak memory stays near the model's
 /// size). Tensors of dtypes candle cannot hold (the bool causal masks some GPT-2 exports carry)
@@ -553,13 +570,19 @@ fn read_safetensors(path: &Path) -> candle_core::Result<(NamedTensors, HashMap<S
                 "{name}: data offsets {offsets:?} do not fit its shape or the file"
             )));
         }
-        let mut bytes = vec![0u8; n_bytes];
         f.seek(SeekFrom::Start(data_start + offsets[0]))?;
-        f.read_exact(&mut bytes)?;
-        tensors.push((
-            name,
-            Tensor::from_raw_buffer(&bytes, dtype, &shape, &Device::Cpu)?,
-        ));
+        // Read straight into the tensor's own buffer (no second copy of the bytes).
+        let t = match dtype {
+            DType::F32 => read_typed::<f32>(&mut f, &shape)?,
+            DType::U8 => read_typed::<u8>(&mut f, &shape)?,
+            DType::F16 => read_typed::<half::f16>(&mut f, &shape)?,
+            _ => {
+                let mut bytes = vec![0u8; n_bytes];
+                f.read_exact(&mut bytes)?;
+                Tensor::from_raw_buffer(&bytes, dtype, &shape, &Device::Cpu)?
+            }
+        };
+        tensors.push((name, t));
     }
     Ok((tensors, skipped))
 }

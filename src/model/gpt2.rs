@@ -306,7 +306,11 @@ impl KvCache {
 /// GPT-2 language model with a tied or separate lm_head.
 #[derive(Debug, Clone)]
 pub struct Gpt2 {
-    wte: Tensor, // [V, C]
+    /// `[V, C]`; None when the head is tied to it and packed (`--dtype f16|i8`): the
+    /// embedding rows are then read from the packed head, so the table is held once.
+    wte: Option<Tensor>,
+    /// Whether the head is the embedding table (no `lm_head.weight` of its own).
+    tied: bool,
     wpe: Tensor, // [P, C]
     blocks: Vec<Block>,
     ln_f: LayerNorm,
@@ -337,23 +341,30 @@ impl Gpt2 {
                 cfg.n_embd, cfg.n_head
             )));
         }
-        let tvb = if vb.contains_tensor("transformer.wte.weight") {
+        // The position table is in every layout (a tied, packed file holds no `wte.weight`).
+        let tvb = if vb.contains_tensor("transformer.wpe.weight") {
             vb.pp("transformer")
-        } else if vb.contains_tensor("wte.weight") {
+        } else if vb.contains_tensor("wpe.weight") {
             vb.clone()
         } else if init_missing {
             // Training from scratch: the ADIFF layout, every tensor from its initialisation.
             vb.pp("transformer")
         } else {
             return Err(AdiffError::Invalid(format!(
-                "no GPT-2 weights under '{}': neither transformer.wte.weight nor wte.weight found",
+                "no GPT-2 weights under '{}': neither transformer.wpe.weight nor wpe.weight found",
                 vb.prefix()
             )));
         };
         let (v, c) = (cfg.vocab_size, cfg.n_embd);
-        let wte = tvb
-            .get_with_hints((v, c), "wte.weight", normal_init(INIT_STD))?
-            .contiguous()?;
+        let stored_head = Proj::load_stored(&vb.pp("lm_head"), v, c, false)?;
+        // A packed head without a table of its own is the tied table (see `wte`).
+        let wte = match &stored_head {
+            Some(_) if !tvb.contains_tensor("wte.weight") => None,
+            _ => Some(
+                tvb.get_with_hints((v, c), "wte.weight", normal_init(INIT_STD))?
+                    .contiguous()?,
+            ),
+        };
         let wpe = tvb
             .get_with_hints((cfg.n_positions, c), "wpe.weight", normal_init(INIT_STD))?
             .contiguous()?;
@@ -361,17 +372,20 @@ impl Gpt2 {
             .map(|i| Block::load(tvb.pp(format!("h.{i}")), cfg))
             .collect::<Result<Vec<_>>>()?;
         let ln_f = layer_norm(tvb.pp("ln_f"), cfg)?;
-        let lm_head = match Proj::load_stored(&vb.pp("lm_head"), v, c, false)? {
-            Some(packed) => packed,
-            None => {
+        // Tied: no head of its own, or one storage with wte (the official `torch.save` file).
+        let (lm_head, tied) = match (stored_head, &wte) {
+            (Some(packed), _) => (packed, wte.is_none()),
+            (None, Some(wte)) => {
                 let head = if vb.contains_tensor("lm_head.weight") {
                     vb.get((v, c), "lm_head.weight")?
                 } else {
                     wte.clone()
                 };
+                let tied = head.id() == wte.id();
                 // [V, C] is already [out, in]; tied, it shares wte's storage.
-                Proj::new(head, None, WeightFormat::F32)?
+                (Proj::new(head, None, WeightFormat::F32)?, tied)
             }
+            (None, None) => unreachable!("wte is only absent beside a packed head"),
         };
         let format = blocks[0].c_attn.format();
         let join = |p: &str, n: &str| {
@@ -384,6 +398,7 @@ impl Gpt2 {
         let names = (tvb.prefix(), join(&vb.prefix(), "lm_head"));
         Ok(Self {
             wte,
+            tied,
             wpe,
             blocks,
             ln_f,
@@ -404,8 +419,15 @@ impl Gpt2 {
 
     /// Re-packs the matmul weights into `format` (from the f32 originals when converting twice
     /// from F32, otherwise from the dequantized values).
+    /// A tied head packed this way also serves the embedding rows, and the f32 table goes.
     pub fn with_weight_format(mut self, format: WeightFormat) -> Result<Self> {
         self.visit(&mut |_, p| p.repack(format))?;
+        if self.tied {
+            self.wte = match format {
+                WeightFormat::F32 => Some(self.lm_head.weight_out_in()?),
+                _ => None,
+            };
+        }
         self.format = format;
         Ok(self)
     }
@@ -426,11 +448,6 @@ impl Gpt2 {
         f(&head, &mut self.lm_head)
     }
 
-    /// The token embedding table `[V, C]` (ADIFF's text mapper and separator read it).
-    pub fn wte(&self) -> &Tensor {
-        &self.wte
-    }
-
     /// Token embeddings (no position added): ids [B, T] -> [B, T, C].
     pub fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
@@ -446,10 +463,11 @@ impl Gpt2 {
                 self.cfg.vocab_size
             )));
         }
-        Ok(self
-            .wte
-            .index_select(&flat, 0)?
-            .reshape((b, t, self.cfg.n_embd))?)
+        let rows = match &self.wte {
+            Some(wte) => wte.index_select(&flat, 0)?,
+            None => self.lm_head.rows(&flat.to_dtype(DType::U32)?.to_vec1::<u32>()?)?,
+        };
+        Ok(rows.reshape((b, t, self.cfg.n_embd))?)
     }
 
     fn check_embeds(&self, embeds: &Tensor) -> Result<(usize, usize)> {
@@ -606,7 +624,7 @@ impl Gpt2 {
 
     /// Feeds one token per row (ids [B]) and returns the next logits [B, V].
     pub fn step(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor> {
-        let dev = self.wte.device();
+        let dev = self.wpe.device();
         let idx = Tensor::from_vec(ids.to_vec(), (ids.len(), 1), dev)?;
         let embeds = self.embed_ids(&idx)?; // [B, 1, C]
         self.step_embeds(&embeds, cache)

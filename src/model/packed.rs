@@ -204,6 +204,23 @@ impl Proj {
         Ok(Some(Proj::Packed { w, b, b_vec }))
     }
 
+    /// Weight rows `ids` as f32 `[ids, in]` (a tied head serving as the embedding table).
+    pub(crate) fn rows(&self, ids: &[u32]) -> Result<Tensor> {
+        match self {
+            Proj::Packed { w, .. } => {
+                let mut out = vec![0f32; ids.len() * w.k];
+                for (dst, &id) in out.chunks_exact_mut(w.k).zip(ids) {
+                    w.row_f32(id as usize, dst);
+                }
+                Ok(Tensor::from_vec(out, (ids.len(), w.k), &Device::Cpu)?)
+            }
+            _ => {
+                let ids = Tensor::from_slice(ids, ids.len(), &Device::Cpu)?;
+                Ok(self.weight_out_in()?.index_select(&ids, 0)?)
+            }
+        }
+    }
+
     /// The format the weight is held in (a trainable weight is f32).
     pub(crate) fn format(&self) -> WeightFormat {
         match self {
@@ -546,7 +563,7 @@ mod kernels {
             out
         }
 
-        fn row_f32(&self, o: usize, dst: &mut [f32]) {
+        pub fn row_f32(&self, o: usize, dst: &mut [f32]) {
             let k = self.k;
             match &self.rows {
                 Rows::F16(w) => {
