@@ -465,7 +465,9 @@ impl Gpt2 {
         }
         let rows = match &self.wte {
             Some(wte) => wte.index_select(&flat, 0)?,
-            None => self.lm_head.rows(&flat.to_dtype(DType::U32)?.to_vec1::<u32>()?)?,
+            None => self
+                .lm_head
+                .rows(&flat.to_dtype(DType::U32)?.to_vec1::<u32>()?)?,
         };
         Ok(rows.reshape((b, t, self.cfg.n_embd))?)
     }
