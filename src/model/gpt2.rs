@@ -351,7 +351,8 @@ impl Gpt2 {
             vb.pp("transformer")
         } else {
             return Err(AdiffError::Invalid(format!(
-                "no GPT-2 weights under '{}': neither transformer.wpe.weight nor wpe.weight found",
+                "no GPT-2 weights under '{}': no transformer.wpe.weight or wpe.weight (the \
+                 position table every GPT-2 file holds beside wte.weight)",
                 vb.prefix()
             )));
         };
