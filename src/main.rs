@@ -3,6 +3,13 @@ use clap::Parser;
 use adiff::cli::{Cli, Command};
 
 fn main() {
+    // Output piped into a reader that stops early (`adiff ... | head`) ends the process quietly,
+    // as for other Unix tools, instead of a "failed printing to stdout" panic.
+    #[cfg(unix)]
+    // SAFETY: restores the default action of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     // Training, dataset building and batched inference reuse many large same-sized buffers:
     // keep freed memory. One explanation or tagging run allocates the model once: glibc's

@@ -582,3 +582,30 @@ fn outputs_never_overwrite_inputs() {
     assert_one_line_error(&o, "the predictions would overwrite an input");
     assert_eq!(std::fs::read_to_string(&csv).unwrap(), text);
 }
+
+/// `adiff explain ... --json | head -c 1` panicked with "failed printing to stdout: Broken pipe"
+/// when the reader closed the pipe before the report was written.
+#[test]
+fn a_closed_stdout_pipe_ends_quietly() {
+    use std::process::{Command, Stdio};
+    let mut args: Vec<String> = vec![
+        "explain".into(),
+        s(&fixture("htsat/clip_a.wav")).into(),
+        s(&fixture("htsat/clip_b.wav")).into(),
+        "--json".into(),
+    ];
+    args.extend(common::tiny_model_args());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_adiff"))
+        .args(&args)
+        .current_dir(common::root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end before the model has produced anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "stderr: {err}");
+    assert!(err.is_empty(), "stderr: {err}");
+}

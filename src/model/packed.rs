@@ -467,8 +467,10 @@ pub(crate) fn attend_one(
 ///
 /// Weights are rows `[out, in]`; each output is a dot product of an activation row with a weight
 /// row, converted to f32 on the fly. Rows are split across rayon's pool (candle's own threads).
-/// On x86-64 with AVX2/FMA/F16C (checked at run time) the dot products use those instructions;
-/// elsewhere a portable loop gives the same results up to summation order.
+/// On x86-64 the dot products use AVX-512 or AVX2/FMA/F16C (the widest the CPU has, checked at
+/// run time) and prefetch the weight stream ahead of the loads (without it the kernel read memory
+/// at half the machine's bandwidth); elsewhere a portable loop gives the same results up to
+/// summation order. Many activation rows go through gemm over tiles of rows widened to f32.
 mod kernels {
     use half::f16;
     use rayon::prelude::*;
@@ -481,13 +483,12 @@ mod kernels {
     const ROWS_PER_TASK: usize = 64;
     /// Tasks per thread a matrix is split into at least (load balance).
     const TASKS_PER_THREAD: usize = 4;
+    /// Rows per task at most (the lm_head's 50257 rows: ~6000 per task on 2 threads otherwise).
+    const MAX_ROWS_PER_TASK: usize = 4096;
 
     fn rows_per_task(n: usize) -> usize {
         let threads = rayon::current_num_threads().max(1);
-        std::env::var("ADIFF_ROWS_PER_TASK")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| (n / (threads * TASKS_PER_THREAD)).clamp(ROWS_PER_TASK, 4096))
+        (n / (threads * TASKS_PER_THREAD)).clamp(ROWS_PER_TASK, MAX_ROWS_PER_TASK)
     }
 
     #[derive(Debug, Clone)]
