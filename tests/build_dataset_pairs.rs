@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use adiff::data::captions::{read_captions, AudioNaming, CaptionFormat};
@@ -116,6 +116,25 @@ impl Mock {
 
     fn requests(&self) -> Vec<Request> {
         self.log.lock().unwrap().clone()
+    }
+}
+
+/// Where the mock's handlers hold replies back until the test opens it (or `max` passes): what
+/// the client sees before then does not depend on timing.
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    fn wait(&self, max: Duration) {
+        let (open, cv) = &*self.0;
+        let open = open.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = cv.wait_timeout_while(open, max, |open| !*open);
+    }
+
+    fn open(&self) {
+        let (open, cv) = &*self.0;
+        *open.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
     }
 }
 
@@ -270,34 +289,41 @@ fn llm_malformed_json_is_a_clear_error_not_retried() {
     }
 }
 
+/// Time-outs are checked by what the client got, not by the wall clock: a held answer is
+/// released only after the client has returned, so a client that waited for it (no time-out)
+/// would return it, after 30 s, instead of the retry's.
 #[test]
 fn llm_time_out_is_retried() {
-    let mock = Mock::start(|n, _| {
-        let mut r = completion("late but fine");
+    let gate = Gate::default();
+    let held = gate.clone();
+    let mock = Mock::start(move |n, _| {
         if n == 0 {
-            r.delay = Duration::from_millis(1500);
+            held.wait(Duration::from_secs(30));
+            completion("too late")
+        } else {
+            completion("on time")
         }
-        r
     });
     let c = client(&mock, 1, 300, None);
-    let t = Instant::now();
-    assert_eq!(c.explain("a", "b", 1).unwrap(), "late but fine");
-    assert_eq!(c.requests(), 2);
-    assert!(
-        t.elapsed() < Duration::from_millis(1400),
-        "{:?}",
-        t.elapsed()
-    );
+    let text = c.explain("a", "b", 1);
+    gate.open();
+    assert_eq!(text.unwrap(), "on time");
+    assert_eq!((c.requests(), c.retries()), (2, 1));
+    assert_eq!(mock.requests().len(), 2);
 
     // Every attempt times out: reported after the retries.
-    let slow = Mock::start(|_, _| {
-        let mut r = completion("too late");
-        r.delay = Duration::from_millis(1000);
-        r
+    let gate = Gate::default();
+    let held = gate.clone();
+    let slow = Mock::start(move |_, _| {
+        held.wait(Duration::from_secs(30));
+        completion("too late")
     });
     let c = client(&slow, 1, 200, None);
-    let err = c.explain("a", "b", 1).unwrap_err().to_string();
+    let err = c.explain("a", "b", 1);
+    gate.open();
+    let err = err.unwrap_err().to_string();
     assert!(err.contains("gave up after 2 attempt(s)"), "{err}");
+    assert_eq!(slow.requests().len(), 2);
 }
 
 #[test]
@@ -880,23 +906,34 @@ fn llm_cli_budget_stop_then_resume() {
     assert_complete_once(&w, 7);
 }
 
+/// A killed run loses only the requests in flight, and a rerun makes exactly the rows not
+/// written. The kill lands on a known state, not in a time window: the mock answers the first
+/// `answered` requests and holds every later one until after the kill, so the run stops with
+/// exactly `answered` rows written and one request per worker in flight. (Before, the kill had
+/// to land in the ~0.5 s between the 5th and the 21st row.)
 #[test]
 fn llm_cli_kill_and_restart_loses_only_requests_in_flight() {
     let concurrency = 2;
-    let slow = Mock::start(|n, req| {
-        let mut r = echo_handler(n, req);
-        r.delay = Duration::from_millis(60);
-        r
+    let answered = 5;
+    let gate = Gate::default();
+    let held = gate.clone();
+    let slow = Mock::start(move |n, req| {
+        if n >= answered {
+            held.wait(Duration::from_secs(120));
+        }
+        echo_handler(n, req)
     });
     let w = Work::plain();
+    let mut args = llm_args(&slow);
+    // No time-out (and retry) while the requests are held, however late the kill.
+    let t = args.iter().position(|a| a == "--timeout").unwrap();
+    args[t + 1] = "600".into();
     let mut cmd = pairs_cmd(&fixture("plain.csv"), "csv", &w, &[]);
-    cmd.args(llm_args(&slow))
+    cmd.args(args)
         .args(["--concurrency", &concurrency.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut child = cmd.spawn().unwrap();
-    // Kill once some rows, but not all, are written.
-    let deadline = Instant::now() + Duration::from_secs(10);
     let written = |w: &Work| -> usize {
         TIER_FILES
             .iter()
@@ -904,20 +941,32 @@ fn llm_cli_kill_and_restart_loses_only_requests_in_flight() {
             .map(|s| s.matches("EXPLANATION of").count())
             .sum()
     };
-    while written(&w) < 5 {
-        assert!(Instant::now() < deadline, "no rows written");
+    // Wait until the answered rows are written and every worker waits on a held request.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reached = loop {
+        if written(&w) == answered && slow.requests().len() == answered + concurrency {
+            break Ok(());
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break Err(format!("the run ended ({status}) before the kill"));
+        }
+        if Instant::now() > deadline {
+            break Err(format!(
+                "after 60 s: {} rows written, {} requests",
+                written(&w),
+                slow.requests().len()
+            ));
+        }
         std::thread::sleep(Duration::from_millis(5));
-    }
+    };
     child.kill().unwrap();
     child.wait().unwrap();
+    gate.open();
+    reached.unwrap();
     let before = written(&w);
-    assert!(before < 21, "killed too late: {before}");
-    let sent_first = slow.requests().len();
-    // At most the requests in flight were lost.
-    assert!(
-        sent_first <= before + concurrency,
-        "{sent_first} sent, {before} written"
-    );
+    assert_eq!(before, answered);
+    // Exactly the requests in flight were lost.
+    assert_eq!(slow.requests().len(), before + concurrency);
 
     let fast = Mock::start(echo_handler);
     let mut cmd = pairs_cmd(&fixture("plain.csv"), "csv", &w, &[]);

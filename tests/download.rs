@@ -184,12 +184,63 @@ fn one_line_error(out: &Output) -> String {
     lines[0].to_string()
 }
 
-/// A port nothing listens on (bound, then released).
-fn closed_port_url() -> String {
+/// A URL on 127.0.0.1 whose port nothing listens on, for as long as this lives.
+struct ClosedPort {
+    url: String,
+    /// Holds the port: bound, never listening, so connecting is refused.
+    #[cfg(unix)]
+    _socket: std::os::fd::OwnedFd,
+}
+
+/// A port bound by a socket that never listens: connections are refused, and while the
+/// [`ClosedPort`] lives the OS cannot give the port to a server another test starts meanwhile
+/// (as it could the port bound and released that this used to be, which that server would then
+/// answer, or whose request would use up that server's plan).
+#[cfg(unix)]
+fn closed_port() -> ClosedPort {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let err = || std::io::Error::last_os_error();
+    // SAFETY: plain socket calls on a descriptor this function owns, with a zeroed sockaddr_in
+    // of the size passed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket: {}", err());
+        let socket = OwnedFd::from_raw_fd(fd);
+        assert_eq!(
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC),
+            0,
+            "{}",
+            err()
+        );
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let ptr = &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr;
+        assert_eq!(libc::bind(fd, ptr, len), 0, "bind: {}", err());
+        assert_eq!(libc::getsockname(fd, ptr, &mut len), 0, "{}", err());
+        let port = u16::from_be(addr.sin_port);
+        assert_ne!(port, 0);
+        // Held: no server can bind it now (std's listeners too, which set SO_REUSEADDR).
+        assert!(
+            TcpListener::bind(("127.0.0.1", port)).is_err(),
+            "port {port} not held"
+        );
+        ClosedPort {
+            url: format!("http://127.0.0.1:{port}"),
+            _socket: socket,
+        }
+    }
+}
+
+/// Elsewhere: a port bound, then released (another test's server may be given it).
+#[cfg(not(unix))]
+fn closed_port() -> ClosedPort {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{addr}")
+    ClosedPort {
+        url: format!("http://{addr}"),
+    }
 }
 
 fn has_range(request: &str, start: usize) -> bool {
@@ -410,9 +461,10 @@ fn http_404_is_one_line_with_status_and_url() {
 
 #[test]
 fn unreachable_server_says_what_to_download_by_hand_and_where() {
-    let base = closed_port_url();
+    let closed = closed_port();
+    let base = &closed.url;
     let cache = tempfile::tempdir().unwrap();
-    let out = adiff(cache.path(), &base, &["download", "adiff-base"]);
+    let out = adiff(cache.path(), base, &["download", "adiff-base"]);
     let line = one_line_error(&out);
     let url = format!("{base}/records/14706090/files/adiff_base.ckpt?download=1");
     let dest = cache.path().join("adiff_base.ckpt");
@@ -424,9 +476,10 @@ fn unreachable_server_says_what_to_download_by_hand_and_where() {
 #[test]
 fn bad_checksum_argument_is_one_line() {
     let cache = tempfile::tempdir().unwrap();
+    let closed = closed_port();
     let out = adiff(
         cache.path(),
-        &closed_port_url(),
+        &closed.url,
         &["download", "adiff-base", "--sha256", "xyz"],
     );
     let line = one_line_error(&out);
@@ -467,9 +520,10 @@ fn named_checkpoints_resolve_to_the_cache() {
 fn model_commands_accept_a_checkpoint_name() {
     // `--checkpoint adiff-base` with an empty cache: the model commands name the fix.
     let cache = tempfile::tempdir().unwrap();
+    let closed = closed_port();
     let out = adiff(
         cache.path(),
-        &closed_port_url(),
+        &closed.url,
         &[
             "embed",
             "--checkpoint",
@@ -490,10 +544,11 @@ fn model_commands_accept_a_checkpoint_name() {
 #[test]
 fn gpt2_from_an_unreachable_hub_says_what_to_put_where() {
     let hf_home = tempfile::tempdir().unwrap();
+    let closed = closed_port();
     let out = Command::new(env!("CARGO_BIN_EXE_adiff"))
         .args(["download", "gpt2"])
         .env("HF_HOME", hf_home.path())
-        .env("HF_ENDPOINT", closed_port_url())
+        .env("HF_ENDPOINT", &closed.url)
         .output()
         .unwrap();
     let line = one_line_error(&out);
@@ -514,10 +569,11 @@ fn gpt2_files_placed_by_hand_are_found_offline() {
     std::fs::write(repo_dir.join("refs").join("main"), "manual").unwrap();
     std::fs::write(snapshot.join("model.safetensors"), b"w").unwrap();
     std::fs::write(snapshot.join("tokenizer.json"), b"t").unwrap();
+    let closed = closed_port();
     let out = Command::new(env!("CARGO_BIN_EXE_adiff"))
         .args(["download", "gpt2"])
         .env("HF_HOME", hf_home.path())
-        .env("HF_ENDPOINT", closed_port_url())
+        .env("HF_ENDPOINT", &closed.url)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));

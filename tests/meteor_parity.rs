@@ -2,13 +2,47 @@
 //! scripts/fixtures_meteor.py: 5 cases x 300 items of real ACD/CLD answers, 1 and 2 references).
 //!
 //! Needs Meteor's language data, which is not committed: `$ADIFF_METEOR_DATA` must name
-//! meteor-1.5.jar (with data/paraphrase-en.gz beside it). `.ci/run` fetches the pycocoevalcap
-//! wheel and sets it; without it the test says so and checks nothing else.
+//! meteor-1.5.jar (with data/paraphrase-en.gz beside it) or a directory with the jar's data
+//! extracted (the two forms `adiff eval --meteor-data` accepts). `.ci/run` fetches the
+//! pycocoevalcap wheel and sets it. Without it the tests that need it say so and pass, unless
+//! `$CI` is set: then they fail, so that a CI run without the data cannot look green.
 
 mod common;
 
+use std::path::{Path, PathBuf};
+
 use adiff::metrics::meteor::{Meteor, MeteorData, MeteorStats};
 use serde::Deserialize;
+
+/// Whether `$CI` is set (to anything but empty, `0` or `false`).
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// The data `$ADIFF_METEOR_DATA` names. Without it: None after a message, or a failure in CI.
+fn meteor_data_or_skip(test: &str) -> Option<MeteorData> {
+    let data = MeteorData::locate(None).expect("ADIFF_METEOR_DATA");
+    if data.is_none() {
+        // A CI run without the data would otherwise pass without checking METEOR at all.
+        assert!(
+            !in_ci(),
+            "{test}: CI is set but ADIFF_METEOR_DATA is not: METEOR parity would not be checked \
+             (scripts/fetch-meteor-data.sh DIR, then ADIFF_METEOR_DATA=DIR/meteor-1.5.jar)"
+        );
+        eprintln!(
+            "SKIPPED {test}: set ADIFF_METEOR_DATA to meteor-1.5.jar (or a directory with its \
+             extracted data) to run METEOR parity"
+        );
+    }
+    data
+}
+
+/// The path `--meteor-data` takes for `data`, in the form it was given (jar or directory).
+fn data_path(data: &MeteorData) -> &Path {
+    match data {
+        MeteorData::Jar(p) | MeteorData::Dir(p) => p,
+    }
+}
 
 #[derive(Deserialize)]
 struct Case {
@@ -57,8 +91,7 @@ const TOL: f64 = 1e-3;
 
 #[test]
 fn meteor_matches_pycocoevalcap() {
-    let Some(data) = MeteorData::locate(None).expect("ADIFF_METEOR_DATA") else {
-        eprintln!("SKIPPED: set ADIFF_METEOR_DATA to meteor-1.5.jar to run METEOR parity");
+    let Some(data) = meteor_data_or_skip("meteor_matches_pycocoevalcap") else {
         return;
     };
     let text = std::fs::read_to_string(common::fixture("metrics/meteor.json")).unwrap();
@@ -116,23 +149,22 @@ fn meteor_matches_pycocoevalcap() {
     );
 }
 
-/// `adiff eval --meteor-data` prints the jar's corpus METEOR for an infer-style CSV.
-#[test]
-fn eval_cli_meteor() {
-    let Some(MeteorData::Jar(jar)) = MeteorData::locate(None).expect("ADIFF_METEOR_DATA") else {
-        eprintln!("SKIPPED: set ADIFF_METEOR_DATA to meteor-1.5.jar to run METEOR parity");
-        return;
-    };
+/// The fixture case the CLI tests score.
+fn cli_case() -> Case {
     let text = std::fs::read_to_string(common::fixture("metrics/meteor.json")).unwrap();
     let fixture: Fixture = serde_json::from_str(&text).unwrap();
-    let case = fixture
+    fixture
         .cases
-        .iter()
+        .into_iter()
         .find(|c| c.name == "cld_sentence_2ref")
-        .expect("case");
-    let dir = std::env::temp_dir().join(format!("adiff-meteor-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let csv_path = dir.join("cld_sentence_preds.csv");
+        .expect("case")
+}
+
+/// `adiff eval --meteor-data DATA` on an infer-style CSV of `case`; returns the corpus METEOR
+/// of the JSON report.
+fn eval_cli(case: &Case, data: &Path) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let csv_path = dir.path().join("cld_sentence_preds.csv");
     let mut w = csv::Writer::from_path(&csv_path).unwrap();
     w.write_record(["taskname", "answer", "answer_2", "prediction"])
         .unwrap();
@@ -141,27 +173,80 @@ fn eval_cli_meteor() {
     }
     w.flush().unwrap();
     drop(w);
-    let json = dir.join("scores.json");
+    let json = dir.path().join("scores.json");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_adiff"))
         .env_remove("ADIFF_METEOR_DATA")
         .env_remove("ADIFF_SPICE_JAR")
         .args(["eval".as_ref(), csv_path.as_os_str()])
-        .args(["--meteor-data".as_ref(), jar.as_os_str()])
         .args(["--json".as_ref(), json.as_os_str()])
+        .args(["--meteor-data".as_ref(), data.as_os_str()])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let m = j["groups"][0]["meteor"].as_f64().expect("meteor number");
+    assert!(j["groups"][0]["unavailable"].get("METEOR").is_none(), "{j}");
+    j["groups"][0]["meteor"].as_f64().expect("meteor number")
+}
+
+/// `adiff eval --meteor-data` prints the jar's corpus METEOR for an infer-style CSV, with the
+/// data in the form `$ADIFF_METEOR_DATA` gives it (the jar or an extracted directory).
+#[test]
+fn eval_cli_meteor() {
+    let Some(data) = meteor_data_or_skip("eval_cli_meteor") else {
+        return;
+    };
+    let case = cli_case();
+    let m = eval_cli(&case, data_path(&data));
     assert!(
         (m - case.corpus).abs() <= 1e-9,
         "cli METEOR {m} vs jar {}",
         case.corpus
     );
-    assert!(j["groups"][0]["unavailable"].get("METEOR").is_none());
-    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The jar's data extracted into `dir` (as `unzip meteor-1.5.jar -d dir` would), with the
+/// paraphrase table linked in at `dir/data/paraphrase-en.gz`: the directory form.
+fn extract_jar(jar: &Path, dir: &Path) -> PathBuf {
+    let file = std::fs::File::open(jar).unwrap();
+    zip::ZipArchive::new(file).unwrap().extract(dir).unwrap();
+    let table = std::fs::canonicalize(MeteorData::Jar(jar.to_path_buf()).paraphrase_path())
+        .expect("data/paraphrase-en.gz beside the jar");
+    let dest = dir.join("data/paraphrase-en.gz");
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&table, &dest).unwrap();
+    #[cfg(not(unix))]
+    std::fs::copy(&table, &dest).unwrap();
+    dir.to_path_buf()
+}
+
+/// The directory form, `--meteor-data DIR` (`ADIFF_METEOR_DATA=DIR` goes through the same
+/// `MeteorData::locate`): the jar's corpus METEOR, as from the jar. (Before, only the jar form
+/// was run: a directory in `ADIFF_METEOR_DATA` skipped the CLI test.)
+#[test]
+fn eval_cli_meteor_extracted_directory() {
+    let Some(data) = meteor_data_or_skip("eval_cli_meteor_extracted_directory") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = match &data {
+        MeteorData::Jar(jar) => extract_jar(jar, tmp.path()),
+        MeteorData::Dir(dir) => dir.clone(),
+    };
+    assert!(
+        matches!(MeteorData::locate(Some(&dir)), Ok(Some(MeteorData::Dir(_)))),
+        "{} is not taken as a data directory",
+        dir.display()
+    );
+    let case = cli_case();
+    let m = eval_cli(&case, &dir);
+    assert!(
+        (m - case.corpus).abs() <= 1e-9,
+        "cli METEOR {m} from the directory vs jar {}",
+        case.corpus
+    );
 }
 
 /// A wrong `--meteor-data` is one clear error line.

@@ -203,24 +203,122 @@ fn weight_average_resumes_exactly_and_is_exported() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-#[cfg(unix)]
+/// Makes `path` a FIFO.
+#[cfg(target_os = "linux")]
+fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "mkfifo: {}", std::io::Error::last_os_error());
+}
+
+/// The highest step of the checkpoints in `dir` (complete files only: they are renamed into
+/// place). Not `CheckpointDir::new`, which would delete a running writer's partial file.
+#[cfg(target_os = "linux")]
+fn latest_checkpoint(dir: &Path) -> Option<u64> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("step-")?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()
+        })
+        .max()
+}
+
+/// A run SIGKILLed mid-run resumes to the uninterrupted run's weights. The kill is certain to
+/// land mid-run, not timed: the killed run's log.jsonl is a FIFO whose pipe holds 8 KiB and
+/// which nobody reads until the kill, so the run blocks in a log write once it has logged 8 KiB
+/// (about step 19 of 60; its whole log is ~26 KB), after its step-4 checkpoint (~1.9 KB in)
+/// and long before its end, however late this thread gets to run. (Before, the test polled
+/// for step-000004, which `keep_last 2` deletes at step 8, so a starved poller failed, and a
+/// kill after the run's end passed without testing a resume.)
+#[cfg(target_os = "linux")]
 #[test]
 fn killed_and_resumed_equals_uninterrupted() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    use std::time::{Duration, Instant};
+
     let dir = dataset("kill");
     let cfg = config(&dir, 30);
     ok(stage2(&dir, &cfg, "full", &[]).output().unwrap());
+    let out = dir.join("killed");
+    let ckpts = out.join("checkpoints");
+    std::fs::create_dir_all(&out).unwrap();
+    let log_path = out.join("log.jsonl");
+    mkfifo(&log_path);
+    // Read-write: the open never waits for the run, reads never see end-of-file; the pipe is
+    // sized before the run can write to it.
+    let mut fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&log_path)
+        .unwrap();
+    // SAFETY: fcntl on an open descriptor; F_SETPIPE_SZ only resizes its pipe.
+    let pipe_bytes = unsafe { libc::fcntl(fifo.as_raw_fd(), libc::F_SETPIPE_SZ, 8192) };
+    assert_eq!(pipe_bytes, 8192, "{}", std::io::Error::last_os_error());
     let mut child = stage2(&dir, &cfg, "killed", &[]).spawn().unwrap();
-    let ckpt = dir.join("killed/checkpoints/step-000004.safetensors");
-    let t0 = std::time::Instant::now();
-    while !ckpt.exists() && t0.elapsed().as_secs() < 120 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let waited = loop {
+        if latest_checkpoint(&ckpts).is_some_and(|s| s >= 4) {
+            break Ok(());
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break Err(format!("the run ended ({status}) before a checkpoint >= 4"));
+        }
+        if Instant::now() > deadline {
+            break Err("no checkpoint >= 4 within 120 s".to_string());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // Still running: the kill interrupts the run (it cannot finish, the log is full).
+    let running = child.try_wait().unwrap().is_none();
     child.kill().unwrap(); // SIGKILL: no clean-up runs
     child.wait().unwrap();
-    assert!(ckpt.exists(), "no checkpoint before the kill");
+    waited.unwrap();
+    assert!(
+        running,
+        "the run ended before the kill: nothing was interrupted"
+    );
+    // What the run logged up to the kill: the pipe's contents.
+    let mut logged = Vec::new();
+    loop {
+        let mut buf = [0u8; 4096];
+        match fifo.read(&mut buf) {
+            Ok(n) if n > 0 => logged.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            r => panic!("reading the log: {r:?}"),
+        }
+    }
+    drop(fifo);
+    std::fs::remove_file(&log_path).unwrap();
+    std::fs::write(&log_path, &logged).unwrap();
+    let killed_log = String::from_utf8_lossy(&logged).into_owned();
+    assert!(!out.join("model.safetensors").exists(), "a final model");
+    assert!(!killed_log.contains("\"event\":\"done\""), "{killed_log}");
+    let ckpt_step = latest_checkpoint(&ckpts).unwrap();
+    assert!((4..60).contains(&ckpt_step), "checkpoint {ckpt_step}");
+
     ok(stage2(&dir, &cfg, "killed", &["--resume"])
         .output()
         .unwrap());
+    // The resumed run continued from that checkpoint (not from scratch) to the end. (The
+    // killed run's last line may be cut off: the resume event can follow it on its line.)
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let resume = log
+        .split('\n')
+        .find_map(|l| l.find("{\"event\":\"resume\"").map(|at| &l[at..]))
+        .expect("a resume event");
+    let resume: serde_json::Value = serde_json::from_str(resume).unwrap();
+    assert_eq!(resume["step"].as_u64(), Some(ckpt_step), "{resume}");
     assert_same_models(
         &dir.join("full/model.safetensors"),
         &dir.join("killed/model.safetensors"),

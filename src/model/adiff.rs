@@ -121,26 +121,27 @@ impl Adiff {
         &self.cfg
     }
 
-    /// The format of the matmul weights of GPT-2, the mappers and the cross-projection (HTSAT
-    /// and the 768 -> E projection always stay f32: see [`Adiff::with_weight_format`]).
+    /// The format of the matmul weights of GPT-2, the mappers and the cross-projection (see
+    /// [`Adiff::with_weight_format`] for HTSAT's).
     pub fn weight_format(&self) -> WeightFormat {
         self.gpt.weight_format()
     }
 
     /// Re-packs the matmul weights of GPT-2, the three mappers and the cross-projection into
-    /// `format` (a no-op for those already in it, e.g. loaded from a converted file). HTSAT stays
-    /// f32: its convolutions and window attention run as gemms over thousands of patch rows,
-    /// where compute, not reading weights, is the limit, and the 768 -> E projection is 1.6M
-    /// weights read once per clip.
+    /// `format` (a no-op for those already in it, e.g. loaded from a converted file). HTSAT's
+    /// Swin linears take f16 for `f16` and `i8` alike: its gemms over thousands of patch rows are
+    /// bound by compute, so int8 would only add error, while f16 halves their memory. Its
+    /// convolutions and the 768 -> E projection (1.6M weights, read once per clip) stay f32.
     pub fn with_weight_format(mut self, format: WeightFormat) -> Result<Self> {
         self.visit_projections(&mut |_, p| p.repack(format))?;
         self.gpt = self.gpt.with_weight_format(format)?;
         Ok(self)
     }
 
-    /// Each re-packable projection (mappers, cross-projection, then GPT-2's) with its checkpoint
-    /// name.
+    /// Each re-packable projection (HTSAT's, the mappers, the cross-projection, then GPT-2's)
+    /// with its checkpoint name.
     pub(crate) fn visit_projections(&mut self, f: &mut Visitor) -> Result<()> {
+        self.audio.visit(f)?;
         let dec = "caption_decoder";
         self.audio_project1
             .visit(&format!("{dec}.audio_project1"), f)?;

@@ -75,6 +75,11 @@ impl AudioEncoder {
     }
 
     /// Clips -> (log-mel `[B, T, M]`, HTSAT outputs).
+    /// HTSAT's re-packable linears with their checkpoint names.
+    pub(crate) fn visit(&mut self, f: &mut crate::model::packed::Visitor) -> Result<()> {
+        self.htsat.visit(HTSAT_PREFIX, f)
+    }
+
     pub fn encode(&self, clips: &[Vec<f32>]) -> Result<(Tensor, HtsatOutput)> {
         let logmel = self.log_mel(clips)?;
         let out = self.htsat.forward(&logmel)?;

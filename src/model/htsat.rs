@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::audio::config::AudioConfig;
 use crate::error::{AdiffError, Result};
 use crate::model::ops;
+use crate::model::packed::{Proj, Repack, Visitor, WeightFormat};
 
 /// HTSAT (hierarchical token-semantic audio transformer, a Swin transformer on a folded log-mel image).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -231,6 +232,24 @@ impl Htsat {
 
     /// Image -> final tokens `[B, G*G, C_final]`, and the tokens after patch embedding and after
     /// every stage (for parity checks).
+    /// Each linear of the Swin stages with its checkpoint name (`prefix` is HTSAT's).
+    pub(crate) fn visit(&mut self, prefix: &str, f: &mut Visitor) -> Result<()> {
+        for (i, stage) in self.stages.iter_mut().enumerate() {
+            let sp = format!("{prefix}.layers.{i}");
+            for (j, b) in stage.blocks.iter_mut().enumerate() {
+                let bp = format!("{sp}.blocks.{j}");
+                f(&format!("{bp}.attn.qkv"), &mut b.qkv)?;
+                f(&format!("{bp}.attn.proj"), &mut b.proj)?;
+                f(&format!("{bp}.mlp.fc1"), &mut b.fc1)?;
+                f(&format!("{bp}.mlp.fc2"), &mut b.fc2)?;
+            }
+            if let Some(d) = &mut stage.downsample {
+                f(&format!("{sp}.downsample.reduction"), &mut d.reduction)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn forward_stages(&self, image: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
         // [B, (S/4)^2 = 4096, 96]
         let mut x = self.patch_embed.forward(image)?;
@@ -431,11 +450,11 @@ impl SwinStage {
 /// Pre-LN Swin block: (shifted) window attention with relative position bias, then an MLP.
 struct SwinBlock {
     norm1: LayerNorm,
-    qkv: Linear,
-    proj: Linear,
+    qkv: Dense16,
+    proj: Dense16,
     norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Dense16,
+    fc2: Dense16,
     heads: usize,
     grid: usize,
     window: usize,
@@ -574,7 +593,7 @@ impl SwinBlock {
         let attn = ops::softmax_last_dim(&attn)?;
         // [B*nW, heads, N, hd] -> [B*nW, N, C]
         let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((bw, n, c))?;
-        Ok(self.proj.forward(&out)?)
+        self.proj.forward(&out)
     }
 }
 
@@ -661,22 +680,77 @@ fn conv_init(fan_in: usize) -> Init {
     }
 }
 
-/// `Linear` with HTSAT's initialisation hints (weight N(0, 0.02), bias 0).
-fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+/// `Linear` with HTSAT's initialisation hints (weight N(0, 0.02), bias 0), or its f16 rows
+/// when the file holds them packed (`adiff convert --dtype f16|i8`).
+fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Dense16> {
+    if let Some(p) = Proj::load_stored(&vb, out_dim, in_dim, bias)? {
+        return Ok(Dense16::Half(p));
+    }
     let w = vb.get_with_hints((out_dim, in_dim), "weight", LINEAR_INIT)?;
     let b = if bias {
         Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?)
     } else {
         None
     };
-    Ok(Linear::new(w, b))
+    Ok(Dense16::Exact(Linear::new(w, b)))
+}
+
+/// An `nn.Linear` of the Swin stages: candle-nn's (training, and exact inference), or f16 rows
+/// for reduced-precision inference (`--dtype f16|i8`: HTSAT takes f16, never int8, since its
+/// gemms over thousands of patch rows are bound by compute, not by reading weights; f16 halves
+/// the 134 MB its weights hold).
+enum Dense16 {
+    Exact(Linear),
+    Half(Proj),
+}
+
+impl Dense16 {
+    /// `[.., in]` -> `[.., out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Dense16::Exact(l) => Ok(l.forward(x)?),
+            Dense16::Half(p) => {
+                let dims = x.dims().to_vec();
+                let d_in = *dims.last().unwrap_or(&0);
+                let y = p.forward(&x.reshape(((), d_in))?)?;
+                let mut out = dims;
+                if let Some(last) = out.last_mut() {
+                    *last = y.dim(1)?;
+                }
+                Ok(y.reshape(out)?)
+            }
+        }
+    }
+}
+
+impl Repack for Dense16 {
+    fn repack(&mut self, format: WeightFormat) -> Result<()> {
+        match (&*self, format) {
+            (Dense16::Exact(l), WeightFormat::F16 | WeightFormat::I8) => {
+                let p = Proj::new(l.weight().clone(), l.bias().cloned(), WeightFormat::F16)?;
+                *self = Dense16::Half(p);
+            }
+            (Dense16::Half(p), WeightFormat::F32) => {
+                *self = Dense16::Exact(Linear::new(p.weight_out_in()?, p.bias().cloned()));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn stored(&self, name: &str) -> Result<Vec<(String, Tensor)>> {
+        match self {
+            Dense16::Exact(_) => Ok(Vec::new()),
+            Dense16::Half(p) => p.stored(name),
+        }
+    }
 }
 
 /// Swin patch merging: 2x2 neighbours concatenated (order x(0,0), x(1,0), x(0,1), x(1,1)),
 /// LayerNorm(4C), Linear(4C -> 2C, no bias).
 struct PatchMerging {
     norm: LayerNorm,
-    reduction: Linear,
+    reduction: Dense16,
     grid: usize,
 }
 
@@ -700,7 +774,7 @@ impl PatchMerging {
             .permute((0, 1, 3, 4, 2, 5))?
             .contiguous()?
             .reshape((b, h * h, 4 * c))?;
-        Ok(self.reduction.forward(&ops::layer_norm(&self.norm, &x)?)?)
+        self.reduction.forward(&ops::layer_norm(&self.norm, &x)?)
     }
 }
 

@@ -646,6 +646,8 @@ mod kernels {
 
     /// Bytes of f32 weights one tile of [`gemm_tiles`] widens: it stays in a core's L2 cache.
     const TILE_BYTES: usize = 256 * 1024;
+    /// Activation rows per task at least when [`gemm_tiles`] splits them.
+    const MIN_ROWS_PER_PART: usize = 64;
 
     /// `x` [m, k] times rows `[n, k]` transposed, plus bias -> [m, n], for many activation rows:
     /// each rayon task widens a tile of weight rows to f32 (`row(o, dst)`) and multiplies it
@@ -663,28 +665,43 @@ mod kernels {
         R: Fn(usize, &mut [f32]) + Sync,
     {
         let tile = (TILE_BYTES / (4 * k.max(1))).clamp(8, 256);
+        let tiles = n.div_ceil(tile);
+        // Few tiles (a narrow layer, e.g. HTSAT's first stage): split the activation rows too,
+        // so that every thread has work.
+        let threads = rayon::current_num_threads().max(1);
+        let row_parts = (2 * threads)
+            .div_ceil(tiles)
+            .clamp(1, m.div_ceil(MIN_ROWS_PER_PART));
+        let rows_per_part = m.div_ceil(row_parts);
         let mut y = vec![0f32; m * n];
         let out = SendPtr(y.as_mut_ptr());
-        (0..n.div_ceil(tile)).into_par_iter().for_each(|t| {
+        (0..tiles * row_parts).into_par_iter().for_each(|task| {
+            let (t, part) = (task / row_parts, task % row_parts);
             let first = t * tile;
-            let rows = tile.min(n - first);
-            let mut w = vec![0f32; rows * k];
+            let cols = tile.min(n - first);
+            let r0 = part * rows_per_part;
+            let rows = rows_per_part.min(m.saturating_sub(r0));
+            if rows == 0 {
+                return;
+            }
+            let mut w = vec![0f32; cols * k];
             for (j, dst) in w.chunks_exact_mut(k).enumerate() {
                 row(first + j, dst);
             }
             let dst = out.get();
-            // SAFETY: task t writes only columns first..first+rows of the [m, n] output, which
-            // no other task touches; every pointer and stride stays inside its buffer.
+            // SAFETY: task (t, part) writes only rows r0..r0+rows of columns first..first+cols
+            // of the [m, n] output, which no other task touches; every pointer and stride stays
+            // inside its buffer.
             unsafe {
                 gemm::gemm(
-                    m,
                     rows,
+                    cols,
                     k,
-                    dst.add(first),
+                    dst.add(r0 * n + first),
                     1,
                     n as isize,
                     false,
-                    x.as_ptr(),
+                    x.as_ptr().add(r0 * k),
                     1,
                     k as isize,
                     w.as_ptr(),
