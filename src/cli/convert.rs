@@ -35,7 +35,7 @@ pub struct ConvertArgs {
     #[arg(long, short = 'o')]
     pub output: PathBuf,
     /// Write the matmul weights of GPT-2, the mappers and the cross-projection in this format:
-    /// f16, or i8 (one f32 scale per 32 weights), packed for fast CPU inference, everything else
+    /// f16, or i8 (one f16 scale per 32 weights), packed for fast CPU inference, everything else
     /// f32. `explain`/`infer` load such a file as it is; training and `convert` refuse it.
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: super::Dtype,

@@ -217,14 +217,15 @@ impl ModelArgs {
 }
 
 /// `--dtype`: how the matmul weights of GPT-2, the mappers and the cross-projection are held for
-/// inference on the CPU (HTSAT stays f32: see `Adiff::with_weight_format`).
+/// inference on the CPU (HTSAT's linears: f16 for both reduced formats, see
+/// `Adiff::with_weight_format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Dtype {
     /// The checkpoint's f32 values (exact).
     F32,
     /// f16 weights, f32 arithmetic: half the bytes read per token.
     F16,
-    /// int8 weights with one f32 scale per 32 values, f32 activations: about a quarter.
+    /// int8 weights with one f16 scale per 32 values, f32 activations: about a quarter.
     I8,
 }
 
