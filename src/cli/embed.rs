@@ -8,7 +8,6 @@ use candle_core::Tensor;
 
 use super::{ClipArgs, ModelArgs};
 use crate::audio::load_clip;
-use crate::model::audio_encoder::AudioEncoder;
 use crate::model::checkpoint::save_safetensors;
 use crate::progress;
 
@@ -29,6 +28,11 @@ pub struct EmbedArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub clip: ClipArgs,
+    /// HTSAT's weight format on the CPU: f32, or f16 / i8, which both hold its Swin linears as
+    /// f16 (half their memory; int8 would not speed up its compute-bound products). Default: as
+    /// the file holds them.
+    #[arg(long, value_enum)]
+    pub dtype: Option<super::Dtype>,
     /// Output safetensors file.
     #[arg(long, short = 'o')]
     pub output: PathBuf,
@@ -53,8 +57,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let device = args.model.device()?;
     let started = std::time::Instant::now();
     let ckpt = args.model.load_checkpoint(&cfg)?;
-    let encoder = AudioEncoder::from_checkpoint(&ckpt, &cfg, &device)?;
-    drop(ckpt);
+    let encoder = super::load_encoder(ckpt, &cfg, &device, args.dtype)?;
 
     let load_s = started.elapsed().as_secs_f64();
     let started = std::time::Instant::now();

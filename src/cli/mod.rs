@@ -262,6 +262,30 @@ pub fn load_model(
     })
 }
 
+/// HTSAT alone (`embed`, `tag`) from a checkpoint it takes over, in `dtype` (None: as the file
+/// holds it). Both reduced formats hold HTSAT's Swin linears as f16 (half their memory).
+pub fn load_encoder(
+    ckpt: Checkpoint,
+    cfg: &AdiffConfig,
+    device: &Device,
+    dtype: Option<Dtype>,
+) -> anyhow::Result<crate::model::audio_encoder::AudioEncoder> {
+    if !device.is_cpu() && (ckpt.is_packed() || dtype.is_some_and(|d| d != Dtype::F32)) {
+        anyhow::bail!(
+            "{}: f16 weights run on the CPU only; use --dtype f32 with an f32 checkpoint on \
+             {device:?}",
+            ckpt.path().display()
+        );
+    }
+    let mut encoder =
+        crate::model::audio_encoder::AudioEncoder::from_checkpoint(&ckpt, cfg, device)?;
+    drop(ckpt);
+    if let Some(d) = dtype {
+        encoder.visit(&mut |_, p| p.repack(d.format()))?;
+    }
+    Ok(encoder)
+}
+
 /// Files of a shipped model folder (`data/models/<name>/`).
 const SHIPPED_WEIGHTS: &str = "model.safetensors";
 const SHIPPED_CONFIG: &str = "config.json";

@@ -10,7 +10,6 @@ use super::{ClipArgs, ModelArgs};
 use crate::audio::load_clip;
 use crate::data::audioset::class_labels;
 use crate::data::labels::{read_labels_file, LABELS_FILE};
-use crate::model::audio_encoder::AudioEncoder;
 
 /// Print the top AudioSet events of an audio file.
 ///
@@ -28,6 +27,11 @@ pub struct TagArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub clip: ClipArgs,
+    /// HTSAT's weight format on the CPU: f32, or f16 / i8, which both hold its Swin linears as
+    /// f16 (half their memory; int8 would not speed up its compute-bound products). Default: as
+    /// the file holds them.
+    #[arg(long, value_enum)]
+    pub dtype: Option<super::Dtype>,
     /// How many events to print.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
@@ -59,8 +63,7 @@ pub fn run(args: TagArgs) -> anyhow::Result<()> {
     let device = args.model.device()?;
     let labels = model_labels(&args.model, &cfg)?;
     let ckpt = args.model.load_checkpoint(&cfg)?;
-    let encoder = AudioEncoder::from_checkpoint(&ckpt, &cfg, &device)?;
-    drop(ckpt);
+    let encoder = super::load_encoder(ckpt, &cfg, &device, args.dtype)?;
     let clip = load_clip(&args.input, &cfg.audio, args.clip.crop_mode(0))?;
     let (_, out) = encoder.encode(&[clip])?;
     let clipwise = out.clipwise.i(0)?.to_vec1::<f32>()?;
