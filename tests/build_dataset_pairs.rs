@@ -977,6 +977,164 @@ fn llm_cli_kill_and_restart_loses_only_requests_in_flight() {
     assert_complete_once(&w, 7);
 }
 
+/// Answers every request with `reply(n, request)` and notes when (by the mock's own clock) each
+/// request arrived, in arrival order.
+fn timed_mock(
+    reply: impl Fn(usize, &Request) -> Reply + Send + Sync + 'static,
+) -> (Mock, Arc<Mutex<Vec<Instant>>>) {
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let log = times.clone();
+    let mock = Mock::start(move |n, req| {
+        log.lock().unwrap().push(Instant::now());
+        reply(n, req)
+    });
+    (mock, times)
+}
+
+/// How many times each distinct request body was sent.
+fn sends_per_body(mock: &Mock) -> HashMap<String, usize> {
+    let mut sends = HashMap::new();
+    for r in mock.requests() {
+        *sends.entry(r.body).or_insert(0) += 1;
+    }
+    sends
+}
+
+/// Catches a client error (HTTP 400, 401, 403) treated as retryable, or an auth failure
+/// reported without the hint to check ADIFF_LLM_API_KEY: every row fails, each prompt is sent
+/// exactly once although retries are allowed (the default 5), the run fails, and the
+/// error names the status and, for 401/403 only, the key variable (never the key itself).
+#[test]
+fn llm_cli_client_errors_fail_at_once_with_the_key_hint() {
+    for code in [400u16, 401, 403] {
+        let mock = Mock::start(move |_, _| status(code, "{\"error\": \"nope\"}"));
+        let w = Work::plain();
+        let mut cmd = pairs_cmd(&fixture("plain.csv"), "csv", &w, &[]);
+        cmd.args(llm_args(&mock))
+            .args(["--concurrency", "2"])
+            .env("ADIFF_LLM_API_KEY", KEY);
+        let (ok, out, err) = run(&mut cmd);
+        assert!(!ok, "HTTP {code}: the run succeeded\n{err}");
+        assert_one_error_line(&err);
+        let sends = sends_per_body(&mock);
+        assert_eq!(sends.len(), 21, "HTTP {code}: distinct prompts\n{err}");
+        assert!(
+            sends.values().all(|&n| n == 1),
+            "HTTP {code}: a prompt was retried: {sends:?}"
+        );
+        assert_eq!(mock.requests().len(), 21, "HTTP {code}");
+        assert!(
+            err.contains("21 requests (0 retries), 21 failed"),
+            "HTTP {code}: {err}"
+        );
+        assert!(
+            err.contains("error: 21 row(s) not written (21 failed, 0 not attempted)"),
+            "HTTP {code}: {err}"
+        );
+        let failures: Vec<&str> = err.lines().filter(|l| l.starts_with("failed:")).collect();
+        assert_eq!(failures.len(), 21, "HTTP {code}: {err}");
+        for line in &failures {
+            assert!(line.contains(&format!("HTTP {code}")), "{line}");
+            assert!(!line.contains("gave up after"), "{line}");
+            let hint = line.contains("ADIFF_LLM_API_KEY");
+            assert_eq!(hint, code != 400, "HTTP {code}: key hint: {line}");
+        }
+        for text in [&out, &err] {
+            assert!(!text.contains(KEY), "HTTP {code}: key leaked");
+        }
+    }
+}
+
+/// Catches a `Retry-After` header that is ignored (the retry comes after the 5 ms backoff
+/// instead of the 1 s the server asked for) or a 429/503 that is not retried: the first try of a
+/// prompt gets 429 and its retry 503, both with `Retry-After: 1`; the third try succeeds, each
+/// try at least 1 s after the one before by the mock's own clock.
+#[test]
+fn llm_cli_retry_after_is_honoured_for_429_and_503() {
+    let (mock, times) = timed_mock(|n, req| {
+        let busy = |code: u16| Reply {
+            headers: vec![("Retry-After", "1".to_string())],
+            ..status(code, "busy")
+        };
+        match n {
+            0 => busy(429),
+            1 => busy(503),
+            _ => echo_handler(n, req),
+        }
+    });
+    let w = Work::plain();
+    let mut cmd = pairs_cmd(&fixture("plain.csv"), "csv", &w, &["--tiers", "1"]);
+    cmd.args(llm_args(&mock)).args(["--concurrency", "1"]);
+    let (ok, _, err) = run(&mut cmd);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("7 rows written (0 already there), 9 requests (2 retries), 0 failed"),
+        "{err}"
+    );
+    let reqs = mock.requests();
+    assert_eq!(reqs.len(), 9);
+    // The two retries resend the first prompt.
+    assert_eq!(reqs[1].body, reqs[0].body);
+    assert_eq!(reqs[2].body, reqs[0].body);
+    assert_eq!(sends_per_body(&mock).len(), 7);
+    let t = times.lock().unwrap().clone();
+    for i in 1..=2 {
+        let gap = t[i] - t[i - 1];
+        assert!(
+            gap >= Duration::from_secs(1),
+            "retry {i} came {gap:?} after the try before, Retry-After said 1 s"
+        );
+    }
+}
+
+/// Catches a retry count that is not bounded by the default `--max-retries` (5: six attempts
+/// in all), a persistent 5xx retried forever or given up too early, and a backoff that does not
+/// double: one prompt gets 503 on every try, the others are answered; that prompt is sent exactly
+/// 6 times, each retry waiting at least 5, 10, 20, 40, 80 ms (from `--backoff-ms 5`), and the
+/// row is reported failed after 6 attempts while the other rows are written.
+#[test]
+fn llm_cli_persistent_5xx_stops_at_the_default_retry_cap() {
+    let (mock, times) = timed_mock(|n, req| {
+        if req.user().starts_with("Audio 1 caption: A clock ticks") {
+            status(503, "overloaded")
+        } else {
+            echo_handler(n, req)
+        }
+    });
+    let w = Work::plain();
+    let mut cmd = pairs_cmd(&fixture("plain.csv"), "csv", &w, &["--tiers", "1"]);
+    cmd.args(llm_args(&mock)).args(["--concurrency", "1"]);
+    let (ok, _, err) = run(&mut cmd);
+    assert!(!ok, "{err}");
+    assert_one_error_line(&err);
+    assert!(
+        err.contains("HTTP 503") && err.contains("gave up after 6 attempt(s)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("6 rows written (0 already there), 12 requests (5 retries), 1 failed"),
+        "{err}"
+    );
+    let reqs = mock.requests();
+    assert_eq!(reqs.len(), 12);
+    let failing: Vec<usize> = (0..reqs.len())
+        .filter(|&i| reqs[i].user().starts_with("Audio 1 caption: A clock ticks"))
+        .collect();
+    assert_eq!(failing.len(), 6, "attempts of the failing prompt");
+    // With one worker the six attempts come one after another.
+    assert_eq!(failing, (failing[0]..failing[0] + 6).collect::<Vec<_>>());
+    let t = times.lock().unwrap().clone();
+    for (k, pair) in failing.windows(2).enumerate() {
+        let want = Duration::from_millis(5 << k);
+        let gap = t[pair[1]] - t[pair[0]];
+        assert!(
+            gap >= want,
+            "retry {}: waited {gap:?}, want >= {want:?}",
+            k + 1
+        );
+    }
+}
+
 // ---------------------------------------------------------------- measurements (run by hand)
 
 /// Throughput of the template explainer and of the LLM path against the local mock server.
