@@ -248,18 +248,29 @@ pub fn load_model(
     device: &Device,
     dtype: Option<Dtype>,
 ) -> anyhow::Result<crate::model::adiff::Adiff> {
-    let packed = ckpt.is_packed();
-    if !device.is_cpu() && (packed || dtype.is_some_and(|d| d != Dtype::F32)) {
-        anyhow::bail!(
-            "{}: f16/i8 weights run on the CPU only (bf16 on the GPU is not yet supported);              use --dtype f32 with an f32 checkpoint on {device:?}",
-            ckpt.path().display()
-        );
-    }
+    reduced_on_cpu_only(&ckpt, device, dtype)?;
     let model = crate::model::adiff::Adiff::from_checkpoint_owned(ckpt, cfg, device)?;
     Ok(match dtype {
         Some(d) => model.with_weight_format(d.format())?,
         None => model,
     })
+}
+
+/// Refuses f16/i8 weights (asked for, or held by the file) on a device other than the CPU: their
+/// kernels are CPU code.
+fn reduced_on_cpu_only(
+    ckpt: &Checkpoint,
+    device: &Device,
+    dtype: Option<Dtype>,
+) -> anyhow::Result<()> {
+    if !device.is_cpu() && (ckpt.is_packed() || dtype.is_some_and(|d| d != Dtype::F32)) {
+        anyhow::bail!(
+            "{}: f16/i8 weights run on the CPU only (bf16 on the GPU is not yet supported); \
+             use --dtype f32 with an f32 checkpoint on {device:?}",
+            ckpt.path().display()
+        );
+    }
+    Ok(())
 }
 
 /// HTSAT alone (`embed`, `tag`) from a checkpoint it takes over, in `dtype` (None: as the file
@@ -270,13 +281,7 @@ pub fn load_encoder(
     device: &Device,
     dtype: Option<Dtype>,
 ) -> anyhow::Result<crate::model::audio_encoder::AudioEncoder> {
-    if !device.is_cpu() && (ckpt.is_packed() || dtype.is_some_and(|d| d != Dtype::F32)) {
-        anyhow::bail!(
-            "{}: f16 weights run on the CPU only; use --dtype f32 with an f32 checkpoint on \
-             {device:?}",
-            ckpt.path().display()
-        );
-    }
+    reduced_on_cpu_only(&ckpt, device, dtype)?;
     let mut encoder =
         crate::model::audio_encoder::AudioEncoder::from_checkpoint(&ckpt, cfg, device)?;
     drop(ckpt);

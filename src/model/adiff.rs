@@ -133,7 +133,7 @@ impl Adiff {
     /// bound by compute, so int8 would only add error, while f16 halves their memory. Its
     /// convolutions and the 768 -> E projection (1.6M weights, read once per clip) stay f32.
     pub fn with_weight_format(mut self, format: WeightFormat) -> Result<Self> {
-        self.visit_projections(&mut |_, p| p.repack(format))?;
+        self.visit_before_gpt(&mut |_, p| p.repack(format))?;
         self.gpt = self.gpt.with_weight_format(format)?;
         Ok(self)
     }
@@ -141,6 +141,13 @@ impl Adiff {
     /// Each re-packable projection (HTSAT's, the mappers, the cross-projection, then GPT-2's)
     /// with its checkpoint name.
     pub(crate) fn visit_projections(&mut self, f: &mut Visitor) -> Result<()> {
+        self.visit_before_gpt(f)?;
+        self.gpt.visit(f)
+    }
+
+    /// [`Adiff::visit_projections`] without GPT-2's, which [`Gpt2::with_weight_format`] repacks
+    /// along with its embedding table.
+    fn visit_before_gpt(&mut self, f: &mut Visitor) -> Result<()> {
         self.audio.visit(f)?;
         let dec = "caption_decoder";
         self.audio_project1
@@ -148,9 +155,7 @@ impl Adiff {
         self.audio_project2
             .visit(&format!("{dec}.audio_project2"), f)?;
         self.text_project.visit(&format!("{dec}.text_project"), f)?;
-        self.cross_project
-            .visit(&format!("{dec}.cross_project"), f)?;
-        self.gpt.visit(f)
+        self.cross_project.visit(&format!("{dec}.cross_project"), f)
     }
 
     /// The packed weights' stored tensors (empty when f32) and the names of the f32 weights

@@ -453,12 +453,8 @@ impl Gpt2 {
     pub fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let flat = ids.flatten_all()?;
-        if let Some(&bad) = flat
-            .to_dtype(DType::U32)?
-            .to_vec1::<u32>()?
-            .iter()
-            .find(|&&i| i as usize >= self.cfg.vocab_size)
-        {
+        let id_list = flat.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        if let Some(&bad) = id_list.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
             return Err(AdiffError::Invalid(format!(
                 "token id {bad} is outside the GPT-2 vocabulary ({})",
                 self.cfg.vocab_size
@@ -466,9 +462,7 @@ impl Gpt2 {
         }
         let rows = match &self.wte {
             Some(wte) => wte.index_select(&flat, 0)?,
-            None => self
-                .lm_head
-                .rows(&flat.to_dtype(DType::U32)?.to_vec1::<u32>()?)?,
+            None => self.lm_head.rows(&id_list)?,
         };
         Ok(rows.reshape((b, t, self.cfg.n_embd))?)
     }

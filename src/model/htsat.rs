@@ -709,16 +709,7 @@ impl Dense16 {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Dense16::Exact(l) => Ok(l.forward(x)?),
-            Dense16::Half(p) => {
-                let dims = x.dims().to_vec();
-                let d_in = *dims.last().unwrap_or(&0);
-                let y = p.forward(&x.reshape(((), d_in))?)?;
-                let mut out = dims;
-                if let Some(last) = out.last_mut() {
-                    *last = y.dim(1)?;
-                }
-                Ok(y.reshape(out)?)
-            }
+            Dense16::Half(p) => p.forward_nd(x),
         }
     }
 }

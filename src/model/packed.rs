@@ -261,6 +261,17 @@ impl Proj {
         }
     }
 
+    /// `[.., in]` -> `[.., out]`: [`Proj::forward`] over the leading dimensions flattened.
+    pub(crate) fn forward_nd(&self, x: &Tensor) -> Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        let d_in = *dims.last().unwrap_or(&0);
+        let y = self.forward(&x.reshape(((), d_in))?)?;
+        if let Some(last) = dims.last_mut() {
+            *last = y.dim(1)?;
+        }
+        Ok(y.reshape(dims)?)
+    }
+
     /// x: [M, in] -> [M, out]
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (m, _) = x.dims2()?;
@@ -380,16 +391,7 @@ impl Dense {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Dense::Exact(l) => Ok(l.forward(x)?),
-            Dense::Packed(p) => {
-                let dims = x.dims().to_vec();
-                let d_in = *dims.last().unwrap_or(&0);
-                let y = p.forward(&x.reshape(((), d_in))?)?;
-                let mut out = dims;
-                if let Some(last) = out.last_mut() {
-                    *last = y.dim(1)?;
-                }
-                Ok(y.reshape(out)?)
-            }
+            Dense::Packed(p) => p.forward_nd(x),
         }
     }
 
