@@ -81,7 +81,7 @@ fn conv1d(vb: &VarBuilder, d_in: usize, d_out: usize, init_std: f64) -> Result<P
             b: Some(b),
         });
     }
-    Proj::new(w.t()?, Some(b), WeightFormat::F32)
+    Proj::f32_in_out(w, Some(b)) // kept as stored: `y = x W + b`
 }
 
 fn layer_norm(vb: VarBuilder, cfg: &Gpt2Config) -> Result<LayerNorm> {

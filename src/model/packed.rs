@@ -2,7 +2,8 @@
 //! readable model in `gpt2.rs` (as llm.c keeps its fast kernels apart from `train_gpt2.c`).
 //!
 //! A [`Proj`] is one dense projection `y = x W^T + b` (`x` `[M, in]`, `W` `[out, in]`, `y`
-//! `[M, out]`) held as f32 (candle's gemm, or dot products over weight rows for M <= 4 rows), f16
+//! `[M, out]`) held as f32 (candle's gemm; for M <= 4 rows dot products over `[out, in]` weight
+//! rows, or row-by-row accumulation over a frozen `[in, out]` Conv1D weight kept as stored), f16
 //! or int8 rows (this file's kernels), ggml Q8_0 (candle's quantized matmul), or a trainable
 //! `[in, out]` Conv1D weight. [`attend_one`] is one decoding step of attention over the KV cache
 //! `[B, H, capacity, D]` straight from its storage.
@@ -79,15 +80,19 @@ const MATVEC_MAX_ROWS: usize = 4;
 /// A dense projection `y = x W^T + b` with `W` `[out, in]` in one of the [`WeightFormat`]s.
 #[derive(Debug, Clone)]
 pub(crate) enum Proj {
-    /// `wt` is `[out, in]`, contiguous (a tied lm_head shares the storage of `wte`).
+    /// `w` contiguous in the layout it was stored in: `[out, in]` (a torch Linear; a tied
+    /// lm_head shares the storage of `wte`) or `[in, out]` (GPT-2's Conv1D, used as read: no
+    /// transposed copy at load, 0.45 s of the full model's 1.2 s f32 load, measured).
     F32 {
-        wt: Tensor,
+        w: Tensor,
+        layout: ops::WeightLayout,
         b: Option<Tensor>,
         b_vec: Option<Vec<f32>>,
-        /// `[in, out]` contiguous copy of a frozen `wt`, made at the first training forward:
-        /// gemm runs `x W` up to 1.5x faster than `x W^T` from `[out, in]` at GPT-2's MLP
-        /// shapes (measured), and inference never pays for the copy.
-        w_in_out: std::sync::OnceLock<Tensor>,
+        /// The other layout's contiguous copy, made at the first training forward of a frozen
+        /// weight: the forward (`[in, out]`) and the input's gradient (`[out, in]`) then both
+        /// read a row-major operand (gemm is up to 1.5x slower on a transposed one at GPT-2's
+        /// MLP shapes, measured); inference never pays for it.
+        other: std::sync::OnceLock<Tensor>,
     },
     /// Rows in f16 or int8, with the bias as a plain vector.
     Packed {
@@ -120,8 +125,9 @@ impl Proj {
         };
         Ok(match format {
             WeightFormat::F32 => Proj::F32 {
-                w_in_out: std::sync::OnceLock::new(),
-                wt: w_out_in.contiguous()?,
+                w: w_out_in.contiguous()?,
+                layout: ops::WeightLayout::OutIn,
+                other: std::sync::OnceLock::new(),
                 b,
                 b_vec,
             },
@@ -142,6 +148,21 @@ impl Proj {
                     b,
                 }
             }
+        })
+    }
+
+    /// A frozen f32 `[in, out]` weight (GPT-2's Conv1D) held as it is: `y = x W + b`.
+    pub(crate) fn f32_in_out(w_in_out: Tensor, b: Option<Tensor>) -> Result<Self> {
+        let b_vec = match &b {
+            Some(b) => Some(b.to_vec1::<f32>()?),
+            None => None,
+        };
+        Ok(Proj::F32 {
+            w: w_in_out.contiguous()?,
+            layout: ops::WeightLayout::InOut,
+            other: std::sync::OnceLock::new(),
+            b,
+            b_vec,
         })
     }
 
@@ -241,7 +262,10 @@ impl Proj {
     /// `[out, in]` f32 weight (dequantized if needed), for re-packing.
     pub(crate) fn weight_out_in(&self) -> Result<Tensor> {
         Ok(match self {
-            Proj::F32 { wt, .. } => wt.clone(),
+            Proj::F32 { w, layout, .. } => match layout {
+                ops::WeightLayout::OutIn => w.clone(),
+                ops::WeightLayout::InOut => w.t()?.contiguous()?,
+            },
             Proj::Trainable { w_in_out, .. } => w_in_out.t()?.contiguous()?,
             Proj::Packed { w, .. } => Tensor::from_vec(w.to_f32(), (w.n, w.k), &Device::Cpu)?,
             Proj::Quant { w, .. } => match w {
@@ -287,30 +311,43 @@ impl Proj {
             }
             // Training (tracked input or weight, e.g. a trainable tied lm_head): gradients only
             // for what is tracked, so a frozen weight never gets one.
-            Proj::F32 { wt, b, .. } if wt.track_op() => {
-                return Ok(ops::linear(x, wt, b.as_ref(), ops::WeightLayout::OutIn)?);
+            Proj::F32 { w, layout, b, .. } if w.track_op() => {
+                return Ok(ops::linear(x, w, b.as_ref(), *layout)?);
             }
             Proj::F32 {
-                wt, b, w_in_out, ..
+                w,
+                layout,
+                b,
+                other,
+                ..
             } if x.track_op() => {
-                let w = match w_in_out.get() {
-                    Some(w) => w.clone(),
+                let other = match other.get() {
+                    Some(o) => o.clone(),
                     None => {
-                        let w = wt.t()?.contiguous()?; // [in, out]
-                        let _ = w_in_out.set(w.clone());
-                        w
+                        let o = w.t()?.contiguous()?;
+                        let _ = other.set(o.clone());
+                        o
                     }
                 };
-                return Ok(ops::linear_frozen(x, &w, wt, b.as_ref())?);
+                let (in_out, out_in) = match layout {
+                    ops::WeightLayout::InOut => (w, &other),
+                    ops::WeightLayout::OutIn => (&other, w),
+                };
+                return Ok(ops::linear_frozen(x, in_out, out_in, b.as_ref())?);
             }
-            Proj::F32 { wt, b_vec, .. } => {
-                // The dot-product kernel works on raw slices: no gradients through it.
-                if m <= MATVEC_MAX_ROWS && !x.track_op() && !wt.track_op() {
-                    if let Some(y) = matvec_f32(wt, x, b_vec.as_deref())? {
+            Proj::F32 {
+                w, layout, b_vec, ..
+            } => {
+                // The kernels work on raw slices: no gradients through them.
+                if m <= MATVEC_MAX_ROWS && !x.track_op() && !w.track_op() {
+                    if let Some(y) = matvec_f32(w, *layout, x, b_vec.as_deref())? {
                         return Ok(y);
                     }
                 }
-                x.matmul(&wt.t()?)? // [M, in] x [in, out]
+                match layout {
+                    ops::WeightLayout::OutIn => x.matmul(&w.t()?)?, // [M, in] x [in, out]
+                    ops::WeightLayout::InOut => x.matmul(w)?,
+                }
             }
             // Few rows: dot products over the packed rows; many (a prefix): gemm over tiles of
             // rows widened to f32 (no gradient flows through either).
@@ -427,18 +464,30 @@ impl Repack for Dense {
     }
 }
 
-/// Few-row f32 product on the CPU, reading `wt` [out, in] in place; None on other devices.
-fn matvec_f32(wt: &Tensor, x: &Tensor, bias: Option<&[f32]>) -> Result<Option<Tensor>> {
-    let (n, k) = wt.dims2()?;
+/// Few-row f32 product on the CPU, reading the contiguous weight `w` (`[out, in]` or `[in, out]`
+/// as `layout` says) in place; None on other devices.
+fn matvec_f32(
+    w: &Tensor,
+    layout: ops::WeightLayout,
+    x: &Tensor,
+    bias: Option<&[f32]>,
+) -> Result<Option<Tensor>> {
+    let (rows, cols) = w.dims2()?;
     let (m, _) = x.dims2()?;
-    let (storage, layout) = wt.storage_and_layout();
+    let (storage, l) = w.storage_and_layout();
     let data = match &*storage {
         candle_core::Storage::Cpu(cpu) => cpu.as_slice::<f32>()?,
         _ => return Ok(None),
     };
-    let w = &data[layout.start_offset()..layout.start_offset() + n * k];
+    let w = &data[l.start_offset()..l.start_offset() + rows * cols];
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
-    let y = kernels::matmul_f32(w, n, k, &xs, m, bias);
+    let (y, n) = match layout {
+        ops::WeightLayout::OutIn => (kernels::matmul_f32(w, rows, cols, &xs, m, bias), rows),
+        ops::WeightLayout::InOut => (
+            kernels::matmul_f32_in_out(w, rows, cols, &xs, m, bias),
+            cols,
+        ),
+    };
     Ok(Some(Tensor::from_vec(y, (m, n), x.device())?))
 }
 
@@ -780,6 +829,92 @@ mod kernels {
         )
     }
 
+    /// `x` [m, k] times f32 `w` [k, n] (GPT-2's Conv1D layout), plus bias -> [m, n]: each task
+    /// streams a band of consecutive weight rows once and adds `x[r, i] * w[i, :]` into its own
+    /// partial `[m, n]` sums (in cache), which are then added up. Every read of the weights is
+    /// sequential, as in [`matmul_f32`] over `[n, k]` rows.
+    pub fn matmul_f32_in_out(
+        w: &[f32],
+        k: usize,
+        n: usize,
+        x: &[f32],
+        m: usize,
+        bias: Option<&[f32]>,
+    ) -> Vec<f32> {
+        matmul_f32_in_out_at(w, k, n, x, m, bias, level())
+    }
+
+    /// [`matmul_f32_in_out`] at a given instruction-set level (tests compare them).
+    pub fn matmul_f32_in_out_at(
+        w: &[f32],
+        k: usize,
+        n: usize,
+        x: &[f32],
+        m: usize,
+        bias: Option<&[f32]>,
+        level: Level,
+    ) -> Vec<f32> {
+        let threads = rayon::current_num_threads().max(1);
+        // Bands of whole groups of four rows (the kernel's unit), several per thread.
+        let per_task = k
+            .div_ceil(threads * TASKS_PER_THREAD)
+            .next_multiple_of(4)
+            .max(4);
+        let mut y = w
+            .par_chunks(per_task * n)
+            .enumerate()
+            .fold(
+                || vec![0f32; m * n],
+                |mut acc, (task, band)| {
+                    let i0 = task * per_task;
+                    let rows = band.len() / n;
+                    let mut i = 0;
+                    while i < rows {
+                        let g = (rows - i).min(4);
+                        let ws: Vec<&[f32]> =
+                            (i..i + g).map(|j| &band[j * n..(j + 1) * n]).collect();
+                        for (r, out) in acc.chunks_exact_mut(n).enumerate() {
+                            let xs = &x[r * k + i0 + i..r * k + i0 + i + g];
+                            axpy_rows(out, xs, &ws, level);
+                        }
+                        i += g;
+                    }
+                    acc
+                },
+            )
+            .reduce(
+                || vec![0f32; m * n],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                    a
+                },
+            );
+        if let Some(b) = bias {
+            for row in y.chunks_exact_mut(n) {
+                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+            }
+        }
+        y
+    }
+
+    /// `acc += sum_j xs[j] * ws[j]` over up to four weight rows at once (one pass over `acc`).
+    fn axpy_rows(acc: &mut [f32], xs: &[f32], ws: &[&[f32]], level: Level) {
+        #[cfg(target_arch = "x86_64")]
+        if xs.len() == 4 {
+            let (xs4, ws4) = ([xs[0], xs[1], xs[2], xs[3]], [ws[0], ws[1], ws[2], ws[3]]);
+            match level {
+                // SAFETY: each level is only chosen when its features were detected.
+                Level::Avx512 => return unsafe { x86::axpy4_f32_512(acc, xs4, ws4) },
+                Level::Avx2 => return unsafe { x86::axpy4_f32(acc, xs4, ws4) },
+                Level::Portable => {}
+            }
+        }
+        let _ = level;
+        for (&a, w) in xs.iter().zip(ws) {
+            acc.iter_mut().zip(*w).for_each(|(y, w)| *y += a * w);
+        }
+    }
+
     /// Shared driver: `dot(x_row, o)` is one output; `row(o, dst)` writes weight row `o` as f32
     /// (used when several activation rows share each weight row).
     fn matmul_rows<D, R>(
@@ -988,6 +1123,27 @@ mod kernels {
             s
         }
 
+        /// `acc += a[0] w[0] + .. + a[3] w[3]`.
+        #[target_feature(enable = "avx2,fma")]
+        pub unsafe fn axpy4_f32(acc: &mut [f32], a: [f32; 4], w: [&[f32]; 4]) {
+            let n = acc.len().min(w.iter().map(|r| r.len()).min().unwrap_or(0));
+            let av = a.map(|v| _mm256_set1_ps(v));
+            let p = acc.as_mut_ptr();
+            let mut j = 0;
+            while j + LANES <= n {
+                let mut s = _mm256_loadu_ps(p.add(j));
+                for r in 0..4 {
+                    s = _mm256_fmadd_ps(av[r], _mm256_loadu_ps(w[r].as_ptr().add(j)), s);
+                }
+                _mm256_storeu_ps(p.add(j), s);
+                j += LANES;
+            }
+            while j < n {
+                acc[j] += a[0] * w[0][j] + a[1] * w[1][j] + a[2] * w[2][j] + a[3] * w[3][j];
+                j += 1;
+            }
+        }
+
         #[target_feature(enable = "avx2,fma,f16c")]
         pub unsafe fn dot_f16(x: &[f32], w: &[f16]) -> f32 {
             let n = x.len().min(w.len());
@@ -1038,6 +1194,29 @@ mod kernels {
         const LANES_512: usize = 16;
         /// How far ahead of the int8 weights being read the kernel prefetches.
         const PREFETCH_BYTES: usize = 2048;
+
+        /// `acc += a[0] w[0] + .. + a[3] w[3]`, prefetching each weight row ahead.
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn axpy4_f32_512(acc: &mut [f32], a: [f32; 4], w: [&[f32]; 4]) {
+            let n = acc.len().min(w.iter().map(|r| r.len()).min().unwrap_or(0));
+            let av = a.map(|v| _mm512_set1_ps(v));
+            let p = acc.as_mut_ptr();
+            let mut j = 0;
+            while j + LANES_512 <= n {
+                let mut s = _mm512_loadu_ps(p.add(j));
+                for r in 0..4 {
+                    let wp = w[r].as_ptr().add(j);
+                    _mm_prefetch::<_MM_HINT_T0>((wp as *const i8).wrapping_add(PREFETCH_BYTES));
+                    s = _mm512_fmadd_ps(av[r], _mm512_loadu_ps(wp), s);
+                }
+                _mm512_storeu_ps(p.add(j), s);
+                j += LANES_512;
+            }
+            while j < n {
+                acc[j] += a[0] * w[0][j] + a[1] * w[1][j] + a[2] * w[2][j] + a[3] * w[3][j];
+                j += 1;
+            }
+        }
 
         #[target_feature(enable = "avx512f")]
         pub unsafe fn dot_f32_512(a: &[f32], b: &[f32]) -> f32 {
@@ -1199,6 +1378,49 @@ mod tests {
                     .map(|(a, b)| (a - b).abs())
                     .fold(0f32, f32::max);
                 assert!(worst <= tol, "m={m} worst {worst} > {tol}");
+            }
+        }
+    }
+
+    /// GPT-2's Conv1D weights are used as stored, `[in, out]`: the few-row kernel at each
+    /// instruction-set level, and the projection's gemm path, against an f64 reference.
+    #[test]
+    fn conv1d_layout_matches_the_reference_at_every_level() {
+        use super::kernels::{levels, matmul_f32_in_out_at};
+        use candle_core::{Device, Tensor};
+        // n = 200: 16- and 8-lane tails; k = 7, 97: a last group of 3 and 1 weight rows.
+        for k in [7, 96, 97] {
+            let n = 200;
+            let w_in_out = values(k * n, 20 + k as u64);
+            let w_out_in: Vec<f32> = (0..n * k).map(|j| w_in_out[(j % k) * n + j / k]).collect();
+            let b = values(n, 21);
+            for m in [1, 3, 4, 7] {
+                let x = values(m * k, 22 + m as u64);
+                let want = reference(&x, &w_out_in, m, n, k, &b);
+                let tol = k as f32 * 1e-6;
+                let check = |got: &[f32], what: &str| {
+                    let worst = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(worst <= tol, "{what} k={k} m={m}: worst {worst} > {tol}");
+                };
+                for level in levels() {
+                    check(
+                        &matmul_f32_in_out_at(&w_in_out, k, n, &x, m, Some(&b), level),
+                        &format!("{level:?}"),
+                    );
+                }
+                let cpu = &Device::Cpu;
+                let proj = super::Proj::f32_in_out(
+                    Tensor::from_slice(&w_in_out, (k, n), cpu).unwrap(),
+                    Some(Tensor::from_slice(&b, n, cpu).unwrap()),
+                )
+                .unwrap();
+                let xt = Tensor::from_slice(&x, (m, k), cpu).unwrap();
+                let got = proj.forward(&xt).unwrap().flatten_all().unwrap();
+                check(&got.to_vec1::<f32>().unwrap(), "Proj::forward");
             }
         }
     }
