@@ -15,7 +15,9 @@ fn main() {
     // keep freed memory. One explanation or tagging run allocates the model once: glibc's
     // defaults hand freed load-time buffers back (explain, full model, int8: peak RSS 573 ->
     // 544 MB, and no slower).
-    if !matches!(cli.command, Command::Explain(_) | Command::Tag(_)) {
+    if matches!(cli.command, Command::Explain(_) | Command::Tag(_)) {
+        adiff::alloc::one_arena();
+    } else {
         adiff::alloc::keep_freed_memory();
     }
     adiff::alloc::park_idle_threads();

@@ -400,3 +400,219 @@ fn resume_on_other_data_is_refused() {
     ok(stage2(&dir, &cfg, "run", &["--resume"]).output().unwrap());
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `adiff train` (stage 2 into stage 3 in one run) on the tiny recipes with `epochs` epochs.
+fn train_both(dir: &Path, epochs: u64, out: &str, extra: &[&str]) -> Command {
+    let data = dir.join("data");
+    let cfg = |stage: &str| {
+        let text = std::fs::read_to_string(
+            common::root().join(format!("configs/train/tiny_{stage}.json")),
+        )
+        .unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["epochs"] = epochs.into();
+        let p = dir.join(format!("{stage}_{epochs}.json"));
+        std::fs::write(&p, v.to_string()).unwrap();
+        p
+    };
+    let mut c = adiff();
+    c.arg("train")
+        .arg("--train")
+        .arg(data.join("train_sentence_answer.csv"))
+        .arg("--embed-cache")
+        .arg(data.join("cache"))
+        .args(model_args())
+        .arg("--stage2-config")
+        .arg(cfg("stage2"))
+        .arg("--stage3-config")
+        .arg(cfg("stage3"))
+        .arg("-o")
+        .arg(dir.join(out))
+        .arg("--quiet")
+        .args(extra);
+    c
+}
+
+/// Both stages' models of two `adiff train` runs are bit-for-bit the same.
+fn assert_same_runs(dir: &Path, a: &str, b: &str) {
+    for stage in ["stage2", "stage3"] {
+        assert_same_models(
+            &dir.join(a).join(stage).join("model.safetensors"),
+            &dir.join(b).join(stage).join("model.safetensors"),
+        );
+    }
+}
+
+/// `adiff train` runs stage 2 (GPT-2 frozen) into stage 3 (GPT-2 trained) from stage 2's model;
+/// `train-stage3` from that model computes the same stage 3; a run stopped at the stage boundary
+/// or inside stage 3 and resumed ends with the uninterrupted run's models.
+#[test]
+fn train_runs_stage_two_into_three_and_resumes_across_the_boundary() {
+    let dir = dataset("both");
+    // 6 training examples, 4 per step: 2 steps per epoch, 4 per stage.
+    let out = ok(train_both(&dir, 2, "full", &[]).output().unwrap());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("stage2: 4 steps") && said.contains("stage3: 4 steps"),
+        "{said}"
+    );
+    let (s2, s3) = (
+        load(&dir.join("full/stage2/model.safetensors")),
+        load(&dir.join("full/stage3/model.safetensors")),
+    );
+    let gpt = |m: &HashMap<String, Tensor>| {
+        m.iter()
+            .filter(|(k, _)| k.starts_with("caption_decoder.gpt"))
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .collect::<HashMap<_, _>>()
+    };
+    let init =
+        adiff::model::checkpoint::Checkpoint::load(&common::tiny_checkpoint_parts()[1]).unwrap();
+    let (g2, g3) = (gpt(&s2), gpt(&s3));
+    assert!(g2.len() > 20, "{} GPT-2 tensors", g2.len());
+    for (k, t) in &g2 {
+        assert!(
+            identical(t, init.get(k).unwrap()),
+            "stage 2 moved frozen {k}"
+        );
+    }
+    let moved = g3.iter().filter(|(k, t)| !identical(t, &g2[*k])).count();
+    assert!(
+        moved * 2 > g3.len(),
+        "stage 3 moved only {moved} of {} GPT-2 tensors",
+        g3.len()
+    );
+
+    // train-stage3 from stage 2's model: the same stage 3.
+    let data = dir.join("data");
+    ok(adiff()
+        .arg("train-stage3")
+        .arg("--train")
+        .arg(data.join("train_sentence_answer.csv"))
+        .arg("--embed-cache")
+        .arg(data.join("cache"))
+        .arg("-c")
+        .arg(dir.join("full/stage2/model.safetensors"))
+        .args(common::tiny_config_args())
+        .arg("--train-config")
+        .arg(dir.join("stage3_2.json"))
+        .arg("-o")
+        .arg(dir.join("alone"))
+        .arg("--quiet")
+        .output()
+        .unwrap());
+    assert_same_models(
+        &dir.join("full/stage3/model.safetensors"),
+        &dir.join("alone/model.safetensors"),
+    );
+
+    // Stopped exactly at the boundary: stage 3 not started; the resume starts it.
+    let out = ok(
+        train_both(&dir, 2, "boundary", &["--stop-after-steps", "4"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("stage3: not started"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(dir.join("boundary/stage2/model.safetensors").exists());
+    assert!(!dir.join("boundary/stage3").exists());
+    ok(train_both(&dir, 2, "boundary", &["--resume"])
+        .output()
+        .unwrap());
+    assert_same_runs(&dir, "full", "boundary");
+
+    // Stopped inside stage 3 (step 2 of 4), resumed.
+    ok(train_both(&dir, 2, "inside", &["--stop-after-steps", "6"])
+        .output()
+        .unwrap());
+    assert!(!dir.join("inside/stage3/model.safetensors").exists());
+    let ckpts = std::fs::read_dir(dir.join("inside/stage3/checkpoints"))
+        .unwrap()
+        .count();
+    assert!(ckpts > 0, "no stage-3 checkpoint");
+    ok(train_both(&dir, 2, "inside", &["--resume"])
+        .output()
+        .unwrap());
+    assert_same_runs(&dir, "full", "inside");
+    let log = std::fs::read_to_string(dir.join("inside/stage3/log.jsonl")).unwrap();
+    assert!(log.contains("\"event\":\"resume\""), "{log}");
+    assert!(log.contains("\"step\":2"), "{log}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `adiff train` SIGKILLed at the stage boundary (stage 2's model written, stage 3 started but
+/// not one step taken) resumes to the uninterrupted run's models. Not timed: stage 3's
+/// log.jsonl is a FIFO whose pipe is filled beforehand, so stage 3's first log line blocks the
+/// run right there until the kill.
+#[cfg(target_os = "linux")]
+#[test]
+fn train_killed_at_the_stage_boundary_resumes_exactly() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::time::{Duration, Instant};
+
+    let dir = dataset("both-kill");
+    ok(train_both(&dir, 2, "full", &[]).output().unwrap());
+    let stage3 = dir.join("killed/stage3");
+    std::fs::create_dir_all(&stage3).unwrap();
+    let log_path = stage3.join("log.jsonl");
+    mkfifo(&log_path);
+    let mut fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&log_path)
+        .unwrap();
+    // Fill the pipe: the run's first write to it blocks.
+    let mut filled = 0usize;
+    loop {
+        match fifo.write(&[b'#'; 512]) {
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("filling the pipe: {e}"),
+        }
+    }
+    let mut child = train_both(&dir, 2, "killed", &[]).spawn().unwrap();
+    // Stage 2's model appears before stage 3 opens its log; then the run can only block.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !dir.join("killed/stage2/model.safetensors").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        assert!(Instant::now() < deadline, "no stage-2 model within 120 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // However long this waits, stage 3 cannot take a step: its first log line is blocked.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run got past a full log"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut drained = Vec::new();
+    loop {
+        let mut buf = [0u8; 4096];
+        match fifo.read(&mut buf) {
+            Ok(n) if n > 0 => drained.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            r => panic!("draining the log: {r:?}"),
+        }
+    }
+    assert_eq!(drained.len(), filled, "stage 3 logged past its start");
+    drop(fifo);
+    std::fs::remove_file(&log_path).unwrap();
+    assert!(!stage3.join("model.safetensors").exists());
+    assert!(
+        std::fs::read_dir(stage3.join("checkpoints"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true),
+        "stage 3 wrote a checkpoint before its first log line"
+    );
+    ok(train_both(&dir, 2, "killed", &["--resume"])
+        .output()
+        .unwrap());
+    assert_same_runs(&dir, "full", "killed");
+    std::fs::remove_dir_all(&dir).ok();
+}

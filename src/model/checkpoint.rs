@@ -496,14 +496,14 @@ fn read_torch_zip(path: &Path) -> candle_core::Result<(NamedTensors, HashMap<Str
 
 /// Reads `shape`'s elements of `T` (stored little-endian, as on every platform candle runs on)
 /// into a tensor, the file's bytes landing in the tensor's own buffer.
-fn read_typed<T: candle_core::WithDType + Default + Copy>(
+fn read_typed<T: candle_core::WithDType>(
     f: &std::fs::File,
     offset: u64,
     shape: &[usize],
 ) -> candle_core::Result<Tensor> {
     use std::os::unix::fs::FileExt;
     let n: usize = shape.iter().product();
-    let mut v = vec![T::default(); n];
+    let mut v = zeroed_vec::<T>(n);
     huge_pages(&mut v);
     // SAFETY: `v` holds n initialised values of a plain-old-data type (f32, u8, f16: every bit
     // pattern is valid), viewed as their n * size_of::<T>() bytes for the read.
@@ -512,6 +512,26 @@ fn read_typed<T: candle_core::WithDType + Default + Copy>(
     };
     f.read_exact_at(bytes, offset)?;
     Tensor::from_vec(v, shape, &Device::Cpu)
+}
+
+/// `n` zero values from the allocator's zeroed memory (calloc: fresh pages are not written
+/// before the read, as `vec![f16::default(); n]` would do for a type the standard library does
+/// not know to be zero).
+fn zeroed_vec<T: candle_core::WithDType>(n: usize) -> Vec<T> {
+    if n == 0 || std::mem::size_of::<T>() == 0 {
+        return Vec::new();
+    }
+    let layout = std::alloc::Layout::array::<T>(n).expect("tensor size overflows memory");
+    // SAFETY: the layout is non-zero-sized; the block is n zeroed values of a plain-old-data
+    // type (f32, u8, f16, ...: all-zero bits are a valid 0), allocated by the global allocator
+    // with T's layout, as Vec::from_raw_parts requires.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout) as *mut T;
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Vec::from_raw_parts(p, n, n)
+    }
 }
 
 /// Asks for transparent huge pages under a large fresh buffer before its first touch: the read
@@ -598,8 +618,8 @@ fn read_safetensors(path: &Path) -> candle_core::Result<(NamedTensors, HashMap<S
         }
         jobs.push((name, dtype, shape, data_start + offsets[0], n_bytes));
     }
-    // Largest first, so that the threads finish together.
-    jobs.sort_by_key(|j| std::cmp::Reverse(j.4));
+    // In file order.
+    jobs.sort_by_key(|j| j.3);
     let f = &f;
     let tensors = jobs
         .into_par_iter()
