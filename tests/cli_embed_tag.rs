@@ -269,3 +269,146 @@ fn unsupported_and_invalid_audio_is_rejected_by_the_cli() {
         assert_one_line_error(&out, needle);
     }
 }
+
+/// Runs adiff and returns its stdout, stderr, exit success and peak resident memory (KiB, the
+/// child's own `ru_maxrss` from `wait4`: other tests' processes do not count).
+#[cfg(target_os = "linux")]
+#[allow(clippy::zombie_processes)] // reaped by `wait4` below, which std does not know of
+fn run_with_peak_rss(args: &[&str]) -> (String, String, bool, i64) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_adiff"))
+        .args(args)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 reaps our own child and fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(
+        pid,
+        child.id() as i32,
+        "{}",
+        std::io::Error::last_os_error()
+    );
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    (out, err, ok, usage.ru_maxrss)
+}
+
+/// Writes mono PCM16 at 32 kHz (samples are multiples of 1/32768, as a PCM16 file decodes).
+fn write_wav(path: &std::path::Path, samples: &[f32]) {
+    let data: Vec<u8> = samples
+        .iter()
+        .flat_map(|&s| ((s * 32768.0).round() as i16).to_le_bytes())
+        .collect();
+    let mut wav = Vec::with_capacity(44 + data.len());
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    for v in [16u32, 1 | (1 << 16), 32_000, 64_000, 2 | (16 << 16)] {
+        wav.extend_from_slice(&v.to_le_bytes());
+    }
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&data);
+    std::fs::write(path, wav).unwrap();
+}
+
+/// A 10-minute file whose middle 10 s are clip_a: `tag --crop center` reads it packet by packet
+/// and keeps only that window, so its peak memory stays within 20 MiB of tagging clip_a itself
+/// (the whole-file decode it replaced held 19.2 M samples twice, +147 MiB); it says on stderr
+/// which window it used; its events equal clip_a's, with the spans moved to the file's time axis.
+#[cfg(target_os = "linux")]
+#[test]
+fn tag_of_a_long_file_holds_only_its_window() {
+    let dir = tmp_dir("long");
+    let a = adiff::audio::decode::decode_file(&fixture("clip_a.wav")).unwrap();
+    assert_eq!((a.sample_rate, a.samples.len()), (32_000, 320_000));
+    // 295 s of quiet noise on each side: the centre crop of 600 s is [295, 305) s.
+    let side = 295 * 32_000;
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut noise = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02
+    };
+    let mut long: Vec<f32> = (0..side).map(|_| noise()).collect();
+    long.extend_from_slice(&a.samples);
+    long.extend((0..side).map(|_| noise()));
+    let long_path = dir.join("long.wav");
+    write_wav(&long_path, &long);
+    drop(long);
+    let ck = fixture("htsat_tiny.ckpt");
+    let tag = |file: &std::path::Path| {
+        run_with_peak_rss(&[
+            "tag",
+            file.to_str().unwrap(),
+            "-c",
+            ck.to_str().unwrap(),
+            "--config",
+            "configs/tiny.json",
+            "--crop",
+            "center",
+            "--top",
+            "5",
+            "--json",
+        ])
+    };
+    let (short_out, short_err, ok, short_rss) = tag(&fixture("clip_a.wav"));
+    assert!(ok, "{short_err}");
+    assert!(!short_err.contains("note:"), "{short_err}");
+    let (long_out, long_err, ok, long_rss) = tag(&long_path);
+    assert!(ok, "{long_err}");
+    assert!(
+        long_rss < short_rss + 20 * 1024,
+        "peak RSS {long_rss} KiB for 600 s against {short_rss} KiB for 10 s"
+    );
+    assert!(
+        long_err.contains("is 600.0 s long; the model hears 295.00-305.00 s"),
+        "{long_err}"
+    );
+    let (s, l): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&short_out).unwrap(),
+        serde_json::from_str(&long_out).unwrap(),
+    );
+    assert_eq!(l["window_s"], serde_json::json!([295.0, 305.0]));
+    assert_eq!(s["window_s"], serde_json::json!([0.0, 10.0]));
+    let (se, le) = (
+        s["events"].as_array().unwrap(),
+        l["events"].as_array().unwrap(),
+    );
+    assert_eq!(se.len(), le.len());
+    for (a, b) in se.iter().zip(le) {
+        assert_eq!(a["index"], b["index"]);
+        assert_eq!(a["probability"], b["probability"]);
+        let (sa, sb) = (
+            a["spans"].as_array().unwrap(),
+            b["spans"].as_array().unwrap(),
+        );
+        assert_eq!(sa.len(), sb.len());
+        for (x, y) in sa.iter().zip(sb) {
+            for k in 0..2 {
+                let (x, y) = (x[k].as_f64().unwrap(), y[k].as_f64().unwrap());
+                assert!((y - x - 295.0).abs() < 1e-3, "span {x} -> {y}");
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -40,13 +40,19 @@ pub fn fixed_length(samples: &[f32], target: usize, mode: CropMode) -> Vec<f32> 
         }
         return out;
     }
-    let slack = len - target;
-    let offset = match mode {
+    let offset = crop_offset(len, target, mode);
+    samples[offset..offset + target].to_vec()
+}
+
+/// Where [`fixed_length`] starts the crop of a `len`-sample waveform longer than `target`.
+pub fn crop_offset(len: usize, target: usize, mode: CropMode) -> usize {
+    let slack = len.saturating_sub(target);
+    match mode {
+        _ if slack == 0 => 0,
         CropMode::Start => 0,
         CropMode::Center => slack / 2,
         CropMode::Random { seed } => StdRng::seed_from_u64(seed).random_range(0..slack),
-    };
-    samples[offset..offset + target].to_vec()
+    }
 }
 
 #[cfg(test)]

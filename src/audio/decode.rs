@@ -13,13 +13,14 @@ use std::path::Path;
 
 use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{
-    CodecType, DecoderOptions, CODEC_TYPE_FLAC, CODEC_TYPE_NULL, CODEC_TYPE_PCM_F32BE,
-    CODEC_TYPE_PCM_F32LE, CODEC_TYPE_PCM_F64BE, CODEC_TYPE_PCM_F64LE, CODEC_TYPE_PCM_S16BE,
-    CODEC_TYPE_PCM_S16LE, CODEC_TYPE_PCM_S24BE, CODEC_TYPE_PCM_S24LE, CODEC_TYPE_PCM_S32BE,
-    CODEC_TYPE_PCM_S32LE, CODEC_TYPE_PCM_S8, CODEC_TYPE_PCM_U8, CODEC_TYPE_VORBIS,
+    CodecParameters, CodecType, Decoder, DecoderOptions, CODEC_TYPE_FLAC, CODEC_TYPE_NULL,
+    CODEC_TYPE_PCM_F32BE, CODEC_TYPE_PCM_F32LE, CODEC_TYPE_PCM_F64BE, CODEC_TYPE_PCM_F64LE,
+    CODEC_TYPE_PCM_S16BE, CODEC_TYPE_PCM_S16LE, CODEC_TYPE_PCM_S24BE, CODEC_TYPE_PCM_S24LE,
+    CODEC_TYPE_PCM_S32BE, CODEC_TYPE_PCM_S32LE, CODEC_TYPE_PCM_S8, CODEC_TYPE_PCM_U8,
+    CODEC_TYPE_VORBIS,
 };
 use symphonia::core::errors::Error as SymError;
-use symphonia::core::formats::FormatOptions;
+use symphonia::core::formats::{FormatOptions, FormatReader};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
@@ -49,12 +50,23 @@ pub const MAX_SAMPLE_MAGNITUDE: f32 = 1000.0;
 /// container, unsupported codec, lossless data shorter than its header declares, no samples, or
 /// NaN/Inf samples.
 pub fn decode_file(path: &Path) -> Result<DecodedAudio> {
-    // symphonia's demuxers and decoders parse untrusted bytes; should one of them panic on a
-    // malformed file, report it as a bad file instead of bringing the process down, and keep
-    // the panic's own message and backtrace off the terminal: the error says it all.
+    let mut stream = Stream::open(path)?;
+    let mut samples = Vec::new();
+    while stream.next_into(&mut samples)? {}
+    Ok(DecodedAudio {
+        samples,
+        sample_rate: stream.sample_rate()?,
+        channels: stream.channels.unwrap_or(1),
+    })
+}
+
+/// Runs `f` so that a panic inside symphonia's demuxers and decoders (they parse untrusted
+/// bytes) becomes an error naming the file instead of bringing the process down, with the
+/// panic's own message and backtrace kept off the terminal: the error says it all.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
     quiet_panics_hook();
     QUIET_PANICS.with(|q| q.set(true));
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| decode_unguarded(path)));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(f));
     QUIET_PANICS.with(|q| q.set(false));
     result.unwrap_or_else(|_| {
         Err(AdiffError::audio(
@@ -65,11 +77,11 @@ pub fn decode_file(path: &Path) -> Result<DecodedAudio> {
 }
 
 thread_local! {
-    /// Set while this thread runs a decoder whose panics [`decode_file`] turns into errors.
+    /// Set while this thread runs a decoder whose panics [`guarded`] turns into errors.
     static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Installs (once) a panic hook that stays silent for panics caught by [`decode_file`] and hands
+/// Installs (once) a panic hook that stays silent for panics caught by [`guarded`] and hands
 /// every other panic to the hook that was there before.
 fn quiet_panics_hook() {
     static INSTALL: std::sync::Once = std::sync::Once::new();
@@ -83,185 +95,280 @@ fn quiet_panics_hook() {
     });
 }
 
-fn decode_unguarded(path: &Path) -> Result<DecodedAudio> {
-    let err = |msg: String| AdiffError::audio(path, msg);
-    if path.as_os_str() == "-" {
-        return Err(err(
-            "reading audio from standard input is not supported: give a file path".into(),
-        ));
-    }
-    let file = File::open(path).map_err(|e| match e.kind() {
-        ErrorKind::NotFound => err("file not found".into()),
-        _ => err(format!("cannot open: {e}")),
-    })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| err(format!("cannot read file metadata: {e}")))?;
-    if meta.is_dir() {
-        return Err(err("is a directory, not an audio file".into()));
-    }
-    if meta.len() == 0 {
-        return Err(err("empty file (0 bytes)".into()));
+/// An audio file decoded packet by packet and mixed down to mono, so that a caller who needs
+/// part of a long file holds only that part ([`decode_file`] collects every packet). The checks
+/// of [`decode_file`] apply to every sample read; those that need the whole stream (truncation,
+/// no samples at all) run when the stream ends.
+pub struct Stream {
+    path: std::path::PathBuf,
+    format: Box<dyn FormatReader>,
+    decoder: Box<dyn Decoder>,
+    track_id: u32,
+    params: CodecParameters,
+    codec_name: String,
+    interleaved: Option<SampleBuffer<f32>>,
+    sample_rate: Option<u32>,
+    channels: Option<usize>,
+    decoded_packets: usize,
+    skipped_packets: usize,
+    last_skip_reason: String,
+    /// Sample frames decoded, and mono samples handed out (fewer once a Vorbis stream reaches
+    /// its declared end).
+    frames: u64,
+    emitted: u64,
+    ended: bool,
+}
+
+impl Stream {
+    /// Opens the file and sets up the decoder of its first audio track.
+    pub fn open(path: &Path) -> Result<Self> {
+        guarded(path, || Self::open_unguarded(path))
     }
 
-    let mss = MediaSourceStream::new(Box::new(file), Default::default());
-    let mut hint = Hint::new();
-    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
-        hint.with_extension(ext);
-    }
-    // Gapless: trim MP3/Vorbis encoder delay and padding like ffmpeg (torchaudio's backend) does.
-    let format_opts = FormatOptions {
-        enable_gapless: true,
-        ..Default::default()
-    };
-    let probed = symphonia::default::get_probe()
-        .format(&hint, mss, &format_opts, &MetadataOptions::default())
-        .map_err(|e| err(format!("unrecognised or corrupt audio container ({e})")))?;
-    let mut format = probed.format;
-
-    let track = format
-        .tracks()
-        .iter()
-        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
-        .ok_or_else(|| err("no audio track".into()))?;
-    let track_id = track.id;
-    let params = track.codec_params.clone();
-    let codec_name = symphonia::default::get_codecs()
-        .get_codec(params.codec)
-        .map(|d| d.short_name.to_string())
-        .unwrap_or_else(|| format!("{}", params.codec));
-    let mut decoder = symphonia::default::get_codecs()
-        .make(&params, &DecoderOptions::default())
-        .map_err(|e| match e {
-            SymError::Unsupported(what) => err(format!("unsupported codec ({what})")),
-            other => err(format!("cannot set up the {codec_name} decoder ({other})")),
+    fn open_unguarded(path: &Path) -> Result<Self> {
+        let err = |msg: String| AdiffError::audio(path, msg);
+        if path.as_os_str() == "-" {
+            return Err(err(
+                "reading audio from standard input is not supported: give a file path".into(),
+            ));
+        }
+        let file = File::open(path).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => err("file not found".into()),
+            _ => err(format!("cannot open: {e}")),
         })?;
-
-    let mut samples: Vec<f32> = Vec::new();
-    let mut interleaved: Option<SampleBuffer<f32>> = None;
-    let mut sample_rate = params.sample_rate;
-    let mut channels = params.channels.map(|c| c.count());
-    let (mut decoded_packets, mut skipped_packets) = (0usize, 0usize);
-    let mut frames = 0u64;
-    let mut last_skip_reason = String::new();
-
-    loop {
-        let packet = match format.next_packet() {
-            Ok(p) => p,
-            // The documented end-of-stream signal.
-            Err(SymError::IoError(e)) if e.kind() == ErrorKind::UnexpectedEof => break,
-            Err(SymError::ResetRequired) => {
-                return Err(err("stream changes its format midway (unsupported)".into()))
-            }
-            Err(e) => return Err(err(format!("corrupt audio data ({e})"))),
-        };
-        if packet.track_id() != track_id {
-            continue;
+        let meta = file
+            .metadata()
+            .map_err(|e| err(format!("cannot read file metadata: {e}")))?;
+        if meta.is_dir() {
+            return Err(err("is a directory, not an audio file".into()));
         }
-        let decoded = match decoder.decode(&packet) {
-            Ok(d) => d,
-            // Recoverable: a damaged packet; skip it and keep going.
-            Err(SymError::DecodeError(reason)) => {
-                skipped_packets += 1;
-                last_skip_reason = reason.to_string();
+        if meta.len() == 0 {
+            return Err(err("empty file (0 bytes)".into()));
+        }
+
+        let mss = MediaSourceStream::new(Box::new(file), Default::default());
+        let mut hint = Hint::new();
+        if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+            hint.with_extension(ext);
+        }
+        // Gapless: trim MP3/Vorbis encoder delay and padding like ffmpeg (torchaudio's backend)
+        // does.
+        let format_opts = FormatOptions {
+            enable_gapless: true,
+            ..Default::default()
+        };
+        let probed = symphonia::default::get_probe()
+            .format(&hint, mss, &format_opts, &MetadataOptions::default())
+            .map_err(|e| err(format!("unrecognised or corrupt audio container ({e})")))?;
+        let format = probed.format;
+
+        let track = format
+            .tracks()
+            .iter()
+            .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+            .ok_or_else(|| err("no audio track".into()))?;
+        let track_id = track.id;
+        let params = track.codec_params.clone();
+        let codec_name = symphonia::default::get_codecs()
+            .get_codec(params.codec)
+            .map(|d| d.short_name.to_string())
+            .unwrap_or_else(|| format!("{}", params.codec));
+        let decoder = symphonia::default::get_codecs()
+            .make(&params, &DecoderOptions::default())
+            .map_err(|e| match e {
+                SymError::Unsupported(what) => err(format!("unsupported codec ({what})")),
+                other => err(format!("cannot set up the {codec_name} decoder ({other})")),
+            })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            format,
+            decoder,
+            track_id,
+            sample_rate: params.sample_rate,
+            channels: params.channels.map(|c| c.count()),
+            params,
+            codec_name,
+            interleaved: None,
+            decoded_packets: 0,
+            skipped_packets: 0,
+            last_skip_reason: String::new(),
+            frames: 0,
+            emitted: 0,
+            ended: false,
+        })
+    }
+
+    /// The file's sample rate (declared by the container, or seen in the first packet).
+    pub fn sample_rate(&self) -> Result<u32> {
+        self.sample_rate
+            .filter(|&sr| sr > 0)
+            .ok_or_else(|| AdiffError::audio(&self.path, "stream has no sample rate"))
+    }
+
+    /// The number of sample frames, when the container's count is exact (lossless codecs, not
+    /// a streaming length); lossy containers only estimate theirs.
+    pub fn exact_frames(&self) -> Option<u64> {
+        self.params
+            .n_frames
+            .filter(|&n| is_lossless(self.params.codec) && !is_streaming_length(&self.params, n))
+    }
+
+    /// Appends the next packet's mono samples to `out`; false once the stream has ended (its
+    /// end-of-stream checks passed).
+    pub fn next_into(&mut self, out: &mut Vec<f32>) -> Result<bool> {
+        if self.ended {
+            return Ok(false);
+        }
+        let path = self.path.clone();
+        guarded(&path, || self.next_unguarded(out))
+    }
+
+    fn next_unguarded(&mut self, out: &mut Vec<f32>) -> Result<bool> {
+        let path = self.path.clone();
+        let err = |msg: String| AdiffError::audio(&path, msg);
+        loop {
+            let packet = match self.format.next_packet() {
+                Ok(p) => p,
+                // The documented end-of-stream signal.
+                Err(SymError::IoError(e)) if e.kind() == ErrorKind::UnexpectedEof => {
+                    self.ended = true;
+                    self.finish()?;
+                    return Ok(false);
+                }
+                Err(SymError::ResetRequired) => {
+                    return Err(err("stream changes its format midway (unsupported)".into()))
+                }
+                Err(e) => return Err(err(format!("corrupt audio data ({e})"))),
+            };
+            if packet.track_id() != self.track_id {
                 continue;
             }
-            Err(SymError::IoError(e)) => {
-                skipped_packets += 1;
-                last_skip_reason = e.to_string();
+            let decoded = match self.decoder.decode(&packet) {
+                Ok(d) => d,
+                // Recoverable: a damaged packet; skip it and keep going.
+                Err(SymError::DecodeError(reason)) => {
+                    self.skipped_packets += 1;
+                    self.last_skip_reason = reason.to_string();
+                    continue;
+                }
+                Err(SymError::IoError(e)) => {
+                    self.skipped_packets += 1;
+                    self.last_skip_reason = e.to_string();
+                    continue;
+                }
+                Err(e) => return Err(err(format!("{} decoder failed ({e})", self.codec_name))),
+            };
+            self.decoded_packets += 1;
+            let spec = *decoded.spec();
+            let n_ch = spec.channels.count();
+            if n_ch == 0 {
+                return Err(err("stream declares zero channels".into()));
+            }
+            match (self.sample_rate, self.channels) {
+                (Some(sr), Some(ch)) if sr != spec.rate || ch != n_ch => {
+                    return Err(err(format!(
+                        "stream changes from {ch} ch @ {sr} Hz to {n_ch} ch @ {} Hz midway \
+                         (unsupported)",
+                        spec.rate
+                    )))
+                }
+                _ => {
+                    self.sample_rate = Some(spec.rate);
+                    self.channels = Some(n_ch);
+                }
+            }
+            let n_frames = decoded.frames();
+            if n_frames == 0 {
                 continue;
             }
-            Err(e) => return Err(err(format!("{codec_name} decoder failed ({e})"))),
-        };
-        decoded_packets += 1;
-        let spec = *decoded.spec();
-        let n_ch = spec.channels.count();
-        if n_ch == 0 {
-            return Err(err("stream declares zero channels".into()));
-        }
-        match (sample_rate, channels) {
-            (Some(sr), Some(ch)) if sr != spec.rate || ch != n_ch => {
-                return Err(err(format!(
-                "stream changes from {ch} ch @ {sr} Hz to {n_ch} ch @ {} Hz midway (unsupported)",
-                spec.rate
-            )))
+            // Reuse one interleaved f32 buffer; grow it only when a packet is larger than any
+            // before.
+            let buf = match &mut self.interleaved {
+                Some(b) if b.capacity() >= n_frames * n_ch => b,
+                slot => slot.insert(SampleBuffer::<f32>::new(n_frames as u64, spec)),
+            };
+            buf.copy_interleaved_ref(decoded);
+            self.frames += n_frames as u64;
+            let first = out.len();
+            // [n_frames * n_ch] interleaved -> [n_frames] mean over channels (f64 sum, exact
+            // for mono).
+            out.extend(buf.samples().chunks_exact(n_ch).map(|frame| {
+                if n_ch == 1 {
+                    frame[0]
+                } else {
+                    (frame.iter().map(|&s| s as f64).sum::<f64>() / n_ch as f64) as f32
+                }
+            }));
+            // A Vorbis stream ends exactly at its last granule position (Vorbis I spec, A.2),
+            // but symphonia 0.5 does not trim the final block's padding when it cannot see the
+            // previous page's granule position (short files); cut to the declared end like
+            // libvorbis does.
+            if let Some(declared) = self.params.n_frames {
+                if self.params.codec == CODEC_TYPE_VORBIS {
+                    let room = declared.saturating_sub(self.emitted) as usize;
+                    out.truncate(first + room.min(out.len() - first));
+                }
             }
-            _ => {
-                sample_rate = Some(spec.rate);
-                channels = Some(n_ch);
-            }
+            self.check(&out[first..], self.emitted)?;
+            self.emitted += (out.len() - first) as u64;
+            return Ok(true);
         }
-        let n_frames = decoded.frames();
-        if n_frames == 0 {
-            continue;
-        }
-        // Reuse one interleaved f32 buffer; grow it only when a packet is larger than any before.
-        let buf = match &mut interleaved {
-            Some(b) if b.capacity() >= n_frames * n_ch => b,
-            slot => slot.insert(SampleBuffer::<f32>::new(n_frames as u64, spec)),
-        };
-        buf.copy_interleaved_ref(decoded);
-        frames += n_frames as u64;
-        // [n_frames * n_ch] interleaved -> [n_frames] mean over channels (f64 sum, exact for mono).
-        samples.extend(buf.samples().chunks_exact(n_ch).map(|frame| {
-            if n_ch == 1 {
-                frame[0]
-            } else {
-                (frame.iter().map(|&s| s as f64).sum::<f64>() / n_ch as f64) as f32
-            }
-        }));
     }
 
-    if decoded_packets == 0 {
-        return Err(if skipped_packets > 0 {
-            err(format!(
-                "corrupt audio data: all {skipped_packets} packets failed to decode ({last_skip_reason})"
-            ))
-        } else {
-            err("no audio samples (the stream is empty)".into())
-        });
-    }
-    if samples.is_empty() {
-        return Err(err("no audio samples decoded".into()));
-    }
-    if let Some(declared) = params.n_frames {
-        // A Vorbis stream ends exactly at its last granule position (Vorbis I spec, A.2), but
-        // symphonia 0.5 does not trim the final block's padding when it cannot see the previous
-        // page's granule position (short files); cut to the declared end like libvorbis does.
-        if params.codec == CODEC_TYPE_VORBIS && (samples.len() as u64) > declared {
-            samples.truncate(declared as usize);
-        }
-        if is_lossless(params.codec) && frames < declared && !is_streaming_length(&params, declared)
-        {
+    /// Non-finite samples, and samples far beyond full scale, are refused wherever they are.
+    fn check(&self, samples: &[f32], first_frame: u64) -> Result<()> {
+        let err = |msg: String| AdiffError::audio(&self.path, msg);
+        if let Some(i) = samples.iter().position(|s| !s.is_finite()) {
             return Err(err(format!(
-                "truncated: header declares {declared} sample frames but only {frames} are present"
+                "non-finite sample ({}) at frame {}",
+                samples[i],
+                first_frame + i as u64
             )));
         }
+        // Decoded audio is nominally within [-1, 1]; float formats can hold anything. Far
+        // beyond full scale the power spectrum overflows f32 and HTSAT returns NaN, so such a
+        // file is refused rather than silently rescaled (its level is part of what the model
+        // compares).
+        if let Some(i) = samples.iter().position(|s| s.abs() > MAX_SAMPLE_MAGNITUDE) {
+            return Err(err(format!(
+                "sample {} at frame {} is beyond +/-{MAX_SAMPLE_MAGNITUDE} (full scale is +/-1): \
+                 rescale the file",
+                samples[i],
+                first_frame + i as u64
+            )));
+        }
+        Ok(())
     }
-    if let Some(i) = samples.iter().position(|s| !s.is_finite()) {
-        return Err(err(format!(
-            "non-finite sample ({}) at frame {i}",
-            samples[i]
-        )));
+
+    /// The checks that need the whole stream.
+    fn finish(&self) -> Result<()> {
+        let err = |msg: String| AdiffError::audio(&self.path, msg);
+        if self.decoded_packets == 0 {
+            return Err(if self.skipped_packets > 0 {
+                err(format!(
+                    "corrupt audio data: all {} packets failed to decode ({})",
+                    self.skipped_packets, self.last_skip_reason
+                ))
+            } else {
+                err("no audio samples (the stream is empty)".into())
+            });
+        }
+        if self.emitted == 0 {
+            return Err(err("no audio samples decoded".into()));
+        }
+        if let Some(declared) = self.params.n_frames {
+            if is_lossless(self.params.codec)
+                && self.frames < declared
+                && !is_streaming_length(&self.params, declared)
+            {
+                return Err(err(format!(
+                    "truncated: header declares {declared} sample frames but only {} are present",
+                    self.frames
+                )));
+            }
+        }
+        self.sample_rate().map(|_| ())
     }
-    // Decoded audio is nominally within [-1, 1]; float formats can hold anything. Far beyond full
-    // scale the power spectrum overflows f32 and HTSAT returns NaN, so such a file is refused
-    // rather than silently rescaled (its level is part of what the model compares).
-    if let Some(i) = samples.iter().position(|s| s.abs() > MAX_SAMPLE_MAGNITUDE) {
-        return Err(err(format!(
-            "sample {} at frame {i} is beyond +/-{MAX_SAMPLE_MAGNITUDE} (full scale is +/-1): \
-             rescale the file",
-            samples[i]
-        )));
-    }
-    let sample_rate = sample_rate
-        .filter(|&sr| sr > 0)
-        .ok_or_else(|| err("stream has no sample rate".into()))?;
-    Ok(DecodedAudio {
-        samples,
-        sample_rate,
-        channels: channels.unwrap_or(1),
-    })
 }
 
 /// Codecs whose declared frame count is exact. Lossy containers only estimate it (an MP3 without a

@@ -17,23 +17,148 @@ use crate::error::{AdiffError, Result};
 /// Loads one model input: decode -> mono (channel mean) -> resample to `cfg.sample_rate` ->
 /// exactly `cfg.clip_samples()` samples (tiled if short, cropped per `crop` if long).
 pub fn load_clip(path: &Path, cfg: &AudioConfig, crop: CropMode) -> Result<Vec<f32>> {
-    let decoded = decode::decode_file(path)?;
-    let resampled = resample::resample(&decoded.samples, decoded.sample_rate, cfg.sample_rate)
-        .map_err(|e| AdiffError::audio(path, e.to_string()))?;
-    if resampled.is_empty() {
-        return Err(AdiffError::audio(
-            path,
-            format!(
-                "too short: {} samples at {} Hz leave nothing at {} Hz",
-                decoded.samples.len(),
-                decoded.sample_rate,
-                cfg.sample_rate
-            ),
-        ));
+    Ok(load_clip_span(path, cfg, crop)?.0)
+}
+
+/// The part of a file a clip holds, in seconds of the file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClipSpan {
+    /// The file's duration; None when `--crop start` stopped reading a file whose header does
+    /// not give an exact length (it is then longer than the clip).
+    pub duration_s: Option<f64>,
+    /// Start and end of the samples the clip was cut from (for a file shorter than the clip,
+    /// the whole file, tiled).
+    pub start_s: f64,
+    pub end_s: f64,
+}
+
+impl ClipSpan {
+    /// Whether the clip leaves part of the file out.
+    pub fn is_crop(&self) -> bool {
+        self.duration_s
+            .is_none_or(|d| self.end_s - self.start_s < d)
     }
-    let clip = clip::fixed_length(&resampled, cfg.clip_samples(), crop);
-    // Decoding already rejects NaN/Inf; this re-checks the resampler's output, the last step
-    // before the model, so that no non-finite value can reach the spectrogram.
+}
+
+/// Input samples kept on each side of a crop's window before resampling, per unit of the rate
+/// ratio: several sinc filter lengths, so that the window's edges (where the resampler sees
+/// zeros instead of the rest of the file) fall outside the clip.
+const RESAMPLE_MARGIN: u64 = 4 * resample::SINC_LEN as u64;
+
+/// [`load_clip`], and where in the file the clip lies. Only the samples the clip needs are
+/// held: a file longer than the clip is decoded packet by packet and everything outside the
+/// window (plus a resampling margin) is dropped as it goes, so memory does not grow with the
+/// file's length. The window is the one the whole file would give: `--crop start` stops
+/// decoding after it; `center` and `random` take the length from a lossless header, or else
+/// from a first decoding pass that only counts. The clip equals the whole-file path's exactly
+/// at the model's own rate, and up to the resampler's edge effects (kept outside the clip by
+/// the margin) otherwise.
+pub fn load_clip_span(
+    path: &Path,
+    cfg: &AudioConfig,
+    crop: CropMode,
+) -> Result<(Vec<f32>, ClipSpan)> {
+    let target = cfg.clip_samples();
+    let to = cfg.sample_rate;
+    let mut stream = decode::Stream::open(path)?;
+    let from = stream.sample_rate()?;
+    // Input frames that cover `n` output samples, rounded up.
+    let input_for = |n: u64| (n as u128 * from as u128).div_ceil(to as u128) as u64;
+    let margin = RESAMPLE_MARGIN * u64::from(from.div_ceil(to)).max(1);
+    // The input length, when the crop's position needs it.
+    let len_in = match crop {
+        CropMode::Start => None,
+        _ => Some(match stream.exact_frames() {
+            Some(n) => n,
+            None => count_samples(path)?,
+        }),
+    };
+    // The input window [lo, hi) and the output index its first sample lands on.
+    let (lo, hi, out_base, offset) = match len_in {
+        Some(len) if resample::output_len(len as usize, from, to) > target => {
+            let len_out = resample::output_len(len as usize, from, to);
+            let offset = clip::crop_offset(len_out, target, crop) as u64;
+            // Start on a whole period of the two rates, so that the window's resampled samples
+            // fall on the whole file's output grid.
+            let g = gcd(from, to);
+            let (p_in, p_out) = (u64::from(from / g), u64::from(to / g));
+            let lo = input_for(offset).saturating_sub(margin) / p_in * p_in;
+            let hi = (input_for(offset + target as u64) + margin).min(len);
+            (lo, hi, lo / p_in * p_out, offset)
+        }
+        // Whole file (short: tiled), or the start.
+        _ => (0, input_for(target as u64) + margin, 0, 0),
+    };
+    let mut window = Vec::new();
+    let mut read = 0u64; // input frames seen
+    let mut chunk = Vec::new();
+    let mut ended = false;
+    while read < hi {
+        chunk.clear();
+        if !stream.next_into(&mut chunk)? {
+            ended = true;
+            break;
+        }
+        let (a, b) = (read, read + chunk.len() as u64);
+        read = b;
+        let (from_i, to_i) = (a.max(lo), b.min(hi));
+        if from_i < to_i {
+            window.extend_from_slice(&chunk[(from_i - a) as usize..(to_i - a) as usize]);
+        }
+    }
+    // A short file is read to its end; was it shorter than the clip?
+    let total = if ended { Some(read) } else { len_in };
+    let out_len = |n: u64| resample::output_len(n as usize, from, to);
+    if total.is_some_and(|n| out_len(n) <= target) {
+        // Short: the whole file (all of it is in `window`, which started at 0), tiled.
+        let resampled = resample::resample(&window, from, to)
+            .map_err(|e| AdiffError::audio(path, e.to_string()))?;
+        if resampled.is_empty() {
+            return Err(AdiffError::audio(
+                path,
+                format!(
+                    "too short: {} samples at {from} Hz leave nothing at {to} Hz",
+                    window.len()
+                ),
+            ));
+        }
+        let duration_s = window.len() as f64 / f64::from(from);
+        let clip = clip::fixed_length(&resampled, target, crop);
+        let span = ClipSpan {
+            duration_s: Some(duration_s),
+            start_s: 0.0,
+            end_s: duration_s,
+        };
+        return finite(path, clip).map(|c| (c, span));
+    }
+    let resampled = resample::resample(&window, from, to)
+        .map_err(|e| AdiffError::audio(path, e.to_string()))?;
+    let local = (offset - out_base) as usize;
+    let clip = resampled
+        .get(local..local + target)
+        .ok_or_else(|| {
+            AdiffError::audio(
+                path,
+                format!(
+                    "decoded {read} sample frames, fewer than the header's count: truncated file"
+                ),
+            )
+        })?
+        .to_vec();
+    // The duration: known when the file was read to its end or its length was counted;
+    // `--crop start` stops early, and then knows it from a lossless header only.
+    let duration_frames = total.or(stream.exact_frames());
+    let span = ClipSpan {
+        duration_s: duration_frames.map(|n| n as f64 / f64::from(from)),
+        start_s: offset as f64 / f64::from(to),
+        end_s: (offset + target as u64) as f64 / f64::from(to),
+    };
+    finite(path, clip).map(|c| (c, span))
+}
+
+/// Decoding already rejects NaN/Inf; this re-checks the resampler's output, the last step
+/// before the model, so that no non-finite value can reach the spectrogram.
+fn finite(path: &Path, clip: Vec<f32>) -> Result<Vec<f32>> {
     if let Some(i) = clip.iter().position(|s| !s.is_finite()) {
         return Err(AdiffError::audio(
             path,
@@ -41,4 +166,25 @@ pub fn load_clip(path: &Path, cfg: &AudioConfig, crop: CropMode) -> Result<Vec<f
         ));
     }
     Ok(clip)
+}
+
+/// Mono sample frames of the whole file, counted by decoding it (nothing kept).
+fn count_samples(path: &Path) -> Result<u64> {
+    let mut stream = decode::Stream::open(path)?;
+    let (mut n, mut chunk) = (0u64, Vec::new());
+    loop {
+        chunk.clear();
+        if !stream.next_into(&mut chunk)? {
+            return Ok(n);
+        }
+        n += chunk.len() as u64;
+    }
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }

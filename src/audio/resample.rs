@@ -13,7 +13,7 @@ use crate::error::{AdiffError, Result};
 
 /// Sinc filter length in input samples: 256 taps with a Blackman-Harris^2 window reach well over
 /// 100 dB stop-band attenuation, far below 16-bit quantisation noise.
-const SINC_LEN: usize = 256;
+pub const SINC_LEN: usize = 256;
 /// Window of the sinc; Blackman-Harris^2 trades a wider transition band for the best stop band.
 const WINDOW: WindowFunction = WindowFunction::BlackmanHarris2;
 /// Number of precomputed sinc phases between two input samples. With cubic interpolation between

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::tag::{model_labels, top_events, TaggedEvent};
 use super::{answer_text, ClipArgs, DecodingArgs, ModelArgs};
-use crate::audio::load_clip;
+use crate::audio::load_clip_span;
 use crate::generate::{generate, FinishReason};
 use crate::model::htsat::HtsatOutput;
 use crate::text::prompts::{PromptDatabase, PromptKind};
@@ -131,8 +131,10 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let load_s = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let clip1 = load_clip(&args.audio1, &cfg.audio, args.clip.crop_mode(0))?;
-    let clip2 = load_clip(&args.audio2, &cfg.audio, args.clip.crop_mode(1))?;
+    let (clip1, span1) = load_clip_span(&args.audio1, &cfg.audio, args.clip.crop_mode(0))?;
+    let (clip2, span2) = load_clip_span(&args.audio2, &cfg.audio, args.clip.crop_mode(1))?;
+    args.clip.note_window(&args.audio1, &span1);
+    args.clip.note_window(&args.audio2, &span2);
     // One HTSAT pass for both clips: [2, ...]
     let (logmel, out) = model.audio.encode(&[clip1, clip2])?;
     let audio_s = started.elapsed().as_secs_f64();
@@ -183,7 +185,12 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         Vec::new()
     };
     let events = if args.events {
-        Some(audio_events(&out, &labels, &cfg)?)
+        Some(audio_events(
+            &out,
+            &labels,
+            &cfg,
+            [span1.start_s, span2.start_s],
+        )?)
     } else {
         None
     };
@@ -274,24 +281,32 @@ fn prompts_for(args: &ExplainArgs) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// Top events of both audios, from the HTSAT outputs of the explanation run.
+/// Top events of both audios, from the HTSAT outputs of the explanation run, with their spans on
+/// each file's time axis (the clip starts at `starts[i]` seconds of file i).
 fn audio_events(
     out: &HtsatOutput,
     labels: &[String],
     cfg: &crate::model::config::AdiffConfig,
+    starts: [f64; 2],
 ) -> anyhow::Result<[Vec<TaggedEvent>; 2]> {
     let one = |i: usize| -> anyhow::Result<Vec<TaggedEvent>> {
         let clipwise = out.clipwise.i(i)?.to_vec1::<f32>()?;
         let framewise = out.framewise.i(i)?.to_vec2::<f32>()?;
         let sec = cfg.audio.duration_s as f32 / framewise.len() as f32;
-        Ok(top_events(
+        let mut events = top_events(
             &clipwise,
             &framewise,
             labels,
             EVENTS_PER_AUDIO,
             EVENT_THRESHOLD,
             sec,
-        ))
+        );
+        for e in &mut events {
+            for s in &mut e.spans {
+                *s = s.map(|t| t + starts[i] as f32);
+            }
+        }
+        Ok(events)
     };
     Ok([one(0)?, one(1)?])
 }

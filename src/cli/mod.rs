@@ -343,6 +343,30 @@ pub struct ClipArgs {
 }
 
 impl ClipArgs {
+    /// Says once on stderr which part of a file longer than the clip the model hears (a user
+    /// who passes an hour-long file should not believe it heard all of it).
+    pub fn note_window(&self, path: &std::path::Path, span: &crate::audio::ClipSpan) {
+        if !span.is_crop() {
+            return;
+        }
+        let length = match span.duration_s {
+            Some(d) => format!("is {d:.1} s long"),
+            None => format!("is longer than the {:.1} s clip", span.end_s - span.start_s),
+        };
+        let crop = match self.crop {
+            Crop::Start => "start",
+            Crop::Center => "center",
+            Crop::Random => "random",
+        };
+        eprintln!(
+            "note: {} {length}; the model hears {:.2}-{:.2} s of it (--crop {crop}; --crop \
+             start|center|random picks another window)",
+            path.display(),
+            span.start_s,
+            span.end_s
+        );
+    }
+
     /// Crop mode for the `index`-th file of a run.
     pub fn crop_mode(&self, index: usize) -> CropMode {
         match self.crop {

@@ -7,15 +7,15 @@ use candle_core::IndexOp;
 use serde::Serialize;
 
 use super::{ClipArgs, ModelArgs};
-use crate::audio::load_clip;
+use crate::audio::load_clip_span;
 use crate::data::audioset::class_labels;
 use crate::data::labels::{read_labels_file, LABELS_FILE};
 
 /// Print the top AudioSet events of an audio file.
 ///
-/// Events are ranked by clip-wise probability; for each, the spans (in seconds of the 10 s clip
-/// the model sees; a shorter file is repeated to fill it) where its frame-wise probability is
-/// above --threshold are listed. HTSAT resolves time in steps of 10 s / 32 = 0.3125 s.
+/// Events are ranked by clip-wise probability; for each, the spans (in seconds of the file; the
+/// model hears a 10 s clip cut from it as --crop says, and a shorter file repeated to fill it)
+/// where its frame-wise probability is above --threshold are listed. HTSAT resolves time in steps of 10 s / 32 = 0.3125 s.
 ///
 /// Example: adiff tag dog.wav --checkpoint adiff.ckpt --top 5
 #[derive(Debug, clap::Args)]
@@ -55,6 +55,8 @@ pub struct TaggedEvent {
 #[derive(Debug, Serialize)]
 struct TagReport {
     file: String,
+    /// The part of the file the clip was cut from, in seconds.
+    window_s: [f64; 2],
     events: Vec<TaggedEvent>,
 }
 
@@ -64,12 +66,13 @@ pub fn run(args: TagArgs) -> anyhow::Result<()> {
     let labels = model_labels(&args.model, &cfg)?;
     let ckpt = args.model.load_checkpoint(&cfg)?;
     let encoder = super::load_encoder(ckpt, &cfg, &device, args.dtype)?;
-    let clip = load_clip(&args.input, &cfg.audio, args.clip.crop_mode(0))?;
+    let (clip, span) = load_clip_span(&args.input, &cfg.audio, args.clip.crop_mode(0))?;
+    args.clip.note_window(&args.input, &span);
     let (_, out) = encoder.encode(&[clip])?;
     let clipwise = out.clipwise.i(0)?.to_vec1::<f32>()?;
     let framewise = out.framewise.i(0)?.to_vec2::<f32>()?;
     let seconds_per_frame = cfg.audio.duration_s as f32 / framewise.len() as f32;
-    let events = top_events(
+    let mut events = top_events(
         &clipwise,
         &framewise,
         &labels,
@@ -77,10 +80,17 @@ pub fn run(args: TagArgs) -> anyhow::Result<()> {
         args.threshold,
         seconds_per_frame,
     );
+    // Spans on the file's time axis, not the clip's.
+    for e in &mut events {
+        for s in &mut e.spans {
+            *s = s.map(|t| t + span.start_s as f32);
+        }
+    }
 
     if args.json {
         let report = TagReport {
             file: args.input.display().to_string(),
+            window_s: [span.start_s, span.end_s],
             events,
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
