@@ -500,9 +500,14 @@ fn mangled_files_never_panic() {
         let noise: Vec<u8> = (0..2048).map(|_| xorshift(&mut state) as u8).collect();
         let path = dir.join(format!("noise.{ext}"));
         std::fs::write(&path, &noise).unwrap();
+        let msg = match decode_file(&path) {
+            Ok(_) => panic!("random bytes as .{ext} decoded"),
+            Err(e) => e.to_string(),
+        };
+        // One line naming the file.
         assert!(
-            decode_file(&path).is_err(),
-            "random bytes as .{ext} decoded"
+            msg.contains(&path.display().to_string()) && !msg.contains('\n'),
+            "{msg}"
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();
@@ -584,4 +589,66 @@ fn short_file_span_is_the_whole_file() {
     assert_eq!(span.duration_s, Some(0.5));
     assert_eq!((span.start_s, span.end_s), (0.0, 0.5));
     assert!(!span.is_crop());
+}
+
+/// `for_each_window` cuts the whole file in one pass: windows at 0, hop, 2 hop, ... while they
+/// fit, then one ending at the file's end; each equal to the whole file's resampled samples at
+/// its place (exact at the model's rate, 1e-5 across a resampler); a window shorter than the clip
+/// is repeated to fill it. (Windows of 40 ms every 30 ms make the 0.25-0.5 s fixtures long.)
+#[test]
+fn windows_cover_the_file_and_equal_the_whole_file_path() {
+    use adiff::audio::for_each_window;
+    let mut cfg = AdiffConfig::tiny().audio;
+    cfg.duration_s = 0.05;
+    let (window, hop) = (0.04, 0.03);
+    let sr = f64::from(cfg.sample_rate);
+    let (win, step) = ((window * sr).round() as usize, (hop * sr).round() as usize);
+    for f in manifest().files {
+        let path = fixture(&f.name);
+        let d = decode_file(&path).unwrap();
+        let whole = resample(&d.samples, d.sample_rate, cfg.sample_rate).unwrap();
+        let mut starts = Vec::new();
+        let duration = for_each_window(&path, &cfg, window, hop, |w| {
+            let start = (w.span.start_s * sr).round() as usize;
+            assert_eq!(((w.span.end_s - w.span.start_s) * sr).round() as usize, win);
+            let want = fixed_length(
+                &whole[start..start + win],
+                cfg.clip_samples(),
+                CropMode::Start,
+            );
+            let worst = w
+                .clip
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            let tol = if d.sample_rate == cfg.sample_rate {
+                0.0
+            } else {
+                1e-5
+            };
+            assert!(
+                worst <= tol,
+                "{} window at {start}: worst {worst:e}",
+                f.name
+            );
+            starts.push(start);
+            Ok(())
+        })
+        .unwrap();
+        let want_dur = d.samples.len() as f64 / f64::from(d.sample_rate);
+        assert!((duration - want_dur).abs() < 1e-9, "{}", f.name);
+        let mut want_starts: Vec<usize> = (0..)
+            .map(|k| k * step)
+            .take_while(|s| s + win <= whole.len())
+            .collect();
+        if want_starts.last().unwrap() + win < whole.len() {
+            want_starts.push(whole.len() - win);
+        }
+        assert_eq!(starts, want_starts, "{}", f.name);
+    }
+    // Out of range windows are refused.
+    let p = fixture("pcm16_16k_mono.wav");
+    assert!(for_each_window(&p, &cfg, 0.06, 0.01, |_| Ok(())).is_err());
+    assert!(for_each_window(&p, &cfg, 0.04, 0.0, |_| Ok(())).is_err());
 }

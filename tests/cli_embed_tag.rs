@@ -412,3 +412,93 @@ fn tag_of_a_long_file_holds_only_its_window() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `tag --window` over clip_a twice (20 s): two windows, each clip_a itself, so every event's
+/// probability is clip_a's and its spans are clip_a's spans at 0 s and again at 10 s (joined
+/// where they meet); with 5 s more, a third window ends at the file's end.
+#[cfg(target_os = "linux")]
+#[test]
+fn tag_window_stitches_the_windows_on_the_file_axis() {
+    let dir = tmp_dir("windows");
+    let a = adiff::audio::decode::decode_file(&fixture("clip_a.wav")).unwrap();
+    let twice: Vec<f32> = a.samples.iter().chain(&a.samples).copied().collect();
+    let path = dir.join("twice.wav");
+    write_wav(&path, &twice);
+    let ck = fixture("htsat_tiny.ckpt");
+    let tag = |file: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "tag",
+            file.to_str().unwrap(),
+            "-c",
+            ck.to_str().unwrap(),
+            "--config",
+            "configs/tiny.json",
+            "--top",
+            "8",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let (out, err, ok, _) = run_with_peak_rss(&args);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let one = tag(&fixture("clip_a.wav"), &[]);
+    let both = tag(&path, &["--window", "10"]);
+    assert_eq!(
+        both["windows"],
+        serde_json::json!({"seconds": 10.0, "hop": 10.0, "count": 2})
+    );
+    assert_eq!(both["window_s"], serde_json::json!([0.0, 20.0]));
+    for (e1, e2) in one["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(both["events"].as_array().unwrap())
+    {
+        assert_eq!(e1["index"], e2["index"]);
+        assert_eq!(e1["probability"], e2["probability"]);
+        let s1: Vec<[f64; 2]> = serde_json::from_value(e1["spans"].clone()).unwrap();
+        let mut want: Vec<[f64; 2]> = s1.clone();
+        want.extend(s1.iter().map(|[a, b]| [a + 10.0, b + 10.0]));
+        // Spans that meet at 10 s are one.
+        let mut joined: Vec<[f64; 2]> = Vec::new();
+        for s in want {
+            match joined.last_mut() {
+                Some(l) if (s[0] - l[1]).abs() < 1e-4 => l[1] = s[1],
+                _ => joined.push(s),
+            }
+        }
+        let s2: Vec<[f64; 2]> = serde_json::from_value(e2["spans"].clone()).unwrap();
+        assert_eq!(s2.len(), joined.len(), "{e2}");
+        for (x, y) in s2.iter().zip(&joined) {
+            assert!(
+                (x[0] - y[0]).abs() < 1e-3 && (x[1] - y[1]).abs() < 1e-3,
+                "{x:?} vs {y:?}"
+            );
+        }
+    }
+    // 25 s: windows at 0 and 10 s, and one ending at 25 s.
+    let mut longer = twice.clone();
+    longer.extend_from_slice(&a.samples[..160_000]);
+    let path = dir.join("longer.wav");
+    write_wav(&path, &longer);
+    let v = tag(&path, &["--window", "10"]);
+    assert_eq!(v["windows"]["count"], 3);
+    assert_eq!(v["window_s"], serde_json::json!([0.0, 25.0]));
+    // A window longer than the model's clip is refused in one line.
+    let (_, err, ok, _) = run_with_peak_rss(&[
+        "tag",
+        path.to_str().unwrap(),
+        "-c",
+        ck.to_str().unwrap(),
+        "--config",
+        "configs/tiny.json",
+        "--window",
+        "12",
+    ]);
+    assert!(
+        !ok && err.trim().lines().count() == 1 && err.contains("--window 12"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -156,6 +156,151 @@ pub fn load_clip_span(
     finite(path, clip).map(|c| (c, span))
 }
 
+/// One window of a file read by [`for_each_window`].
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// The model's clip: the window's samples at `cfg.sample_rate`, repeated to the clip's length
+    /// when the window is shorter than it (as a short file is).
+    pub clip: Vec<f32>,
+    /// Where the window lies in the file (`duration_s` is None until the file's end is known).
+    pub span: ClipSpan,
+}
+
+/// Cuts a whole file into windows of `window_s` seconds every `hop_s` seconds, in one pass that
+/// holds only the samples of the current window (plus `hop_s` and a resampling margin), and
+/// calls `f` with each in time order. Windows start at 0, `hop_s`, `2 hop_s`, ... while they fit
+/// in the file; if the last of those ends before the file does, one more window ends at the
+/// file's end, so that every sample is heard. A file no longer than a window is one window
+/// holding the whole file. Each window's samples equal the whole file's resampled samples at its
+/// position (exactly at the model's rate; up to the resampler's edge effects, kept outside the
+/// window by the margin, otherwise). `window_s` may not exceed the model's clip. Returns the
+/// file's duration in seconds.
+pub fn for_each_window(
+    path: &Path,
+    cfg: &AudioConfig,
+    window_s: f64,
+    hop_s: f64,
+    mut f: impl FnMut(Window) -> Result<()>,
+) -> Result<f64> {
+    let bad = |m: String| AdiffError::Invalid(m);
+    if !(window_s > 0.0 && window_s <= cfg.duration_s) {
+        return Err(bad(format!(
+            "--window {window_s}: give a window of more than 0 and at most the model's {} s clip",
+            cfg.duration_s
+        )));
+    }
+    if !(hop_s > 0.0 && hop_s.is_finite()) {
+        return Err(bad(format!(
+            "--hop {hop_s}: give a hop of more than 0 seconds"
+        )));
+    }
+    let to = cfg.sample_rate;
+    let win = (window_s * f64::from(to)).round() as u64;
+    let hop = ((hop_s * f64::from(to)).round() as u64).max(1);
+    let mut stream = decode::Stream::open(path)?;
+    let from = stream.sample_rate()?;
+    let input_for = |n: u64| (n as u128 * from as u128).div_ceil(to as u128) as u64;
+    let margin = RESAMPLE_MARGIN * u64::from(from.div_ceil(to)).max(1);
+    let g = gcd(from, to);
+    let (p_in, p_out) = (u64::from(from / g), u64::from(to / g));
+    // Input range [lo, hi) that window [start, start + win) of the output needs, and the output
+    // index of input `lo` (period-aligned, as in `load_clip_span`).
+    let needs = |start: u64, len_in: Option<u64>| {
+        let lo = input_for(start).saturating_sub(margin) / p_in * p_in;
+        let hi = input_for(start + win) + margin;
+        (lo, len_in.map_or(hi, |n| hi.min(n)), lo / p_in * p_out)
+    };
+    let err = |e: AdiffError| AdiffError::audio(path, e.to_string());
+    // `buf` holds input samples from `buf_at` on.
+    let (mut buf, mut buf_at, mut read) = (Vec::<f32>::new(), 0u64, 0u64);
+    let emit = |buf: &[f32],
+                buf_at: u64,
+                start: u64,
+                len_in: Option<u64>,
+                f: &mut dyn FnMut(Window) -> Result<()>|
+     -> Result<()> {
+        let (lo, hi, base) = needs(start, len_in);
+        let input =
+            &buf[(lo - buf_at) as usize..(hi.min(buf_at + buf.len() as u64) - buf_at) as usize];
+        let resampled = resample::resample(input, from, to).map_err(err)?;
+        let local = (start - base) as usize;
+        let real = resampled.get(local..local + win as usize).ok_or_else(|| {
+            AdiffError::audio(path, "decoded fewer samples than the window needs")
+        })?;
+        let clip = finite(
+            path,
+            clip::fixed_length(real, cfg.clip_samples(), CropMode::Start),
+        )?;
+        let sr = f64::from(to);
+        f(Window {
+            clip,
+            span: ClipSpan {
+                duration_s: len_in.map(|n| n as f64 / f64::from(from)),
+                start_s: start as f64 / sr,
+                end_s: (start + win) as f64 / sr,
+            },
+        })
+    };
+    let mut next = 0u64; // output start of the next regular window
+    let mut last_end = None::<u64>; // output end of the last window emitted
+    let mut chunk = Vec::new();
+    loop {
+        chunk.clear();
+        let more = stream.next_into(&mut chunk)?;
+        buf.extend_from_slice(&chunk);
+        read += chunk.len() as u64;
+        let len_in = (!more).then_some(read);
+        // Regular windows whose input is complete (all of them once the file has ended).
+        loop {
+            let len_out = len_in.map(|n| resample::output_len(n as usize, from, to) as u64);
+            if len_out.is_some_and(|n| next + win > n) {
+                break;
+            }
+            let (_, hi, _) = needs(next, len_in);
+            if len_in.is_none() && read < hi {
+                break;
+            }
+            emit(&buf, buf_at, next, len_in, &mut f)?;
+            last_end = Some(next + win);
+            next += hop;
+            // Keep the input from the earliest window still to come: the next regular one, or
+            // one ending at the file's end (which starts after the window just emitted).
+            let keep = needs(next.min(last_end.unwrap_or(0) - win + 1), None).0;
+            if keep > buf_at {
+                buf.drain(..(keep - buf_at).min(buf.len() as u64) as usize);
+                buf_at = keep;
+            }
+        }
+        if let Some(n) = len_in {
+            let len_out = resample::output_len(n as usize, from, to) as u64;
+            if len_out <= win && last_end.is_none() {
+                // No longer than a window: the whole file, repeated to the clip (all of it is
+                // still in `buf`, which starts at 0).
+                let resampled = resample::resample(&buf, from, to).map_err(err)?;
+                if resampled.is_empty() {
+                    return Err(AdiffError::audio(
+                        path,
+                        format!("too short: {n} samples at {from} Hz leave nothing at {to} Hz"),
+                    ));
+                }
+                let dur = n as f64 / f64::from(from);
+                let clip = clip::fixed_length(&resampled, cfg.clip_samples(), CropMode::Start);
+                f(Window {
+                    clip: finite(path, clip)?,
+                    span: ClipSpan {
+                        duration_s: Some(dur),
+                        start_s: 0.0,
+                        end_s: len_out as f64 / f64::from(to),
+                    },
+                })?;
+            } else if last_end.is_some_and(|e| e < len_out) {
+                emit(&buf, buf_at, len_out - win, len_in, &mut f)?;
+            }
+            return Ok(n as f64 / f64::from(from));
+        }
+    }
+}
+
 /// Decoding already rejects NaN/Inf; this re-checks the resampler's output, the last step
 /// before the model, so that no non-finite value can reach the spectrogram.
 fn finite(path: &Path, clip: Vec<f32>) -> Result<Vec<f32>> {
