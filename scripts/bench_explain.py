@@ -7,7 +7,7 @@
    mappers, cross_project, GPT-2 124M) with random weights (the recipe of scripts/fixtures_adiff.py;
    GPT-2 keeps Hugging Face's init) and saves it in the official layout: a plain dict, every key
    with `module.`, lm_head tied to wte, GPT-2 attn.bias/masked_bias buffers included (576 entries,
-   checked against /work/shared/reference/adiff_checkpoint_keys.txt; ~1.2 GB).
+   checked against tests/fixtures/htsat/source/adiff_checkpoint_keys.txt; ~1.2 GB).
 2. Unless both exist: writes two 10 s, 32 kHz, 16-bit mono WAVs, explain_a.wav and explain_b.wav,
    into --wav-dir.
 3. In a fresh child process (peak RSS then covers loading and inference only), with

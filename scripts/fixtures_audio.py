@@ -10,7 +10,8 @@ Writes (deterministically, fixed seeds) into tests/fixtures/htsat/:
 
 The reference model is msclap's HTSAT (`msclap/models/htsat.py`, same code lineage as ADIFF's
 `model/htsat.py`), built with the `htsat`/`audio` sections of configs/tiny.json. See
-scripts/FIXTURES.md for how it compares with /work/shared/reference/NOTES.md.
+scripts/FIXTURES.md for how it compares with the project's reference notes (NOTES.md). It reads
+nothing outside the repository: the key check uses tests/fixtures/htsat/source/adiff_checkpoint_keys.txt.
 
 The helpers (config loading, model building, weight randomisation, checkpoint writing, WAV I/O and
 the instrumented forward pass) are shared with scripts/bench_htsat.py.
@@ -41,7 +42,9 @@ from msclap.models.htsat import HTSAT_Swin_Transformer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO / "tests" / "fixtures" / "htsat"
-DEFAULT_KEYS_FILE = Path("/work/shared/reference/adiff_checkpoint_keys.txt")
+# The official full-size checkpoint's names, shapes and dtypes (a copy of the project's reference
+# list; see scripts/FIXTURES.md). Also read by scripts/fixtures_adiff.py and scripts/bench_explain.py.
+DEFAULT_KEYS_FILE = OUT_DIR / "source" / "adiff_checkpoint_keys.txt"
 
 # Official checkpoint naming: DDP prefix + ADIFF module path of the HTSAT core.
 KEY_PREFIX = "module.audio_encoder.base.htsat."

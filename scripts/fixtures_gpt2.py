@@ -19,8 +19,13 @@ Deterministic (fixed seeds). Writes into tests/fixtures/gpt2/:
   tokenizer_cases.json     texts (200 ACD answers, prompts, edge cases) with HF GPT2TokenizerFast
                            ids (+ pad '!' as in ADIFF's wrapper), prompt ids, and decodings.
 
-Run standalone: /work/venv/bin/python scripts/fixtures_gpt2.py [--shared ../shared]
-or from scripts/make_fixtures.py: `import fixtures_gpt2; fixtures_gpt2.make(shared)`.
+Reads only the repository: data/gpt2/tokenizer.json and, for the answers and prompts,
+tests/fixtures/gpt2/source/acd_val_adiff_{detail,sentence,fewwords}_answer.csv (the first 60/70/70
+rows of ADIFF's ACD validation CSVs, byte for byte; see scripts/FIXTURES.md).
+
+Run: /work/venv/bin/python scripts/fixtures_gpt2.py [--csv-dir DIR]
+(DIR: a folder with those three CSVs; ADIFF's full data/ACD gives the same fixtures), or
+/work/venv/bin/python scripts/make_fixtures.py gpt2.
 """
 import argparse
 import csv
@@ -37,6 +42,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model, GPT2Tokenizer, 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "tests" / "fixtures" / "gpt2"
 TOKENIZER = REPO / "data" / "gpt2" / "tokenizer.json"
+CSV_DIR = OUT / "source"  # the first rows of ADIFF's ACD validation CSVs (ANSWERS below)
 
 # Every LOGIT_STRIDE-th vocabulary entry is stored for all positions (full logits would be MBs).
 LOGIT_STRIDE = 13
@@ -198,16 +204,19 @@ def hf_tokenizers():
     return fast, slow
 
 
-def tokenizer_fixtures(shared):
+def tokenizer_fixtures(csv_dir):
     fast, slow = hf_tokenizers()
     answers = []
     for name, n in ANSWERS.items():
-        with open(shared / "data" / "ACD" / name, newline="") as f:
+        with open(csv_dir / name, newline="") as f:
             rows = list(csv.DictReader(f))
+        assert len(rows) >= n, f"{csv_dir / name} has {len(rows)} rows, {n} needed"
         answers += [r["answer"] for r in rows[:n]]
+    # Each CSV has one prompt (its `input` column), so the excerpt gives the same list as the
+    # full CSVs.
     prompts = []
     for name in ANSWERS:
-        with open(shared / "data" / "ACD" / name, newline="") as f:
+        with open(csv_dir / name, newline="") as f:
             for r in csv.DictReader(f):
                 if r["input"] not in prompts:
                     prompts.append(r["input"])
@@ -272,10 +281,9 @@ def tokenizer_fixtures(shared):
     return len(cases)
 
 
-def make(shared=None):
-    """Writes every fixture; `shared` holds data/ACD/*.csv (default ../shared). Entry point for
-    scripts/make_fixtures.py."""
-    shared = Path(shared) if shared is not None else REPO.parent / "shared"
+def make(csv_dir=None):
+    """Writes every fixture; `csv_dir` holds the ACD CSVs of ANSWERS (default: CSV_DIR)."""
+    csv_dir = Path(csv_dir) if csv_dir is not None else CSV_DIR
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
     tiny_fixtures()
@@ -287,16 +295,17 @@ def make(shared=None):
         )
         + "\n"
     )
-    n = tokenizer_fixtures(shared)
-    total = sum(p.stat().st_size for p in OUT.iterdir())
+    n = tokenizer_fixtures(csv_dir)
+    total = sum(p.stat().st_size for p in OUT.iterdir() if p.is_file())
     print(f"wrote {OUT} ({n} tokenizer cases, {total / 1e6:.2f} MB)")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared",
-                    help="folder holding data/ACD/*.csv (default: ../shared)")
-    make(ap.parse_args().shared)
+    ap.add_argument("--csv-dir", type=Path, default=CSV_DIR,
+                    help="folder holding the ACD validation CSVs "
+                    "(default: tests/fixtures/gpt2/source, their first rows)")
+    make(ap.parse_args().csv_dir)
 
 
 if __name__ == "__main__":

@@ -5,16 +5,26 @@ pycocoevalcap's `Meteor` (java -jar meteor-1.5.jar - - -stdio -l en -norm) score
 PTB-tokenized texts of the cases in tests/fixtures/metrics/cases.json (made by
 scripts/fixtures_metrics.py) plus one case of longer sentence-tier answers. For every item the
 jar's statistics line (SCORE) is kept as well as its item score; the corpus score is the jar's
-last line. Usage (Java 17 on PATH):
-    python scripts/fixtures_meteor.py /work/shared/data tests/fixtures/metrics
+last line. The sentence-tier rows come from the committed excerpt of ADIFF's validation CSVs in
+tests/fixtures/metrics/source/ (scripts/csv_excerpt.py), so nothing outside the repository is
+read. Writes tests/fixtures/metrics/meteor.json. Run scripts/fixtures_metrics.py first. Usage
+(Java 17 on PATH):
+    /work/venv/bin/python scripts/fixtures_meteor.py [--out DIR] [--data ADIFF_DATA]
+--out: the folder holding cases.json, where meteor.json goes; --data: a folder with ACD/ and CLD/
+holding the full CSVs, read instead of the excerpt (the rows read are added to it). Also run by
+scripts/make_fixtures.py meteor.
 """
-import csv
+import argparse
 import json
 import random
 import sys
+from pathlib import Path
 
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import csv_excerpt  # noqa: E402
 
 N_ITEMS = 300
 SEED = 1
@@ -38,7 +48,12 @@ def run(meteor, hyps, refs):
 
 
 def main():
-    data, out_dir = sys.argv[1], sys.argv[2]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(csv_excerpt.REPO / "tests" / "fixtures" / "metrics"))
+    ap.add_argument("--data", help="folder with ACD/ and CLD/ holding ADIFF's full validation CSVs "
+                    "(default: the committed excerpt)")
+    args = ap.parse_args()
+    data, out_dir = args.data, args.out
     with open(f"{out_dir}/cases.json") as f:
         metrics = json.load(f)
     sents = metrics["sentences"]
@@ -52,10 +67,11 @@ def main():
     # Longer text: ACD sentence-tier answers, each against the next row's (one reference), and
     # CLD sentence-tier against the next two rows' answers.
     rng = random.Random(SEED)
+    read = []
     for sub, fn, n_refs in (("ACD", "acd_val_adiff_sentence_answer.csv", 1),
                             ("CLD", "cld_validation_adiff_sentence_answer.csv", 2)):
-        with open(f"{data}/{sub}/{fn}", newline="") as f:
-            answers = [r["answer"] for r in csv.DictReader(f)]
+        answers = csv_excerpt.answers(fn, data)
+        read.append(answers)
         start = rng.randrange(len(answers) - N_ITEMS - n_refs)
         idx = range(start, start + N_ITEMS)
         flat = [answers[i] for i in idx] + [answers[i + k] for i in idx for k in range(1, n_refs + 1)]
@@ -81,6 +97,8 @@ def main():
                            "texts pycocoevalcap gives the jar; "
                            "stats are the jar's SCORE lines",
                    "cases": out}, f)
+    if data:
+        csv_excerpt.save(read)
 
 
 if __name__ == "__main__":

@@ -6,22 +6,32 @@ Independent implementations used:
     (pycocoevalcap's "Cider" is CIDEr-D: sigma 6, clipping, Gaussian length penalty, x10).
   * aac-metrics 0.6.0 `cider_d` on the same tokenized text, as a cross-check of CIDEr-D.
 
-Cases are built from the shared ADIFF CSVs (shorter tiers, so the fixture stays small): every
+Cases are built from ADIFF's validation CSVs (shorter tiers, so the fixture stays small): every
 prediction is a real answer scored against *other* rows' answers (one or two references), so
-scores are far from 0 and 1. Usage:
-    python scripts/fixtures_metrics.py /work/shared/data tests/fixtures/metrics
+scores are far from 0 and 1. The rows and sentences used are committed in
+tests/fixtures/metrics/source/ (scripts/csv_excerpt.py), so nothing outside the repository is read.
+Writes tests/fixtures/metrics/cases.json and tokenizer.json (scripts/fixtures_meteor.py reads
+cases.json). Usage (Java 17 on PATH, for the PTB tokenizer):
+    /work/venv/bin/python scripts/fixtures_metrics.py [--out DIR] [--data ADIFF_DATA]
+--data names a folder with ACD/ and CLD/ holding the full CSVs: they are read instead of the
+excerpt, and the rows read are added to it. Also run by scripts/make_fixtures.py metrics.
 """
+import argparse
 import csv
 import json
 import os
 import random
 import re
 import sys
+from pathlib import Path
 
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import csv_excerpt  # noqa: E402
 
 
 def _load_aac_cider_d():
@@ -52,11 +62,6 @@ N_ITEMS = 300
 SEED = 0
 
 
-def answers(path):
-    with open(path, newline="") as f:
-        return [r["answer"] for r in csv.DictReader(f)]
-
-
 def tokenize(sentences):
     """Runs the Java PTBTokenizer once over a list of sentences (as pycocoevalcap does)."""
     out = PTBTokenizer().tokenize({i: [{"caption": s}] for i, s in enumerate(sentences)})
@@ -78,13 +83,38 @@ def score(preds_tok, refs_tok):
     }
 
 
+def hard_sentences(data, used):
+    """Every sentence of the shorter tiers and the captions that holds something other than words,
+    spaces, commas and final periods (the cases the tokenizer can get wrong), in file order, once
+    each, leaving out those already in `used`. Needs the full CSVs."""
+    seen, hard = set(), []
+    plain = re.compile(r"^[A-Za-z ,]*\.?$")
+    for sub in ("ACD", "CLD"):
+        for fn in sorted(os.listdir(f"{data}/{sub}")):
+            if "detail" in fn:
+                continue
+            with open(f"{data}/{sub}/{fn}", newline="") as f:
+                for r in csv.DictReader(f):
+                    for c in ("answer", "caption1", "caption2"):
+                        s = r[c]
+                        if s not in seen and s not in used and not plain.match(s):
+                            seen.add(s)
+                            hard.append(s)
+    return hard
+
+
 def main():
-    data, out_dir = sys.argv[1], sys.argv[2]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(csv_excerpt.REPO / "tests" / "fixtures" / "metrics"))
+    ap.add_argument("--data", help="folder with ACD/ and CLD/ holding ADIFF's full validation CSVs "
+                    "(default: the committed excerpt)")
+    args = ap.parse_args()
+    data, out_dir = args.data, args.out
     os.makedirs(out_dir, exist_ok=True)
     rng = random.Random(SEED)
-    acd_few = answers(f"{data}/ACD/acd_val_adiff_fewwords_answer.csv")
-    cld_few = answers(f"{data}/CLD/cld_validation_adiff_fewwords_answer.csv")
-    acd_sen = answers(f"{data}/ACD/acd_val_adiff_sentence_answer.csv")
+    acd_few = csv_excerpt.answers("acd_val_adiff_fewwords_answer.csv", data)
+    cld_few = csv_excerpt.answers("cld_validation_adiff_fewwords_answer.csv", data)
+    acd_sen = csv_excerpt.answers("acd_val_adiff_sentence_answer.csv", data)
 
     cases = []
     # Consecutive blocks of rows, each answer scored against the *next* rows' answers (other
@@ -131,23 +161,10 @@ def main():
                    "note": "preds/refs index `sentences`: [raw text, Java PTBTokenizer output]",
                    "sentences": table, "cases": out_cases}, f)
 
-    # Tokenizer: every sentence of the shorter tiers and the captions that holds something other
-    # than words, spaces, commas and final periods (the cases the tokenizer can get wrong),
-    # sampled to keep the file small.
-    seen, hard = set(), []
-    plain = re.compile(r"^[A-Za-z ,]*\.?$")
-    for sub in ("ACD", "CLD"):
-        for fn in sorted(os.listdir(f"{data}/{sub}")):
-            if "detail" in fn:
-                continue
-            with open(f"{data}/{sub}/{fn}", newline="") as f:
-                for r in csv.DictReader(f):
-                    for c in ("answer", "caption1", "caption2"):
-                        s = r[c]
-                        if s not in seen and s not in index and not plain.match(s):
-                            seen.add(s)
-                            hard.append(s)
-    hard = rng.sample(hard, min(500, len(hard)))
+    # Tokenizer: the hard sentences (hard_sentences), sampled to keep the file small. The draw
+    # depends only on how many there are, so the excerpt keeps just the sampled ones.
+    population = csv_excerpt.sample_population(hard_sentences(data, index) if data else None)
+    hard = [population[i] for i in rng.sample(range(len(population)), min(500, len(population)))]
     # Constructs rare in the data but common in generated text.
     edge = [
         "It can't be, they don't, won't and cannot agree.",
@@ -184,6 +201,8 @@ def main():
         json.dump({"generator": "scripts/fixtures_metrics.py (pycocoevalcap 1.2 PTBTokenizer)",
                    "data": [[s, t] for s, t in zip(hard, tok[: len(hard)])],
                    "edge": [[s, t] for s, t in zip(edge, tok[len(hard):])]}, f)
+    if data:
+        csv_excerpt.save([acd_few, cld_few, acd_sen, population])
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ float64) of the file as decoded by torchaudio.load -- the reference implementati
 `resampled_*.ref.f32` holds torchaudio.transforms.Resample's output for the resampling parity test.
 
 Re-running reproduces the audio data and every .ref.f32 bit for bit; only metadata bytes change
-(the timestamp in libsndfile's PEAK chunk of float WAVs, the random Ogg stream serial numbers).
+(the timestamp in libsndfile's PEAK chunk of float WAVs, the random Ogg stream serial numbers),
+and the Opus file's payload, which only has to be rejected. On another CPU the two
+resampled_*.ref.f32 can differ in the last bit (float32 convolution). It stops if torchaudio has
+no FFmpeg backend (see main). Also run by scripts/make_fixtures.py audio.
 """
 
 import json
@@ -42,11 +45,16 @@ def signal(sr: int, seconds: float, channels: int) -> np.ndarray:
 
 def ref_mono(path: Path) -> np.ndarray:
     """Mono mix of the file as torchaudio (the reference loader) decodes it."""
-    wav, _ = torchaudio.load(str(path))  # [channels, frames] float32, normalised
+    wav, _ = torchaudio.load(str(path), backend="ffmpeg")  # [channels, frames] float32, normalised
     return wav.double().mean(dim=0).float().numpy()
 
 
 def main() -> None:
+    # Without FFmpeg's shared libraries torchaudio falls back to libsndfile, which decodes MP3 and
+    # Vorbis differently (the Vorbis file comes out 128 frames shorter), so stop instead.
+    if "ffmpeg" not in torchaudio.list_audio_backends():
+        raise SystemExit("torchaudio has no FFmpeg backend: install FFmpeg's shared libraries "
+                         "(4, 5 or 6; the fixtures were made with 5.1, Debian 12's libavformat59 etc.)")
     OUT.mkdir(parents=True, exist_ok=True)
     for f in OUT.iterdir():
         f.unlink()

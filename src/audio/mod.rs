@@ -166,15 +166,8 @@ pub struct Window {
     pub span: ClipSpan,
 }
 
-/// Cuts a whole file into windows of `window_s` seconds every `hop_s` seconds, in one pass that
-/// holds only the samples of the current window (plus `hop_s` and a resampling margin), and
-/// calls `f` with each in time order. Windows start at 0, `hop_s`, `2 hop_s`, ... while they fit
-/// in the file; if the last of those ends before the file does, one more window ends at the
-/// file's end, so that every sample is heard. A file no longer than a window is one window
-/// holding the whole file. Each window's samples equal the whole file's resampled samples at its
-/// position (exactly at the model's rate; up to the resampler's edge effects, kept outside the
-/// window by the margin, otherwise). `window_s` may not exceed the model's clip. Returns the
-/// file's duration in seconds.
+/// Cuts a whole file into windows of `window_s` seconds every `hop_s` seconds and calls `f`
+/// with each in time order (see [`WindowReader`]). Returns the file's duration in seconds.
 pub fn for_each_window(
     path: &Path,
     cfg: &AudioConfig,
@@ -182,123 +175,220 @@ pub fn for_each_window(
     hop_s: f64,
     mut f: impl FnMut(Window) -> Result<()>,
 ) -> Result<f64> {
-    let bad = |m: String| AdiffError::Invalid(m);
-    if !(window_s > 0.0 && window_s <= cfg.duration_s) {
-        return Err(bad(format!(
-            "--window {window_s}: give a window of more than 0 and at most the model's {} s clip",
-            cfg.duration_s
-        )));
+    let mut reader = WindowReader::open(path, cfg, window_s, hop_s)?;
+    while let Some(w) = reader.next_window()? {
+        f(w)?;
     }
-    if !(hop_s > 0.0 && hop_s.is_finite()) {
-        return Err(bad(format!(
-            "--hop {hop_s}: give a hop of more than 0 seconds"
-        )));
-    }
-    let to = cfg.sample_rate;
-    let win = (window_s * f64::from(to)).round() as u64;
-    let hop = ((hop_s * f64::from(to)).round() as u64).max(1);
-    let mut stream = decode::Stream::open(path)?;
-    let from = stream.sample_rate()?;
-    let input_for = |n: u64| (n as u128 * from as u128).div_ceil(to as u128) as u64;
-    let margin = RESAMPLE_MARGIN * u64::from(from.div_ceil(to)).max(1);
-    let g = gcd(from, to);
-    let (p_in, p_out) = (u64::from(from / g), u64::from(to / g));
-    // Input range [lo, hi) that window [start, start + win) of the output needs, and the output
-    // index of input `lo` (period-aligned, as in `load_clip_span`).
-    let needs = |start: u64, len_in: Option<u64>| {
-        let lo = input_for(start).saturating_sub(margin) / p_in * p_in;
-        let hi = input_for(start + win) + margin;
-        (lo, len_in.map_or(hi, |n| hi.min(n)), lo / p_in * p_out)
-    };
-    let err = |e: AdiffError| AdiffError::audio(path, e.to_string());
-    // `buf` holds input samples from `buf_at` on.
-    let (mut buf, mut buf_at, mut read) = (Vec::<f32>::new(), 0u64, 0u64);
-    let emit = |buf: &[f32],
-                buf_at: u64,
-                start: u64,
-                len_in: Option<u64>,
-                f: &mut dyn FnMut(Window) -> Result<()>|
-     -> Result<()> {
-        let (lo, hi, base) = needs(start, len_in);
-        let input =
-            &buf[(lo - buf_at) as usize..(hi.min(buf_at + buf.len() as u64) - buf_at) as usize];
-        let resampled = resample::resample(input, from, to).map_err(err)?;
-        let local = (start - base) as usize;
-        let real = resampled.get(local..local + win as usize).ok_or_else(|| {
-            AdiffError::audio(path, "decoded fewer samples than the window needs")
-        })?;
-        let clip = finite(
-            path,
-            clip::fixed_length(real, cfg.clip_samples(), CropMode::Start),
-        )?;
-        let sr = f64::from(to);
-        f(Window {
-            clip,
-            span: ClipSpan {
-                duration_s: len_in.map(|n| n as f64 / f64::from(from)),
-                start_s: start as f64 / sr,
-                end_s: (start + win) as f64 / sr,
-            },
+    Ok(reader.duration_s().unwrap_or(0.0))
+}
+
+/// Windows of `window_s` seconds every `hop_s` seconds of a whole file, read in one pass that
+/// holds only the samples of the current window (plus `hop_s` and a resampling margin).
+/// Windows start at 0, `hop_s`, `2 hop_s`, ... while they fit in the file; if the last of those
+/// ends before the file does, one more window ends at the file's end, so that every sample is
+/// heard. A file no longer than a window is one window holding the whole file. Each window's
+/// samples equal the whole file's resampled samples at its position (exactly at the model's
+/// rate; up to the resampler's edge effects, kept outside the window by the margin, otherwise).
+/// `window_s` may not exceed the model's clip.
+pub struct WindowReader {
+    path: std::path::PathBuf,
+    stream: decode::Stream,
+    from: u32,
+    to: u32,
+    clip_samples: usize,
+    /// Window and hop in output samples.
+    win: u64,
+    hop: u64,
+    margin: u64,
+    /// The two rates' period in input and output samples.
+    p_in: u64,
+    p_out: u64,
+    /// Input samples from input index `buf_at` on; `read` input samples decoded so far.
+    buf: Vec<f32>,
+    buf_at: u64,
+    read: u64,
+    /// Output start of the next regular window, and the end of the last window handed out.
+    next: u64,
+    last_end: Option<u64>,
+    /// The file's length in input samples, once its end was reached.
+    len_in: Option<u64>,
+    queue: std::collections::VecDeque<Window>,
+    finished: bool,
+}
+
+impl WindowReader {
+    pub fn open(path: &Path, cfg: &AudioConfig, window_s: f64, hop_s: f64) -> Result<Self> {
+        let bad = |m: String| AdiffError::Invalid(m);
+        if !(window_s > 0.0 && window_s <= cfg.duration_s) {
+            return Err(bad(format!(
+                "--window {window_s}: give a window of more than 0 and at most the model's {} s \
+                 clip",
+                cfg.duration_s
+            )));
+        }
+        if !(hop_s > 0.0 && hop_s.is_finite()) {
+            return Err(bad(format!("--hop {hop_s}: give a hop of more than 0 seconds")));
+        }
+        let to = cfg.sample_rate;
+        let stream = decode::Stream::open(path)?;
+        let from = stream.sample_rate()?;
+        let g = gcd(from, to);
+        Ok(Self {
+            path: path.to_path_buf(),
+            stream,
+            from,
+            to,
+            clip_samples: cfg.clip_samples(),
+            win: (window_s * f64::from(to)).round() as u64,
+            hop: ((hop_s * f64::from(to)).round() as u64).max(1),
+            margin: RESAMPLE_MARGIN * u64::from(from.div_ceil(to)).max(1),
+            p_in: u64::from(from / g),
+            p_out: u64::from(to / g),
+            buf: Vec::new(),
+            buf_at: 0,
+            read: 0,
+            next: 0,
+            last_end: None,
+            len_in: None,
+            queue: std::collections::VecDeque::new(),
+            finished: false,
         })
-    };
-    let mut next = 0u64; // output start of the next regular window
-    let mut last_end = None::<u64>; // output end of the last window emitted
-    let mut chunk = Vec::new();
-    loop {
-        chunk.clear();
-        let more = stream.next_into(&mut chunk)?;
-        buf.extend_from_slice(&chunk);
-        read += chunk.len() as u64;
-        let len_in = (!more).then_some(read);
-        // Regular windows whose input is complete (all of them once the file has ended).
+    }
+
+    /// The file's duration, once its end was reached.
+    pub fn duration_s(&self) -> Option<f64> {
+        self.len_in.map(|n| n as f64 / f64::from(self.from))
+    }
+
+    /// The next window, or None after the last.
+    pub fn next_window(&mut self) -> Result<Option<Window>> {
         loop {
-            let len_out = len_in.map(|n| resample::output_len(n as usize, from, to) as u64);
-            if len_out.is_some_and(|n| next + win > n) {
+            if let Some(w) = self.queue.pop_front() {
+                return Ok(Some(w));
+            }
+            if self.finished {
+                return Ok(None);
+            }
+            self.advance()?;
+        }
+    }
+
+    fn input_for(&self, n: u64) -> u64 {
+        (n as u128 * self.from as u128).div_ceil(self.to as u128) as u64
+    }
+
+    fn len_out(&self, n: u64) -> u64 {
+        resample::output_len(n as usize, self.from, self.to) as u64
+    }
+
+    /// Input range [lo, hi) that the output window starting at `start` needs, and the output
+    /// index of input `lo` (period-aligned, as in [`load_clip_span`]).
+    fn needs(&self, start: u64) -> (u64, u64, u64) {
+        let lo = self.input_for(start).saturating_sub(self.margin) / self.p_in * self.p_in;
+        let hi = self.input_for(start + self.win) + self.margin;
+        (lo, self.len_in.map_or(hi, |n| hi.min(n)), lo / self.p_in * self.p_out)
+    }
+
+    /// Decodes one packet and queues the windows it completes (all of them at the end).
+    fn advance(&mut self) -> Result<()> {
+        let mut chunk = Vec::new();
+        let more = self.stream.next_into(&mut chunk)?;
+        self.buf.extend_from_slice(&chunk);
+        self.read += chunk.len() as u64;
+        if !more {
+            self.len_in = Some(self.read);
+        }
+        // Regular windows whose input is complete.
+        loop {
+            if let Some(n) = self.len_in {
+                if self.next + self.win > self.len_out(n) {
+                    break;
+                }
+            } else if self.read < self.needs(self.next).1 {
                 break;
             }
-            let (_, hi, _) = needs(next, len_in);
-            if len_in.is_none() && read < hi {
-                break;
-            }
-            emit(&buf, buf_at, next, len_in, &mut f)?;
-            last_end = Some(next + win);
-            next += hop;
+            let start = self.next;
+            self.cut(start)?;
+            self.last_end = Some(start + self.win);
+            self.next += self.hop;
             // Keep the input from the earliest window still to come: the next regular one, or
-            // one ending at the file's end (which starts after the window just emitted).
-            let keep = needs(next.min(last_end.unwrap_or(0) - win + 1), None).0;
-            if keep > buf_at {
-                buf.drain(..(keep - buf_at).min(buf.len() as u64) as usize);
-                buf_at = keep;
+            // one ending at the file's end (which starts after the window just cut).
+            let keep = self.needs(self.next.min(start + 1)).0;
+            if keep > self.buf_at {
+                let drop = ((keep - self.buf_at) as usize).min(self.buf.len());
+                self.buf.drain(..drop);
+                self.buf_at = keep;
             }
         }
-        if let Some(n) = len_in {
-            let len_out = resample::output_len(n as usize, from, to) as u64;
-            if len_out <= win && last_end.is_none() {
-                // No longer than a window: the whole file, repeated to the clip (all of it is
-                // still in `buf`, which starts at 0).
-                let resampled = resample::resample(&buf, from, to).map_err(err)?;
+        let Some(n) = self.len_in else {
+            return Ok(());
+        };
+        self.finished = true;
+        let len_out = self.len_out(n);
+        match self.last_end {
+            // No longer than a window: the whole file (all of it is still in `buf`, which starts
+            // at 0), repeated to the clip.
+            None => {
+                let resampled = self.resample(&self.buf)?;
                 if resampled.is_empty() {
                     return Err(AdiffError::audio(
-                        path,
-                        format!("too short: {n} samples at {from} Hz leave nothing at {to} Hz"),
+                        &self.path,
+                        format!(
+                            "too short: {n} samples at {} Hz leave nothing at {} Hz",
+                            self.from, self.to
+                        ),
                     ));
                 }
-                let dur = n as f64 / f64::from(from);
-                let clip = clip::fixed_length(&resampled, cfg.clip_samples(), CropMode::Start);
-                f(Window {
-                    clip: finite(path, clip)?,
+                let clip = clip::fixed_length(&resampled, self.clip_samples, CropMode::Start);
+                self.queue.push_back(Window {
+                    clip: finite(&self.path, clip)?,
                     span: ClipSpan {
-                        duration_s: Some(dur),
+                        duration_s: self.duration_s(),
                         start_s: 0.0,
-                        end_s: len_out as f64 / f64::from(to),
+                        end_s: len_out as f64 / f64::from(self.to),
                     },
-                })?;
-            } else if last_end.is_some_and(|e| e < len_out) {
-                emit(&buf, buf_at, len_out - win, len_in, &mut f)?;
+                });
             }
-            return Ok(n as f64 / f64::from(from));
+            Some(end) if end < len_out => self.cut(len_out - self.win)?,
+            Some(_) => {}
         }
+        Ok(())
     }
+
+    fn resample(&self, input: &[f32]) -> Result<Vec<f32>> {
+        resample::resample(input, self.from, self.to)
+            .map_err(|e| AdiffError::audio(&self.path, e.to_string()))
+    }
+
+    /// Queues the window starting at output sample `start`.
+    fn cut(&mut self, start: u64) -> Result<()> {
+        let (lo, hi, base) = self.needs(start);
+        let end = hi.min(self.buf_at + self.buf.len() as u64);
+        let input = &self.buf[(lo - self.buf_at) as usize..(end - self.buf_at) as usize];
+        let resampled = self.resample(input)?;
+        let local = (start - base) as usize;
+        let real = resampled
+            .get(local..local + self.win as usize)
+            .ok_or_else(|| {
+                AdiffError::audio(&self.path, "decoded fewer samples than the window needs")
+            })?;
+        let clip = fixed_length_clip(real, self.clip_samples);
+        let sr = f64::from(self.to);
+        self.queue.push_back(Window {
+            clip: finite(&self.path, clip)?,
+            span: ClipSpan {
+                duration_s: self.duration_s(),
+                start_s: start as f64 / sr,
+                end_s: (start + self.win) as f64 / sr,
+            },
+        });
+        Ok(())
+    }
+}
+
+/// A window's samples repeated to the model's clip (as a short file is).
+fn fixed_length_clip(real: &[f32], clip_samples: usize) -> Vec<f32> {
+    clip::fixed_length(real, clip_samples, CropMode::Start)
 }
 
 /// Decoding already rejects NaN/Inf; this re-checks the resampler's output, the last step
