@@ -197,3 +197,95 @@ fn held_out_pairs_clear_the_bar() {
     assert!(failures.is_empty(), "{failures:?}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Mono PCM16 32 kHz WAV data chunk of a bundled example clip.
+fn example_pcm(name: &str) -> Vec<u8> {
+    let b = std::fs::read(root().join("data/examples").join(name)).unwrap();
+    let at = b.windows(4).position(|w| w == b"data").unwrap();
+    let n = u32::from_le_bytes(b[at + 4..at + 8].try_into().unwrap()) as usize;
+    b[at + 8..at + 8 + n].to_vec()
+}
+
+fn write_pcm16_wav(path: &std::path::Path, data: &[u8]) {
+    let mut w = Vec::with_capacity(44 + data.len());
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    for v in [16u32, 1 | (1 << 16), 32_000, 64_000, 2 | (16 << 16)] {
+        w.extend_from_slice(&v.to_le_bytes());
+    }
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    w.extend_from_slice(data);
+    std::fs::write(path, w).unwrap();
+}
+
+/// `explain --window` on two long files made of the example clips (A = first, second, first;
+/// B = second, first, second, first): as many pairs as the shorter file has windows (3), each
+/// pair's answer exactly the answer `explain` gives for those two 10 s clips, with its spans;
+/// sampled answers do not depend on --batch-size.
+#[test]
+fn explain_window_explains_each_pair_of_windows() {
+    let dir = std::env::temp_dir().join(format!("adiff-demo-window-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (f, s) = (
+        example_pcm("demo_first.wav"),
+        example_pcm("demo_second.wav"),
+    );
+    let (a, b) = (dir.join("a.wav"), dir.join("b.wav"));
+    write_pcm16_wav(&a, &[f.clone(), s.clone(), f.clone()].concat());
+    write_pcm16_wav(&b, &[s.clone(), f.clone(), s.clone(), f.clone()].concat());
+    let run = |args: &[&str]| -> serde_json::Value {
+        let out = ok(adiff()
+            .args(["explain", "--model", "demo", "--tier", "2", "--json"])
+            .args(args)
+            .output()
+            .unwrap());
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let single = |x: &str, y: &str| -> String {
+        let v = run(&[&format!("data/examples/{x}"), &format!("data/examples/{y}")]);
+        v["answers"][0]["explanation"].as_str().unwrap().to_string()
+    };
+    let fs = single("demo_first.wav", "demo_second.wav");
+    let sf = single("demo_second.wav", "demo_first.wav");
+    assert_ne!(fs, sf);
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let v = run(&[a, b, "--window", "10"]);
+    let w = v["windows"].as_array().unwrap();
+    assert_eq!(w.len(), 3, "{v}");
+    assert_eq!(v["duration_s"], serde_json::json!([30.0, 40.0]));
+    for (i, want) in [&fs, &sf, &fs].iter().enumerate() {
+        let t = i as f64 * 10.0;
+        assert_eq!(w[i]["audio1_s"], serde_json::json!([t, t + 10.0]));
+        assert_eq!(w[i]["audio2_s"], serde_json::json!([t, t + 10.0]));
+        assert_eq!(
+            w[i]["answers"][0]["explanation"].as_str().unwrap(),
+            want.as_str(),
+            "window {i}"
+        );
+    }
+    let sampled = |batch: &str| {
+        let v = run(&[
+            a,
+            b,
+            "--window",
+            "10",
+            "--sample",
+            "--seed",
+            "5",
+            "--temperature",
+            "1.5",
+            "--batch-size",
+            batch,
+        ]);
+        v["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["answers"][0]["explanation"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sampled("1"), sampled("4"));
+    std::fs::remove_dir_all(&dir).ok();
+}

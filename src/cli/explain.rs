@@ -20,9 +20,14 @@ use crate::text::tokenizer::Gpt2Tokenizer;
 /// paragraph, the default) use the first prompt of that tier in data/prompts/prompts.json;
 /// --prompt gives your own; --caption first|second|both asks for a caption of one or both audios.
 ///
+/// A file longer than the model's 10 s clip is heard through one window (--crop); with --window
+/// the two files are explained window by window instead: window i of the first against window
+/// i of the second (as many pairs as the shorter file has windows), each answer with its spans.
+///
 /// Examples:
 ///   adiff explain a.wav b.wav -c adiff_base.ckpt --tier 1
 ///   adiff explain a.wav b.wav -c adiff_base.ckpt --sample --top-p 0.9 --seed 7 --json --events
+///   adiff explain before.wav after.wav --model demo --tier 2 --window 10
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct ExplainArgs {
@@ -66,6 +71,16 @@ pub struct ExplainArgs {
     /// (named as --events names them), under the explanation (like the paper's Figure 5).
     #[arg(long, value_name = "PATH")]
     pub plot: Option<PathBuf>,
+    /// Explain the whole files window by window, windows of this many seconds (at most the
+    /// model's clip; a shorter window is repeated to fill it) instead of one --crop clip each.
+    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["crop", "plot", "events"])]
+    pub window: Option<f64>,
+    /// Seconds from one window's start to the next (default: the window, no overlap).
+    #[arg(long, value_name = "SECONDS", requires = "window")]
+    pub hop: Option<f64>,
+    /// Window pairs per batch with --window (HTSAT and GPT-2 run them together).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -129,6 +144,9 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let model = super::load_model(args.model.load_checkpoint(&cfg)?, &cfg, &device, args.dtype)?;
     tokenizer.check_fits(model.config().gpt2.vocab_size)?;
     let load_s = started.elapsed().as_secs_f64();
+    if let Some(window) = args.window {
+        return run_windows(&args, &model, &tokenizer, &prompts, window, load_s);
+    }
 
     let started = Instant::now();
     let (clip1, span1) = load_clip_span(&args.audio1, &cfg.audio, args.clip.crop_mode(0))?;
@@ -167,16 +185,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
 
     let mut answers = Vec::with_capacity(n);
     for (prompt, g) in prompts.into_iter().zip(generations) {
-        answers.push(Answer {
-            prompt,
-            explanation: answer_text(&tokenizer, &g)?,
-            tokens: g.ids.len(),
-            finish: match g.finish {
-                FinishReason::Stop => "stop",
-                FinishReason::MaxNewTokens => "max_tokens",
-                FinishReason::PositionLimit => "position_limit",
-            },
-        });
+        answers.push(answer(prompt, &tokenizer, &g)?);
     }
     // The model's event names, read once for --events and --plot alike.
     let labels = if args.events || args.plot.is_some() {
@@ -309,6 +318,168 @@ fn audio_events(
         Ok(events)
     };
     Ok([one(0)?, one(1)?])
+}
+
+/// One pair of windows and its answers (`explain --window`).
+#[derive(Debug, Serialize)]
+struct WindowAnswers {
+    /// Where each window lies in its file, in seconds.
+    audio1_s: [f64; 2],
+    audio2_s: [f64; 2],
+    answers: Vec<Answer>,
+}
+
+#[derive(Debug, Serialize)]
+struct WindowsReport {
+    audio1: String,
+    audio2: String,
+    /// Window length and hop in seconds, and each file's duration.
+    window: f64,
+    hop: f64,
+    duration_s: [Option<f64>; 2],
+    windows: Vec<WindowAnswers>,
+    seconds: Timing,
+}
+
+/// `explain --window`: pairs of windows (i of the first file, i of the second) in batches of
+/// `--batch-size`: one HTSAT pass for the batch's clips, one GPT-2 generation for all its pairs
+/// and prompts. Sampling is keyed by window and prompt, so the text does not depend on the
+/// batch size.
+fn run_windows(
+    args: &ExplainArgs,
+    model: &crate::model::adiff::Adiff,
+    tokenizer: &Gpt2Tokenizer,
+    prompts: &[String],
+    window: f64,
+    load_s: f64,
+) -> anyhow::Result<()> {
+    use crate::audio::WindowReader;
+    let cfg = model.config();
+    let device = model.device().clone();
+    let hop = args.hop.unwrap_or(window);
+    let mut readers = [
+        WindowReader::open(&args.audio1, &cfg.audio, window, hop)?,
+        WindowReader::open(&args.audio2, &cfg.audio, window, hop)?,
+    ];
+    let n = prompts.len();
+    let mut prompt_ids = Vec::with_capacity(n * cfg.text.prompt_length);
+    for p in prompts {
+        prompt_ids.extend(tokenizer.encode_prompt(p)?);
+    }
+    let opts = args.decoding.options(cfg);
+    let (mut audio_s, mut generate_s) = (0.0, 0.0);
+    let mut results: Vec<WindowAnswers> = Vec::new();
+    let batch = args.batch_size as usize;
+    let mut done = false;
+    while !done {
+        let started = Instant::now();
+        let mut pairs = Vec::with_capacity(batch);
+        while pairs.len() < batch {
+            match (readers[0].next_window()?, readers[1].next_window()?) {
+                (Some(a), Some(b)) => pairs.push((a, b)),
+                _ => {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        if pairs.is_empty() {
+            break;
+        }
+        let p = pairs.len();
+        // [2P, ...]: the first file's windows, then the second's.
+        let mut clips = Vec::with_capacity(2 * p);
+        for side in 0..2 {
+            for pair in pairs.iter_mut() {
+                let w = if side == 0 { &mut pair.0 } else { &mut pair.1 };
+                clips.push(std::mem::take(&mut w.clip));
+            }
+        }
+        let (_, out) = model.audio.encode(&clips)?;
+        drop(clips);
+        audio_s += started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        // Rows: pair j, prompt k at j * n + k.
+        let rows: Vec<u32> = (0..p as u32)
+            .flat_map(|j| std::iter::repeat_n(j, n))
+            .collect();
+        let pick = |offset: u32| -> anyhow::Result<Tensor> {
+            let idx: Vec<u32> = rows.iter().map(|&j| j + offset).collect();
+            let idx = Tensor::from_vec(idx, rows.len(), &device)?;
+            Ok(out.embedding.index_select(&idx, 0)?.contiguous()?)
+        };
+        let (emb1, emb2) = (pick(0)?, pick(p as u32)?);
+        let ids: Vec<u32> = (0..p).flat_map(|_| prompt_ids.iter().copied()).collect();
+        let ids = Tensor::from_vec(ids, (p * n, cfg.text.prompt_length), &device)?;
+        let parts = model.prefix(&emb1, &emb2, &ids)?;
+        let first = (results.len() * n) as u64;
+        let keys: Vec<u64> = (first..first + (p * n) as u64).collect();
+        let mut gens =
+            crate::generate::generate_keyed(&model.gpt, &parts.prefix, None, &opts, &keys)?
+                .into_iter();
+        for (a, b) in &pairs {
+            let mut answers = Vec::with_capacity(n);
+            for prompt in prompts {
+                let g = gens.next().expect("one generation per pair and prompt");
+                answers.push(answer(prompt.clone(), tokenizer, &g)?);
+            }
+            results.push(WindowAnswers {
+                audio1_s: [a.span.start_s, a.span.end_s],
+                audio2_s: [b.span.start_s, b.span.end_s],
+                answers,
+            });
+        }
+        generate_s += started.elapsed().as_secs_f64();
+    }
+    let report = WindowsReport {
+        audio1: args.audio1.display().to_string(),
+        audio2: args.audio2.display().to_string(),
+        window,
+        hop,
+        duration_s: [readers[0].duration_s(), readers[1].duration_s()],
+        windows: results,
+        seconds: Timing {
+            load: load_s,
+            audio: audio_s,
+            generate: generate_s,
+        },
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for w in &report.windows {
+            let [a0, a1] = w.audio1_s;
+            let [b0, b1] = w.audio2_s;
+            for a in &w.answers {
+                if n > 1 {
+                    println!(
+                        "[{a0:.2}-{a1:.2} s | {b0:.2}-{b1:.2} s] [{}] {}",
+                        a.prompt, a.explanation
+                    );
+                } else {
+                    println!("[{a0:.2}-{a1:.2} s | {b0:.2}-{b1:.2} s] {}", a.explanation);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn answer(
+    prompt: String,
+    tokenizer: &Gpt2Tokenizer,
+    g: &crate::generate::Generation,
+) -> anyhow::Result<Answer> {
+    Ok(Answer {
+        prompt,
+        explanation: answer_text(tokenizer, g)?,
+        tokens: g.ids.len(),
+        finish: match g.finish {
+            FinishReason::Stop => "stop",
+            FinishReason::MaxNewTokens => "max_tokens",
+            FinishReason::PositionLimit => "position_limit",
+        },
+    })
 }
 
 fn print_text(r: &Report) {
