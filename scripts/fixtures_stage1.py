@@ -13,7 +13,16 @@ Decoder: the tiny GPT-2 (tests/fixtures/gpt2/adiff_tiny.safetensors) as Hugging 
 GPT2LMHeadModel; two lines + " <|endoftext|>", right-padded, labels -100 on padding; the loss is
 HF's (shifted next-token cross-entropy, mean over all real target tokens).
 
-Saved: losses, a few gradients (wte: the rows of the used ids and row 1), and the global gradient norm over all trainable tensors.
+Saved: losses, the global gradient norm over all trainable tensors, every encoder gradient (121
+tensors) and a few decoder gradients (wte: the rows of the used ids and row 1). An encoder gradient
+of at most FULL_MAX elements is stored whole (`encoder.grad.<name>`); a larger one as a summary, to
+keep the file small:
+  encoder.gradsum.<name>  f64 [2 + PROJECTIONS]: L2 norm, max |g|, then PROJECTIONS fixed random
+                          +-1 projections sum_i s_j(i) * g[i] over the flattened gradient, with
+                          s_j(i) = +1 if the top bit of splitmix64((j << 40) | i) is 0, else -1
+  encoder.gradidx.<name>  i64 [SAMPLES + 1]: flat indices (seeded draw, then the argmax of |g|)
+  encoder.gradval.<name>  f32 [SAMPLES + 1]: the gradient there
+plus `encoder.grad.tscam_conv.weight.first_k` (the rows of the K labels, the only non-zero ones).
 
     /work/venv/bin/python scripts/fixtures_stage1.py
 Writes tests/fixtures/train/stage1.safetensors.
@@ -35,16 +44,11 @@ NUM_LABELS = 19
 # Positive labels per clip (indices into the synthetic layout: kind 0-6, pitch 7-9, loudness
 # 10-12, pattern 13-15, background 16-18).
 POSITIVES = [[5, 9, 11, 13, 18], [0, 7, 12, 14, 17]]
-ENCODER_GRADS = [
-    "patch_embed.proj.weight",
-    "patch_embed.norm.bias",
-    "layers.0.blocks.1.attn.relative_position_bias_table",
-    "layers.1.blocks.0.mlp.fc1.weight",
-    "layers.2.downsample.reduction.weight",
-    "layers.3.blocks.1.attn.qkv.weight",
-    "norm.weight",
-    "tscam_conv.bias",
-]
+# Encoder gradients up to this many elements are stored whole, larger ones summarised.
+FULL_MAX = 4096
+PROJECTIONS = 4
+SAMPLES = 16
+SAMPLE_SEED = 20240531
 FROZEN = ("bn0.", "spectrogram_extractor.", "logmel_extractor.")
 LINES = [
     "The second audio is louder and higher in pitch.",
@@ -55,6 +59,32 @@ DECODER_GRADS = [
     "transformer.h.1.mlp.c_proj.bias",
     "transformer.ln_f.weight",
 ]
+
+
+def splitmix64(x):
+    """splitmix64 of a uint64 array (wrapping arithmetic)."""
+    z = x + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def signs(j, n):
+    """The +-1 projection vector j of length n (see the module docstring)."""
+    h = splitmix64(np.arange(n, dtype=np.uint64) | np.uint64(j << 40))
+    return np.where(h >> np.uint64(63) == 0, 1.0, -1.0)
+
+
+def summarise(key, g, gen, out):
+    """Norm, max |g|, projections and sampled elements of a large gradient (`key` has a {})."""
+    flat = g.flatten().double().numpy()
+    proj = [float(signs(j, flat.size) @ flat) for j in range(PROJECTIONS)]
+    out[key.format("gradsum")] = torch.tensor(
+        [float(np.sqrt(flat @ flat)), float(np.abs(flat).max())] + proj, dtype=torch.float64)
+    idx = torch.randperm(flat.size, generator=gen)[:SAMPLES]
+    idx = torch.cat([idx, g.flatten().abs().argmax().reshape(1)])
+    out[key.format("gradidx")] = idx
+    out[key.format("gradval")] = g.flatten()[idx].clone()
 
 
 def encoder_fixture(cfg, out):
@@ -89,8 +119,13 @@ def encoder_fixture(cfg, out):
     out["encoder.loss"] = loss.detach().reshape(1)
     out["encoder.grad_norm"] = norm.float().reshape(1)
     out["encoder.num_grads"] = torch.tensor([len(grads)])
-    for k in ENCODER_GRADS:
-        out[f"encoder.grad.{k}"] = grads[k].detach().clone()
+    gen = torch.Generator().manual_seed(SAMPLE_SEED)
+    for k in sorted(grads):
+        g = grads[k].detach()
+        if g.numel() <= FULL_MAX:
+            out[f"encoder.grad.{k}"] = g.clone()
+        else:
+            summarise(f"encoder.{{}}.{k}", g, gen, out)
     out["encoder.grad.tscam_conv.weight.first_k"] = grads["tscam_conv.weight"][:NUM_LABELS].clone()
 
 

@@ -265,40 +265,65 @@ fn position_limit_caps_generation_and_bad_inputs_are_errors() {
     assert_eq!(out[0].finish, FinishReason::PositionLimit);
     let out = generate(&model, &embeds(64), None, &opts).unwrap();
     assert!(out[0].ids.is_empty());
-    for (what, r) in [
-        ("too long", generate(&model, &embeds(65), None, &opts)),
-        ("empty", generate(&model, &embeds(0), None, &opts)),
+    let n = cfg.n_embd;
+    for (what, want, r) in [
+        (
+            "too long",
+            "prefix of 65 positions exceeds GPT-2's limit of 64".to_string(),
+            generate(&model, &embeds(65), None, &opts),
+        ),
+        (
+            "empty",
+            format!("inputs_embeds must be [batch >= 1, time >= 1, {n}], got [1, 0, {n}]"),
+            generate(&model, &embeds(0), None, &opts),
+        ),
         (
             "wrong width",
+            format!(
+                "inputs_embeds must be [batch >= 1, time >= 1, {n}], got [1, 3, {}]",
+                n + 1
+            ),
             generate(
                 &model,
-                &Tensor::zeros((1, 3, cfg.n_embd + 1), DType::F32, &dev).unwrap(),
+                &Tensor::zeros((1, 3, n + 1), DType::F32, &dev).unwrap(),
                 None,
                 &opts,
             ),
         ),
         (
             "lengths count",
+            "2 prefix lengths given for a batch of 1".to_string(),
             generate(&model, &embeds(5), Some(&[5, 5]), &opts),
         ),
         (
             "length zero",
+            "prefix length 0 is outside 1..=5".to_string(),
             generate(&model, &embeds(5), Some(&[0]), &opts),
         ),
         (
             "length past T",
+            "prefix length 6 is outside 1..=5".to_string(),
             generate(&model, &embeds(5), Some(&[6]), &opts),
         ),
     ] {
         let e = r.expect_err(what).to_string();
         println!("{what}: {e}");
-        assert!(!e.is_empty());
+        assert!(e.contains(&want), "{what}: {e}");
     }
-    let e = model.step(
-        &[cfg.vocab_size as u32],
-        &mut model.start(&embeds(3), None, 8).unwrap().1,
+    let e = model
+        .step(
+            &[cfg.vocab_size as u32],
+            &mut model.start(&embeds(3), None, 8).unwrap().1,
+        )
+        .expect_err("out-of-vocabulary id must be an error")
+        .to_string();
+    assert!(
+        e.contains(&format!(
+            "token id {} is outside the GPT-2 vocabulary ({})",
+            cfg.vocab_size, cfg.vocab_size
+        )),
+        "{e}"
     );
-    assert!(e.is_err(), "out-of-vocabulary id must be an error");
 }
 
 #[test]
@@ -324,8 +349,14 @@ fn missing_weights_are_a_clear_error() {
 #[test]
 fn quantized_formats_need_block_aligned_widths() {
     // Q8_0 packs 32 values per block: the 12-wide test model cannot be quantized, and says so.
-    let r = tiny().with_weight_format(WeightFormat::Q8_0);
-    assert!(r.is_err());
+    let e = tiny()
+        .with_weight_format(WeightFormat::Q8_0)
+        .expect_err("12-wide Q8_0")
+        .to_string();
+    assert!(
+        e.contains("Q8_0 weights need input widths divisible by 32, got 12"),
+        "{e}"
+    );
     // f16 weights work at any width and stay close to f32 here.
     let exp = expected("adiff_tiny_expected.safetensors");
     let f16 = tiny().with_weight_format(WeightFormat::F16).unwrap();

@@ -190,10 +190,17 @@ const KNOWN_EDGE_DIFFERENCES: [&str; 5] = ["#1 and @home", "C++ code", "Y'all", 
 #[test]
 fn mismatched_or_empty_inputs_are_errors() {
     let cfg = MetricsConfig::default();
-    let hyp = vec!["a b".to_string()];
-    assert!(score_tokenized(&hyp, &[], &cfg).is_err());
-    assert!(score_tokenized(&hyp, &[vec![]], &cfg).is_err());
-    assert!(score_tokenized(&[], &[], &cfg).is_err());
+    let hyp = ["a b".to_string()];
+    for (refs, hyp, want) in [
+        (vec![], &hyp[..], "1 predictions but 0 reference sets"),
+        (vec![vec![]], &hyp[..], "item 0 has no reference"),
+        (vec![], &[][..], "nothing to score: no predictions"),
+    ] {
+        let e = score_tokenized(hyp, &refs, &cfg)
+            .expect_err(want)
+            .to_string();
+        assert!(e.contains(want), "{e}");
+    }
 }
 
 /// A scratch folder for one test (removed at the end of the test).

@@ -87,6 +87,332 @@ fn decode(path: &Path) -> (u32, u32, Vec<u8>) {
     (info.width, info.height, buf)
 }
 
+/// A pixel rectangle, `[x0, x1) x [y0, y1)`.
+#[derive(Debug, Clone, Copy)]
+struct Rect {
+    x0: u32,
+    y0: u32,
+    x1: u32,
+    y1: u32,
+}
+
+impl Rect {
+    fn inset(self, d: u32) -> Rect {
+        Rect {
+            x0: self.x0 + d,
+            y0: self.y0 + d,
+            x1: self.x1 - d,
+            y1: self.y1 - d,
+        }
+    }
+}
+
+/// Where `src/plot.rs` puts things (its layout constants: margin 24, title lines of 32, per
+/// column a header of 40, a spectrogram of 330 and a probability plot of 250 with 70 for the
+/// y labels, 50 for the x labels and 100 for the colour bar on the right, legend rows of 26,
+/// columns 40 apart). The title's line count follows from the figure's height.
+struct Layout {
+    title_lines: u32,
+    top: u32,
+    col_x: Vec<u32>,
+    col_w: u32,
+}
+
+impl Layout {
+    fn new(w: u32, h: u32, panels: u32, legend_rows: u32) -> Layout {
+        assert_eq!(w, FIGURE_WIDTH);
+        let fixed = 24 + 24 + 40 + 330 + 250 + legend_rows * 26 + 24;
+        assert_eq!((h - fixed) % 32, 0, "height {h}: not whole title lines");
+        let title_lines = (h - fixed) / 32;
+        let col_w = (w - 48 - 40 * (panels - 1)) / panels;
+        Layout {
+            title_lines,
+            top: 24 + title_lines * 32 + 24,
+            col_x: (0..panels).map(|i| 24 + i * (col_w + 40)).collect(),
+            col_w,
+        }
+    }
+    fn title_line(&self, i: u32) -> Rect {
+        let y0 = 24 + i * 32;
+        Rect {
+            x0: 24,
+            y0,
+            x1: FIGURE_WIDTH - 24,
+            y1: y0 + 32,
+        }
+    }
+    fn header(&self, c: usize) -> Rect {
+        let x = self.col_x[c];
+        Rect {
+            x0: x + 70,
+            y0: self.top,
+            x1: x + self.col_w - 100,
+            y1: self.top + 40,
+        }
+    }
+    /// The spectrogram's plotting area.
+    fn spec(&self, c: usize) -> Rect {
+        let x = self.col_x[c];
+        Rect {
+            x0: x + 70,
+            y0: self.top + 40,
+            x1: x + self.col_w - 100,
+            y1: self.top + 40 + 330 - 50,
+        }
+    }
+    fn colorbar(&self, c: usize) -> Rect {
+        let s = self.spec(c);
+        Rect {
+            x0: s.x1 + 12,
+            x1: s.x1 + 12 + 18,
+            ..s
+        }
+    }
+    /// The probability plot's plotting area.
+    fn prob(&self, c: usize) -> Rect {
+        let x = self.col_x[c];
+        let y = self.top + 40 + 330;
+        Rect {
+            x0: x + 70,
+            y0: y + 24,
+            x1: x + self.col_w - 100,
+            y1: y + 250 - 50,
+        }
+    }
+    /// Legend row `k`: its line sample and its text.
+    fn legend(&self, c: usize, k: u32) -> (Rect, Rect) {
+        let (x, y) = (self.col_x[c] + 70, self.top + 40 + 330 + 250 + k * 26);
+        let line = Rect {
+            x0: x,
+            y0: y + 13 - 2,
+            x1: x + 36,
+            y1: y + 13 + 3,
+        };
+        let text = Rect {
+            x0: x + 36 + 12,
+            y0: y,
+            x1: self.col_x[c] + self.col_w,
+            y1: y + 26,
+        };
+        (line, text)
+    }
+    /// The gap right of column `c` (and the figure's right margin after the last).
+    fn gap_after(&self, c: usize, h: u32) -> Rect {
+        let x0 = self.col_x[c] + self.col_w;
+        Rect {
+            x0,
+            y0: self.top,
+            x1: (x0 + 40).min(FIGURE_WIDTH),
+            y1: h,
+        }
+    }
+}
+
+struct Image {
+    w: u32,
+    h: u32,
+    px: Vec<u8>,
+}
+
+impl Image {
+    fn load(path: &Path) -> Image {
+        let (w, h, px) = decode(path);
+        Image { w, h, px }
+    }
+    fn at(&self, x: u32, y: u32) -> [u8; 3] {
+        let i = (y as usize * self.w as usize + x as usize) * 3;
+        [self.px[i], self.px[i + 1], self.px[i + 2]]
+    }
+    /// Fraction of the rectangle's pixels that satisfy `f`.
+    fn share(&self, r: Rect, f: impl Fn([u8; 3]) -> bool) -> f64 {
+        assert!(
+            r.x1 <= self.w && r.y1 <= self.h && r.x0 < r.x1 && r.y0 < r.y1,
+            "{r:?}"
+        );
+        let mut n = 0;
+        for y in r.y0..r.y1 {
+            for x in r.x0..r.x1 {
+                n += usize::from(f(self.at(x, y)));
+            }
+        }
+        n as f64 / f64::from((r.x1 - r.x0) * (r.y1 - r.y0))
+    }
+}
+
+fn white(p: [u8; 3]) -> bool {
+    p.iter().all(|&v| v >= 250)
+}
+
+/// Text and frames: dark grey to black.
+fn dark(p: [u8; 3]) -> bool {
+    p.iter().all(|&v| v < 110)
+}
+
+/// A colour-map pixel: clearly coloured (viridis has no grey).
+fn coloured(p: [u8; 3]) -> bool {
+    p.iter().max().unwrap() - p.iter().min().unwrap() > 30
+}
+
+fn near(c: [u8; 3]) -> impl Fn([u8; 3]) -> bool {
+    move |p| p.iter().zip(c).all(|(&a, b)| a.abs_diff(b) <= 40)
+}
+
+const EVENT_RGB: [[u8; 3]; 3] = [[31, 119, 180], [255, 127, 14], [44, 160, 44]];
+
+/// What every figure shows where: title text on each of its lines; per column a header, a
+/// spectrogram filled with the colour map, a colour bar, a framed probability plot with curves
+/// in the event colours, one legend row per event; white margins and column gaps.
+fn check_layout(img: &Image, panels: u32, events: u32) -> Layout {
+    let l = Layout::new(img.w, img.h, panels, events);
+    assert!(l.title_lines >= 1);
+    for i in 0..l.title_lines {
+        let s = img.share(l.title_line(i), dark);
+        assert!(s > 0.005, "title line {i}: {s} dark");
+    }
+    // (A glyph's bearing may reach a pixel or two into the margin.)
+    let margins = [
+        Rect {
+            x0: 0,
+            y0: 0,
+            x1: 20,
+            y1: img.h,
+        },
+        Rect {
+            x0: img.w - 20,
+            y0: 0,
+            x1: img.w,
+            y1: img.h,
+        },
+        Rect {
+            x0: 0,
+            y0: 0,
+            x1: img.w,
+            y1: 24,
+        },
+        Rect {
+            x0: 0,
+            y0: img.h - 24,
+            x1: img.w,
+            y1: img.h,
+        },
+    ];
+    for r in margins {
+        assert_eq!(img.share(r, white), 1.0, "margin {r:?} not blank");
+    }
+    for c in 0..panels as usize {
+        let what = |part: &str| format!("panel {c}: {part}");
+        let s = img.share(l.header(c), dark);
+        assert!(s > 0.01, "{}: {s} dark", what("header"));
+        let s = img.share(l.spec(c).inset(2), coloured);
+        assert!(s > 0.99, "{}: {s} coloured", what("spectrogram"));
+        let s = img.share(l.colorbar(c).inset(2), coloured);
+        assert!(s > 0.99, "{}: {s} coloured", what("colour bar"));
+        let prob = l.prob(c);
+        // Framed: the y axis at the left edge; the x axis at the bottom (where the curves lie
+        // on it near 0 they cover it).
+        let left = Rect {
+            x0: prob.x0 - 1,
+            x1: prob.x0 + 1,
+            ..prob
+        };
+        assert!(
+            img.share(left, dark) > 0.4,
+            "{}",
+            what("probability y axis")
+        );
+        let bottom = Rect {
+            y0: prob.y1 - 4,
+            y1: prob.y1 + 1,
+            ..prob
+        };
+        let on_axis = |p| dark(p) || EVENT_RGB.iter().any(|&c| near(c)(p));
+        assert!(
+            img.share(bottom, on_axis) > 0.18,
+            "{}",
+            what("probability x axis")
+        );
+        for k in 0..events {
+            let colour = near(EVENT_RGB[k as usize]);
+            let curves = Rect {
+                x0: prob.x0 + 2,
+                x1: prob.x1 - 2,
+                y1: prob.y1 + 1,
+                ..prob
+            };
+            let s = img.share(curves, &colour);
+            assert!(
+                s > 0.001,
+                "{}: {s} in event {k}'s colour",
+                what("probability")
+            );
+            let (line, text) = l.legend(c, k);
+            let s = img.share(line, &colour);
+            assert!(s > 0.5, "{}: {s}", what(&format!("legend line {k}")));
+            let s = img.share(text, dark);
+            assert!(s > 0.01, "{}: {s}", what(&format!("legend text {k}")));
+        }
+        let gap = l.gap_after(c, img.h);
+        assert_eq!(
+            img.share(gap, white),
+            1.0,
+            "{}",
+            what("gap right of it not blank")
+        );
+    }
+    l
+}
+
+#[test]
+fn figure_layout_puts_each_panel_in_its_place() {
+    let dir = tmp_dir("plot-layout");
+    let path = dir.join("figure.png");
+    let fig = figure(LONG);
+    render_explanation_figure(&path, &fig).unwrap();
+    let img = Image::load(&path);
+    let l = check_layout(&img, 2, TOP_EVENTS as u32);
+    assert!(l.title_lines >= 3, "{} title lines", l.title_lines);
+    // Left panel is the first audio: its chirp sits at mel bin 64 * (t / 10 s + shift) (shift
+    // 0 and 0.5), and its event k peaks at 0.95 - 0.25 k at (k + 1) / 4 + shift / 10 of the time.
+    for (c, shift) in [(0usize, 0.0f64), (1, 0.5)] {
+        let spec = l.spec(c);
+        let (w, h) = (f64::from(spec.x1 - spec.x0), f64::from(spec.y1 - spec.y0));
+        for t in [0.1, 0.25, 0.4] {
+            let x = spec.x0 + (t * w) as u32;
+            // The brightest pixel of the column (viridis' yellow end).
+            let y = (spec.y0..spec.y1)
+                .max_by_key(|&y| {
+                    let p = img.at(x, y);
+                    u32::from(p[0]) + u32::from(p[1])
+                })
+                .unwrap();
+            let bin = ((t + shift) % 1.0) * 64.0;
+            let want = f64::from(spec.y1) - (bin + 0.5) / 64.0 * h;
+            assert!(
+                (f64::from(y) - want).abs() <= 2.0 * h / 64.0,
+                "panel {c}, t {t}: chirp at row {y}, expected {want:.0}"
+            );
+        }
+        let prob = l.prob(c);
+        let (w, h) = (f64::from(prob.x1 - prob.x0), f64::from(prob.y1 - prob.y0));
+        for (k, &rgb) in EVENT_RGB.iter().enumerate().take(TOP_EVENTS) {
+            let x = f64::from(prob.x0) + ((k as f64 + 1.0) / 4.0 + shift / 10.0) * w;
+            let y = f64::from(prob.y1) - (0.95 - 0.25 * k as f64) * h;
+            let around = Rect {
+                x0: x as u32 - 4,
+                y0: y as u32 - 4,
+                x1: x as u32 + 5,
+                y1: y as u32 + 5,
+            };
+            let s = img.share(around, near(rgb));
+            assert!(
+                s > 0.05,
+                "panel {c}: event {k} has no peak near ({x:.0}, {y:.0})"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn figure_decodes_with_the_expected_size_and_content() {
     let dir = tmp_dir("plot");
@@ -158,7 +484,10 @@ fn malformed_data_is_an_error_not_a_panic() {
 
     let mut fig = figure("x");
     fig.audios.clear();
-    assert!(render_explanation_figure(&path, &fig).is_err());
+    let msg = render_explanation_figure(&path, &fig)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("no audio to draw"), "{msg}");
     assert!(!path.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -224,7 +553,13 @@ fn from_outputs_keeps_the_top_events_by_clip_probability() {
         10.0,
     )
     .unwrap_err();
-    assert!(err.to_string().contains("labels"), "{err}");
+    assert!(
+        err.to_string().contains(&format!(
+            "{} labels but {c} framewise and {c} clipwise classes",
+            c - 1
+        )),
+        "{err}"
+    );
 }
 
 #[test]
@@ -247,10 +582,8 @@ fn explain_cli_writes_the_plot() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stderr: {err}");
-    let (w, h, px) = decode(&out_path);
-    assert_eq!(w, FIGURE_WIDTH);
-    assert!(h > 0);
-    assert!(px.chunks(3).any(|p| p != [255, 255, 255]));
+    // Both audios' panels, each with its events, under the explanation.
+    check_layout(&Image::load(&out_path), 2, TOP_EVENTS as u32);
 
     // An unwritable --plot path: exit 1, one line naming it.
     let bad = dir.join("missing/explain.png");

@@ -227,7 +227,9 @@ impl WindowReader {
             )));
         }
         if !(hop_s > 0.0 && hop_s.is_finite()) {
-            return Err(bad(format!("--hop {hop_s}: give a hop of more than 0 seconds")));
+            return Err(bad(format!(
+                "--hop {hop_s}: give a hop of more than 0 seconds"
+            )));
         }
         let to = cfg.sample_rate;
         let stream = decode::Stream::open(path)?;
@@ -286,7 +288,11 @@ impl WindowReader {
     fn needs(&self, start: u64) -> (u64, u64, u64) {
         let lo = self.input_for(start).saturating_sub(self.margin) / self.p_in * self.p_in;
         let hi = self.input_for(start + self.win) + self.margin;
-        (lo, self.len_in.map_or(hi, |n| hi.min(n)), lo / self.p_in * self.p_out)
+        (
+            lo,
+            self.len_in.map_or(hi, |n| hi.min(n)),
+            lo / self.p_in * self.p_out,
+        )
     }
 
     /// Decodes one packet and queues the windows it completes (all of them at the end).

@@ -1,9 +1,12 @@
 //! Learning-rate schedules. `lr(step)` is a pure function of the 0-based index of the optimizer
 //! step about to be taken, so a resumed run needs only the step count to continue the curve.
 //!
-//! The same values come out of `torch.optim.lr_scheduler.LambdaLR` with base lr `peak_lr` and
-//! `lr_lambda = lambda s: lr(s) / peak_lr`, reading the lr before `optimizer.step()` and calling
-//! `scheduler.step()` after it (see `scripts/fixtures_optim.py`).
+//! The same values come out of PyTorch's own schedulers, reading the lr before
+//! `optimizer.step()` and calling `scheduler.step()` after it: warm-up `LinearLR(1 / W, 1,
+//! total_iters = W - 1)`, then `CosineAnnealingLR(T_max = T - W, eta_min = min_lr)` (or `StepLR`)
+//! joined by `SequentialLR(milestones = [W])` (`tests/train_optim.rs` against
+//! `scripts/fixtures_optim.py`). Note `total_iters = W - 1`: with the usual `W` PyTorch reaches
+//! the peak one step later.
 //!
 //! Warm-up is linear from `peak_lr / warmup_steps` at step 0 to `peak_lr` at step
 //! `warmup_steps - 1` (not from 0, so the first step is not wasted).
