@@ -1,8 +1,8 @@
 //! The decoding and prompt flags of `adiff explain` (issue 31), end to end from the CLI, each
 //! test asserting what the flag changes in the `--json` report, not only that the run succeeds:
 //! - `--no-stop` runs to `--max-tokens` past a stop id the model emits, `--stop-id` stops there;
-//! - `--sample --top-k 1` is greedy decoding; `--seed` makes sampling reproducible and
-//!   `--temperature` changes what is drawn;
+//! - `--sample --top-k 1` and `--top-p 1e-6` are greedy decoding; `--seed` makes sampling
+//!   reproducible and `--temperature` changes what is drawn;
 //! - `--prompt`, `--tier N` and `--caption` put the right prompt(s) in front of the model (the
 //!   expected text is read from data/prompts/prompts.json here, not copied from an output);
 //! - out-of-range or conflicting flags are refused by the argument parser (exit 2), no panic.
@@ -156,6 +156,30 @@ fn top_k_one_is_greedy() {
             ]);
             assert_eq!(a, greedy, "seed {seed}, temperature {temperature}");
         }
+    }
+}
+
+/// `--top-p` keeps the smallest set of tokens whose probability reaches p: a tiny p keeps only
+/// the argmax (exactly greedy, at any seed and temperature), while p = 1 keeps every token and
+/// these seeds then draw other text (as without --top-p).
+#[test]
+fn top_p_tiny_is_greedy_and_one_samples() {
+    let greedy = answer(&["--no-stop"]);
+    for seed in ["1", "2"] {
+        let nucleus = |p: &str| {
+            answer(&[
+                "--no-stop",
+                "--sample",
+                "--top-p",
+                p,
+                "--seed",
+                seed,
+                "--temperature",
+                "5",
+            ])
+        };
+        assert_eq!(nucleus("0.000001"), greedy, "seed {seed}, top-p 1e-6");
+        assert_ne!(nucleus("1"), greedy, "seed {seed}, top-p 1");
     }
 }
 
