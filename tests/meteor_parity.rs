@@ -277,3 +277,85 @@ fn eval_cli_meteor_bad_data() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The paraphrase table's binary cache (`paraphrase_cache`): built beside the table at first use;
+/// a second run reads it and scores the same; a table edited since (another size and hash) is
+/// re-read, not served from the stale cache; a damaged cache is rebuilt. A small table written
+/// here (gzip, the jar's three-line format) makes the paraphrase module decide the score: without
+/// its entry "the zorp barks" matches only "the" and "barks" of "the blick barks" (made-up
+/// words: no stem or synonym can match them).
+#[test]
+fn paraphrase_cache_is_built_reused_and_rebuilt_when_stale() {
+    use adiff::metrics::meteor::paraphrase_cache::CACHE_NAME;
+    use adiff::metrics::meteor::Meteor;
+    use std::io::Write;
+    let Some(data) = meteor_data_or_skip("paraphrase_cache_is_built_reused_and_rebuilt_when_stale")
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = match &data {
+        MeteorData::Jar(jar) => extract_jar(jar, tmp.path()),
+        MeteorData::Dir(d) => {
+            let copy = tmp.path().to_path_buf();
+            for entry in ["function", "synonym", "nonbreaking"] {
+                let (from, to) = (d.join(entry), copy.join(entry));
+                std::fs::create_dir_all(&to).unwrap();
+                for f in std::fs::read_dir(&from).unwrap() {
+                    let f = f.unwrap().path();
+                    std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+                }
+            }
+            copy
+        }
+    };
+    let table = dir.join("data/paraphrase-en.gz");
+    let cache = dir.join("data").join(CACHE_NAME);
+    let write_table = |entries: &[(&str, &str)]| {
+        let _ = std::fs::remove_file(&table);
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&table).unwrap(),
+            flate2::Compression::default(),
+        );
+        for (a, b) in entries {
+            writeln!(gz, "0.5\n{a}\n{b}").unwrap();
+        }
+        gz.finish().unwrap();
+    };
+    let hyps = vec!["the zorp barks".to_string()];
+    let refs = vec![vec!["the blick barks".to_string()]];
+    let score = || {
+        let data = MeteorData::locate(Some(&dir)).unwrap().unwrap();
+        let (m, texts) = Meteor::prepare(&data, &hyps, &refs).unwrap();
+        let (scores, _) = m.score(&texts.hyps, &texts.refs);
+        scores.corpus
+    };
+    // An unrelated entry only: no paraphrase match.
+    write_table(&[("cat", "kitten")]);
+    let plain = score();
+    assert!(cache.is_file(), "no cache beside the table");
+    let built = std::fs::read(&cache).unwrap();
+    assert_eq!(score(), plain, "the cached table scores otherwise");
+    assert_eq!(
+        std::fs::read(&cache).unwrap(),
+        built,
+        "a valid cache was rewritten"
+    );
+    // The table now pairs "zorp" with "blick": a stale cache would still miss it.
+    write_table(&[("cat", "kitten"), ("zorp", "blick")]);
+    let with_entry = score();
+    assert!(
+        with_entry > plain,
+        "{with_entry} <= {plain}: the edited table was not read"
+    );
+    assert_ne!(
+        std::fs::read(&cache).unwrap(),
+        built,
+        "the stale cache was kept"
+    );
+    // A damaged cache (cut in half) is rebuilt, and scores the same.
+    let good = std::fs::read(&cache).unwrap();
+    std::fs::write(&cache, &good[..good.len() / 2]).unwrap();
+    assert_eq!(score(), with_entry);
+    assert_eq!(std::fs::read(&cache).unwrap(), good);
+}

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 pub mod aligner;
 pub mod normalize;
+pub mod paraphrase_cache;
 pub mod resources;
 
 use aligner::{Aligner, AlignmentCounts, WordInfo, MODULES};

@@ -5,15 +5,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::hash::BuildHasherDefault;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
 
 use super::normalize::{java_tokens, parse_nonbreaking, Nonbreaking};
+use super::paraphrase_cache::{self, Cached, FullTable};
 use crate::error::{AdiffError, Result};
-use crate::metrics::FxHasher;
 
 /// Java `StringTokenizer`'s delimiters, as bytes.
 const JAVA_DELIMS: &[u8] = b" \t\n\r\x0c";
@@ -166,16 +165,54 @@ pub struct ParaphraseTable {
     max_len: usize,
 }
 
+/// The file's bytes, memory-mapped (read-only; the cache is only ever replaced by a rename, so
+/// a mapped copy never changes under the reader).
+fn map(path: &Path) -> std::io::Result<memmap2::Mmap> {
+    let file = File::open(path)?;
+    // SAFETY: the mapping is read-only and dropped before this load returns; adiff never writes
+    // either file in place (a truncation by another program would be a bus error, as for any
+    // memory-mapped reader).
+    unsafe { memmap2::Mmap::map(&file) }
+}
+
 impl ParaphraseTable {
-    /// Reads the gzip table: one thread inflates blocks of whole lines while this one keeps the
-    /// entries whose words all occur in `words` (inflating alone takes about as long as
-    /// parsing, so the two overlap).
-    fn read_gz(file: File, words: &HashSet<String>) -> Result<Self> {
-        let known: HashSet<&[u8], BuildHasherDefault<FxHasher>> =
-            words.iter().map(|w| w.as_bytes()).collect();
+    /// The table at `path` (gzip text) filtered to `words`, read through its binary cache
+    /// ([`paraphrase_cache`]), which is built and stored at first use and rebuilt whenever the
+    /// table's size or SHA-256 no longer match.
+    fn load(path: &Path, words: &HashSet<String>) -> Result<Self> {
+        let err = |e: String| {
+            AdiffError::Invalid(format!(
+                "METEOR data: paraphrase table {}: {e}",
+                path.display()
+            ))
+        };
+        let source = map(path).map_err(|e| err(e.to_string()))?;
+        let (size, sha) = paraphrase_cache::fingerprint(&source);
+        let places = paraphrase_cache::locations(path);
+        for place in &places {
+            let Ok(bytes) = map(place) else {
+                continue;
+            };
+            if let Some(table) = Cached::parse(&bytes, size, &sha)
+                .and_then(|cached| Self::from_cached(&cached, words))
+            {
+                return Ok(table);
+            }
+        }
+        let bytes = Self::parse_full(source.to_vec())?.encode(size, &sha);
+        // A read-only data folder and cache dir only cost the next run the same parse.
+        paraphrase_cache::store(&places, &bytes);
+        Cached::parse(&bytes, size, &sha)
+            .and_then(|cached| Self::from_cached(&cached, words))
+            .ok_or_else(|| err("the table's own cache does not read back".into()))
+    }
+
+    /// Every entry of the gzip table: one thread inflates blocks of whole lines while this one
+    /// splits them (inflating alone takes about as long as parsing, so the two overlap).
+    fn parse_full(gz: Vec<u8>) -> Result<FullTable> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(BLOCKS_IN_FLIGHT);
         let inflater = std::thread::spawn(move || {
-            let mut gz = MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file));
+            let mut gz = MultiGzDecoder::new(std::io::Cursor::new(gz));
             let mut carry: Vec<u8> = Vec::new();
             loop {
                 let mut block = std::mem::take(&mut carry);
@@ -204,16 +241,16 @@ impl ParaphraseTable {
                 }
             }
         });
-        let mut table = ParaphraseTable::default();
-        // Lines come in threes: probability, phrase, paraphrase.
-        let mut line_no: u64 = 0;
-        let mut reference: Option<Vec<u32>> = None;
-        let mut keep_ref = false;
-        let is_known = |line: &[u8]| {
+        let words = |line: &[u8]| {
             line.split(|b| JAVA_DELIMS.contains(b))
                 .filter(|w| !w.is_empty())
-                .all(|w| known.contains(w))
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>()
         };
+        let mut table = FullTable::default();
+        // Lines come in threes: probability, phrase, paraphrase.
+        let mut line_no: u64 = 0;
+        let mut reference: Vec<Vec<u8>> = Vec::new();
         for block in rx {
             let block = block.map_err(|e| {
                 AdiffError::Invalid(format!(
@@ -225,21 +262,13 @@ impl ParaphraseTable {
             for line in body.split(|&b| b == b'\n') {
                 match line_no % 3 {
                     0 => {}
-                    1 => {
-                        keep_ref = is_known(line);
-                        reference = keep_ref.then(|| table.ids(line));
-                    }
+                    1 => reference = words(line),
                     _ => {
-                        if keep_ref && is_known(line) {
-                            let par_ids = table.ids(line);
-                            let ref_ids = reference.take().unwrap_or_default();
-                            if !ref_ids.is_empty() {
-                                table.max_len = table.max_len.max(ref_ids.len());
-                                let idx = table.paraphrases.len() as u32;
-                                table.paraphrases.push(par_ids);
-                                table.by_phrase.entry(ref_ids).or_default().push(idx);
-                            }
-                        }
+                        let par = words(line);
+                        table.push(
+                            reference.iter().map(Vec::as_slice),
+                            par.iter().map(Vec::as_slice),
+                        )?;
                     }
                 }
                 line_no += 1;
@@ -251,16 +280,45 @@ impl ParaphraseTable {
         Ok(table)
     }
 
-    fn ids(&mut self, phrase: &[u8]) -> Vec<u32> {
-        phrase
-            .split(|b| JAVA_DELIMS.contains(b))
-            .filter(|w| !w.is_empty())
-            .map(|w| {
-                let n = self.vocab.len() as u32;
-                let w = String::from_utf8_lossy(w).into_owned();
-                *self.vocab.entry(w).or_insert(n)
-            })
-            .collect()
+    /// The entries of `cached` whose words all occur in `words`, in file order, with word ids
+    /// given in order of first use (as reading the text table does: a reference phrase whose
+    /// words all occur gives its words ids even when its paraphrase is dropped). None when the
+    /// cache is damaged.
+    fn from_cached(cached: &Cached, words: &HashSet<String>) -> Option<Self> {
+        let mut known = vec![false; cached.n_words()];
+        for w in words {
+            if let Some(id) = cached.id(w.as_bytes()) {
+                known[id as usize] = true;
+            }
+        }
+        let mut table = ParaphraseTable::default();
+        let mut ours = vec![u32::MAX; cached.n_words()];
+        let mut assign = |table: &mut ParaphraseTable, ids: &[u32]| -> Vec<u32> {
+            ids.iter()
+                .map(|&i| {
+                    let slot = &mut ours[i as usize];
+                    if *slot == u32::MAX {
+                        *slot = table.vocab.len() as u32;
+                        let w = String::from_utf8_lossy(cached.word(i as usize)).into_owned();
+                        table.vocab.insert(w, *slot);
+                    }
+                    *slot
+                })
+                .collect()
+        };
+        cached.for_each_entry(&known, |r, p| {
+            let ref_ids = assign(&mut table, r);
+            if p.iter().all(|&i| known[i as usize]) {
+                let par_ids = assign(&mut table, p);
+                if !ref_ids.is_empty() {
+                    table.max_len = table.max_len.max(ref_ids.len());
+                    let idx = table.paraphrases.len() as u32;
+                    table.paraphrases.push(par_ids);
+                    table.by_phrase.entry(ref_ids).or_default().push(idx);
+                }
+            }
+        })?;
+        Some(table)
     }
 
     /// Word id, or None for a word no kept entry uses (Meteor's -1).
@@ -382,14 +440,7 @@ impl MeteorData {
             &self.read_entry(SYN_SYNSETS)?,
         )?;
         let nonbreaking = parse_nonbreaking(&self.read_entry(NONBREAKING)?);
-        let para = self.paraphrase_path();
-        let file = File::open(&para).map_err(|e| {
-            AdiffError::Invalid(format!(
-                "METEOR data: paraphrase table {}: {e}",
-                para.display()
-            ))
-        })?;
-        let paraphrases = ParaphraseTable::read_gz(file, words)?;
+        let paraphrases = ParaphraseTable::load(&self.paraphrase_path(), words)?;
         Ok(MeteorResources {
             function_words,
             synonyms,
