@@ -68,7 +68,7 @@ def main():
 
 
 def bench(a, preds, refs, path, out_json, meteor):
-    cmd = [a.adiff, "eval", path, "--json", out_json]
+    cmd = [a.adiff, "eval", path, "--json", out_json, "--force"]
     if meteor:
         cmd += ["--meteor-data", a.meteor_data]
     env = {k: v for k, v in os.environ.items() if k != "ADIFF_METEOR_DATA"}

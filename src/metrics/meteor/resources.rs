@@ -430,22 +430,34 @@ impl MeteorData {
     /// Loads the language data; the paraphrase table is filtered to `words` (the normalised
     /// words of every text to be scored).
     pub fn load(&self, words: &HashSet<String>) -> Result<MeteorResources> {
-        let function_words = self
-            .read_entry(FUNCTION_WORDS)?
-            .lines()
-            .map(str::to_string)
-            .collect();
-        let synonyms = SynonymDictionary::parse(
-            &self.read_entry(SYN_EXCEPTIONS)?,
-            &self.read_entry(SYN_SYNSETS)?,
-        )?;
-        let nonbreaking = parse_nonbreaking(&self.read_entry(NONBREAKING)?);
-        let paraphrases = ParaphraseTable::load(&self.paraphrase_path(), words)?;
-        Ok(MeteorResources {
-            function_words,
-            synonyms,
-            nonbreaking,
-            paraphrases,
+        let path = self.paraphrase_path();
+        // The paraphrase table (hashing its 62 MB, scanning the cache) on a thread of its own
+        // while this one reads the jar's entries.
+        std::thread::scope(|scope| {
+            let paraphrases = scope.spawn(|| ParaphraseTable::load(&path, words));
+            let rest = (|| -> Result<_> {
+                let function_words = self
+                    .read_entry(FUNCTION_WORDS)?
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+                let synonyms = SynonymDictionary::parse(
+                    &self.read_entry(SYN_EXCEPTIONS)?,
+                    &self.read_entry(SYN_SYNSETS)?,
+                )?;
+                let nonbreaking = parse_nonbreaking(&self.read_entry(NONBREAKING)?);
+                Ok((function_words, synonyms, nonbreaking))
+            })();
+            let paraphrases = paraphrases.join().map_err(|_| {
+                AdiffError::Invalid("METEOR data: the paraphrase table's reader failed".into())
+            })?;
+            let (function_words, synonyms, nonbreaking) = rest?;
+            Ok(MeteorResources {
+                function_words,
+                synonyms,
+                nonbreaking,
+                paraphrases: paraphrases?,
+            })
         })
     }
 
