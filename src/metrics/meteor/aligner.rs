@@ -79,6 +79,20 @@ impl PartialAlignment {
         }
     }
 
+    /// A copy whose buffer comes from `pool` (the buffers of paths the beam dropped) when it
+    /// has one: branching then allocates only while the pool is empty.
+    fn clone_from_pool(&self, pool: &mut Vec<Vec<u32>>) -> Self {
+        let state = match pool.pop() {
+            Some(mut buf) => {
+                buf.clear();
+                buf.extend_from_slice(&self.state);
+                buf
+            }
+            None => self.state.clone(),
+        };
+        Self { state, ..*self }
+    }
+
     fn chosen(&self, j: usize) -> Option<usize> {
         self.state[j].checked_sub(1).map(|k| k as usize)
     }
@@ -368,12 +382,15 @@ impl<'a> Aligner<'a> {
         let w = &self.search_weights;
         let n2 = c.at.len();
         let mut next = vec![start];
+        let mut pool: Vec<Vec<u32>> = Vec::new();
         for current in 0..=n2 {
             let mut paths = std::mem::take(&mut next);
             paths.sort_by(|a, b| a.cmp(b));
-            paths.truncate(self.beam_size);
+            if paths.len() > self.beam_size {
+                pool.extend(paths.drain(self.beam_size..).map(|p| p.state));
+            }
             // Meteor keeps the best path when no path can continue (it warns).
-            let fallback = paths[0].clone();
+            let fallback = paths[0].clone_from_pool(&mut pool);
             for mut path in paths {
                 if current == n2 {
                     // Complete: close the last chunk.
@@ -402,7 +419,7 @@ impl<'a> Aligner<'a> {
                     if path.is_used(m) {
                         continue;
                     }
-                    let mut branch = path.clone();
+                    let mut branch = path.clone_from_pool(&mut pool);
                     branch.set_used(m);
                     branch.choose(current, k);
                     branch.add_weighted(m, w[m.module]);
@@ -421,6 +438,8 @@ impl<'a> Aligner<'a> {
             }
             if next.is_empty() {
                 next.push(fallback);
+            } else {
+                pool.push(fallback.state);
             }
         }
         next.sort_by(|a, b| a.cmp(b));
