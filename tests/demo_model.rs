@@ -222,8 +222,9 @@ fn write_pcm16_wav(path: &std::path::Path, data: &[u8]) {
 
 /// `explain --window` on two long files made of the example clips (A = first, second, first;
 /// B = second, first, second, first): as many pairs as the shorter file has windows (3), each
-/// pair's answer exactly the answer `explain` gives for those two 10 s clips, with its spans;
-/// sampled answers do not depend on --batch-size.
+/// pair's answer exactly the answer `explain` gives for those two 10 s clips, with its spans, and
+/// with --events those clips' events on the files' time axes; sampled answers do not depend on
+/// --batch-size.
 #[test]
 fn explain_window_explains_each_pair_of_windows() {
     let dir = std::env::temp_dir().join(format!("adiff-demo-window-{}", std::process::id()));
@@ -264,6 +265,46 @@ fn explain_window_explains_each_pair_of_windows() {
             want.as_str(),
             "window {i}"
         );
+    }
+    // --events: each window's events are those of `explain --events` on its two clips, with
+    // the spans moved to the window's place in its file.
+    let ev = run(&[a, b, "--window", "10", "--events"]);
+    for (i, (x, y)) in [
+        ("first", "second"),
+        ("second", "first"),
+        ("first", "second"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let one = run(&[
+            &format!("data/examples/demo_{x}.wav"),
+            &format!("data/examples/demo_{y}.wav"),
+            "--events",
+        ]);
+        let t = i as f64 * 10.0;
+        for side in 0..2 {
+            let (got, want) = (
+                ev["windows"][i]["events"][side].as_array().unwrap(),
+                one["events"][side].as_array().unwrap(),
+            );
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(want) {
+                assert_eq!(g["label"], w["label"]);
+                assert_eq!(g["probability"], w["probability"]);
+                let (gs, ws) = (
+                    g["spans"].as_array().unwrap(),
+                    w["spans"].as_array().unwrap(),
+                );
+                assert_eq!(gs.len(), ws.len(), "window {i} side {side}: {g} vs {w}");
+                for (x, y) in gs.iter().zip(ws) {
+                    for k in 0..2 {
+                        let d = x[k].as_f64().unwrap() - y[k].as_f64().unwrap() - t;
+                        assert!(d.abs() < 1e-3, "window {i}: span {x} vs {y} + {t}");
+                    }
+                }
+            }
+        }
     }
     let sampled = |batch: &str| {
         let v = run(&[

@@ -73,7 +73,7 @@ pub struct ExplainArgs {
     pub plot: Option<PathBuf>,
     /// Explain the whole files window by window, windows of this many seconds (at most the
     /// model's clip; a shorter window is repeated to fill it) instead of one --crop clip each.
-    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["crop", "plot", "events"])]
+    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["crop", "plot"])]
     pub window: Option<f64>,
     /// Seconds from one window's start to the next (default: the window, no overlap).
     #[arg(long, value_name = "SECONDS", requires = "window")]
@@ -298,26 +298,44 @@ fn audio_events(
     cfg: &crate::model::config::AdiffConfig,
     starts: [f64; 2],
 ) -> anyhow::Result<[Vec<TaggedEvent>; 2]> {
-    let one = |i: usize| -> anyhow::Result<Vec<TaggedEvent>> {
-        let clipwise = out.clipwise.i(i)?.to_vec1::<f32>()?;
-        let framewise = out.framewise.i(i)?.to_vec2::<f32>()?;
-        let sec = cfg.audio.duration_s as f32 / framewise.len() as f32;
-        let mut events = top_events(
-            &clipwise,
-            &framewise,
-            labels,
-            EVENTS_PER_AUDIO,
-            EVENT_THRESHOLD,
-            sec,
-        );
-        for e in &mut events {
-            for s in &mut e.spans {
-                *s = s.map(|t| t + starts[i] as f32);
-            }
-        }
-        Ok(events)
-    };
-    Ok([one(0)?, one(1)?])
+    let clip = cfg.audio.duration_s;
+    Ok([
+        row_events(out, 0, labels, cfg, [starts[0], starts[0] + clip])?,
+        row_events(out, 1, labels, cfg, [starts[1], starts[1] + clip])?,
+    ])
+}
+
+/// Top events of batch row `row`, whose clip holds `span` (seconds of its file; the clip starts
+/// at span[0]), with their active spans moved onto the file's time axis and cut at span[1] (a
+/// window shorter than the clip is repeated to fill it: what lies past it is a repeat).
+fn row_events(
+    out: &HtsatOutput,
+    row: usize,
+    labels: &[String],
+    cfg: &crate::model::config::AdiffConfig,
+    span: [f64; 2],
+) -> anyhow::Result<Vec<TaggedEvent>> {
+    let clipwise = out.clipwise.i(row)?.to_vec1::<f32>()?;
+    let framewise = out.framewise.i(row)?.to_vec2::<f32>()?;
+    let sec = cfg.audio.duration_s as f32 / framewise.len() as f32;
+    let mut events = top_events(
+        &clipwise,
+        &framewise,
+        labels,
+        EVENTS_PER_AUDIO,
+        EVENT_THRESHOLD,
+        sec,
+    );
+    let (start, end) = (span[0] as f32, span[1] as f32);
+    for e in &mut events {
+        e.spans = e
+            .spans
+            .iter()
+            .map(|s| s.map(|t| (t + start).min(end)))
+            .filter(|[a, b]| a < b)
+            .collect();
+    }
+    Ok(events)
 }
 
 /// One pair of windows and its answers (`explain --window`).
@@ -327,6 +345,9 @@ struct WindowAnswers {
     audio1_s: [f64; 2],
     audio2_s: [f64; 2],
     answers: Vec<Answer>,
+    /// With --events: each window's top events, spans in seconds of its file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<[Vec<TaggedEvent>; 2]>,
 }
 
 #[derive(Debug, Serialize)]
@@ -367,6 +388,11 @@ fn run_windows(
         prompt_ids.extend(tokenizer.encode_prompt(p)?);
     }
     let opts = args.decoding.options(cfg);
+    let labels = if args.events {
+        model_labels(&args.model, cfg)?
+    } else {
+        Vec::new()
+    };
     let (mut audio_s, mut generate_s) = (0.0, 0.0);
     let mut results: Vec<WindowAnswers> = Vec::new();
     let batch = args.batch_size as usize;
@@ -417,16 +443,29 @@ fn run_windows(
         let mut gens =
             crate::generate::generate_keyed(&model.gpt, &parts.prefix, None, &opts, &keys)?
                 .into_iter();
-        for (a, b) in &pairs {
+        for (j, (a, b)) in pairs.iter().enumerate() {
             let mut answers = Vec::with_capacity(n);
             for prompt in prompts {
                 let g = gens.next().expect("one generation per pair and prompt");
                 answers.push(answer(prompt.clone(), tokenizer, &g)?);
             }
+            let (sa, sb) = (
+                [a.span.start_s, a.span.end_s],
+                [b.span.start_s, b.span.end_s],
+            );
+            let events = if args.events {
+                Some([
+                    row_events(&out, j, &labels, cfg, sa)?,
+                    row_events(&out, p + j, &labels, cfg, sb)?,
+                ])
+            } else {
+                None
+            };
             results.push(WindowAnswers {
-                audio1_s: [a.span.start_s, a.span.end_s],
-                audio2_s: [b.span.start_s, b.span.end_s],
+                audio1_s: sa,
+                audio2_s: sb,
                 answers,
+                events,
             });
         }
         generate_s += started.elapsed().as_secs_f64();
@@ -458,6 +497,14 @@ fn run_windows(
                     );
                 } else {
                     println!("[{a0:.2}-{a1:.2} s | {b0:.2}-{b1:.2} s] {}", a.explanation);
+                }
+            }
+            if let Some(events) = &w.events {
+                for (name, ev) in [&report.audio1, &report.audio2].iter().zip(events) {
+                    println!("  events in {name}:");
+                    for e in ev {
+                        println!("  {}", e.table_row());
+                    }
                 }
             }
         }
