@@ -1,5 +1,7 @@
 //! Audio front end: decode any supported file, mix to mono, resample, cut a fixed-length clip and
-//! compute HTSAT's log-mel spectrogram.
+//! compute HTSAT's log-mel spectrogram. A file is decoded packet by packet: a crop
+//! ([`load_clip_span`]) or a run of windows ([`WindowReader`]) holds only the samples it needs,
+//! so an hour-long file costs no more memory than a 10 s one.
 
 pub mod clip;
 pub mod config;
@@ -378,7 +380,8 @@ impl WindowReader {
             .ok_or_else(|| {
                 AdiffError::audio(&self.path, "decoded fewer samples than the window needs")
             })?;
-        let clip = fixed_length_clip(real, self.clip_samples);
+        // A window shorter than the clip is repeated to fill it, as a short file is.
+        let clip = clip::fixed_length(real, self.clip_samples, CropMode::Start);
         let sr = f64::from(self.to);
         self.queue.push_back(Window {
             clip: finite(&self.path, clip)?,
@@ -390,11 +393,6 @@ impl WindowReader {
         });
         Ok(())
     }
-}
-
-/// A window's samples repeated to the model's clip (as a short file is).
-fn fixed_length_clip(real: &[f32], clip_samples: usize) -> Vec<f32> {
-    clip::fixed_length(real, clip_samples, CropMode::Start)
 }
 
 /// Decoding already rejects NaN/Inf; this re-checks the resampler's output, the last step
