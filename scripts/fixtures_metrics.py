@@ -71,15 +71,22 @@ def tokenize(sentences):
 def score(preds_tok, refs_tok):
     gts = {i: r for i, r in enumerate(refs_tok)}
     res = {i: [p] for i, p in enumerate(preds_tok)}
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    rouge, _ = Rouge().compute_score(gts, res)
-    cider, _ = Cider().compute_score(gts, res)
+    bleu, bleu_items = Bleu(4).compute_score(gts, res, verbose=0)
+    rouge, rouge_items = Rouge().compute_score(gts, res)
+    cider, cider_items = Cider().compute_score(gts, res)
     aac = aac_cider_d(preds_tok, refs_tok, return_all_scores=False)
     return {
         "bleu": [float(b) for b in bleu],
         "rouge_l": float(rouge),
         "cider_d": float(cider),
         "cider_d_aac_metrics": float(aac),
+        # Per-item scores (the scorers' second return value), in item order: BLEU-1..4 of each
+        # item with its own brevity penalty, ROUGE-L, CIDEr-D (document frequencies of the case).
+        "items": {
+            "bleu": [[float(x) for x in b] for b in bleu_items],
+            "rouge_l": [float(x) for x in rouge_items],
+            "cider_d": [float(x) for x in cider_items],
+        },
     }
 
 
@@ -152,7 +159,7 @@ def main():
         it = iter(tok[len(preds):])
         refs_tok = [[next(it) for _ in rs] for rs in refs]
         s = score(preds_tok, refs_tok)
-        print(name, s)
+        print(name, {k: v for k, v in s.items() if k != "items"})
         ids = lambda sents, toks: [sentence_id(a, b) for a, b in zip(sents, toks)]
         out_cases.append({"name": name, "preds": ids(preds, preds_tok),
                           "refs": [ids(rs, ts) for rs, ts in zip(refs, refs_tok)], **s})

@@ -2,15 +2,19 @@
 //! Cider = CIDEr-D) and aac-metrics 0.6.0 (cider_d), on fixtures made by
 //! `scripts/fixtures_metrics.py` from the shared ADIFF CSVs.
 //!
-//! Tolerances: scores within 1e-6 (absolute) of the Python values; the tokenizer must give the
-//! Java output on at least 99.9% of the real sentences (every difference is printed).
+//! Tolerances: corpus scores within 1e-6 (absolute) of the Python values, per-item scores (the
+//! scorers' per-item arrays) within 1e-9; the tokenizer must give the Java output on at least
+//! 99.9% of the real sentences (every difference is printed).
 
 use std::path::PathBuf;
 
-use adiff::metrics::{score_corpus, score_tokenized, tokenize::coco_tokenize, MetricsConfig};
+use adiff::metrics::{
+    score_corpus, score_tokenized, score_tokenized_items, tokenize::coco_tokenize, MetricsConfig,
+};
 use serde_json::Value;
 
 const SCORE_TOL: f64 = 1e-6;
+const ITEM_TOL: f64 = 1e-9;
 const MIN_TOKENIZER_AGREEMENT: f64 = 0.999;
 
 fn fixture(name: &str) -> Value {
@@ -43,6 +47,18 @@ struct Case {
     rouge_l: f64,
     cider_d: f64,
     cider_d_aac: f64,
+    /// pycocoevalcap's per-item scores: `item_bleu[k][i]` is BLEU-(k+1) of item i.
+    item_bleu: Vec<Vec<f64>>,
+    item_rouge_l: Vec<f64>,
+    item_cider_d: Vec<f64>,
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .expect("array of numbers")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect()
 }
 
 fn cases() -> (Vec<(String, String)>, Vec<Case>) {
@@ -76,6 +92,14 @@ fn cases() -> (Vec<(String, String)>, Vec<Case>) {
             rouge_l: c["rouge_l"].as_f64().expect("rouge_l"),
             cider_d: c["cider_d"].as_f64().expect("cider_d"),
             cider_d_aac: c["cider_d_aac_metrics"].as_f64().expect("aac"),
+            item_bleu: c["items"]["bleu"]
+                .as_array()
+                .expect("items.bleu")
+                .iter()
+                .map(floats)
+                .collect(),
+            item_rouge_l: floats(&c["items"]["rouge_l"]),
+            item_cider_d: floats(&c["items"]["cider_d"]),
         })
         .collect();
     (table, cases)
@@ -118,6 +142,64 @@ fn metrics_match_pycocoevalcap_on_java_tokens() {
             .collect();
         let s = score_tokenized(&hyp, &refs, &MetricsConfig::default()).expect("scores");
         check_scores(c, &s);
+    }
+}
+
+/// Largest |ours - python| over the items of one metric (every item must be within ITEM_TOL).
+fn assert_items_close(case: &str, what: &str, ours: &[f64], theirs: &[f64]) {
+    assert_eq!(ours.len(), theirs.len(), "{case} {what}: item count");
+    let mut worst = 0.0f64;
+    for (i, (&o, &t)) in ours.iter().zip(theirs).enumerate() {
+        let d = (o - t).abs();
+        assert!(
+            d <= ITEM_TOL,
+            "{case} {what} item {i}: ours {o} vs python {t}"
+        );
+        worst = worst.max(d);
+    }
+    eprintln!(
+        "{case:32} {what:8} {} items, max |diff| {worst:.2e}",
+        ours.len()
+    );
+}
+
+/// Per-item BLEU-1..4 (each item's own brevity penalty), ROUGE-L and CIDEr-D on the Java
+/// tokenizer's output equal pycocoevalcap's per-item arrays.
+#[test]
+fn item_scores_match_pycocoevalcap_on_java_tokens() {
+    let (_, cases) = cases();
+    for c in &cases {
+        let hyp: Vec<String> = c.preds.iter().map(|p| p.1.clone()).collect();
+        let refs: Vec<Vec<String>> = c
+            .refs
+            .iter()
+            .map(|rs| rs.iter().map(|r| r.1.clone()).collect())
+            .collect();
+        let (corpus, items) =
+            score_tokenized_items(&hyp, &refs, &MetricsConfig::default()).expect("scores");
+        check_scores(c, &corpus);
+        assert_eq!(items.bleu.len(), 4);
+        for k in 0..4 {
+            let what = format!("BLEU-{} i", k + 1);
+            assert_items_close(&c.name, &what, &items.bleu[k], &c.item_bleu[k]);
+        }
+        assert_items_close(&c.name, "ROUGE-L i", &items.rouge_l, &c.item_rouge_l);
+        assert_items_close(&c.name, "CIDEr-D i", &items.cider_d, &c.item_cider_d);
+        // Some items have a brevity penalty of their own (shorter than their closest reference).
+        let short = hyp
+            .iter()
+            .zip(&refs)
+            .filter(|(h, rs)| {
+                let n = h.split_whitespace().count();
+                let closest = rs
+                    .iter()
+                    .map(|r| r.split_whitespace().count())
+                    .min_by_key(|&l| (l.abs_diff(n), l))
+                    .expect("a reference");
+                n > 0 && n < closest
+            })
+            .count();
+        assert!(short > 0, "{}: no item with a brevity penalty", c.name);
     }
 }
 
@@ -250,11 +332,14 @@ fn eval_cli_matches_pycocoevalcap() {
         }
     }
     let json_path = dir.join("scores.json");
+    let items_path = dir.join("items.csv");
     let out = adiff(&[
         "eval".as_ref(),
         csv_path.as_os_str(),
         "--json".as_ref(),
         json_path.as_os_str(),
+        "--per-item".as_ref(),
+        items_path.as_os_str(),
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -307,6 +392,78 @@ fn eval_cli_matches_pycocoevalcap() {
     for metric in ["METEOR", "SPICE", "SPIDEr"] {
         assert!(g["unavailable"][metric].is_string(), "{metric} unavailable");
     }
+    for metric in ["tokenizer", "bleu", "rouge_l", "cider_d", "meteor", "spice"] {
+        assert!(
+            j["metric_versions"][metric].is_string(),
+            "metric_versions.{metric}"
+        );
+    }
+    // --per-item: one row per input row, in order, with pycocoevalcap's per-item scores.
+    let mut rdr = csv::Reader::from_path(&items_path).expect("per-item csv");
+    let header: Vec<String> = rdr
+        .headers()
+        .expect("header")
+        .iter()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "file",
+            "line",
+            "taskname",
+            "tier",
+            "prediction",
+            "bleu_1",
+            "bleu_2",
+            "bleu_3",
+            "bleu_4",
+            "meteor",
+            "rouge_l",
+            "cider_d",
+            "spice"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.expect("row")).collect();
+    assert_eq!(rows.len(), c.preds.len());
+    let col = |name: &str| header.iter().position(|h| h == name).expect(name);
+    let num = |r: &csv::StringRecord, name: &str| -> f64 {
+        r[col(name)]
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let mut got = vec![Vec::new(); 6];
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(&r[col("file")], csv_path.display().to_string());
+        assert_eq!(&r[col("line")], (i + 2).to_string());
+        assert_eq!(&r[col("taskname")], "clothov21");
+        assert_eq!(&r[col("tier")], "fewwords");
+        assert_eq!(&r[col("prediction")], c.preds[i].0);
+        assert_eq!(&r[col("meteor")], "", "no METEOR without its data");
+        assert_eq!(&r[col("spice")], "", "no SPICE without its jar");
+        for (k, name) in ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider_d"]
+            .iter()
+            .enumerate()
+        {
+            got[k].push(num(r, name));
+        }
+    }
+    for (ours, theirs) in got.iter().zip(&c.item_bleu) {
+        assert_items_close(&c.name, "cli BLEU i", ours, theirs);
+    }
+    assert_items_close(&c.name, "cli ROUGE i", &got[4], &c.item_rouge_l);
+    assert_items_close(&c.name, "cli CIDEr i", &got[5], &c.item_cider_d);
+    // The per-item CSV is not replaced without --force.
+    let again = adiff(&[
+        "eval".as_ref(),
+        csv_path.as_os_str(),
+        "--per-item".as_ref(),
+        items_path.as_os_str(),
+    ]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success());
+    assert!(stderr.contains("exists (the per-item CSV"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -351,5 +508,71 @@ fn eval_cli_reports_bad_input() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// --per-item keeps the input order when groups interleave, names each row's group, and scores
+/// CIDEr-D over the row's group (its document frequencies); it is refused onto an input.
+#[test]
+fn eval_cli_per_item_order_and_groups() {
+    let dir = scratch("eval-per-item");
+    let csv_path = dir.join("x_fewwords_preds.csv");
+    std::fs::write(
+        &csv_path,
+        "taskname,answer,answer_2,prediction\n\
+         audiocaps,a dog barks loudly,the dog is barking,a dog barks\n\
+         clothov21,birds chirp,,birds sing\n\
+         audiocaps,rain falls,,heavy rain\n",
+    )
+    .expect("write");
+    let items_path = dir.join("items.csv");
+    let out = adiff(&[
+        "eval".as_ref(),
+        csv_path.as_os_str(),
+        "--per-item".as_ref(),
+        items_path.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rdr = csv::Reader::from_path(&items_path).expect("per-item csv");
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.expect("row")).collect();
+    let got: Vec<(&str, &str, &str)> = rows.iter().map(|r| (&r[1], &r[2], &r[4])).collect();
+    assert_eq!(
+        got,
+        [
+            ("2", "audiocaps", "a dog barks"),
+            ("3", "clothov21", "birds sing"),
+            ("4", "audiocaps", "heavy rain"),
+        ]
+    );
+    // Each row's CIDEr-D is its group's per-item value.
+    let cfg = MetricsConfig::default();
+    let acd = score_tokenized_items(
+        &["a dog barks".into(), "heavy rain".into()],
+        &[
+            vec!["a dog barks loudly".into(), "the dog is barking".into()],
+            vec!["rain falls".into()],
+        ],
+        &cfg,
+    )
+    .expect("scores")
+    .1;
+    let cider = |r: &csv::StringRecord| -> f64 { r[11].parse().expect("cider_d") };
+    assert_eq!(cider(&rows[0]), acd.cider_d[0]);
+    assert_eq!(cider(&rows[2]), acd.cider_d[1]);
+    // Onto an input: refused, even with --force.
+    let out = adiff(&[
+        "eval".as_ref(),
+        csv_path.as_os_str(),
+        "--per-item".as_ref(),
+        csv_path.as_os_str(),
+        "--force".as_ref(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("would overwrite an input"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -10,10 +10,10 @@ use anyhow::Context;
 use clap::ValueEnum;
 
 use crate::error::{AdiffError, Result};
-use crate::metrics::meteor::{Meteor, MeteorData};
+use crate::metrics::meteor::{Meteor, MeteorData, MeteorScores};
 use crate::metrics::spice::{locate_jar, spice};
 use crate::metrics::tokenize::coco_tokenize;
-use crate::metrics::{score_tokenized, CorpusScores, MetricsConfig};
+use crate::metrics::{score_tokenized_items, CorpusScores, ItemScores, MetricsConfig};
 
 /// Why the metrics that are not computed have no number (shown in the table and the JSON).
 const METEOR_STATUS: &str =
@@ -47,7 +47,13 @@ pub struct EvalArgs {
     /// Also write the scores as JSON here (for CI).
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Replace the --json file if it exists.
+    /// Also write every row's scores here (CSV, input order, for error analysis): file, line,
+    /// the group's taskname and tier, the prediction, BLEU-1..4 (each row's own brevity
+    /// penalty), METEOR, ROUGE-L, CIDEr-D (document frequencies of the row's group) and SPICE
+    /// (empty when not computed), as pycocoevalcap's per-item scores.
+    #[arg(long, value_name = "FILE.csv")]
+    pub per_item: Option<PathBuf>,
+    /// Replace the --json and --per-item files if they exist.
     #[arg(long)]
     pub force: bool,
     /// Score each group separately: any of `taskname`, `tier` (comma-separated).
@@ -226,12 +232,18 @@ type GroupId = (Option<String>, Option<Tier>);
 type GroupRows = (Vec<String>, Vec<(String, PredictionRow)>);
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    if let Some(json) = &args.json {
+    let mut outputs: Vec<(&str, &Path)> = Vec::new();
+    outputs.extend(args.json.as_deref().map(|p| ("JSON scores", p)));
+    outputs.extend(args.per_item.as_deref().map(|p| ("per-item CSV", p)));
+    if !outputs.is_empty() {
         let mut inputs: Vec<&std::path::Path> = args.preds.iter().map(PathBuf::as_path).collect();
         inputs.extend(args.synthetic.as_deref());
         inputs.extend(args.meteor_data.as_deref());
         inputs.extend(args.spice_jar.as_deref());
-        super::check_outputs(&inputs, &[("JSON scores", json)], args.force)?;
+        super::check_outputs(&inputs, &outputs, args.force)?;
+    }
+    if args.synthetic.is_some() && args.per_item.is_some() {
+        anyhow::bail!("--per-item writes captioning metrics; it does not apply to --synthetic");
     }
     if let Some(truth) = &args.synthetic {
         let report = crate::metrics::synthetic::evaluate(truth, &args.preds)?;
@@ -246,6 +258,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let by_tier = args.group_by.contains(&GroupKey::Tier);
     // (group) -> (files, rows with their file)
     let mut groups: BTreeMap<GroupId, GroupRows> = BTreeMap::new();
+    // Input position (over all files) of each group's rows, for the per-item CSV.
+    let mut order: BTreeMap<GroupId, Vec<usize>> = BTreeMap::new();
+    let mut n_rows = 0usize;
     for path in &args.preds {
         let tier = match args.tier.or_else(|| Tier::from_file_name(path)) {
             Some(t) => Some(t),
@@ -267,6 +282,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 None
             };
             let key = (task, if by_tier { tier } else { None });
+            order.entry(key.clone()).or_default().push(n_rows);
+            n_rows += 1;
             let entry = groups.entry(key).or_default();
             if !entry.0.contains(&file) {
                 entry.0.push(file.clone());
@@ -293,13 +310,35 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let meteor = meteor_scores(args.meteor_data.as_deref(), &tokenized)?;
     let spice_jar = locate_jar(args.spice_jar.as_deref());
     let mut reports = Vec::new();
+    let mut per_item: Vec<Option<ItemRow>> = Vec::new();
+    if args.per_item.is_some() {
+        per_item.resize_with(n_rows, || None);
+    }
+    let order: Vec<Vec<usize>> = order.into_values().collect();
     for (g, ((taskname, tier), (files, rows))) in groups.into_iter().enumerate() {
         let (hyp, refs) = &tokenized[g];
-        let scores = score_tokenized(hyp, refs, &cfg)?;
-        let spice = match &spice_jar {
-            Some(jar) => Some(spice(&args.java, jar, hyp, refs)?.corpus),
+        let (scores, items) = score_tokenized_items(hyp, refs, &cfg)?;
+        let spice_scores = match &spice_jar {
+            Some(jar) => Some(spice(&args.java, jar, hyp, refs)?),
             None => None,
         };
+        let spice = spice_scores.as_ref().map(|s| s.corpus);
+        if args.per_item.is_some() {
+            let meteor_items = match &meteor {
+                MeteorResult::Scores(m) => Some(&m[g].items),
+                _ => None,
+            };
+            for (i, (file, row)) in rows.iter().enumerate() {
+                per_item[order[g][i]] = Some(ItemRow::new(
+                    file,
+                    row,
+                    (taskname.as_deref(), tier),
+                    (&items, i),
+                    meteor_items.map(|m| m[i]),
+                    spice_scores.as_ref().map(|s| s.items[i]),
+                ));
+            }
+        }
         let spider = spice.map(|s| (scores.cider_d + s) / 2.0);
         let empty_predictions = rows
             .iter()
@@ -328,7 +367,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             empty_predictions,
             scores,
             meteor: match &meteor {
-                MeteorResult::Scores(m) => Some(m[g]),
+                MeteorResult::Scores(m) => Some(m[g].corpus),
                 _ => None,
             },
             spice,
@@ -337,9 +376,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         });
     }
     print_table(&reports);
+    if let Some(p) = &args.per_item {
+        write_per_item(p, &per_item)?;
+    }
     if let Some(p) = &args.json {
         let json = serde_json::json!({
             "tokenizer": "coco-caption PTBTokenizer (-lowerCase, punctuation removed), Rust reimplementation",
+            "metric_versions": metric_versions(&cfg),
             "groups": reports,
         });
         std::fs::write(p, serde_json::to_string_pretty(&json)? + "\n")
@@ -353,14 +396,85 @@ fn num(x: Option<f64>) -> String {
     x.map_or("-".into(), |x| format!("{x:.3}"))
 }
 
+/// What each metric is (the JSON's `metric_versions`): the reference implementation and the
+/// settings the scores reproduce.
+fn metric_versions(cfg: &MetricsConfig) -> serde_json::Value {
+    serde_json::json!({
+        "tokenizer": "PTBTokenizer as pycocoevalcap 1.2 runs it (Stanford CoreNLP 3.4.1, -preserveLines -lowerCase) + its punctuation filter; Rust reimplementation",
+        "bleu": format!("pycocoevalcap 1.2 BleuScorer, BLEU-1..{}, option \"closest\" (closest reference length, ties to the shorter); corpus from summed counts, per item with the item's own brevity penalty", cfg.max_n),
+        "rouge_l": format!("pycocoevalcap 1.2 Rouge, LCS F-measure beta {}, mean over items", cfg.rouge_beta),
+        "cider_d": format!("pycocoevalcap 1.2 Cider (CIDEr-D: sigma {}, clipped, Gaussian length penalty, x{}), document frequencies from each group's references", cfg.cider_sigma, cfg.cider_scale),
+        "meteor": "Meteor 1.5 as pycocoevalcap 1.2 runs it (-l en -norm, task rank), Rust reimplementation; corpus score from summed statistics (the jar's last line)",
+        "spice": "SPICE 1.0 jar as pycocoevalcap 1.2 runs it (-subset), mean of the items' All F-scores",
+        "spider": "(CIDEr-D + SPICE) / 2",
+    })
+}
+
+/// One row of the --per-item CSV.
+#[derive(serde::Serialize)]
+struct ItemRow {
+    file: String,
+    line: u64,
+    taskname: Option<String>,
+    tier: Option<Tier>,
+    prediction: String,
+    bleu_1: f64,
+    bleu_2: f64,
+    bleu_3: f64,
+    bleu_4: f64,
+    meteor: Option<f64>,
+    rouge_l: f64,
+    cider_d: f64,
+    spice: Option<f64>,
+}
+
+impl ItemRow {
+    fn new(
+        file: &str,
+        row: &PredictionRow,
+        (taskname, tier): (Option<&str>, Option<Tier>),
+        (items, i): (&ItemScores, usize),
+        meteor: Option<f64>,
+        spice: Option<f64>,
+    ) -> Self {
+        let bleu = |k: usize| items.bleu.get(k).map_or(f64::NAN, |b| b[i]);
+        Self {
+            file: file.to_string(),
+            line: row.line,
+            taskname: taskname.map(str::to_string),
+            tier,
+            prediction: row.prediction.clone(),
+            bleu_1: bleu(0),
+            bleu_2: bleu(1),
+            bleu_3: bleu(2),
+            bleu_4: bleu(3),
+            meteor,
+            rouge_l: items.rouge_l[i],
+            cider_d: items.cider_d[i],
+            spice,
+        }
+    }
+}
+
+/// Writes the --per-item CSV (rows in input order).
+fn write_per_item(path: &Path, rows: &[Option<ItemRow>]) -> anyhow::Result<()> {
+    let ctx = || format!("cannot write {}", path.display());
+    let mut w = csv::Writer::from_path(path).with_context(ctx)?;
+    for r in rows.iter().flatten() {
+        w.serialize(r).with_context(ctx)?;
+    }
+    w.flush().with_context(ctx)?;
+    Ok(())
+}
+
 /// METEOR of every group, or why it was not computed.
 enum MeteorResult {
-    Scores(Vec<f64>),
+    Scores(Vec<MeteorScores>),
     NoData,
     TooLong,
 }
 
-/// METEOR of every group (one corpus score each), loading Meteor's data once for all of them;
+/// METEOR of every group (corpus and item scores), loading Meteor's data once for all of them;
 /// not computed without the data or when a text is over [`METEOR_MAX_WORDS`].
 fn meteor_scores(
     arg: Option<&Path>,
@@ -390,7 +504,7 @@ fn meteor_scores(
     for (h, _) in groups {
         let end = start + h.len();
         let (scores, _) = meteor.score(&texts.hyps[start..end], &texts.refs[start..end]);
-        out.push(scores.corpus);
+        out.push(scores);
         start = end;
     }
     Ok(MeteorResult::Scores(out))

@@ -1,4 +1,4 @@
-//! Corpus BLEU as coco-caption's `bleu_scorer.py` computes it (option "closest").
+//! Corpus and per-item BLEU as coco-caption's `bleu_scorer.py` computes them (option "closest").
 
 use super::{ngram_counts, ngram_order, FxHashMap, Vocab};
 
@@ -11,6 +11,19 @@ const SMALL: f64 = 1e-9;
 /// geometric mean of the precisions, brevity penalty from the summed closest reference lengths
 /// (ties go to the shorter reference).
 pub fn corpus_bleu(hyp: &[String], refs: &[Vec<String>], max_n: usize) -> Vec<f64> {
+    bleu_with_items(hyp, refs, max_n).0
+}
+
+/// Corpus BLEU-1..max_n (as [`corpus_bleu`]) and each item's, as the second value of
+/// pycocoevalcap's `Bleu.compute_score`: `items[k][i]` is BLEU-(k+1) of item i from its own
+/// counts, with its own brevity penalty (its closest reference length) and the same smoothing
+/// constants.
+pub fn bleu_with_items(
+    hyp: &[String],
+    refs: &[Vec<String>],
+    max_n: usize,
+) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let mut items = vec![Vec::with_capacity(hyp.len()); max_n];
     let mut vocab = Vocab::default();
     let mut correct = vec![0u64; max_n];
     let mut guess = vec![0u64; max_n];
@@ -40,9 +53,25 @@ pub fn corpus_bleu(hyp: &[String], refs: &[Vec<String>], max_n: usize) -> Vec<f6
         for (k, g) in guess.iter_mut().enumerate() {
             *g += (testlen + 1).saturating_sub(k + 1) as u64;
         }
+        let mut item_correct = vec![0u64; max_n];
         for (g, c) in ngram_counts(&ids, max_n) {
             let m = maxcounts.get(&g).copied().unwrap_or(0);
-            correct[ngram_order(&g) - 1] += u64::from(c.min(m));
+            item_correct[ngram_order(&g) - 1] += u64::from(c.min(m));
+        }
+        // The item's own BLEU (`bleu_list` in bleu_scorer.py).
+        let mut prod = 1.0f64;
+        for k in 0..max_n {
+            correct[k] += item_correct[k];
+            let item_guess = (testlen + 1).saturating_sub(k + 1) as f64;
+            prod *= (item_correct[k] as f64 + TINY) / (item_guess + SMALL);
+            items[k].push(prod.powf(1.0 / (k as f64 + 1.0)));
+        }
+        let ratio = (testlen as f64 + TINY) / (reflen as f64 + SMALL);
+        if ratio < 1.0 {
+            let bp = (1.0 - 1.0 / ratio).exp();
+            for item in &mut items {
+                *item.last_mut().expect("pushed above") *= bp;
+            }
         }
     }
     let mut bleus = Vec::with_capacity(max_n);
@@ -58,5 +87,5 @@ pub fn corpus_bleu(hyp: &[String], refs: &[Vec<String>], max_n: usize) -> Vec<f6
             *b *= bp;
         }
     }
-    bleus
+    (bleus, items)
 }

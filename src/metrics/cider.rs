@@ -18,6 +18,16 @@ struct TfIdf {
 
 /// Mean CIDEr-D over the corpus.
 pub fn cider_d(hyp: &[String], refs: &[Vec<String>], cfg: &MetricsConfig) -> f64 {
+    cider_d_with_items(hyp, refs, cfg).0
+}
+
+/// Mean CIDEr-D over the corpus and each item's (pycocoevalcap's per-item array). An item's
+/// score depends on the whole corpus: the document frequencies come from all its references.
+pub fn cider_d_with_items(
+    hyp: &[String],
+    refs: &[Vec<String>],
+    cfg: &MetricsConfig,
+) -> (f64, Vec<f64>) {
     let n = cfg.max_n;
     let mut vocab = Vocab::default();
     let hyp_counts: Vec<_> = hyp.iter().map(|h| ngram_counts(&vocab.ids(h), n)).collect();
@@ -57,6 +67,7 @@ pub fn cider_d(hyp: &[String], refs: &[Vec<String>], cfg: &MetricsConfig) -> f64
     };
     let two_sigma2 = 2.0 * cfg.cider_sigma * cfg.cider_sigma;
     let mut total = 0.0;
+    let mut items = Vec::with_capacity(hyp.len());
     for (hc, rcs) in hyp_counts.iter().zip(&ref_counts) {
         let h = to_vec(hc);
         let mut score = vec![0.0f64; n];
@@ -77,7 +88,9 @@ pub fn cider_d(hyp: &[String], refs: &[Vec<String>], cfg: &MetricsConfig) -> f64
             }
         }
         let mean = score.iter().sum::<f64>() / n as f64;
-        total += mean / rcs.len() as f64 * cfg.cider_scale;
+        let item = mean / rcs.len() as f64 * cfg.cider_scale;
+        items.push(item);
+        total += item;
     }
-    total / hyp.len() as f64
+    (total / hyp.len() as f64, items)
 }

@@ -52,6 +52,18 @@ pub struct CorpusScores {
     pub cider_d: f64,
 }
 
+/// Scores of every item (the per-item arrays pycocoevalcap's scorers return beside the corpus
+/// score), in input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemScores {
+    /// `bleu[k][i]`: BLEU-(k+1) of item i, with the item's own brevity penalty (closest
+    /// reference length), as `Bleu.compute_score`'s second value.
+    pub bleu: Vec<Vec<f64>>,
+    pub rouge_l: Vec<f64>,
+    /// CIDEr-D of each item; document frequencies come from the whole corpus scored.
+    pub cider_d: Vec<f64>,
+}
+
 /// Tokenizes predictions and references as coco-caption does, then scores them.
 /// `refs[i]` are the references of `preds[i]`; every item needs at least one reference.
 pub fn score_corpus<S: AsRef<str>>(
@@ -80,12 +92,31 @@ pub fn score_tokenized(
     refs: &[Vec<String>],
     cfg: &MetricsConfig,
 ) -> Result<CorpusScores> {
+    Ok(score_tokenized_items(hyp, refs, cfg)?.0)
+}
+
+/// Scores already tokenized text: the corpus scores (as [`score_tokenized`]) and every item's.
+pub fn score_tokenized_items(
+    hyp: &[String],
+    refs: &[Vec<String>],
+    cfg: &MetricsConfig,
+) -> Result<(CorpusScores, ItemScores)> {
     check_shapes(hyp, refs)?;
-    Ok(CorpusScores {
-        bleu: bleu::corpus_bleu(hyp, refs, cfg.max_n),
-        rouge_l: rouge::rouge_l(hyp, refs, cfg.rouge_beta),
-        cider_d: cider::cider_d(hyp, refs, cfg),
-    })
+    let (bleu, bleu_items) = bleu::bleu_with_items(hyp, refs, cfg.max_n);
+    let (rouge_l, rouge_items) = rouge::rouge_l_with_items(hyp, refs, cfg.rouge_beta);
+    let (cider_d, cider_items) = cider::cider_d_with_items(hyp, refs, cfg);
+    Ok((
+        CorpusScores {
+            bleu,
+            rouge_l,
+            cider_d,
+        },
+        ItemScores {
+            bleu: bleu_items,
+            rouge_l: rouge_items,
+            cider_d: cider_items,
+        },
+    ))
 }
 
 fn check_shapes(hyp: &[String], refs: &[Vec<String>]) -> Result<()> {

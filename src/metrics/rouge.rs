@@ -5,12 +5,18 @@
 /// Mean ROUGE-L. Sentences are split on single spaces as in Python's `split(" ")`, so an empty
 /// sentence is one empty token (an empty prediction against an empty reference scores 1).
 pub fn rouge_l(hyp: &[String], refs: &[Vec<String>], beta: f64) -> f64 {
-    let total: f64 = hyp
+    rouge_l_with_items(hyp, refs, beta).0
+}
+
+/// Mean ROUGE-L and each item's (pycocoevalcap's per-item array).
+pub fn rouge_l_with_items(hyp: &[String], refs: &[Vec<String>], beta: f64) -> (f64, Vec<f64>) {
+    let items: Vec<f64> = hyp
         .iter()
         .zip(refs)
         .map(|(h, rs)| rouge_l_item(h, rs, beta))
-        .sum();
-    total / hyp.len() as f64
+        .collect();
+    let total: f64 = items.iter().sum();
+    (total / hyp.len() as f64, items)
 }
 
 /// ROUGE-L of one candidate against its references.
