@@ -513,6 +513,15 @@ fn mangled_files_never_panic() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Largest element-wise difference of two equally long signals.
+fn worst_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 /// A clip cut from a file longer than it is read packet by packet, keeping only its window: the
 /// result equals the whole-file path (decode, resample, crop) for every format and crop mode,
 /// exactly at the model's rate and within 1e-5 of full scale across a resampler (the window's
@@ -537,11 +546,7 @@ fn streamed_crop_equals_the_whole_file_path() {
         ] {
             let want = fixed_length(&whole, target, crop);
             let (got, span) = load_clip_span(&path, &cfg, crop).unwrap();
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = worst_diff(&got, &want);
             let tol = if d.sample_rate == cfg.sample_rate {
                 0.0
             } else {
@@ -616,12 +621,7 @@ fn windows_cover_the_file_and_equal_the_whole_file_path() {
                 cfg.clip_samples(),
                 CropMode::Start,
             );
-            let worst = w
-                .clip
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = worst_diff(&w.clip, &want);
             let tol = if d.sample_rate == cfg.sample_rate {
                 0.0
             } else {

@@ -384,17 +384,7 @@ fn write_wav(path: &std::path::Path, samples: &[f32]) {
         .iter()
         .flat_map(|&s| ((s * 32768.0).round() as i16).to_le_bytes())
         .collect();
-    let mut wav = Vec::with_capacity(44 + data.len());
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    for v in [16u32, 1 | (1 << 16), 32_000, 64_000, 2 | (16 << 16)] {
-        wav.extend_from_slice(&v.to_le_bytes());
-    }
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    wav.extend_from_slice(&data);
-    std::fs::write(path, wav).unwrap();
+    common::write_pcm16_wav(path, &data);
 }
 
 /// A 10-minute file whose middle 10 s are clip_a: `tag --crop center` reads it packet by packet

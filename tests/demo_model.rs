@@ -206,20 +206,6 @@ fn example_pcm(name: &str) -> Vec<u8> {
     b[at + 8..at + 8 + n].to_vec()
 }
 
-fn write_pcm16_wav(path: &std::path::Path, data: &[u8]) {
-    let mut w = Vec::with_capacity(44 + data.len());
-    w.extend_from_slice(b"RIFF");
-    w.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    w.extend_from_slice(b"WAVEfmt ");
-    for v in [16u32, 1 | (1 << 16), 32_000, 64_000, 2 | (16 << 16)] {
-        w.extend_from_slice(&v.to_le_bytes());
-    }
-    w.extend_from_slice(b"data");
-    w.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    w.extend_from_slice(data);
-    std::fs::write(path, w).unwrap();
-}
-
 /// `explain --window` on two long files made of the example clips (A = first, second, first;
 /// B = second, first, second, first): as many pairs as the shorter file has windows (3), each
 /// pair's answer exactly the answer `explain` gives for those two 10 s clips, with its spans, and
@@ -234,8 +220,8 @@ fn explain_window_explains_each_pair_of_windows() {
         example_pcm("demo_second.wav"),
     );
     let (a, b) = (dir.join("a.wav"), dir.join("b.wav"));
-    write_pcm16_wav(&a, &[f.clone(), s.clone(), f.clone()].concat());
-    write_pcm16_wav(&b, &[s.clone(), f.clone(), s.clone(), f.clone()].concat());
+    common::write_pcm16_wav(&a, &[f.clone(), s.clone(), f.clone()].concat());
+    common::write_pcm16_wav(&b, &[s.clone(), f.clone(), s.clone(), f.clone()].concat());
     let run = |args: &[&str]| -> serde_json::Value {
         let out = ok(adiff()
             .args(["explain", "--model", "demo", "--tier", "2", "--json"])

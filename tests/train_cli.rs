@@ -213,6 +213,35 @@ fn mkfifo(path: &Path) {
     assert_eq!(rc, 0, "mkfifo: {}", std::io::Error::last_os_error());
 }
 
+/// A FIFO at `path`, opened read-write and non-blocking: the open never waits for the run
+/// that will write to it, and reads never see end-of-file.
+#[cfg(target_os = "linux")]
+fn open_fifo(path: &Path) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    mkfifo(path);
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .unwrap()
+}
+
+/// Everything the pipe holds now.
+#[cfg(target_os = "linux")]
+fn drain(fifo: &mut std::fs::File) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    loop {
+        let mut buf = [0u8; 4096];
+        match fifo.read(&mut buf) {
+            Ok(n) if n > 0 => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return out,
+            r => panic!("reading the pipe: {r:?}"),
+        }
+    }
+}
+
 /// The highest step of the checkpoints in `dir` (complete files only: they are renamed into
 /// place). Not `CheckpointDir::new`, which would delete a running writer's partial file.
 #[cfg(target_os = "linux")]
@@ -241,8 +270,6 @@ fn latest_checkpoint(dir: &Path) -> Option<u64> {
 #[cfg(target_os = "linux")]
 #[test]
 fn killed_and_resumed_equals_uninterrupted() {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::io::AsRawFd;
     use std::time::{Duration, Instant};
 
@@ -253,15 +280,8 @@ fn killed_and_resumed_equals_uninterrupted() {
     let ckpts = out.join("checkpoints");
     std::fs::create_dir_all(&out).unwrap();
     let log_path = out.join("log.jsonl");
-    mkfifo(&log_path);
-    // Read-write: the open never waits for the run, reads never see end-of-file; the pipe is
-    // sized before the run can write to it.
-    let mut fifo = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&log_path)
-        .unwrap();
+    // The pipe is sized before the run can write to it.
+    let mut fifo = open_fifo(&log_path);
     // SAFETY: fcntl on an open descriptor; F_SETPIPE_SZ only resizes its pipe.
     let pipe_bytes = unsafe { libc::fcntl(fifo.as_raw_fd(), libc::F_SETPIPE_SZ, 8192) };
     assert_eq!(pipe_bytes, 8192, "{}", std::io::Error::last_os_error());
@@ -289,15 +309,7 @@ fn killed_and_resumed_equals_uninterrupted() {
         "the run ended before the kill: nothing was interrupted"
     );
     // What the run logged up to the kill: the pipe's contents.
-    let mut logged = Vec::new();
-    loop {
-        let mut buf = [0u8; 4096];
-        match fifo.read(&mut buf) {
-            Ok(n) if n > 0 => logged.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            r => panic!("reading the log: {r:?}"),
-        }
-    }
+    let logged = drain(&mut fifo);
     drop(fifo);
     std::fs::remove_file(&log_path).unwrap();
     std::fs::write(&log_path, &logged).unwrap();
@@ -550,8 +562,7 @@ fn train_runs_stage_two_into_three_and_resumes_across_the_boundary() {
 #[cfg(target_os = "linux")]
 #[test]
 fn train_killed_at_the_stage_boundary_resumes_exactly() {
-    use std::io::{Read, Write};
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::io::Write;
     use std::time::{Duration, Instant};
 
     let dir = dataset("both-kill");
@@ -559,13 +570,7 @@ fn train_killed_at_the_stage_boundary_resumes_exactly() {
     let stage3 = dir.join("killed/stage3");
     std::fs::create_dir_all(&stage3).unwrap();
     let log_path = stage3.join("log.jsonl");
-    mkfifo(&log_path);
-    let mut fifo = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&log_path)
-        .unwrap();
+    let mut fifo = open_fifo(&log_path);
     // Fill the pipe: the run's first write to it blocks.
     let mut filled = 0usize;
     loop {
@@ -591,15 +596,7 @@ fn train_killed_at_the_stage_boundary_resumes_exactly() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
-    let mut drained = Vec::new();
-    loop {
-        let mut buf = [0u8; 4096];
-        match fifo.read(&mut buf) {
-            Ok(n) if n > 0 => drained.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            r => panic!("draining the log: {r:?}"),
-        }
-    }
+    let drained = drain(&mut fifo);
     assert_eq!(drained.len(), filled, "stage 3 logged past its start");
     drop(fifo);
     std::fs::remove_file(&log_path).unwrap();

@@ -47,6 +47,55 @@ impl ClipSpan {
 /// zeros instead of the rest of the file) fall outside the clip.
 const RESAMPLE_MARGIN: u64 = 4 * resample::SINC_LEN as u64;
 
+/// How output samples (at the model's rate) map onto a file's input samples, for cutting a
+/// window out of the file before resampling it.
+#[derive(Debug, Clone, Copy)]
+struct Grid {
+    from: u32,
+    to: u32,
+    /// [`RESAMPLE_MARGIN`] scaled by the rate ratio.
+    margin: u64,
+    /// One period of the two rates, in input and in output samples.
+    p_in: u64,
+    p_out: u64,
+}
+
+impl Grid {
+    fn new(from: u32, to: u32) -> Self {
+        let g = gcd(from, to);
+        Self {
+            from,
+            to,
+            margin: RESAMPLE_MARGIN * u64::from(from.div_ceil(to)).max(1),
+            p_in: u64::from(from / g),
+            p_out: u64::from(to / g),
+        }
+    }
+
+    /// Input frames that cover `n` output samples, rounded up.
+    fn input_for(&self, n: u64) -> u64 {
+        (n as u128 * self.from as u128).div_ceil(self.to as u128) as u64
+    }
+
+    /// Output samples of `n` input frames.
+    fn len_out(&self, n: u64) -> u64 {
+        resample::output_len(n as usize, self.from, self.to) as u64
+    }
+
+    /// The input range [lo, hi) that output samples [start, start + len) need (capped at the
+    /// file's length when known), and the output index of input `lo`. `lo` is on a whole period
+    /// of the two rates, so that the range's resampled samples fall on the whole file's grid.
+    fn window(&self, start: u64, len: u64, len_in: Option<u64>) -> (u64, u64, u64) {
+        let lo = self.input_for(start).saturating_sub(self.margin) / self.p_in * self.p_in;
+        let hi = self.input_for(start + len) + self.margin;
+        (
+            lo,
+            len_in.map_or(hi, |n| hi.min(n)),
+            lo / self.p_in * self.p_out,
+        )
+    }
+}
+
 /// [`load_clip`], and where in the file the clip lies. Only the samples the clip needs are
 /// held: a file longer than the clip is decoded packet by packet and everything outside the
 /// window (plus a resampling margin) is dropped as it goes, so memory does not grow with the
@@ -64,9 +113,7 @@ pub fn load_clip_span(
     let to = cfg.sample_rate;
     let mut stream = decode::Stream::open(path)?;
     let from = stream.sample_rate()?;
-    // Input frames that cover `n` output samples, rounded up.
-    let input_for = |n: u64| (n as u128 * from as u128).div_ceil(to as u128) as u64;
-    let margin = RESAMPLE_MARGIN * u64::from(from.div_ceil(to)).max(1);
+    let grid = Grid::new(from, to);
     // The input length, when the crop's position needs it.
     let len_in = match crop {
         CropMode::Start => None,
@@ -77,19 +124,13 @@ pub fn load_clip_span(
     };
     // The input window [lo, hi) and the output index its first sample lands on.
     let (lo, hi, out_base, offset) = match len_in {
-        Some(len) if resample::output_len(len as usize, from, to) > target => {
-            let len_out = resample::output_len(len as usize, from, to);
-            let offset = clip::crop_offset(len_out, target, crop) as u64;
-            // Start on a whole period of the two rates, so that the window's resampled samples
-            // fall on the whole file's output grid.
-            let g = gcd(from, to);
-            let (p_in, p_out) = (u64::from(from / g), u64::from(to / g));
-            let lo = input_for(offset).saturating_sub(margin) / p_in * p_in;
-            let hi = (input_for(offset + target as u64) + margin).min(len);
-            (lo, hi, lo / p_in * p_out, offset)
+        Some(len) if grid.len_out(len) > target as u64 => {
+            let offset = clip::crop_offset(grid.len_out(len) as usize, target, crop) as u64;
+            let (lo, hi, base) = grid.window(offset, target as u64, Some(len));
+            (lo, hi, base, offset)
         }
         // Whole file (short: tiled), or the start.
-        _ => (0, input_for(target as u64) + margin, 0, 0),
+        _ => (0, grid.window(0, target as u64, None).1, 0, 0),
     };
     let mut window = Vec::new();
     let mut read = 0u64; // input frames seen
@@ -110,8 +151,7 @@ pub fn load_clip_span(
     }
     // A short file is read to its end; was it shorter than the clip?
     let total = if ended { Some(read) } else { len_in };
-    let out_len = |n: u64| resample::output_len(n as usize, from, to);
-    if total.is_some_and(|n| out_len(n) <= target) {
+    if total.is_some_and(|n| grid.len_out(n) <= target as u64) {
         // Short: the whole file (all of it is in `window`, which started at 0), tiled.
         let resampled = resample::resample(&window, from, to)
             .map_err(|e| AdiffError::audio(path, e.to_string()))?;
@@ -195,16 +235,11 @@ pub fn for_each_window(
 pub struct WindowReader {
     path: std::path::PathBuf,
     stream: decode::Stream,
-    from: u32,
-    to: u32,
+    grid: Grid,
     clip_samples: usize,
     /// Window and hop in output samples.
     win: u64,
     hop: u64,
-    margin: u64,
-    /// The two rates' period in input and output samples.
-    p_in: u64,
-    p_out: u64,
     /// Input samples from input index `buf_at` on; `read` input samples decoded so far.
     buf: Vec<f32>,
     buf_at: u64,
@@ -236,18 +271,13 @@ impl WindowReader {
         let to = cfg.sample_rate;
         let stream = decode::Stream::open(path)?;
         let from = stream.sample_rate()?;
-        let g = gcd(from, to);
         Ok(Self {
             path: path.to_path_buf(),
             stream,
-            from,
-            to,
+            grid: Grid::new(from, to),
             clip_samples: cfg.clip_samples(),
             win: (window_s * f64::from(to)).round() as u64,
             hop: ((hop_s * f64::from(to)).round() as u64).max(1),
-            margin: RESAMPLE_MARGIN * u64::from(from.div_ceil(to)).max(1),
-            p_in: u64::from(from / g),
-            p_out: u64::from(to / g),
             buf: Vec::new(),
             buf_at: 0,
             read: 0,
@@ -261,7 +291,7 @@ impl WindowReader {
 
     /// The file's duration, once its end was reached.
     pub fn duration_s(&self) -> Option<f64> {
-        self.len_in.map(|n| n as f64 / f64::from(self.from))
+        self.len_in.map(|n| n as f64 / f64::from(self.grid.from))
     }
 
     /// The next window, or None after the last.
@@ -277,24 +307,14 @@ impl WindowReader {
         }
     }
 
-    fn input_for(&self, n: u64) -> u64 {
-        (n as u128 * self.from as u128).div_ceil(self.to as u128) as u64
-    }
-
     fn len_out(&self, n: u64) -> u64 {
-        resample::output_len(n as usize, self.from, self.to) as u64
+        self.grid.len_out(n)
     }
 
     /// Input range [lo, hi) that the output window starting at `start` needs, and the output
-    /// index of input `lo` (period-aligned, as in [`load_clip_span`]).
+    /// index of input `lo` (see [`Grid::window`]).
     fn needs(&self, start: u64) -> (u64, u64, u64) {
-        let lo = self.input_for(start).saturating_sub(self.margin) / self.p_in * self.p_in;
-        let hi = self.input_for(start + self.win) + self.margin;
-        (
-            lo,
-            self.len_in.map_or(hi, |n| hi.min(n)),
-            lo / self.p_in * self.p_out,
-        )
+        self.grid.window(start, self.win, self.len_in)
     }
 
     /// Decodes one packet and queues the windows it completes (all of them at the end).
@@ -343,7 +363,7 @@ impl WindowReader {
                         &self.path,
                         format!(
                             "too short: {n} samples at {} Hz leave nothing at {} Hz",
-                            self.from, self.to
+                            self.grid.from, self.grid.to
                         ),
                     ));
                 }
@@ -353,7 +373,7 @@ impl WindowReader {
                     span: ClipSpan {
                         duration_s: self.duration_s(),
                         start_s: 0.0,
-                        end_s: len_out as f64 / f64::from(self.to),
+                        end_s: len_out as f64 / f64::from(self.grid.to),
                     },
                 });
             }
@@ -364,7 +384,7 @@ impl WindowReader {
     }
 
     fn resample(&self, input: &[f32]) -> Result<Vec<f32>> {
-        resample::resample(input, self.from, self.to)
+        resample::resample(input, self.grid.from, self.grid.to)
             .map_err(|e| AdiffError::audio(&self.path, e.to_string()))
     }
 
@@ -382,7 +402,7 @@ impl WindowReader {
             })?;
         // A window shorter than the clip is repeated to fill it, as a short file is.
         let clip = clip::fixed_length(real, self.clip_samples, CropMode::Start);
-        let sr = f64::from(self.to);
+        let sr = f64::from(self.grid.to);
         self.queue.push_back(Window {
             clip: finite(&self.path, clip)?,
             span: ClipSpan {

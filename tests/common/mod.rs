@@ -93,3 +93,20 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// Writes a mono 32 kHz PCM16 WAV holding `data` (little-endian i16 samples).
+#[allow(dead_code)] // not every test binary writes audio
+pub fn write_pcm16_wav(path: &Path, data: &[u8]) {
+    let mut w = Vec::with_capacity(44 + data.len());
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    // fmt chunk size 16; PCM, 1 channel; 32 kHz; 64000 bytes/s; block align 2, 16 bits.
+    for v in [16u32, 1 | (1 << 16), 32_000, 64_000, 2 | (16 << 16)] {
+        w.extend_from_slice(&v.to_le_bytes());
+    }
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    w.extend_from_slice(data);
+    std::fs::write(path, w).unwrap();
+}
