@@ -98,11 +98,11 @@ const EVENTS_PER_AUDIO: usize = 5;
 const EVENT_THRESHOLD: f32 = 0.5;
 
 #[derive(Debug, Serialize)]
-struct Answer {
-    prompt: String,
-    explanation: String,
-    tokens: usize,
-    finish: &'static str,
+pub(super) struct Answer {
+    pub prompt: String,
+    pub explanation: String,
+    pub tokens: usize,
+    pub finish: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -308,7 +308,7 @@ fn audio_events(
 /// Top events of batch row `row`, whose clip holds `span` (seconds of its file; the clip starts
 /// at span[0]), with their active spans moved onto the file's time axis and cut at span[1] (a
 /// window shorter than the clip is repeated to fill it: what lies past it is a repeat).
-fn row_events(
+pub(super) fn row_events(
     out: &HtsatOutput,
     row: usize,
     labels: &[String],
@@ -512,7 +512,7 @@ fn run_windows(
     Ok(())
 }
 
-fn answer(
+pub(super) fn answer(
     prompt: String,
     tokenizer: &Gpt2Tokenizer,
     g: &crate::generate::Generation,
