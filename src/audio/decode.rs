@@ -125,6 +125,17 @@ impl Stream {
         guarded(path, || Self::open_unguarded(path))
     }
 
+    /// Opens audio held in memory (an upload), named `name` in errors; the name's extension, if
+    /// any, is the container hint a file's would be.
+    pub fn open_bytes(name: &Path, bytes: std::sync::Arc<[u8]>) -> Result<Self> {
+        guarded(name, || {
+            if bytes.is_empty() {
+                return Err(AdiffError::audio(name, "empty file (0 bytes)"));
+            }
+            Self::from_source(name, Box::new(std::io::Cursor::new(bytes)))
+        })
+    }
+
     fn open_unguarded(path: &Path) -> Result<Self> {
         let err = |msg: String| AdiffError::audio(path, msg);
         if path.as_os_str() == "-" {
@@ -146,7 +157,17 @@ impl Stream {
             return Err(err("empty file (0 bytes)".into()));
         }
 
-        let mss = MediaSourceStream::new(Box::new(file), Default::default());
+        Self::from_source(path, Box::new(file))
+    }
+
+    /// Probes the container of `source` (named `path` in errors) and sets up its first audio
+    /// track's decoder.
+    fn from_source(
+        path: &Path,
+        source: Box<dyn symphonia::core::io::MediaSource>,
+    ) -> Result<Self> {
+        let err = |msg: String| AdiffError::audio(path, msg);
+        let mss = MediaSourceStream::new(source, Default::default());
         let mut hint = Hint::new();
         if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
             hint.with_extension(ext);
