@@ -8,7 +8,7 @@ mod common;
 
 use adiff::plot::{
     figure_size, render_explanation_figure, AudioPanel, EventTrack, ExplanationFigure,
-    FIGURE_WIDTH, TOP_EVENTS,
+    LogMelTimeline, FIGURE_WIDTH, TIMELINE_COLUMNS, TOP_EVENTS,
 };
 use common::{root, tiny_model_args};
 
@@ -606,4 +606,114 @@ fn explain_cli_writes_the_plot() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains(&bad.display().to_string()), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Frame spacing and half FFT window of the real front end (hop 320, FFT 1024, 32 kHz).
+const FRAME_S: f64 = 0.01;
+const EDGE_S: f64 = 0.016;
+/// What the synthetic log-mels below put where no value should come from: the clip's repeat
+/// past a short window, and a frame whose FFT reaches past the window's end.
+const REPEAT: f32 = 1e6;
+const EDGE: f32 = 1e5;
+
+/// A window's clip log-mel as `LogMelTimeline::push` gets it (10 s: 1001 frames, 2 mel bins):
+/// bin 0 holds the file time the frame is centred on (plus [`EDGE`] for a frame whose FFT
+/// reaches past the window's end; [`REPEAT`] past the window), bin 1 is -50.
+fn window_logmel(start: f64, end: f64) -> Vec<f32> {
+    (0..1001)
+        .flat_map(|f| {
+            let t = f as f64 * FRAME_S;
+            let v = if t >= end - start - 1e-9 {
+                REPEAT
+            } else if t + EDGE_S > end - start + 1e-9 {
+                EDGE + (start + t) as f32
+            } else {
+                (start + t) as f32
+            };
+            [v, -50.0]
+        })
+        .collect()
+}
+
+/// The reader's windows of a file of `d` seconds: every `hop` while they fit, then one
+/// ending at the file's end.
+fn windows(d: f64, win: f64, hop: f64) -> Vec<(f64, f64)> {
+    let mut w: Vec<(f64, f64)> = (0..)
+        .map(|k| k as f64 * hop)
+        .take_while(|s| s + win <= d + 1e-9)
+        .map(|s| (s, s + win))
+        .collect();
+    if w.last().is_none_or(|l| l.1 < d - 1e-9) {
+        w.push(((d - win).max(0.0), d));
+    }
+    w
+}
+
+fn timeline(d: f64, win: f64, hop: f64) -> AudioPanel {
+    let mut t = LogMelTimeline::new(2, FRAME_S, EDGE_S);
+    for (s, e) in windows(d, win, hop) {
+        t.push(s, e, &window_logmel(s, e)).unwrap();
+    }
+    t.finish("x.wav".into(), d)
+}
+
+/// An hour of overlapping windows, 20 s of touching ones and one 5 s window: always
+/// [`TIMELINE_COLUMNS`] columns, each holding the file time at its centre (to within its own
+/// width), so every moment is taken once, in place, from a window that holds it whole, never
+/// from a clip's repeat; only the file's very end keeps its edge frame (no window follows).
+#[test]
+fn timeline_takes_each_moment_once_from_a_window_that_holds_it_whole() {
+    for (d, win, hop) in [(3600.0, 10.0, 7.0), (20.0, 10.0, 10.0), (5.0, 5.0, 5.0)] {
+        let p = timeline(d, win, hop);
+        assert_eq!((p.mel_frames, p.mel_bins), (TIMELINE_COLUMNS, 2));
+        let col = d / TIMELINE_COLUMNS as f64;
+        let touching = hop >= win;
+        for c in 0..TIMELINE_COLUMNS {
+            let (t0, t1) = (c as f64 * col, (c + 1) as f64 * col);
+            let (v, other) = (f64::from(p.logmel[2 * c]), p.logmel[2 * c + 1]);
+            assert!((other + 50.0).abs() < 1e-3, "{d} s, column {c}: {other}");
+            // Where windows touch, the frame before each boundary has no later window to take
+            // it from (as at the file's end).
+            let ends = if touching {
+                windows(d, win, hop).iter().map(|w| w.1).collect()
+            } else {
+                vec![d]
+            };
+            let edge_near = (ends.iter()).any(|&b| t0 <= b + FRAME_S && b - 2.0 * FRAME_S <= t1);
+            if edge_near {
+                continue;
+            }
+            let centre = (t0 + t1) / 2.0;
+            assert!(
+                (v - centre).abs() <= col.max(FRAME_S) + 1e-3,
+                "{d} s, column {c} ({t0:.3}-{t1:.3} s): {v}"
+            );
+        }
+    }
+}
+
+/// Windows with gaps between them (a hop longer than the window): the time no window heard
+/// is NaN (drawn grey), the rest is filled.
+#[test]
+fn timeline_leaves_unheard_time_empty() {
+    let p = timeline(20.0, 5.0, 8.0);
+    let col = 20.0 / TIMELINE_COLUMNS as f64;
+    for c in 0..TIMELINE_COLUMNS {
+        let centre = (c as f64 + 0.5) * col;
+        let heard = [(0.0, 5.0), (8.0, 13.0), (15.0, 20.0)]
+            .iter()
+            .any(|&(s, e)| s - col <= centre && centre <= e + col);
+        let far = [(0.0, 5.0), (8.0, 13.0), (15.0, 20.0)]
+            .iter()
+            .all(|&(s, e)| centre < s - 2.0 * col || centre > e + 2.0 * col);
+        let v = p.logmel[2 * c];
+        if far {
+            assert!(v.is_nan(), "column {c} at {centre:.3} s: {v}");
+        } else if heard && [5.0, 13.0, 20.0].iter().all(|e| (centre - e).abs() > 0.1) {
+            assert!(
+                v.is_finite() && (f64::from(v) - centre).abs() < 2.0 * col,
+                "column {c}: {v}"
+            );
+        }
+    }
 }

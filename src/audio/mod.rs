@@ -447,3 +447,30 @@ fn gcd(a: u32, b: u32) -> u32 {
         gcd(b, a % b)
     }
 }
+
+/// How many windows [`WindowReader`] cuts from a file of `len_out` samples at the model's rate
+/// with windows of `win` samples every `hop`: the regular windows that fit, one more ending at
+/// the file's end when the last of those ends before it, and one for a file shorter than a
+/// window.
+fn windows_in(len_out: u64, win: u64, hop: u64) -> u64 {
+    if len_out < win {
+        return 1;
+    }
+    let regular = (len_out - win) / hop + 1;
+    let last_end = (regular - 1) * hop + win;
+    regular + u64::from(last_end < len_out)
+}
+
+impl WindowReader {
+    /// The file's window count and its duration in seconds, before its windows are read (for
+    /// pairing the windows of two files of different lengths): from a lossless header's exact
+    /// length, else from a first decoding pass that only counts (as `--crop center` does).
+    pub fn count(&self) -> Result<(u64, f64)> {
+        let n = match self.stream.exact_frames() {
+            Some(n) => n,
+            None => count_samples(&self.path)?,
+        };
+        let windows = windows_in(self.grid.len_out(n), self.win, self.hop);
+        Ok((windows, n as f64 / f64::from(self.grid.from)))
+    }
+}

@@ -21,13 +21,16 @@ use crate::text::tokenizer::Gpt2Tokenizer;
 /// --prompt gives your own; --caption first|second|both asks for a caption of one or both audios.
 ///
 /// A file longer than the model's 10 s clip is heard through one window (--crop); with --window
-/// the two files are explained window by window instead: window i of the first against window
-/// i of the second (as many pairs as the shorter file has windows), each answer with its spans.
+/// the two files are explained window by window instead, the windows paired as --align says
+/// (by default window i of the first against window i of the second, as many pairs as the
+/// shorter file has windows), each answer with its spans; --plot then draws both whole files
+/// with the windows marked.
 ///
 /// Examples:
 ///   adiff explain a.wav b.wav -c adiff_base.ckpt --tier 1
 ///   adiff explain a.wav b.wav -c adiff_base.ckpt --sample --top-p 0.9 --seed 7 --json --events
 ///   adiff explain before.wav after.wav --model demo --tier 2 --window 10
+///   adiff explain take1.wav take2.wav --model demo --window 10 --align stretch --plot fig.png
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct ExplainArgs {
@@ -68,19 +71,42 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub events: bool,
     /// Also write a PNG figure: each audio's log-mel spectrogram and its top 3 events over time
-    /// (named as --events names them), under the explanation (like the paper's Figure 5).
+    /// (named as --events names them), under the explanation (like the paper's Figure 5). With
+    /// --window: each whole file's log-mel spectrogram on its own time axis (averaged down to
+    /// the figure's width), the explained windows' boundaries as white lines and each window
+    /// numbered by the pair(s) that hold it, and the numbered explanations listed below.
     #[arg(long, value_name = "PATH")]
     pub plot: Option<PathBuf>,
     /// Explain the whole files window by window, windows of this many seconds (at most the
     /// model's clip; a shorter window is repeated to fill it) instead of one --crop clip each.
-    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["crop", "plot"])]
+    #[arg(long, value_name = "SECONDS", conflicts_with = "crop")]
     pub window: Option<f64>,
     /// Seconds from one window's start to the next (default: the window, no overlap).
     #[arg(long, value_name = "SECONDS", requires = "window")]
     pub hop: Option<f64>,
+    /// How --window pairs the two files' windows (default: index). Windows are counted from 0
+    /// in time order. index: window i of the first file against window i of the second, as
+    /// many pairs as the file with fewer windows has. stretch: as many pairs as the file with
+    /// more windows has (n; the other has m; the first file on a tie): window i of that file
+    /// against window round(i * (m - 1) / (n - 1)) of the other (halves rounded up; window 0
+    /// when n = 1), so first meets first, last meets last and the windows between meet at the
+    /// same relative position: two recordings of one scene of different lengths are compared
+    /// end to end. stretch needs both window counts first: a lossless file's header gives its
+    /// length, any other file is decoded once more just to count.
+    #[arg(long, value_enum, value_name = "RULE", requires = "window")]
+    pub align: Option<Align>,
     /// Window pairs per batch with --window (HTSAT and GPT-2 run them together).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: u64,
+}
+
+/// How `explain --window` pairs windows (see `--align`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Align {
+    #[default]
+    Index,
+    Stretch,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -216,11 +242,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     }
     let plot = match &args.plot {
         Some(path) => {
-            let mut inputs = vec![args.audio1.as_path(), args.audio2.as_path()];
-            inputs.extend(args.model.checkpoint.iter().map(PathBuf::as_path));
-            inputs.extend(args.model.config.as_deref());
-            // A figure replaces the figure of an earlier run (force), never an input.
-            super::check_outputs(&inputs, &[("figure", path)], true)?;
+            check_figure_path(&args, path)?;
             // The model's labels name its first K outputs: the figure draws only those, so it
             // names events as --events does.
             let k = labels.len();
@@ -269,6 +291,14 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         print_text(&report);
     }
     Ok(())
+}
+
+/// A figure replaces the figure of an earlier run (force), never an input of the command.
+fn check_figure_path(args: &ExplainArgs, path: &std::path::Path) -> anyhow::Result<()> {
+    let mut inputs = vec![args.audio1.as_path(), args.audio2.as_path()];
+    inputs.extend(args.model.checkpoint.iter().map(PathBuf::as_path));
+    inputs.extend(args.model.config.as_deref());
+    super::check_outputs(&inputs, &[("figure", path)], true)
 }
 
 /// The prompt(s) the options ask for.
@@ -354,18 +384,288 @@ struct WindowAnswers {
 struct WindowsReport {
     audio1: String,
     audio2: String,
-    /// Window length and hop in seconds, and each file's duration.
+    /// Window length and hop in seconds, how the windows were paired, and each file's duration.
     window: f64,
     hop: f64,
+    align: Align,
     duration_s: [Option<f64>; 2],
     windows: Vec<WindowAnswers>,
+    /// The figure written with --plot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plot: Option<WindowPlotReport>,
     seconds: Timing,
 }
 
-/// `explain --window`: pairs of windows (i of the first file, i of the second) in batches of
-/// `--batch-size`: one HTSAT pass for the batch's clips, one GPT-2 generation for all its pairs
-/// and prompts. Sampling is keyed by window and prompt, so the text does not depend on the
-/// batch size.
+/// Where the `--window --plot` figure went, and its size in pixels.
+#[derive(Debug, Serialize)]
+struct WindowPlotReport {
+    path: String,
+    width: u32,
+    height: u32,
+}
+
+/// Window `i` of the file with `n` windows meets window `round(i (m - 1) / (n - 1))` (halves
+/// up) of the file with `m` windows under `--align stretch`.
+fn stretch_index(i: u64, n: u64, m: u64) -> u64 {
+    if n <= 1 {
+        return 0;
+    }
+    (2 * i * (m.max(1) - 1) + (n - 1)) / (2 * (n - 1))
+}
+
+/// One pair of windows: each window's index in its file, and the window.
+struct Pair {
+    index: [u64; 2],
+    windows: [crate::audio::Window; 2],
+}
+
+/// The window pairs of `explain --window`, read from the two files as they are needed (a
+/// window that several pairs share, under `stretch`, is read once and kept until passed).
+struct PairSource {
+    readers: [crate::audio::WindowReader; 2],
+    /// Under `stretch`: each file's window count.
+    counts: Option<[u64; 2]>,
+    /// The last window read of each file, with its index; windows read per file.
+    last: [Option<(u64, crate::audio::Window)>; 2],
+    read: [u64; 2],
+    /// The last pair handed out's window indices, and the next pair's number.
+    paired: Option<[u64; 2]>,
+    next: u64,
+}
+
+impl PairSource {
+    fn open(
+        args: &ExplainArgs,
+        cfg: &crate::model::config::AdiffConfig,
+        window: f64,
+        hop: f64,
+    ) -> anyhow::Result<(Self, [Option<f64>; 2])> {
+        use crate::audio::WindowReader;
+        let readers = [
+            WindowReader::open(&args.audio1, &cfg.audio, window, hop)?,
+            WindowReader::open(&args.audio2, &cfg.audio, window, hop)?,
+        ];
+        let (counts, durations) = match args.align.unwrap_or_default() {
+            Align::Index => (None, [None, None]),
+            Align::Stretch => {
+                let (a, b) = (readers[0].count()?, readers[1].count()?);
+                (Some([a.0, b.0]), [Some(a.1), Some(b.1)])
+            }
+        };
+        let source = Self {
+            readers,
+            counts,
+            last: [None, None],
+            read: [0, 0],
+            paired: None,
+            next: 0,
+        };
+        Ok((source, durations))
+    }
+
+    /// The window indices the next pair needs, or None past the last pair of `stretch`.
+    fn wanted(&self) -> Option<[u64; 2]> {
+        let i = self.next;
+        let Some(c) = self.counts else {
+            return Some([i, i]);
+        };
+        let long = usize::from(c[1] > c[0]);
+        if i >= c[long] {
+            return None;
+        }
+        let mut want = [i; 2];
+        want[1 - long] = stretch_index(i, c[long], c[1 - long]);
+        Some(want)
+    }
+
+    /// The next pair, or None after the last. Under `index` both files are read one window
+    /// further each time (as they always were), and the pairs end with the shorter file; under
+    /// `stretch` they end with the longer, and should the shorter end early (a count that the
+    /// decoder did not keep to) its last window stands in.
+    fn next_pair(&mut self) -> anyhow::Result<Option<Pair>> {
+        let Some(want) = self.wanted() else {
+            return Ok(None);
+        };
+        let mut ended = [false; 2];
+        for (side, &w) in want.iter().enumerate() {
+            while self.last[side].as_ref().is_none_or(|(i, _)| *i < w) {
+                match self.readers[side].next_window()? {
+                    Some(win) => {
+                        self.last[side] = Some((self.read[side], win));
+                        self.read[side] += 1;
+                    }
+                    None => {
+                        ended[side] = true;
+                        break;
+                    }
+                }
+            }
+        }
+        let stretch = self.counts.is_some();
+        let mut index = [0; 2];
+        for side in 0..2 {
+            match &self.last[side] {
+                Some((i, _))
+                    if *i == want[side]
+                        || (stretch && ended[side] && side_is_short(self.counts, side)) =>
+                {
+                    index[side] = *i
+                }
+                _ => return Ok(None),
+            }
+        }
+        let window = |side: usize| self.last[side].as_ref().expect("checked above").1.clone();
+        let pair = Pair {
+            index,
+            windows: [window(0), window(1)],
+        };
+        self.paired = Some(index);
+        self.next += 1;
+        Ok(Some(pair))
+    }
+
+    /// The windows of file `side` that no pair holds, after the last pair (for the figure).
+    fn rest(&mut self, side: usize) -> anyhow::Result<Option<crate::audio::Window>> {
+        if let Some((i, w)) = self.last[side].take() {
+            if self.paired.is_none_or(|p| p[side] != i) {
+                return Ok(Some(w));
+            }
+        }
+        Ok(self.readers[side].next_window()?)
+    }
+}
+
+/// Whether file `side` is the one with fewer windows under `stretch` (the second on a tie).
+fn side_is_short(counts: Option<[u64; 2]>, side: usize) -> bool {
+    counts.is_some_and(|c| usize::from(c[1] > c[0]) != side)
+}
+
+/// What `--window --plot` gathers as the pairs go: each file's log-mel over its whole length
+/// (bounded, see [`crate::plot::LogMelTimeline`]), and the windows that were explained.
+struct WindowPlot {
+    path: PathBuf,
+    timelines: [crate::plot::LogMelTimeline; 2],
+    marks: [Vec<crate::plot::WindowMark>; 2],
+}
+
+impl WindowPlot {
+    fn new(path: PathBuf, cfg: &crate::model::config::AdiffConfig) -> Self {
+        let sr = f64::from(cfg.audio.sample_rate);
+        let (frame_s, edge_s) = (
+            cfg.audio.hop_length as f64 / sr,
+            cfg.audio.n_fft as f64 / 2.0 / sr,
+        );
+        let timeline = || crate::plot::LogMelTimeline::new(cfg.audio.n_mels, frame_s, edge_s);
+        Self {
+            path,
+            timelines: [timeline(), timeline()],
+            marks: [Vec::new(), Vec::new()],
+        }
+    }
+
+    /// Adds the clips of one batch: `logmel` `[R, T, M]` of its distinct windows, row r the
+    /// window of file `rows[r].0` at `rows[r].1` (each file's in time order).
+    fn add_batch(&mut self, logmel: &Tensor, rows: &[(usize, [f64; 2])]) -> anyhow::Result<()> {
+        let (r, t, m) = logmel.dims3()?;
+        anyhow::ensure!(
+            r == rows.len(),
+            "figure: {r} log-mels for {} windows",
+            rows.len()
+        );
+        let host = logmel
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        for ((side, span), lm) in rows.iter().zip(host.chunks_exact(t * m)) {
+            self.timelines[*side].push(span[0], span[1], lm)?;
+        }
+        Ok(())
+    }
+
+    /// Marks pair `number` (from 1) on both files: a window that the previous pair holds too
+    /// (under `stretch`) takes the range of pair numbers.
+    fn mark(&mut self, number: usize, spans: [[f64; 2]; 2]) {
+        for (marks, span) in self.marks.iter_mut().zip(spans) {
+            match marks.last_mut() {
+                Some(m) if [m.start_s, m.end_s] == span => {
+                    let first = m.label.split('-').next().unwrap_or_default().to_string();
+                    m.label = format!("{first}-{number}");
+                }
+                _ => marks.push(crate::plot::WindowMark {
+                    start_s: span[0],
+                    end_s: span[1],
+                    label: number.to_string(),
+                }),
+            }
+        }
+    }
+
+    /// Reads the files' unexplained rest into the timelines (log-mel only) and writes the
+    /// figure.
+    fn finish(
+        self,
+        args: &ExplainArgs,
+        model: &crate::model::adiff::Adiff,
+        source: &mut PairSource,
+        results: &[WindowAnswers],
+        durations: [Option<f64>; 2],
+    ) -> anyhow::Result<WindowPlotReport> {
+        let Self {
+            path,
+            timelines,
+            marks,
+        } = self;
+        let names = [&args.audio1, &args.audio2];
+        let mut rows = Vec::with_capacity(2);
+        for (side, (mut timeline, windows)) in timelines.into_iter().zip(marks).enumerate() {
+            let mut end: f64 = 0.0;
+            while let Some(w) = source.rest(side)? {
+                let logmel = model.audio.log_mel(std::slice::from_ref(&w.clip))?;
+                let host = logmel.to_dtype(candle_core::DType::F32)?.flatten_all()?;
+                timeline.push(w.span.start_s, w.span.end_s, &host.to_vec1::<f32>()?)?;
+                end = end.max(w.span.end_s);
+            }
+            let last = windows.last().map_or(0.0, |m| m.end_s).max(end);
+            let duration = (source.readers[side].duration_s())
+                .or(durations[side])
+                .unwrap_or(last);
+            rows.push(crate::plot::TimelineRow {
+                panel: timeline.finish(names[side].display().to_string(), duration),
+                duration_s: duration,
+                windows,
+            });
+        }
+        let explanations = results
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let ([a0, a1], [b0, b1]) = (w.audio1_s, w.audio2_s);
+                let text = if w.answers.len() > 1 {
+                    (w.answers.iter().enumerate())
+                        .map(|(k, a)| format!("({}) {}", k + 1, a.explanation))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                } else {
+                    w.answers.iter().map(|a| a.explanation.clone()).collect()
+                };
+                format!("{}. [{a0:.2}-{a1:.2} s | {b0:.2}-{b1:.2} s] {text}", i + 1)
+            })
+            .collect();
+        let figure = crate::plot::WindowFigure { rows, explanations };
+        crate::plot::render_window_figure(&path, &figure)?;
+        let (width, height) = crate::plot::window_figure_size(&figure)?;
+        Ok(WindowPlotReport {
+            path: path.display().to_string(),
+            width,
+            height,
+        })
+    }
+}
+
+/// `explain --window`: pairs of windows (as `--align` pairs them) in batches of
+/// `--batch-size`: one HTSAT pass for the batch's distinct clips, one GPT-2 generation for all
+/// its pairs and prompts. Sampling is keyed by window pair and prompt, so the text does not
+/// depend on the batch size.
 fn run_windows(
     args: &ExplainArgs,
     model: &crate::model::adiff::Adiff,
@@ -374,14 +674,15 @@ fn run_windows(
     window: f64,
     load_s: f64,
 ) -> anyhow::Result<()> {
-    use crate::audio::WindowReader;
     let cfg = model.config();
     let device = model.device().clone();
     let hop = args.hop.unwrap_or(window);
-    let mut readers = [
-        WindowReader::open(&args.audio1, &cfg.audio, window, hop)?,
-        WindowReader::open(&args.audio2, &cfg.audio, window, hop)?,
-    ];
+    // Before the long run, not after it: the figure may not land on an input.
+    if let Some(path) = &args.plot {
+        check_figure_path(args, path)?;
+    }
+    let (mut source, counted) = PairSource::open(args, cfg, window, hop)?;
+    let mut plot = args.plot.clone().map(|p| WindowPlot::new(p, cfg));
     let n = prompts.len();
     let mut prompt_ids = Vec::with_capacity(n * cfg.text.prompt_length);
     for p in prompts {
@@ -401,9 +702,9 @@ fn run_windows(
         let started = Instant::now();
         let mut pairs = Vec::with_capacity(batch);
         while pairs.len() < batch {
-            match (readers[0].next_window()?, readers[1].next_window()?) {
-                (Some(a), Some(b)) => pairs.push((a, b)),
-                _ => {
+            match source.next_pair()? {
+                Some(pair) => pairs.push(pair),
+                None => {
                     done = true;
                     break;
                 }
@@ -413,28 +714,44 @@ fn run_windows(
             break;
         }
         let p = pairs.len();
-        // [2P, ...]: the first file's windows, then the second's.
+        // The batch's distinct windows, the first file's then the second's (a window several
+        // pairs share is encoded once); row_of[j][side] is pair j's row.
         let mut clips = Vec::with_capacity(2 * p);
+        let mut row_spans = Vec::with_capacity(2 * p);
+        let mut row_of = vec![[0usize; 2]; p];
         for side in 0..2 {
-            for pair in pairs.iter_mut() {
-                let w = if side == 0 { &mut pair.0 } else { &mut pair.1 };
-                clips.push(std::mem::take(&mut w.clip));
+            let mut prev: Option<(u64, usize)> = None;
+            for (pair, rows) in pairs.iter_mut().zip(row_of.iter_mut()) {
+                let index = pair.index[side];
+                rows[side] = match prev {
+                    Some((i, row)) if i == index => row,
+                    _ => {
+                        let w = &mut pair.windows[side];
+                        row_spans.push((side, [w.span.start_s, w.span.end_s]));
+                        clips.push(std::mem::take(&mut w.clip));
+                        clips.len() - 1
+                    }
+                };
+                prev = Some((index, rows[side]));
             }
         }
-        let (_, out) = model.audio.encode(&clips)?;
+        let (logmel, out) = model.audio.encode(&clips)?;
         drop(clips);
+        if let Some(plot) = plot.as_mut() {
+            plot.add_batch(&logmel, &row_spans)?;
+        }
+        drop(logmel);
         audio_s += started.elapsed().as_secs_f64();
         let started = Instant::now();
         // Rows: pair j, prompt k at j * n + k.
-        let rows: Vec<u32> = (0..p as u32)
-            .flat_map(|j| std::iter::repeat_n(j, n))
-            .collect();
-        let pick = |offset: u32| -> anyhow::Result<Tensor> {
-            let idx: Vec<u32> = rows.iter().map(|&j| j + offset).collect();
-            let idx = Tensor::from_vec(idx, rows.len(), &device)?;
+        let pick = |side: usize| -> anyhow::Result<Tensor> {
+            let idx: Vec<u32> = (row_of.iter())
+                .flat_map(|r| std::iter::repeat_n(r[side] as u32, n))
+                .collect();
+            let idx = Tensor::from_vec(idx, p * n, &device)?;
             Ok(out.embedding.index_select(&idx, 0)?.contiguous()?)
         };
-        let (emb1, emb2) = (pick(0)?, pick(p as u32)?);
+        let (emb1, emb2) = (pick(0)?, pick(1)?);
         let ids: Vec<u32> = (0..p).flat_map(|_| prompt_ids.iter().copied()).collect();
         let ids = Tensor::from_vec(ids, (p * n, cfg.text.prompt_length), &device)?;
         let parts = model.prefix(&emb1, &emb2, &ids)?;
@@ -443,24 +760,28 @@ fn run_windows(
         let mut gens =
             crate::generate::generate_keyed(&model.gpt, &parts.prefix, None, &opts, &keys)?
                 .into_iter();
-        for (j, (a, b)) in pairs.iter().enumerate() {
+        for (pair, rows) in pairs.iter().zip(&row_of) {
             let mut answers = Vec::with_capacity(n);
             for prompt in prompts {
                 let g = gens.next().expect("one generation per pair and prompt");
                 answers.push(answer(prompt.clone(), tokenizer, &g)?);
             }
+            let [a, b] = &pair.windows;
             let (sa, sb) = (
                 [a.span.start_s, a.span.end_s],
                 [b.span.start_s, b.span.end_s],
             );
             let events = if args.events {
                 Some([
-                    row_events(&out, j, &labels, cfg, sa)?,
-                    row_events(&out, p + j, &labels, cfg, sb)?,
+                    row_events(&out, rows[0], &labels, cfg, sa)?,
+                    row_events(&out, rows[1], &labels, cfg, sb)?,
                 ])
             } else {
                 None
             };
+            if let Some(plot) = plot.as_mut() {
+                plot.mark(results.len() + 1, [sa, sb]);
+            }
             results.push(WindowAnswers {
                 audio1_s: sa,
                 audio2_s: sb,
@@ -470,13 +791,20 @@ fn run_windows(
         }
         generate_s += started.elapsed().as_secs_f64();
     }
+    let plot = match plot {
+        Some(plot) => Some(plot.finish(args, model, &mut source, &results, counted)?),
+        None => None,
+    };
+    let duration = |side: usize| source.readers[side].duration_s().or(counted[side]);
     let report = WindowsReport {
         audio1: args.audio1.display().to_string(),
         audio2: args.audio2.display().to_string(),
         window,
         hop,
-        duration_s: [readers[0].duration_s(), readers[1].duration_s()],
+        align: args.align.unwrap_or_default(),
+        duration_s: [duration(0), duration(1)],
         windows: results,
+        plot,
         seconds: Timing {
             load: load_s,
             audio: audio_s,
@@ -486,30 +814,34 @@ fn run_windows(
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        for w in &report.windows {
-            let [a0, a1] = w.audio1_s;
-            let [b0, b1] = w.audio2_s;
-            for a in &w.answers {
-                if n > 1 {
-                    println!(
-                        "[{a0:.2}-{a1:.2} s | {b0:.2}-{b1:.2} s] [{}] {}",
-                        a.prompt, a.explanation
-                    );
-                } else {
-                    println!("[{a0:.2}-{a1:.2} s | {b0:.2}-{b1:.2} s] {}", a.explanation);
-                }
+        print_windows_text(&report, n);
+    }
+    Ok(())
+}
+
+fn print_windows_text(report: &WindowsReport, n: usize) {
+    for w in &report.windows {
+        let [a0, a1] = w.audio1_s;
+        let [b0, b1] = w.audio2_s;
+        for a in &w.answers {
+            if n > 1 {
+                println!(
+                    "[{a0:.2}-{a1:.2} s | {b0:.2}-{b1:.2} s] [{}] {}",
+                    a.prompt, a.explanation
+                );
+            } else {
+                println!("[{a0:.2}-{a1:.2} s | {b0:.2}-{b1:.2} s] {}", a.explanation);
             }
-            if let Some(events) = &w.events {
-                for (name, ev) in [&report.audio1, &report.audio2].iter().zip(events) {
-                    println!("  events in {name}:");
-                    for e in ev {
-                        println!("  {}", e.table_row());
-                    }
+        }
+        if let Some(events) = &w.events {
+            for (name, ev) in [&report.audio1, &report.audio2].iter().zip(events) {
+                println!("  events in {name}:");
+                for e in ev {
+                    println!("  {}", e.table_row());
                 }
             }
         }
     }
-    Ok(())
 }
 
 pub(super) fn answer(
