@@ -22,6 +22,9 @@ asking for a part does not rerun those):
                                             (pycocoevalcap + aac-metrics; Java 17)
   meteor    scripts/fixtures_meteor.py      tests/fixtures/metrics/meteor.json (meteor-1.5.jar;
                                             input: metrics)
+  fense     scripts/fixtures_fense.py       tests/fixtures/metrics/fense/ (tiny random Sentence-BERT and
+                                            echecker; aac-metrics fense / fer / spider_fl;
+                                            sentence-transformers 3.3.1)
   examples  scripts/fixtures_examples.py    data/examples/ (adiff build-dataset synthetic; the adiff
                                             binary: $ADIFF or target/release/adiff)
 Not in the default run, only when named:
@@ -46,6 +49,7 @@ PARTS = {
     "optim": ("fixtures_optim.py", ()),
     "metrics": ("fixtures_metrics.py", ()),
     "meteor": ("fixtures_meteor.py", ("metrics",)),
+    "fense": ("fixtures_fense.py", ()),
     "examples": ("fixtures_examples.py", ()),
     "demo": ("train_demo.sh", ()),
 }

@@ -5,6 +5,12 @@
 //! and a checksum check, and `--checkpoint adiff-base` then resolves to that cached file
 //! ([`resolve_checkpoint`]). GPT-2 weights and tokenizer come from the Hugging Face hub through
 //! hf-hub ([`hub_gpt2_files`]), which keeps its own cache (`$HF_HOME/hub`).
+//!
+//! FENSE's models (`adiff download fense`, [`download_fense`]): the Sentence-BERT and the
+//! echecker's encoder config and vocabulary come from the hub; the echecker checkpoint from the
+//! fixed GitHub release URL aac-metrics uses, checked against the sha256 aac-metrics pins, into
+//! the cache directory's `fense/`. `adiff eval` finds them there without a network
+//! ([`fense_cached`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
@@ -51,6 +57,36 @@ pub const GPT2_WEIGHTS_FILE: &str = "model.safetensors";
 pub const GPT2_TOKENIZER_FILE: &str = "tokenizer.json";
 /// GPT-2 repositories `adiff download` knows by name (all have both files above).
 pub const GPT2_REPOS: &[&str] = &["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"];
+
+/// Sentence-BERT of FENSE (aac-metrics' `DEFAULT_SBERT_SIM_MODEL`).
+pub const FENSE_SBERT_REPO: &str = "sentence-transformers/paraphrase-TinyBERT-L6-v2";
+/// The encoder of fense's `echecker_clotho_audiocaps_base` (its checkpoint's `model_type`): only
+/// its config and vocabulary are needed, the weights are in the checkpoint.
+pub const FENSE_ECHECKER_BERT_REPO: &str = "prajjwal1/bert-medium";
+/// Files of the Sentence-BERT repository; each entry lists alternatives, the first found is used.
+const FENSE_SBERT_FILES: &[&[&str]] = &[
+    &["config.json"],
+    &["modules.json"],
+    &["sentence_bert_config.json"],
+    &["1_Pooling/config.json"],
+    &["tokenizer.json", "vocab.txt"],
+    &["model.safetensors", "pytorch_model.bin"],
+];
+/// Files of the echecker's encoder repository.
+const FENSE_ECHECKER_BERT_FILES: &[&[&str]] = &[&["config.json"], &["vocab.txt"]];
+/// The echecker checkpoint's file name (in `<cache>/fense/`, as aac-metrics names it).
+pub const FENSE_ECHECKER_FILE: &str = "echecker_clotho_audiocaps_base.ckpt";
+/// Where aac-metrics (`_PRETRAIN_ECHECKERS_DICT`) downloads it, below [`GITHUB_BASE_URL`].
+pub const FENSE_ECHECKER_URL_PATH: &str =
+    "/blmoistawinde/fense/releases/download/V0.1/echecker_clotho_audiocaps_base.ckpt";
+/// The sha256 aac-metrics checks the downloaded echecker against.
+pub const FENSE_ECHECKER_SHA256: &str =
+    "1a719f090af70614bbdb9f9437530b7e133c48cfa4a58d964de0d47fc974a2fa";
+/// Host of the echecker release (replaced by `$ADIFF_DOWNLOAD_BASE_URL` too, for mirrors and
+/// tests).
+pub const GITHUB_BASE_URL: &str = "https://github.com";
+/// Sub-directory of the cache directory holding the echecker.
+const FENSE_CACHE_SUBDIR: &str = "fense";
 
 /// An official checkpoint that `adiff download NAME` and `--checkpoint NAME` know.
 #[derive(Debug, Clone, Copy)]
@@ -127,9 +163,14 @@ pub fn cache_dir() -> Result<PathBuf> {
 
 /// `$ADIFF_DOWNLOAD_BASE_URL`, else [`ZENODO_BASE_URL`].
 pub fn download_base_url() -> String {
+    base_url_or(ZENODO_BASE_URL)
+}
+
+/// `$ADIFF_DOWNLOAD_BASE_URL`, else `default`.
+fn base_url_or(default: &str) -> String {
     match std::env::var(BASE_URL_ENV) {
         Ok(url) if !url.is_empty() => url,
-        _ => ZENODO_BASE_URL.to_string(),
+        _ => default.to_string(),
     }
 }
 
@@ -558,10 +599,8 @@ fn hf_cache_dir() -> Result<PathBuf> {
     Ok(home.join(HF_HUB_SUBDIR))
 }
 
-/// GPT-2 weights (`model.safetensors`) and `tokenizer.json` of hub repository `repo` (`gpt2`,
-/// `gpt2-medium`, ...), from hf-hub's cache or downloaded into it. Honours `HF_HOME` and
-/// `HF_ENDPOINT`; when the hub cannot be reached the error says which files to put where.
-pub fn hub_gpt2_files(repo: &str) -> Result<(PathBuf, PathBuf)> {
+/// hf-hub's API over its cache, and the endpoint it talks to (`$HF_ENDPOINT`, else the hub).
+fn hub_api() -> Result<(hf_hub::api::sync::Api, PathBuf, String)> {
     let cache = hf_cache_dir()?;
     let endpoint = match std::env::var(HF_ENDPOINT_ENV) {
         Ok(e) if !e.is_empty() => e,
@@ -571,19 +610,179 @@ pub fn hub_gpt2_files(repo: &str) -> Result<(PathBuf, PathBuf)> {
         .with_endpoint(endpoint.clone())
         .build()
         .map_err(|e| AdiffError::Download(format!("hf-hub: {}", one_line(&e.to_string()))))?;
+    Ok((api, cache, endpoint))
+}
+
+/// GPT-2 weights (`model.safetensors`) and `tokenizer.json` of hub repository `repo` (`gpt2`,
+/// `gpt2-medium`, ...), from hf-hub's cache or downloaded into it. Honours `HF_HOME` and
+/// `HF_ENDPOINT`; when the hub cannot be reached the error says which files to put where.
+pub fn hub_gpt2_files(repo: &str) -> Result<(PathBuf, PathBuf)> {
+    let (api, cache, endpoint) = hub_api()?;
     let api_repo = api.model(repo.to_string());
+    let wanted = format!("{GPT2_WEIGHTS_FILE} and {GPT2_TOKENIZER_FILE}");
     let get = |file: &str| {
         api_repo
             .get(file)
-            .map_err(|e| hf_error(&e, repo, file, &endpoint, &cache))
+            .map_err(|e| hf_error(&e, repo, file, &wanted, &endpoint, &cache))
     };
     Ok((get(GPT2_WEIGHTS_FILE)?, get(GPT2_TOKENIZER_FILE)?))
 }
 
+/// "a, b, c (or d)" for the files of `groups` (alternatives in parentheses).
+fn describe_files(groups: &[&[&str]]) -> String {
+    groups
+        .iter()
+        .map(|alts| match alts {
+            [first, rest @ ..] if !rest.is_empty() => format!("{first} (or {})", rest.join(", ")),
+            _ => alts.join(", "),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The snapshot directory holding `path`, the cached copy of `file` (which may be nested,
+/// `1_Pooling/config.json`).
+fn snapshot_dir(path: &Path, file: &str) -> PathBuf {
+    let mut dir = path.to_path_buf();
+    for _ in 0..Path::new(file).components().count() {
+        dir.pop();
+    }
+    dir
+}
+
+/// The files of hub repository `repo` (each group: the first alternative the cache has, else the
+/// first the hub has), downloaded into hf-hub's cache when missing; returns the snapshot
+/// directory. An alternative the hub does not have (404) is skipped for the next.
+fn hub_repo_files(repo: &str, groups: &[&[&str]]) -> Result<PathBuf> {
+    let (api, cache, endpoint) = hub_api()?;
+    let cached = hf_hub::Cache::new(cache.clone()).model(repo.to_string());
+    let api_repo = api.model(repo.to_string());
+    let wanted = describe_files(groups);
+    let mut dir = None;
+    for alts in groups {
+        let found = match alts.iter().find_map(|f| cached.get(f).map(|p| (p, *f))) {
+            Some(hit) => hit,
+            None => {
+                let mut got = None;
+                for (k, f) in alts.iter().enumerate() {
+                    match api_repo.get(f) {
+                        Ok(p) => {
+                            got = Some((p, *f));
+                            break;
+                        }
+                        Err(e) if k + 1 < alts.len() && is_not_found(&e) => continue,
+                        Err(e) => return Err(hf_error(&e, repo, f, &wanted, &endpoint, &cache)),
+                    }
+                }
+                got.ok_or_else(|| AdiffError::Download(format!("{repo}: none of {alts:?}")))?
+            }
+        };
+        dir.get_or_insert_with(|| snapshot_dir(&found.0, found.1));
+    }
+    dir.ok_or_else(|| AdiffError::Download(format!("{repo}: no files asked for")))
+}
+
+fn is_not_found(e: &hf_hub::api::sync::ApiError) -> bool {
+    matches!(e, hf_hub::api::sync::ApiError::RequestError(inner)
+        if matches!(inner.as_ref(), ureq::Error::Status(404, _)))
+}
+
+/// Where FENSE's model files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FensePaths {
+    /// Snapshot of [`FENSE_SBERT_REPO`] (a sentence-transformers directory).
+    pub sbert_dir: PathBuf,
+    /// The echecker checkpoint.
+    pub echecker_ckpt: PathBuf,
+    /// Snapshot of [`FENSE_ECHECKER_BERT_REPO`] (`config.json`, `vocab.txt`).
+    pub echecker_bert_dir: PathBuf,
+}
+
+/// `<cache>/fense/echecker_clotho_audiocaps_base.ckpt`.
+pub fn fense_echecker_path() -> Result<PathBuf> {
+    Ok(cache_dir()?
+        .join(FENSE_CACHE_SUBDIR)
+        .join(FENSE_ECHECKER_FILE))
+}
+
+/// The echecker's URL: [`GITHUB_BASE_URL`] (or `$ADIFF_DOWNLOAD_BASE_URL`) +
+/// [`FENSE_ECHECKER_URL_PATH`].
+pub fn fense_echecker_url() -> String {
+    format!(
+        "{}{FENSE_ECHECKER_URL_PATH}",
+        base_url_or(GITHUB_BASE_URL).trim_end_matches('/')
+    )
+}
+
+/// FENSE's files from the caches, without any network access; an error listing what is
+/// missing otherwise.
+pub fn fense_cached() -> Result<FensePaths> {
+    let cache = hf_hub::Cache::new(hf_cache_dir()?);
+    let mut missing = Vec::new();
+    let mut snapshot = |repo: &str, groups: &[&[&str]]| {
+        let cached = cache.model(repo.to_string());
+        let mut dir = None;
+        for alts in groups {
+            match alts.iter().find_map(|f| cached.get(f).map(|p| (p, *f))) {
+                Some((p, f)) => {
+                    dir.get_or_insert_with(|| snapshot_dir(&p, f));
+                }
+                None => missing.push(format!("{repo}/{}", alts[0])),
+            }
+        }
+        dir.unwrap_or_default()
+    };
+    let sbert_dir = snapshot(FENSE_SBERT_REPO, FENSE_SBERT_FILES);
+    let echecker_bert_dir = snapshot(FENSE_ECHECKER_BERT_REPO, FENSE_ECHECKER_BERT_FILES);
+    let echecker_ckpt = fense_echecker_path()?;
+    if !echecker_ckpt.is_file() {
+        missing.push(echecker_ckpt.display().to_string());
+    }
+    if !missing.is_empty() {
+        return Err(AdiffError::Download(format!(
+            "FENSE's models are not downloaded (missing {}): run `adiff download fense`, or pass \
+             --fense-model DIR (a directory with sbert/ and echecker/)",
+            missing.join(", ")
+        )));
+    }
+    Ok(FensePaths {
+        sbert_dir,
+        echecker_ckpt,
+        echecker_bert_dir,
+    })
+}
+
+/// What `adiff download fense` did: the files, and how the echecker download went.
+pub struct FenseDownload {
+    pub paths: FensePaths,
+    pub echecker: Downloaded,
+}
+
+/// Downloads FENSE's models (the two hub repositories into hf-hub's cache, the echecker into
+/// `<cache>/fense/`, checked against [`FENSE_ECHECKER_SHA256`]); files already there are kept.
+pub fn download_fense(progress: bool) -> Result<FenseDownload> {
+    let sbert_dir = hub_repo_files(FENSE_SBERT_REPO, FENSE_SBERT_FILES)?;
+    let echecker_bert_dir = hub_repo_files(FENSE_ECHECKER_BERT_REPO, FENSE_ECHECKER_BERT_FILES)?;
+    let dest = fense_echecker_path()?;
+    let expected = Checksum::sha256(FENSE_ECHECKER_SHA256)?;
+    let echecker = download_file(&fense_echecker_url(), &dest, Some(&expected), progress)?;
+    Ok(FenseDownload {
+        paths: FensePaths {
+            sbert_dir,
+            echecker_ckpt: echecker.path.clone(),
+            echecker_bert_dir,
+        },
+        echecker,
+    })
+}
+
+/// One line for a failed hub download of `file`; when the hub cannot be reached, which files
+/// (`wanted`) to put where by hand.
 fn hf_error(
     e: &hf_hub::api::sync::ApiError,
     repo: &str,
     file: &str,
+    wanted: &str,
     endpoint: &str,
     cache: &Path,
 ) -> AdiffError {
@@ -602,9 +801,9 @@ fn hf_error(
             {
                 let repo_dir = cache.join(hf_hub::Repo::model(repo.to_string()).folder_name());
                 AdiffError::Download(format!(
-                    "cannot reach {endpoint} ({}): download {GPT2_WEIGHTS_FILE} and \
-                     {GPT2_TOKENIZER_FILE} by hand from {endpoint}/{repo}/tree/{HF_REVISION}, put \
-                     them in {} and write `{HF_MANUAL_SNAPSHOT}` into {}",
+                    "cannot reach {endpoint} ({}): download {wanted} by hand from \
+                     {endpoint}/{repo}/tree/{HF_REVISION}, put them in {} and write \
+                     `{HF_MANUAL_SNAPSHOT}` into {}",
                     one_line(&t.kind().to_string()),
                     repo_dir
                         .join("snapshots")
@@ -660,6 +859,23 @@ mod tests {
         assert_eq!(content_range_total("bytes 100-199/200"), Some(200));
         assert_eq!(content_range_total("bytes */200"), Some(200));
         assert_eq!(content_range_start("bytes */200"), None);
+    }
+
+    #[test]
+    fn fense_constants() {
+        Checksum::sha256(FENSE_ECHECKER_SHA256).unwrap();
+        assert!(FENSE_ECHECKER_URL_PATH.ends_with(FENSE_ECHECKER_FILE));
+        assert_eq!(
+            describe_files(&[&["a"], &["b", "c"]]),
+            "a, b (or c)".to_string()
+        );
+        assert_eq!(
+            snapshot_dir(
+                Path::new("/s/1_Pooling/config.json"),
+                "1_Pooling/config.json"
+            ),
+            PathBuf::from("/s")
+        );
     }
 
     #[test]

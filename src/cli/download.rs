@@ -1,4 +1,5 @@
-//! `adiff download`: official checkpoints from Zenodo, GPT-2 from the Hugging Face hub.
+//! `adiff download`: official checkpoints from Zenodo, GPT-2 from the Hugging Face hub, FENSE's
+//! models (hub + fense's GitHub release).
 
 use clap::builder::{PossibleValue, PossibleValuesParser};
 
@@ -14,6 +15,14 @@ $ADIFF_DOWNLOAD_BASE_URL replaces https://zenodo.org (mirrors, tests).
 
 GPT-2 files go to hf-hub's cache ($HF_HOME/hub, else ~/.cache/huggingface/hub); $HF_ENDPOINT
 replaces https://huggingface.co.
+
+`fense` (for `adiff eval --metrics fense/spider-fl/dcase2024`): the Sentence-BERT
+sentence-transformers/paraphrase-TinyBERT-L6-v2 and the config and vocabulary of
+prajjwal1/bert-medium go to hf-hub's cache; fense's fluency error detector
+echecker_clotho_audiocaps_base.ckpt comes from the fense GitHub release aac-metrics uses
+(https://github.com/blmoistawinde/fense/releases/download/V0.1/..., replaced by
+$ADIFF_DOWNLOAD_BASE_URL too), is checked against aac-metrics' sha256 and goes to
+$ADIFF_CACHE/fense/.
 
 Not yet verified against the Zenodo record (record 14706090): the published checksums (none is
 built in, so nothing is checked unless you pass --sha256 or --md5) and the file name of
@@ -42,10 +51,41 @@ fn name_parser() -> PossibleValuesParser {
     let gpt2 = hub::GPT2_REPOS.iter().map(|r| {
         PossibleValue::new(*r).help("GPT-2 model.safetensors + tokenizer.json (Hugging Face hub)")
     });
-    PossibleValuesParser::new(checkpoints.chain(gpt2))
+    let fense =
+        std::iter::once(PossibleValue::new(FENSE).help(
+            "FENSE's Sentence-BERT and fluency error detector (hub + fense's GitHub release)",
+        ));
+    PossibleValuesParser::new(checkpoints.chain(gpt2).chain(fense))
+}
+
+/// The name that fetches FENSE's models.
+const FENSE: &str = "fense";
+
+/// `adiff download fense`: the hub files, then the echecker (checksum-checked).
+fn run_fense() -> anyhow::Result<()> {
+    let done = hub::download_fense(true)?;
+    match done.echecker.outcome {
+        DownloadOutcome::AlreadyPresent { .. } => {
+            println!("{} is already in the cache", hub::FENSE_ECHECKER_FILE)
+        }
+        DownloadOutcome::Downloaded { .. } => println!("downloaded {}", hub::fense_echecker_url()),
+    }
+    println!("checksum ok (sha256:{})", hub::FENSE_ECHECKER_SHA256);
+    println!("{}", done.paths.sbert_dir.display());
+    println!("{}", done.paths.echecker_bert_dir.display());
+    println!("{}", done.paths.echecker_ckpt.display());
+    Ok(())
 }
 
 pub fn run(args: DownloadArgs) -> anyhow::Result<()> {
+    if args.name == FENSE {
+        anyhow::ensure!(
+            args.sha256.is_none() && args.md5.is_none(),
+            "--sha256/--md5 apply to ADIFF checkpoints; the echecker of fense is checked against \
+             aac-metrics' sha256"
+        );
+        return run_fense();
+    }
     let Some(known) = hub::known_checkpoint(&args.name) else {
         anyhow::ensure!(
             args.sha256.is_none() && args.md5.is_none(),

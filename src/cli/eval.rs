@@ -1,7 +1,9 @@
 //! `adiff eval`: captioning metrics of an `adiff infer` predictions CSV, per dataset and tier, as
 //! coco-caption computes them (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr). METEOR needs
 //! Meteor's language data and SPICE its jar; without them they are reported as unavailable (with
-//! the reason) rather than approximated.
+//! the reason) rather than approximated. `--metrics` picks other sets: FENSE (SBERT-sim with the
+//! fluency error penalty), SPIDEr-FL and DCASE 2024's ranking metrics, with their BERT models run
+//! natively (src/metrics/fense.rs), as aac-metrics 0.6 computes them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,8 +12,12 @@ use anyhow::Context;
 use clap::ValueEnum;
 
 use crate::error::{AdiffError, Result};
+use crate::metrics::fense::{penalize, FenseConfig, FenseFiles};
+use crate::metrics::fer::{self, Echecker, FerScores, ERROR_INDEX, ERROR_NAMES};
 use crate::metrics::meteor::{Meteor, MeteorData, MeteorScores};
+use crate::metrics::sbert_sim::{sbert_sim, SbertSimScores, SentenceBert};
 use crate::metrics::spice::{locate_jar, spice};
+use crate::metrics::spider_fl::{spider_fl, SpiderFlScores};
 use crate::metrics::tokenize::coco_tokenize;
 use crate::metrics::{score_tokenized_items, CorpusScores, ItemScores, MetricsConfig};
 
@@ -26,6 +32,9 @@ const METEOR_TOO_LONG: &str =
     "not computed: a prediction or reference is over 1000 words (METEOR's alignment would take minutes)";
 const SPICE_STATUS: &str = "unavailable: needs the SPICE jar (--spice-jar or $ADIFF_SPICE_JAR)";
 const SPIDER_STATUS: &str = "unavailable: needs SPICE";
+const SPIDER_FL_STATUS: &str = "unavailable: needs SPICE (--spice-jar or $ADIFF_SPICE_JAR)";
+/// Environment variable naming FENSE's model directory (as `--fense-model`).
+const FENSE_MODEL_ENV: &str = "ADIFF_FENSE_MODEL";
 /// Empty-prediction line numbers listed before "...".
 const MAX_LISTED_LINES: usize = 10;
 
@@ -78,11 +87,166 @@ pub struct EvalArgs {
     /// Java launcher used for SPICE.
     #[arg(long, default_value = "java")]
     pub java: PathBuf,
+    /// Metrics to compute (comma-separated): sets `coco` (the default: BLEU-1..4, METEOR,
+    /// ROUGE-L, CIDEr-D, SPICE, SPIDEr), `fense` (FENSE, SBERT-sim, fluency error rate),
+    /// `spider-fl`, `dcase2024` (METEOR, SPIDEr-FL, FENSE, vocabulary size), or single metrics.
+    /// FENSE and SPIDEr-FL are aac-metrics 0.6's, on the tokenized text (as its `evaluate`).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    pub metrics: Option<Vec<MetricSet>>,
+    /// FENSE's models: a directory with `sbert/` (a sentence-transformers model) and `echecker/`
+    /// (fense's .ckpt with its encoder's config.json and vocab.txt) [env: ADIFF_FENSE_MODEL];
+    /// default: the files `adiff download fense` put in the caches.
+    #[arg(long, value_name = "DIR")]
+    pub fense_model: Option<PathBuf>,
     /// Instead of captioning metrics, score the attributes the predictions assert (louder,
     /// higher in pitch, "a chord instead of a tone", ...) against this `truth.jsonl` from
     /// `adiff build-dataset synthetic`: per-attribute accuracy, with chance and majority levels.
     #[arg(long, value_name = "TRUTH_JSONL")]
     pub synthetic: Option<PathBuf>,
+}
+
+/// What `--metrics` accepts: metric sets and single metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MetricSet {
+    /// BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr (the default).
+    Coco,
+    /// SBERT-sim, fluency error rate and FENSE.
+    Fense,
+    /// SPIDEr-FL: SPIDEr with the fluency penalty (needs SPICE).
+    SpiderFl,
+    /// DCASE 2024's ranking: METEOR, SPIDEr-FL, FENSE and vocabulary size.
+    Dcase2024,
+    Bleu,
+    Meteor,
+    RougeL,
+    CiderD,
+    Spice,
+    Spider,
+    SbertSim,
+    Fer,
+    Vocab,
+}
+
+/// One column of the table (and of the per-item CSV).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Col {
+    /// BLEU-(k+1).
+    Bleu(usize),
+    Meteor,
+    RougeL,
+    CiderD,
+    Spice,
+    Spider,
+    SbertSim,
+    Fer,
+    Fense,
+    SpiderFl,
+    Vocab,
+}
+
+impl MetricSet {
+    fn columns(self) -> Vec<Col> {
+        match self {
+            MetricSet::Coco => vec![
+                Col::Bleu(0),
+                Col::Bleu(1),
+                Col::Bleu(2),
+                Col::Bleu(3),
+                Col::Meteor,
+                Col::RougeL,
+                Col::CiderD,
+                Col::Spice,
+                Col::Spider,
+            ],
+            MetricSet::Fense => vec![Col::SbertSim, Col::Fer, Col::Fense],
+            MetricSet::SpiderFl => vec![Col::SpiderFl],
+            MetricSet::Dcase2024 => vec![Col::Meteor, Col::SpiderFl, Col::Fense, Col::Vocab],
+            MetricSet::Bleu => (0..4).map(Col::Bleu).collect(),
+            MetricSet::Meteor => vec![Col::Meteor],
+            MetricSet::RougeL => vec![Col::RougeL],
+            MetricSet::CiderD => vec![Col::CiderD],
+            MetricSet::Spice => vec![Col::Spice],
+            MetricSet::Spider => vec![Col::Spider],
+            MetricSet::SbertSim => vec![Col::SbertSim],
+            MetricSet::Fer => vec![Col::Fer],
+            MetricSet::Vocab => vec![Col::Vocab],
+        }
+    }
+}
+
+/// The columns of `--metrics` (coco's without it), each once, in the order asked.
+fn columns(sets: Option<&[MetricSet]>) -> Vec<Col> {
+    let mut out: Vec<Col> = Vec::new();
+    for c in sets
+        .unwrap_or(&[MetricSet::Coco])
+        .iter()
+        .flat_map(|s| s.columns())
+    {
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Col {
+    fn header(self) -> String {
+        match self {
+            Col::Bleu(k) => format!("BLEU-{}", k + 1),
+            Col::Meteor => "METEOR".into(),
+            Col::RougeL => "ROUGE-L".into(),
+            Col::CiderD => "CIDEr-D".into(),
+            Col::Spice => "SPICE".into(),
+            Col::Spider => "SPIDEr".into(),
+            Col::SbertSim => "SBERT-sim".into(),
+            Col::Fer => "FER".into(),
+            Col::Fense => "FENSE".into(),
+            Col::SpiderFl => "SPIDEr-FL".into(),
+            Col::Vocab => "Vocab".into(),
+        }
+    }
+
+    /// Column names in the per-item CSV (FER adds the error probability).
+    fn csv_names(self) -> Vec<String> {
+        match self {
+            Col::Bleu(k) => vec![format!("bleu_{}", k + 1)],
+            Col::Meteor => vec!["meteor".into()],
+            Col::RougeL => vec!["rouge_l".into()],
+            Col::CiderD => vec!["cider_d".into()],
+            Col::Spice => vec!["spice".into()],
+            Col::Spider => vec!["spider".into()],
+            Col::SbertSim => vec!["sbert_sim".into()],
+            Col::Fer => vec!["fer".into(), "fluency_error_prob".into()],
+            Col::Fense => vec!["fense".into()],
+            Col::SpiderFl => vec!["spider_fl".into()],
+            Col::Vocab => vec!["vocab".into()],
+        }
+    }
+
+    /// The group's corpus value, when computed.
+    fn corpus(self, r: &GroupReport) -> Option<f64> {
+        match self {
+            Col::Bleu(k) => r.scores.bleu.get(k).copied(),
+            Col::Meteor => r.meteor,
+            Col::RougeL => Some(r.scores.rouge_l),
+            Col::CiderD => Some(r.scores.cider_d),
+            Col::Spice => r.spice,
+            Col::Spider => r.spider,
+            Col::SbertSim => r.sbert_sim,
+            Col::Fer => r.fer,
+            Col::Fense => r.fense,
+            Col::SpiderFl => r.spider_fl,
+            Col::Vocab => r.vocab,
+        }
+    }
+
+    /// The table cell: three decimals (a count for the vocabulary), `-` when not computed.
+    fn cell(self, r: &GroupReport) -> String {
+        match (self, self.corpus(r)) {
+            (Col::Vocab, Some(v)) => format!("{v:.0}"),
+            (_, x) => num(x),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -214,6 +378,22 @@ pub struct GroupReport {
     /// SPICE (mean item F-score) and SPIDEr, when the SPICE jar was given.
     pub spice: Option<f64>,
     pub spider: Option<f64>,
+    /// SBERT-sim, fluency error rate (share of flagged predictions) with the detector's mean
+    /// probabilities, and FENSE (`--metrics fense`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbert_sim: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fer: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fluency_error_probs: Option<BTreeMap<&'static str, f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fense: Option<f64>,
+    /// SPIDEr-FL (`--metrics spider-fl`), when SPICE was computed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spider_fl: Option<f64>,
+    /// Distinct tokens of the predictions (`--metrics vocab`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vocab: Option<f64>,
     /// Metrics without a number, and why.
     pub unavailable: BTreeMap<&'static str, &'static str>,
 }
@@ -240,6 +420,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         inputs.extend(args.synthetic.as_deref());
         inputs.extend(args.meteor_data.as_deref());
         inputs.extend(args.spice_jar.as_deref());
+        inputs.extend(args.fense_model.as_deref());
         super::check_outputs(&inputs, &outputs, args.force)?;
     }
     if args.synthetic.is_some() && args.per_item.is_some() {
@@ -307,12 +488,35 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             (hyp, refs)
         })
         .collect();
-    let meteor = meteor_scores(args.meteor_data.as_deref(), &tokenized)?;
-    let spice_jar = locate_jar(args.spice_jar.as_deref());
+    let cols = columns(args.metrics.as_deref());
+    let want = |c: Col| cols.contains(&c);
+    let meteor = if want(Col::Meteor) {
+        meteor_scores(args.meteor_data.as_deref(), &tokenized)?
+    } else {
+        MeteorResult::NotAsked
+    };
+    let spice_jar = if want(Col::Spice) || want(Col::Spider) || want(Col::SpiderFl) {
+        locate_jar(args.spice_jar.as_deref())
+    } else {
+        None
+    };
+    let (sbert, echecker) = fense_models(
+        args.fense_model.as_deref(),
+        want(Col::SbertSim) || want(Col::Fense),
+        want(Col::Fer) || want(Col::Fense) || want(Col::SpiderFl),
+    )?;
+    let fense_cfg = FenseConfig::default();
     let mut reports = Vec::new();
+    // Without --metrics the per-item CSV keeps its fixed columns (ItemRow); with it, the
+    // columns asked for.
     let mut per_item: Vec<Option<ItemRow>> = Vec::new();
+    let mut per_item_cells: Vec<Option<Vec<Cell>>> = Vec::new();
     if args.per_item.is_some() {
-        per_item.resize_with(n_rows, || None);
+        if args.metrics.is_none() {
+            per_item.resize_with(n_rows, || None);
+        } else {
+            per_item_cells.resize_with(n_rows, || None);
+        }
     }
     let order: Vec<Vec<usize>> = order.into_values().collect();
     for (g, ((taskname, tier), (files, rows))) in groups.into_iter().enumerate() {
@@ -323,7 +527,64 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             None => None,
         };
         let spice = spice_scores.as_ref().map(|s| s.corpus);
-        if args.per_item.is_some() {
+        // FENSE and SPIDEr-FL on the tokenized text, as aac-metrics' evaluate(preprocess=True).
+        let sim = sbert
+            .as_ref()
+            .map(|m| sbert_sim(m, hyp, refs))
+            .transpose()?;
+        let fer_scores = echecker
+            .as_ref()
+            .map(|e| fer::fer(e, hyp, fense_cfg.error_threshold))
+            .transpose()?;
+        let fense_items: Option<Vec<f64>> = match (&sim, &fer_scores) {
+            (Some(s), Some(f)) if want(Col::Fense) => Some(
+                s.items
+                    .iter()
+                    .zip(&f.items)
+                    .map(|(&s, &f)| penalize(s, f, fense_cfg.penalty))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let spider_fl_scores = match (&spice_scores, &fer_scores) {
+            (Some(sp), Some(f)) if want(Col::SpiderFl) => Some(spider_fl(
+                &items.cider_d,
+                &sp.items,
+                &f.items,
+                fense_cfg.penalty,
+            )?),
+            _ => None,
+        };
+        let vocab = want(Col::Vocab).then(|| crate::metrics::vocab::vocab_size(hyp));
+        if args.per_item.is_some() && args.metrics.is_some() {
+            let meteor_items = match &meteor {
+                MeteorResult::Scores(m) => Some(&m[g].items[..]),
+                _ => None,
+            };
+            let group_items = GroupItems {
+                items: &items,
+                meteor: meteor_items,
+                spice: spice_scores.as_ref().map(|s| &s.items[..]),
+                sbert_sim: sim.as_ref(),
+                fer: fer_scores.as_ref(),
+                fense: fense_items.as_deref(),
+                spider_fl: spider_fl_scores.as_ref(),
+                vocab: vocab.as_ref().map(|v| &v.1[..]),
+            };
+            for (i, (file, row)) in rows.iter().enumerate() {
+                let mut cells = vec![
+                    Cell::Text(file.clone()),
+                    Cell::Line(row.line),
+                    Cell::Task(taskname.clone()),
+                    Cell::Tier(tier),
+                    Cell::Text(row.prediction.clone()),
+                ];
+                for c in &cols {
+                    cells.extend(group_items.values(*c, i).into_iter().map(Cell::Num));
+                }
+                per_item_cells[order[g][i]] = Some(cells);
+            }
+        } else if args.per_item.is_some() {
             let meteor_items = match &meteor {
                 MeteorResult::Scores(m) => Some(&m[g].items),
                 _ => None,
@@ -354,10 +615,18 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             MeteorResult::TooLong => {
                 unavailable.insert("METEOR", METEOR_TOO_LONG);
             }
+            MeteorResult::NotAsked => {}
         }
         if spice.is_none() {
-            unavailable.insert("SPICE", SPICE_STATUS);
-            unavailable.insert("SPIDEr", SPIDER_STATUS);
+            if want(Col::Spice) {
+                unavailable.insert("SPICE", SPICE_STATUS);
+            }
+            if want(Col::Spider) {
+                unavailable.insert("SPIDEr", SPIDER_STATUS);
+            }
+            if want(Col::SpiderFl) {
+                unavailable.insert("SPIDEr-FL", SPIDER_FL_STATUS);
+            }
         }
         reports.push(GroupReport {
             taskname,
@@ -372,17 +641,33 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             },
             spice,
             spider,
+            sbert_sim: sim.as_ref().map(|s| s.corpus),
+            fer: fer_scores.as_ref().map(|f| f.corpus),
+            fluency_error_probs: fer_scores.as_ref().map(|f| {
+                ERROR_NAMES
+                    .iter()
+                    .zip(f.corpus_probs)
+                    .map(|(n, p)| (*n, p))
+                    .collect()
+            }),
+            fense: fense_items.as_deref().map(crate::metrics::mean),
+            spider_fl: spider_fl_scores.as_ref().map(|s| s.corpus),
+            vocab: vocab.map(|v| v.0),
             unavailable,
         });
     }
-    print_table(&reports);
+    print_table(&reports, &cols);
     if let Some(p) = &args.per_item {
-        write_per_item(p, &per_item)?;
+        if args.metrics.is_none() {
+            write_per_item(p, &per_item)?;
+        } else {
+            write_per_item_cells(p, &cols, &per_item_cells)?;
+        }
     }
     if let Some(p) = &args.json {
         let json = serde_json::json!({
             "tokenizer": "coco-caption PTBTokenizer (-lowerCase, punctuation removed), Rust reimplementation",
-            "metric_versions": metric_versions(&cfg),
+            "metric_versions": metric_versions(&cfg, &cols),
             "groups": reports,
         });
         std::fs::write(p, serde_json::to_string_pretty(&json)? + "\n")
@@ -398,8 +683,8 @@ fn num(x: Option<f64>) -> String {
 
 /// What each metric is (the JSON's `metric_versions`): the reference implementation and the
 /// settings the scores reproduce.
-fn metric_versions(cfg: &MetricsConfig) -> serde_json::Value {
-    serde_json::json!({
+fn metric_versions(cfg: &MetricsConfig, cols: &[Col]) -> serde_json::Value {
+    let mut v = serde_json::json!({
         "tokenizer": "PTBTokenizer as pycocoevalcap 1.2 runs it (Stanford CoreNLP 3.4.1, -preserveLines -lowerCase) + its punctuation filter; Rust reimplementation",
         "bleu": format!("pycocoevalcap 1.2 BleuScorer, BLEU-1..{}, option \"closest\" (closest reference length, ties to the shorter); corpus from summed counts, per item with the item's own brevity penalty", cfg.max_n),
         "rouge_l": format!("pycocoevalcap 1.2 Rouge, LCS F-measure beta {}, mean over items", cfg.rouge_beta),
@@ -407,7 +692,121 @@ fn metric_versions(cfg: &MetricsConfig) -> serde_json::Value {
         "meteor": "Meteor 1.5 as pycocoevalcap 1.2 runs it (-l en -norm, task rank), Rust reimplementation; corpus score from summed statistics (the jar's last line)",
         "spice": "SPICE 1.0 jar as pycocoevalcap 1.2 runs it (-subset), mean of the items' All F-scores",
         "spider": "(CIDEr-D + SPICE) / 2",
-    })
+    });
+    let fense = FenseConfig::default();
+    let extra = [
+        (Col::SbertSim, "sbert_sim", "aac-metrics 0.6 sbert_sim on the tokenized text: sentence-transformers/paraphrase-TinyBERT-L6-v2 (or --fense-model), mean pooling, unit-length embeddings; per item the mean cosine similarity with its references, mean over items".to_string()),
+        (Col::Fer, "fer", format!("aac-metrics 0.6 fer on the tokenized text: fense's echecker_clotho_audiocaps_base (BERT + linear, sigmoid); a prediction has a fluency error when its error probability is over {}; share of predictions flagged", fense.error_threshold)),
+        (Col::Fense, "fense", format!("aac-metrics 0.6 fense: per item SBERT-sim x (1 - {} x fluency error), mean over items", fense.penalty)),
+        (Col::SpiderFl, "spider_fl", format!("aac-metrics 0.6 spider_fl: per item SPIDEr x (1 - {} x fluency error), mean over items", fense.penalty)),
+        (Col::Vocab, "vocab", "aac-metrics 0.6 vocab (vocab.cands): distinct tokens of the group's tokenized predictions".to_string()),
+    ];
+    for (col, key, text) in extra {
+        if cols.contains(&col) {
+            v[key] = serde_json::Value::String(text);
+        }
+    }
+    v
+}
+
+/// FENSE's models, those needed: the Sentence-BERT (`sbert`) and the fluency error detector
+/// (`echecker`), from `--fense-model`, `$ADIFF_FENSE_MODEL` or the download caches.
+fn fense_models(
+    arg: Option<&Path>,
+    sbert: bool,
+    echecker: bool,
+) -> anyhow::Result<(Option<SentenceBert>, Option<Echecker>)> {
+    if !sbert && !echecker {
+        return Ok((None, None));
+    }
+    let env = std::env::var_os(FENSE_MODEL_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let files = match arg.map(Path::to_path_buf).or(env) {
+        Some(dir) => FenseFiles::from_dir(&dir)?,
+        None => {
+            let p = crate::hub::fense_cached()?;
+            FenseFiles {
+                sbert_dir: p.sbert_dir,
+                echecker_ckpt: p.echecker_ckpt,
+                echecker_bert_dir: p.echecker_bert_dir,
+            }
+        }
+    };
+    let s = sbert
+        .then(|| SentenceBert::load(&files.sbert_dir))
+        .transpose()?;
+    let e = echecker
+        .then(|| Echecker::load(&files.echecker_ckpt, &files.echecker_bert_dir))
+        .transpose()?;
+    Ok((s, e))
+}
+
+/// One field of a `--metrics` per-item row.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Cell {
+    Text(String),
+    Line(u64),
+    Task(Option<String>),
+    Tier(Option<Tier>),
+    Num(Option<f64>),
+}
+
+/// The per-item scores of one group, those computed.
+struct GroupItems<'a> {
+    items: &'a ItemScores,
+    meteor: Option<&'a [f64]>,
+    spice: Option<&'a [f64]>,
+    sbert_sim: Option<&'a SbertSimScores>,
+    fer: Option<&'a FerScores>,
+    fense: Option<&'a [f64]>,
+    spider_fl: Option<&'a SpiderFlScores>,
+    vocab: Option<&'a [f64]>,
+}
+
+impl GroupItems<'_> {
+    /// Item `i`'s values of column `c` (as many as [`Col::csv_names`]).
+    fn values(&self, c: Col, i: usize) -> Vec<Option<f64>> {
+        let at = |v: Option<&[f64]>| v.map(|v| v[i]);
+        match c {
+            Col::Bleu(k) => vec![self.items.bleu.get(k).map(|b| b[i])],
+            Col::Meteor => vec![at(self.meteor)],
+            Col::RougeL => vec![Some(self.items.rouge_l[i])],
+            Col::CiderD => vec![Some(self.items.cider_d[i])],
+            Col::Spice => vec![at(self.spice)],
+            Col::Spider => vec![at(self.spice).map(|s| (self.items.cider_d[i] + s) / 2.0)],
+            Col::SbertSim => vec![self.sbert_sim.map(|s| s.items[i])],
+            Col::Fer => vec![
+                self.fer.map(|f| f.items[i]),
+                self.fer.map(|f| f64::from(f.probs[i][ERROR_INDEX])),
+            ],
+            Col::Fense => vec![at(self.fense)],
+            Col::SpiderFl => vec![self.spider_fl.map(|s| s.items[i])],
+            Col::Vocab => vec![at(self.vocab)],
+        }
+    }
+}
+
+/// Writes the `--metrics` per-item CSV: file, line, taskname, tier, prediction, then the
+/// columns asked for (empty when not computed), rows in input order.
+fn write_per_item_cells(
+    path: &Path,
+    cols: &[Col],
+    rows: &[Option<Vec<Cell>>],
+) -> anyhow::Result<()> {
+    let ctx = || format!("cannot write {}", path.display());
+    let mut w = csv::Writer::from_path(path).with_context(ctx)?;
+    let mut header: Vec<String> = ["file", "line", "taskname", "tier", "prediction"]
+        .map(String::from)
+        .to_vec();
+    header.extend(cols.iter().flat_map(|c| c.csv_names()));
+    w.write_record(&header).with_context(ctx)?;
+    for r in rows.iter().flatten() {
+        w.serialize(r).with_context(ctx)?;
+    }
+    w.flush().with_context(ctx)?;
+    Ok(())
 }
 
 /// One row of the --per-item CSV.
@@ -472,6 +871,8 @@ enum MeteorResult {
     Scores(Vec<MeteorScores>),
     NoData,
     TooLong,
+    /// METEOR is not among `--metrics`.
+    NotAsked,
 }
 
 /// METEOR of every group (corpus and item scores), loading Meteor's data once for all of them;
@@ -510,48 +911,24 @@ fn meteor_scores(
     Ok(MeteorResult::Scores(out))
 }
 
-/// One row per group, columns as the paper's detailed tables (BLEU-1..4, METEOR, ROUGE-L, CIDEr,
-/// SPICE, SPIDEr); metrics without a number show `-` and are explained below the table.
-fn print_table(reports: &[GroupReport]) {
-    println!(
-        "{:<12} {:>4} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
-        "Task",
-        "Tier",
-        "Items",
-        "BLEU-1",
-        "BLEU-2",
-        "BLEU-3",
-        "BLEU-4",
-        "METEOR",
-        "ROUGE-L",
-        "CIDEr-D",
-        "SPICE",
-        "SPIDEr"
-    );
+/// One row per group, one column per metric (the paper's detailed tables by default: BLEU-1..4,
+/// METEOR, ROUGE-L, CIDEr, SPICE, SPIDEr); metrics without a number show `-` and are explained
+/// below the table.
+fn print_table(reports: &[GroupReport], cols: &[Col]) {
+    let width = |c: &Col| c.header().len().max(7);
+    let mut head = format!("{:<12} {:>4} {:>6}", "Task", "Tier", "Items");
+    for c in cols {
+        head.push_str(&format!(" {:>w$}", c.header(), w = width(c)));
+    }
+    println!("{head}");
     for r in reports {
         let task = r.taskname.as_deref().map_or("all".into(), dataset_label);
         let tier = r.tier.map_or("all".into(), |t| t.number().to_string());
-        let b = |k: usize| {
-            r.scores
-                .bleu
-                .get(k)
-                .map_or("-".into(), |x| format!("{x:.3}"))
-        };
-        println!(
-            "{:<12} {:>4} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
-            task,
-            tier,
-            r.items,
-            b(0),
-            b(1),
-            b(2),
-            b(3),
-            num(r.meteor),
-            format!("{:.3}", r.scores.rouge_l),
-            format!("{:.3}", r.scores.cider_d),
-            num(r.spice),
-            num(r.spider)
-        );
+        let mut line = format!("{:<12} {:>4} {:>6}", task, tier, r.items);
+        for c in cols {
+            line.push_str(&format!(" {:>w$}", c.cell(r), w = width(c)));
+        }
+        println!("{line}");
     }
     let mut why: BTreeMap<&str, &str> = BTreeMap::new();
     for r in reports {
@@ -560,7 +937,18 @@ fn print_table(reports: &[GroupReport]) {
     for (metric, reason) in why {
         println!("{metric}: {reason}.");
     }
-    println!("CIDEr-D is coco-caption's CIDEr (pycocoevalcap's `Cider`), x10 as there.");
+    if cols.contains(&Col::CiderD) {
+        println!("CIDEr-D is coco-caption's CIDEr (pycocoevalcap's `Cider`), x10 as there.");
+    }
+    if cols
+        .iter()
+        .any(|c| matches!(c, Col::SbertSim | Col::Fer | Col::Fense | Col::SpiderFl))
+    {
+        println!(
+            "FENSE, SBERT-sim, FER and SPIDEr-FL are aac-metrics 0.6's, on the tokenized text; FER \
+             is the share of predictions with a fluency error."
+        );
+    }
     for r in reports.iter().filter(|r| !r.empty_predictions.is_empty()) {
         let shown: Vec<&str> = r
             .empty_predictions

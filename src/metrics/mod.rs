@@ -2,6 +2,9 @@
 //! corpus BLEU-1..4, ROUGE-L and CIDEr-D, and METEOR 1.5 ([`meteor`], with Meteor's language
 //! data). SPICE runs the official jar ([`spice`]).
 //!
+//! FENSE ([`fense`]: [`sbert_sim`] and the fluency error detector [`fer`], on [`bert`]) and
+//! SPIDEr-FL ([`spider_fl`]) run their BERT models natively on candle, as aac-metrics 0.6.
+//!
 //! Every metric takes already tokenized text ([`tokenize::coco_tokenize`]); [`score_corpus`]
 //! tokenizes raw captions and runs them all.
 
@@ -10,13 +13,19 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::error::{AdiffError, Result};
 
+pub mod bert;
 pub mod bleu;
 pub mod cider;
+pub mod fense;
+pub mod fer;
 pub mod meteor;
 pub mod rouge;
+pub mod sbert_sim;
 pub mod spice;
+pub mod spider_fl;
 pub mod synthetic;
 pub mod tokenize;
+pub mod vocab;
 
 /// The constants of coco-caption's scorers (fixed by pycocoevalcap; kept in one place so that a
 /// variant can be scored without editing the scorers).
@@ -136,6 +145,34 @@ fn check_shapes(hyp: &[String], refs: &[Vec<String>]) -> Result<()> {
         return Err(AdiffError::Invalid(format!("item {i} has no reference")));
     }
     Ok(())
+}
+
+/// `n` candidates with `refs`: as many reference sets, at least one item, one reference each.
+pub(crate) fn check_counts<S>(n: usize, refs: &[Vec<S>]) -> Result<()> {
+    if n != refs.len() {
+        return Err(AdiffError::Invalid(format!(
+            "{n} predictions but {} reference sets",
+            refs.len()
+        )));
+    }
+    if n == 0 {
+        return Err(AdiffError::Invalid(
+            "nothing to score: no predictions".into(),
+        ));
+    }
+    if let Some(i) = refs.iter().position(|r| r.is_empty()) {
+        return Err(AdiffError::Invalid(format!("item {i} has no reference")));
+    }
+    Ok(())
+}
+
+/// Arithmetic mean (0 for an empty slice).
+pub(crate) fn mean(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        0.0
+    } else {
+        xs.iter().sum::<f64>() / xs.len() as f64
+    }
 }
 
 /// The Fx hash (rustc's): n-gram keys are a few small integers, for which SipHash's DoS
