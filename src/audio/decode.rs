@@ -162,10 +162,7 @@ impl Stream {
 
     /// Probes the container of `source` (named `path` in errors) and sets up its first audio
     /// track's decoder.
-    fn from_source(
-        path: &Path,
-        source: Box<dyn symphonia::core::io::MediaSource>,
-    ) -> Result<Self> {
+    fn from_source(path: &Path, source: Box<dyn symphonia::core::io::MediaSource>) -> Result<Self> {
         let err = |msg: String| AdiffError::audio(path, msg);
         let mss = MediaSourceStream::new(source, Default::default());
         let mut hint = Hint::new();
