@@ -99,6 +99,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let kind = match self.status {
             StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::REQUEST_TIMEOUT => "timeout_error",
             StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
