@@ -34,6 +34,7 @@ fn main() {
         Command::TrainStage2(args) => adiff::cli::train_stage2::run(args),
         Command::TrainStage3(args) => adiff::cli::train_stage3::run(args),
         Command::Train(args) => adiff::cli::train::run(args),
+        Command::Serve(args) => adiff::cli::serve::run(args),
     };
     if let Err(e) = result {
         // A command that finished with work left undone: its summary and its own exit status.

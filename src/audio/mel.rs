@@ -16,16 +16,18 @@ use crate::error::{AdiffError, Result};
 /// Computes `[frames, n_mels]` log-mel spectrograms for fixed-length clips.
 ///
 /// The window, the FFT plan and the mel matrix are built once and reused for every clip.
+#[derive(Clone)]
 pub struct LogMelFrontEnd {
     cfg: AudioConfig,
     window: Vec<f32>,
     fft: Arc<dyn RealToComplex<f32>>,
     /// `[n_bins, n_mels]`, row-major (same layout as the checkpoint's `melW`).
     mel_matrix: Vec<f32>,
-    /// Per FFT bin, the range of mel bands with a non-zero weight: each bin feeds at most two
-    /// triangular filters and the bins above `fmax` feed none, so the projection skips the
-    /// zeros (the sums are unchanged: only exact zeros are skipped).
-    mel_support: Vec<std::ops::Range<usize>>,
+    /// Per mel band, its first FFT bin with a non-zero weight and the weights from there to its
+    /// last: a triangular filter spans a few bins and none reaches above `fmax`, so the
+    /// projection runs over those bins only (in ascending bin order, as a dense sum would add
+    /// them: the sums are bit-identical, only exact zeros are skipped).
+    mel_filters: Vec<(usize, Vec<f32>)>,
 }
 
 impl LogMelFrontEnd {
@@ -67,13 +69,17 @@ impl LogMelFrontEnd {
             .collect();
         let fft = RealFftPlanner::<f32>::new().plan_fft_forward(n);
         let mels = cfg.n_mels.max(1);
-        let mel_support = mel_matrix
-            .chunks(mels)
-            .map(|row| {
+        let bins = mel_matrix.len() / mels;
+        let mel_filters = (0..mels)
+            .map(|m| {
+                let column: Vec<f32> = (0..bins).map(|b| mel_matrix[b * mels + m]).collect();
                 let nonzero = |w: &f32| *w != 0.0;
-                match (row.iter().position(nonzero), row.iter().rposition(nonzero)) {
-                    (Some(lo), Some(hi)) => lo..hi + 1,
-                    _ => 0..0,
+                match (
+                    column.iter().position(nonzero),
+                    column.iter().rposition(nonzero),
+                ) {
+                    (Some(lo), Some(hi)) => (lo, column[lo..=hi].to_vec()),
+                    _ => (0, Vec::new()),
                 }
             })
             .collect();
@@ -82,7 +88,7 @@ impl LogMelFrontEnd {
             window,
             fft,
             mel_matrix,
-            mel_support,
+            mel_filters,
         }
     }
 
@@ -181,18 +187,13 @@ impl LogMelFrontEnd {
         let amin = self.cfg.log_amin as f32;
         let mut out = vec![0f32; frames * mels];
         for (p_row, o_row) in power.chunks_exact(bins).zip(out.chunks_exact_mut(mels)) {
-            // o[m] = sum_b p[b] * W[b, m], over the non-zero weights of each bin only.
-            for ((b, &p), support) in p_row.iter().enumerate().zip(&self.mel_support) {
-                if p == 0.0 {
-                    continue;
+            // o[m] = sum_b p[b] * W[b, m], over band m's bins only.
+            for (o, (lo, w)) in o_row.iter_mut().zip(&self.mel_filters) {
+                let mut sum = 0f32;
+                for (&p, &w) in p_row[*lo..*lo + w.len()].iter().zip(w) {
+                    sum += p * w;
                 }
-                let w_row = &self.mel_matrix[b * mels + support.start..b * mels + support.end];
-                for (o, &w) in o_row[support.clone()].iter_mut().zip(w_row) {
-                    *o += p * w;
-                }
-            }
-            for o in o_row.iter_mut() {
-                *o = 10.0 * o.max(amin).log10();
+                *o = 10.0 * sum.max(amin).log10();
             }
         }
         Ok(out)

@@ -109,9 +109,47 @@ pub fn load_clip_span(
     cfg: &AudioConfig,
     crop: CropMode,
 ) -> Result<(Vec<f32>, ClipSpan)> {
+    load_source_clip_span(&AudioSource::File(path.to_path_buf()), cfg, crop)
+}
+
+/// Where audio comes from: a file, or a file's bytes held in memory (an upload to `adiff
+/// serve`), with the name errors give it (its extension, if any, hints the container).
+#[derive(Debug, Clone)]
+pub enum AudioSource {
+    File(std::path::PathBuf),
+    Memory {
+        name: std::path::PathBuf,
+        bytes: std::sync::Arc<[u8]>,
+    },
+}
+
+impl AudioSource {
+    /// The name errors give: the file's path, or the upload's name.
+    pub fn name(&self) -> &Path {
+        match self {
+            Self::File(p) => p,
+            Self::Memory { name, .. } => name,
+        }
+    }
+
+    fn open(&self) -> Result<decode::Stream> {
+        match self {
+            Self::File(p) => decode::Stream::open(p),
+            Self::Memory { name, bytes } => decode::Stream::open_bytes(name, bytes.clone()),
+        }
+    }
+}
+
+/// [`load_clip_span`] from a file or from bytes in memory.
+pub fn load_source_clip_span(
+    source: &AudioSource,
+    cfg: &AudioConfig,
+    crop: CropMode,
+) -> Result<(Vec<f32>, ClipSpan)> {
+    let path = source.name();
     let target = cfg.clip_samples();
     let to = cfg.sample_rate;
-    let mut stream = decode::Stream::open(path)?;
+    let mut stream = source.open()?;
     let from = stream.sample_rate()?;
     let grid = Grid::new(from, to);
     // The input length, when the crop's position needs it.
@@ -119,7 +157,7 @@ pub fn load_clip_span(
         CropMode::Start => None,
         _ => Some(match stream.exact_frames() {
             Some(n) => n,
-            None => count_samples(path)?,
+            None => count_samples(source)?,
         }),
     };
     // The input window [lo, hi) and the output index its first sample lands on.
@@ -428,8 +466,8 @@ fn finite(path: &Path, clip: Vec<f32>) -> Result<Vec<f32>> {
 }
 
 /// Mono sample frames of the whole file, counted by decoding it (nothing kept).
-fn count_samples(path: &Path) -> Result<u64> {
-    let mut stream = decode::Stream::open(path)?;
+fn count_samples(source: &AudioSource) -> Result<u64> {
+    let mut stream = source.open()?;
     let (mut n, mut chunk) = (0u64, Vec::new());
     loop {
         chunk.clear();

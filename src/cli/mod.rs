@@ -18,6 +18,7 @@ pub mod embed;
 pub mod eval;
 pub mod explain;
 pub mod infer;
+pub mod serve;
 pub mod tag;
 pub mod train;
 pub mod train_stage1;
@@ -64,6 +65,9 @@ pub enum Command {
     TrainStage3(train_stage3::TrainStage3Args),
     /// Stage 2 then stage 3 in one go (resumable).
     Train(train::TrainArgs),
+    /// Serve the model over HTTP (explain, tag, OpenAI chat completions), loaded once, with
+    /// requests batched.
+    Serve(serve::ServeArgs),
 }
 
 /// A command that ran to its end but left part of its work undone (e.g. `infer` rows whose

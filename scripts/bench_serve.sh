@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `adiff serve` throughput: the same /v1/explain request sequentially and at concurrency 16,
+# rounds alternating (scripts/bench_serve.py), against a server on this machine; prints the
+# load average, req/s, p50/p99 latency, the ratio, and the server's peak RSS.
+#
+#   scripts/bench_serve.sh                       # demo model, the shipped example clips
+#   MODEL_ARGS="-c adiff_base.ckpt" TIER=3 scripts/bench_serve.sh
+#
+# Run it on an idle machine (load average < 0.5): the client's threads share the CPU with the
+# server, as a co-located client would.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ADIFF=${ADIFF:-target/release/adiff}
+PYTHON=${PYTHON:-python3}
+MODEL_ARGS=${MODEL_ARGS:---model demo}
+A=${A:-data/examples/demo_first.wav}
+B=${B:-data/examples/demo_second.wav}
+REQUESTS=${REQUESTS:-64}
+CONCURRENCY=${CONCURRENCY:-16}
+ROUNDS=${ROUNDS:-3}
+TIER=${TIER:-2}
+[ -x "$ADIFF" ] || cargo build --release
+out=$(mktemp)
+# shellcheck disable=SC2086
+"$ADIFF" serve $MODEL_ARGS --port 0 --max-batch "$CONCURRENCY" >"$out" 2>/dev/null &
+pid=$!
+trap 'kill $pid 2>/dev/null; rm -f "$out"' EXIT
+for _ in $(seq 600); do
+    grep -q listening "$out" && break
+    kill -0 $pid 2>/dev/null || { echo "adiff serve did not start" >&2; exit 1; }
+    sleep 0.1
+done
+url=$(grep -o 'http://[^ ]*' "$out")
+echo "adiff $(git rev-parse --short HEAD 2>/dev/null || echo '?'), server $url, $MODEL_ARGS, tier $TIER"
+"$PYTHON" scripts/bench_serve.py --url "$url" --audio1 "$A" --audio2 "$B" --tier "$TIER" \
+    --requests "$REQUESTS" --concurrency "$CONCURRENCY" --rounds "$ROUNDS"
+echo "server peak RSS: $(awk '/VmHWM/ {printf "%.1f MB", $2 / 1024}' /proc/$pid/status)"
+kill -TERM $pid
+wait $pid || true
