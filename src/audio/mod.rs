@@ -506,7 +506,7 @@ impl WindowReader {
     pub fn count(&self) -> Result<(u64, f64)> {
         let n = match self.stream.exact_frames() {
             Some(n) => n,
-            None => count_samples(&self.path)?,
+            None => count_samples(&AudioSource::File(self.path.clone()))?,
         };
         let windows = windows_in(self.grid.len_out(n), self.win, self.hop);
         Ok((windows, n as f64 / f64::from(self.grid.from)))
