@@ -10,12 +10,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -56,24 +55,6 @@ pub struct Shared {
 }
 
 pub type AppState = Arc<Shared>;
-
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/explain", post(explain))
-        .route("/v1/tag", post(tag))
-        .route(
-            "/v1/chat/completions",
-            post(super::openai::chat_completions),
-        )
-        .route("/v1/models", get(models))
-        .route("/health", get(health))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
-        // The multipart reader stops at the limit; `guard` refuses a declared larger body first.
-        .layer(DefaultBodyLimit::max(state.max_body))
-        .with_state(state)
-}
 
 /// An error answer: its status and one line that says what to change.
 #[derive(Debug)]
@@ -130,7 +111,7 @@ impl IntoResponse for ApiError {
 /// Runs around every route: the request log line, the API key, a declared body over the limit,
 /// and the time limit (a request still unanswered then gets 408; its work is dropped unrun if
 /// the model has not reached it).
-async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let response = match check(&s, &req) {
@@ -205,7 +186,7 @@ pub fn too_large(s: &Shared, declared: Option<u64>) -> ApiError {
     )
 }
 
-async fn not_found(req: Request) -> ApiError {
+pub async fn not_found(req: Request) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!(
@@ -217,7 +198,7 @@ async fn not_found(req: Request) -> ApiError {
     )
 }
 
-async fn method_not_allowed(req: Request) -> ApiError {
+pub async fn method_not_allowed(req: Request) -> ApiError {
     let allowed = if req.method() == Method::GET {
         "POST"
     } else {
@@ -233,7 +214,7 @@ async fn method_not_allowed(req: Request) -> ApiError {
     )
 }
 
-async fn health(State(s): State<AppState>) -> Json<Value> {
+pub async fn health(State(s): State<AppState>) -> Json<Value> {
     let (waiting, running) = s.engine.load();
     let policy = s.engine.policy();
     Json(json!({
@@ -244,7 +225,7 @@ async fn health(State(s): State<AppState>) -> Json<Value> {
     }))
 }
 
-async fn models(State(s): State<AppState>) -> Json<Value> {
+pub async fn models(State(s): State<AppState>) -> Json<Value> {
     Json(json!({
         "object": "list",
         "data": [{
@@ -315,7 +296,10 @@ struct TagParams {
 /// Multipart fields holding text: kept as strings (a prompt of digits stays a prompt).
 const TEXT_FIELDS: [&str; 3] = ["prompt", "caption", "crop"];
 
-async fn explain(State(s): State<AppState>, req: Request) -> Result<Json<ExplainAnswer>, ApiError> {
+pub async fn explain(
+    State(s): State<AppState>,
+    req: Request,
+) -> Result<Json<ExplainAnswer>, ApiError> {
     let coming = s.engine.coming();
     let (audio, params) = read_request(&s, req, &["audio1", "audio2"]).await?;
     let p: ExplainParams = params_from(params)?;
@@ -359,7 +343,7 @@ async fn explain(State(s): State<AppState>, req: Request) -> Result<Json<Explain
 /// `/v1/explain`'s answer: `explain --json`'s fields (typed, so that numbers print as the CLI
 /// prints them), where each clip lies in its file, and where the time went.
 #[derive(serde::Serialize)]
-struct ExplainAnswer {
+pub struct ExplainAnswer {
     model: String,
     audio1: String,
     audio2: String,
@@ -373,7 +357,7 @@ struct ExplainAnswer {
 
 /// Seconds a request waited for the model, and its batch ran.
 #[derive(serde::Serialize)]
-struct Seconds {
+pub struct Seconds {
     queue: f64,
     model: f64,
 }
@@ -389,7 +373,7 @@ impl Seconds {
 
 /// `/v1/tag`'s answer: `tag --json`'s fields and where the time went.
 #[derive(serde::Serialize)]
-struct TagAnswer {
+pub struct TagAnswer {
     model: String,
     file: String,
     window_s: [f64; 2],
@@ -398,7 +382,7 @@ struct TagAnswer {
     batch: usize,
 }
 
-async fn tag(State(s): State<AppState>, req: Request) -> Result<Json<TagAnswer>, ApiError> {
+pub async fn tag(State(s): State<AppState>, req: Request) -> Result<Json<TagAnswer>, ApiError> {
     let coming = s.engine.coming();
     let (audio, params) = read_request(&s, req, &["audio"]).await?;
     let p: TagParams = params_from(params)?;

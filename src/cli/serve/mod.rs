@@ -182,7 +182,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         println!("adiff serve: listening on http://{local} (model {name})");
         use std::io::Write;
         std::io::stdout().flush().ok();
-        axum::serve(listener, api::router(Arc::new(state)))
+        axum::serve(listener, router(Arc::new(state)))
             .with_graceful_shutdown(shutdown_signal())
             .await
             .context("server error")
@@ -194,6 +194,26 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("the model's thread crashed"))?;
     eprintln!("adiff serve: stopped");
     Ok(())
+}
+
+/// The routes (`api`, `openai`) behind `api::guard` (log, key, limits) and the body limit.
+fn router(state: api::AppState) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/v1/explain", post(api::explain))
+        .route("/v1/tag", post(api::tag))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(api::models))
+        .route("/health", get(api::health))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::guard,
+        ))
+        // The multipart reader stops at the limit; `guard` refuses a declared larger body first.
+        .layer(axum::extract::DefaultBodyLimit::max(state.max_body))
+        .with_state(state)
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT): the server then stops accepting connections and
