@@ -69,11 +69,13 @@ def main():
     ap.add_argument("--audio1", required=True)
     ap.add_argument("--audio2", required=True)
     ap.add_argument("--tier", default="2")
+    ap.add_argument("--max-tokens", default=None, help="max_tokens field (default: the server's)")
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
-    body, ctype = multipart([("audio1", a.audio1), ("audio2", a.audio2)], [("tier", a.tier)])
+    fields = [("tier", a.tier)] + ([("max_tokens", a.max_tokens)] if a.max_tokens else [])
+    body, ctype = multipart([("audio1", a.audio1), ("audio2", a.audio2)], fields)
     url = a.url.rstrip("/") + "/v1/explain"
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     _, (_, expected, _) = 0, one(url, body, ctype)  # warm-up, and the reference answer

@@ -4,7 +4,7 @@
 # load average, req/s, p50/p99 latency, the ratio, and the server's peak RSS.
 #
 #   scripts/bench_serve.sh                       # demo model, the shipped example clips
-#   MODEL_ARGS="-c adiff_base.ckpt" TIER=3 scripts/bench_serve.sh
+#   MODEL_ARGS="-c adiff_base.ckpt" TIER=3 MAX_TOKENS=32 REQUESTS=16 scripts/bench_serve.sh
 #
 # Run it on an idle machine (load average < 0.5): the client's threads share the CPU with the
 # server, as a co-located client would.
@@ -19,6 +19,7 @@ REQUESTS=${REQUESTS:-64}
 CONCURRENCY=${CONCURRENCY:-16}
 ROUNDS=${ROUNDS:-3}
 TIER=${TIER:-2}
+MAX_TOKENS=${MAX_TOKENS:-}
 [ -x "$ADIFF" ] || cargo build --release
 out=$(mktemp)
 # shellcheck disable=SC2086
@@ -31,9 +32,9 @@ for _ in $(seq 600); do
     sleep 0.1
 done
 url=$(grep -o 'http://[^ ]*' "$out")
-echo "adiff $(git rev-parse --short HEAD 2>/dev/null || echo '?'), server $url, $MODEL_ARGS, tier $TIER"
+echo "adiff $(git rev-parse --short HEAD 2>/dev/null || echo '?'), server $url, $MODEL_ARGS, tier $TIER${MAX_TOKENS:+, max_tokens $MAX_TOKENS}"
 "$PYTHON" scripts/bench_serve.py --url "$url" --audio1 "$A" --audio2 "$B" --tier "$TIER" \
-    --requests "$REQUESTS" --concurrency "$CONCURRENCY" --rounds "$ROUNDS"
+    --requests "$REQUESTS" --concurrency "$CONCURRENCY" --rounds "$ROUNDS" ${MAX_TOKENS:+--max-tokens "$MAX_TOKENS"}
 echo "server peak RSS: $(awk '/VmHWM/ {printf "%.1f MB", $2 / 1024}' /proc/$pid/status)"
 kill -TERM $pid
 wait $pid || true
