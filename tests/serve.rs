@@ -549,3 +549,53 @@ fn a_port_in_use_is_one_error_line() {
     let out = adiff(&args);
     common::assert_one_line_error(&out, &format!("cannot listen on 127.0.0.1:{port}"));
 }
+
+#[test]
+fn requests_beyond_the_in_flight_limit_get_503_and_the_server_recovers() {
+    use std::io::Write;
+    // --queue 1 --max-batch 1: two requests in progress at most.
+    let server = Server::start(&["--queue", "1", "--max-batch", "1"], &[]);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let (a, b) = (fixture("htsat/clip_a.wav"), fixture("htsat/clip_b.wav"));
+    let (body, ct) = multipart(&[("audio1", &a), ("audio2", &b)], &[("max_tokens", "4")]);
+    // Two requests that send their headers and hold back the body: both are in progress.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let head = format!(
+            "POST /v1/explain HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        held.push(s);
+    }
+    // The server has taken both (it reads headers at once; /health reports them).
+    let mut in_flight = 0;
+    for _ in 0..200 {
+        in_flight = server.health()["in_flight"].as_u64().unwrap();
+        if in_flight == 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(in_flight, 2);
+    let head = format!(
+        "POST /v1/explain HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    assert_error(raw_request(&server.url, &head), 503, "busy");
+    // The held requests finish once their bodies arrive, and a new one is served again.
+    for mut s in held {
+        s.write_all(&body).unwrap();
+        let mut answer = [0u8; 12];
+        s.read_exact(&mut answer).unwrap();
+        assert_eq!(
+            &answer,
+            b"HTTP/1.1 200",
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let (status, v) = server.post("/v1/explain", &ct, &body);
+    assert_eq!(status, 200, "{v}");
+}

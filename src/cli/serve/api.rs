@@ -52,6 +52,10 @@ pub struct Shared {
     pub timeout: Duration,
     /// Counter behind chat completion ids.
     pub ids: AtomicU64,
+    /// Requests in progress (being read, decoded, waiting or in the model's batch) at most:
+    /// `--queue` + `--max-batch`, so that the bodies and clips held stay bounded.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    pub max_in_flight: usize,
 }
 
 pub type AppState = Arc<Shared>;
@@ -123,16 +127,23 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
             }
             e.into_response()
         }
-        Ok(()) => match tokio::time::timeout(s.timeout, next.run(req)).await {
-            Ok(r) => r,
-            Err(_) => ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "no answer within {:.3} s (the server's --timeout)",
-                    s.timeout.as_secs_f64()
-                ),
-            )
-            .into_response(),
+        Ok(()) => match admit(&s, &req) {
+            Err(e) => e.into_response(),
+            Ok(permit) => {
+                let r = tokio::time::timeout(s.timeout, next.run(req)).await;
+                drop(permit);
+                match r {
+                    Ok(r) => r,
+                    Err(_) => ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "no answer within {:.3} s (the server's --timeout)",
+                            s.timeout.as_secs_f64()
+                        ),
+                    )
+                    .into_response(),
+                }
+            }
         },
     };
     eprintln!(
@@ -141,6 +152,28 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
         started.elapsed().as_secs_f64()
     );
     response
+}
+
+/// A place among the requests in progress for a request that will use the model (/health and
+/// /v1/models always answer), or 503 when all are taken.
+fn admit(s: &Shared, req: &Request) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ApiError> {
+    if req.method() == Method::GET {
+        return Ok(None);
+    }
+    s.in_flight
+        .clone()
+        .try_acquire_owned()
+        .map(Some)
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                "the server is busy: {} requests are in progress (--queue + --max-batch); retry \
+                 later",
+                s.max_in_flight
+            ),
+            )
+        })
 }
 
 /// The key (every route but /health) and the declared body size.
@@ -217,9 +250,11 @@ pub async fn method_not_allowed(req: Request) -> ApiError {
 pub async fn health(State(s): State<AppState>) -> Json<Value> {
     let (waiting, running) = s.engine.load();
     let policy = s.engine.policy();
+    let in_flight = s.max_in_flight - s.in_flight.available_permits();
     Json(json!({
         "status": "ok",
         "model": s.model_name,
+        "in_flight": in_flight,
         "queue": {"waiting": waiting, "running": running, "capacity": policy.queue},
         "max_batch": policy.max_batch,
     }))

@@ -43,7 +43,8 @@ use crate::text::tokenizer::Gpt2Tokenizer;
 ///
 /// Answers equal `adiff explain`'s for the same files and options. Requests that arrive
 /// together run as one batch (up to --max-batch, waiting at most --batch-wait-ms for more);
-/// beyond --queue waiting requests the server answers 503, a body over --max-body-mb 413, and a
+/// beyond --queue + --max-batch requests in progress the server answers 503, a body over
+/// --max-body-mb 413, and a
 /// request not answered within --timeout 408. SIGTERM or Ctrl-C stops accepting connections and
 /// finishes the requests in flight.
 ///
@@ -86,7 +87,8 @@ pub struct ServeArgs {
     /// Milliseconds the model waits for more requests after the first of a batch.
     #[arg(long, default_value_t = 5)]
     pub batch_wait_ms: u64,
-    /// Most requests waiting for the model; more are answered 503.
+    /// Most requests waiting for the model; more are answered 503. At most --queue +
+    /// --max-batch requests are in progress at once (being read, decoded, waiting or running).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     pub queue: u64,
     /// Largest request body in MiB; larger ones are answered 413.
@@ -153,6 +155,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         policy,
     )
     .context("cannot start the model's thread")?;
+    let max_in_flight = (args.queue + args.max_batch) as usize;
     let state = api::Shared {
         engine,
         front_end,
@@ -167,6 +170,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_body: (args.max_body_mb * 1024.0 * 1024.0) as usize,
         timeout: Duration::from_secs_f64(args.timeout),
         ids: Default::default(),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
+        max_in_flight,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
