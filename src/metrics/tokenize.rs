@@ -1,11 +1,18 @@
 //! The text normalisation coco-caption applies before scoring: Stanford PTBTokenizer
 //! (CoreNLP 3.4.1, `-preserveLines -lowerCase`), then removal of punctuation tokens.
 //!
-//! Reimplemented (not a port of the JFlex grammar) for the constructs that occur in ADIFF
-//! explanations: words, hyphenated and slashed compounds, numbers, contractions, abbreviations,
-//! brackets and quotes. Quirks of the Java lexer are kept on purpose, because scores must match
-//! pycocoevalcap: `0.1-0.5` becomes `0.1-0 .5`, `(` becomes `-lrb-` (lower-cased, so it is NOT
-//! removed by the punctuation filter), `can't` becomes `ca n't`.
+//! Written black-box (not a port of the JFlex grammar): every rule below was found by feeding
+//! strings to the jar and reading its output, and each comment names the behaviour it copies.
+//! Quirks of the Java lexer are kept on purpose, because scores must match pycocoevalcap:
+//! `0.1-0.5` becomes `0.1-0 .5`, `(` becomes `-lrb-` (lower-cased, so it is NOT removed by the
+//! punctuation filter), `can't` becomes `ca n't`, `speech.,` keeps its period. The fixture
+//! `tests/fixtures/metrics/ptb_punct.json` (`scripts/fixtures_ptb.py`) holds the jar's output
+//! for 4,000 punctuation-heavy strings; `tests/ptb_tokenizer.rs` compares.
+//!
+//! One Java run tokenizes all captions of a pycocoevalcap call, one per line, and a few rules
+//! look past the end of a line (`plan b.` keeps its period unless the next line starts with a
+//! sentence opener such as `The`): [`coco_tokenize_lines`] gives each line that context,
+//! [`coco_tokenize`] tokenizes one caption as if the next line were neutral.
 
 /// Tokens coco-caption drops after tokenizing (compared after lower-casing, so `-LRB-` etc. never
 /// match: their lower-cased forms survive, as in pycocoevalcap).
@@ -14,23 +21,244 @@ pub const PUNCTUATIONS: [&str; 17] = [
     "...", ";",
 ];
 
-/// Abbreviations the lexer keeps together with their final period (lower-case; matched
-/// case-insensitively). Only the ones whose period would otherwise be split off matter.
-const ABBREVIATIONS: [&str; 37] = [
-    "etc", "vs", "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "inc", "ltd", "co", "corp",
-    "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "rev",
-    "gen", "col", "lt", "sgt", "capt", "mt", "ft", "ave", "est", "al",
+/// Words that keep their final period in any context, in any letter case (`etc.`, `Mr.`,
+/// `INC.`): the jar's output for `w. x`, `w.` and `w. 5` keeps `w.` for exactly these among the
+/// 30,000 English words and all two- and three-letter strings we fed it.
+const ABBREVIATIONS: &[&str] = &[
+    "adj", "adm", "adv", "al", "ala", "alex", "apr", "ariz", "assn", "assoc", "atty", "aug", "ave",
+    "bhd", "blvd", "brig", "bros", "calif", "capt", "cf", "cie", "cmdr", "co", "col", "colo",
+    "conn", "corp", "cos", "cpl", "ct", "dak", "dec", "dept", "det", "dr", "drs", "ens", "esq",
+    "est", "etc", "ext", "feb", "fla", "fri", "ft", "ga", "gen", "gov", "hon", "inc", "ind",
+    "insp", "intl", "jan", "jos", "jr", "jul", "jun", "kan", "ky", "lt", "ltd", "maj", "mar", "md",
+    "messrs", "mich", "minn", "mlle", "mme", "mo", "mon", "mont", "mr", "mrs", "ms", "msgr", "mt",
+    "natl", "neb", "nev", "nov", "oct", "okla", "penn", "pfc", "ph", "plc", "pres", "prof", "pvt",
+    "rd", "rep", "reps", "rev", "rt", "sen", "sens", "sep", "sept", "seq", "sfc", "sgt", "spc",
+    "sq", "sr", "st", "ste", "supt", "sys", "tel", "tenn", "thu", "thurs", "tue", "tues", "univ",
+    "va", "vs", "vt", "wed", "wis", "wm", "wyo",
 ];
 
-/// Abbreviations kept with their period only before a number (`ca. 5 seconds`).
-const ABBREVIATIONS_BEFORE_NUMBER: [&str; 3] = ["ca", "fig", "no"];
+/// Kept with their period only when capitalized (`Mass.`, `PA.`; `mass.` loses it).
+const ABBREVIATIONS_CAPITALIZED: [&str; 11] =
+    ["ark", "az", "del", "ill", "la", "mass", "miss", "ore", "pa", "tex", "wash"];
+
+/// Kept with their period unless written in capitals (`pty.`, `Mfg.`; `PTY.` loses it).
+const ABBREVIATIONS_NOT_UPPER: &[&str] = &["mfg", "mtg", "pte", "pty"];
+
+/// Kept with their period only right before a number (`no. 5`, `fig.3`; `no. the` loses it, and
+/// so does `no.  5` with two spaces).
+const ABBREVIATIONS_BEFORE_NUMBER: &[&str] = &["art", "ca", "fig", "no", "nos", "op", "pp", "prop"];
+
+/// Capitalized words that make the jar split the period off a single letter before them
+/// (`plan B. The dog` gives `b .`, `plan B. Dogs` keeps `b.`), when the word is followed by a
+/// space or the end of the text. Found by probing `b. Word x` for 30,000 words; the letter case
+/// after the first letter does not matter (`THE` splits too).
+const SENTENCE_OPENERS: &[&str] = &[
+    "a", "about", "according", "additionally", "after", "an", "as", "at", "but", "earlier", "he",
+    "her", "here", "however", "if", "in", "it", "last", "many", "more", "now", "once", "one",
+    "other", "our", "she", "since", "so", "some", "such", "that", "the", "their", "then", "there",
+    "these", "they", "this", "we", "what", "when", "while", "yet", "you",
+];
+
+/// How the jar treats a character outside ASCII.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cls {
+    /// Part of a word (letters, digits, most marks).
+    W,
+    /// Dropped without a trace, but it still ends the token before it (U+200B, U+FEFF, private
+    /// use, some letters the jar's Unicode tables lack, everything outside the BMP).
+    D,
+    /// Whitespace (U+00A0, U+2009, U+3000, ...).
+    S,
+    /// A token of its own (symbols, most punctuation).
+    P,
+    /// The soft hyphen U+00AD: removed, and the words on both sides join (`x\u{ad}ray` -> `xray`).
+    J,
+}
+use Cls::{D, J, P, S};
+
+/// Non-word ranges above U+007F (inclusive bounds), measured by feeding the jar `qx<c>yq` for
+/// every BMP code point: `W` where the output is one token, `D` where it is `qx yq`, `P` where
+/// `<c>` comes out as a token of its own. Code points not listed are word characters.
+#[rustfmt::skip]
+const NON_ASCII: &[(u32, u32, Cls)] = &[
+    (0x0080, 0x0080, P), (0x0081, 0x0084, D), (0x0085, 0x0085, S), (0x0086, 0x0090, D),
+    (0x0091, 0x0094, P), (0x0095, 0x0095, D), (0x0096, 0x0097, P), (0x0098, 0x009F, D),
+    (0x00A0, 0x00A0, S), (0x00A1, 0x00A9, P), (0x00AB, 0x00AC, P), (0x00AD, 0x00AD, J),
+    (0x00AE, 0x00B4, P), (0x00B6, 0x00B9, P), (0x00BB, 0x00BF, P), (0x00D7, 0x00D7, P),
+    (0x00F7, 0x00F7, P), (0x037E, 0x037E, P), (0x037F, 0x0383, D), (0x0387, 0x0387, P),
+    (0x038B, 0x038B, D), (0x038D, 0x038D, D), (0x03A2, 0x03A2, D), (0x0482, 0x0482, D),
+    (0x0488, 0x0489, D), (0x0528, 0x0530, D), (0x0557, 0x0558, D), (0x0560, 0x0560, D),
+    (0x0588, 0x0588, D), (0x0589, 0x0589, P), (0x058B, 0x0590, D), (0x05BE, 0x05BE, P),
+    (0x05C0, 0x05C0, P), (0x05C3, 0x05C3, P), (0x05C6, 0x05C6, P), (0x05C8, 0x05CF, D),
+    (0x05EB, 0x05EF, D), (0x05F3, 0x05F4, P), (0x05F5, 0x05FF, D), (0x0600, 0x0603, P),
+    (0x0604, 0x0605, D), (0x0606, 0x060C, P), (0x060D, 0x0613, D), (0x0614, 0x0614, P),
+    (0x061B, 0x061B, P), (0x061C, 0x061D, D), (0x061E, 0x061F, P), (0x065F, 0x065F, D),
+    (0x066A, 0x066A, P), (0x066B, 0x066C, D), (0x066D, 0x066D, P), (0x06D4, 0x06D4, P),
+    (0x0700, 0x070D, P), (0x070E, 0x070E, D), (0x07B2, 0x07BF, D), (0x07F6, 0x07F8, P),
+    (0x07F9, 0x07F9, D), (0x07FB, 0x07FF, D), (0x0816, 0x0819, D), (0x081B, 0x0823, D),
+    (0x0825, 0x0827, D), (0x0829, 0x083F, D), (0x0859, 0x089F, D), (0x08A1, 0x08A1, D),
+    (0x08AD, 0x08FF, D), (0x093A, 0x093B, D), (0x094F, 0x094F, D), (0x0956, 0x0957, D),
+    (0x0964, 0x0965, P), (0x0970, 0x0970, D), (0x0978, 0x0978, D), (0x0980, 0x0980, D),
+    (0x0984, 0x0984, D), (0x098D, 0x098E, D), (0x0991, 0x0992, D), (0x09A9, 0x09A9, D),
+    (0x09B1, 0x09B1, D), (0x09B3, 0x09B5, D), (0x09BA, 0x09BB, D), (0x09C5, 0x09C6, D),
+    (0x09C9, 0x09CA, D), (0x09CF, 0x09D6, D), (0x09D8, 0x09DB, D), (0x09DE, 0x09DE, D),
+    (0x09E4, 0x09E5, D), (0x09F2, 0x0A00, D), (0x0A04, 0x0A04, D), (0x0A0B, 0x0A0E, D),
+    (0x0A11, 0x0A12, D), (0x0A29, 0x0A29, D), (0x0A31, 0x0A31, D), (0x0A34, 0x0A34, D),
+    (0x0A37, 0x0A37, D), (0x0A3A, 0x0A3B, D), (0x0A3D, 0x0A3D, D), (0x0A50, 0x0A58, D),
+    (0x0A5D, 0x0A5D, D), (0x0A5F, 0x0A65, D), (0x0A70, 0x0A71, D), (0x0A75, 0x0A80, D),
+    (0x0A84, 0x0A84, D), (0x0A8E, 0x0A8E, D), (0x0A92, 0x0A92, D), (0x0AA9, 0x0AA9, D),
+    (0x0AB1, 0x0AB1, D), (0x0AB4, 0x0AB4, D), (0x0ABA, 0x0ABB, D), (0x0AD1, 0x0ADF, D),
+    (0x0AE2, 0x0AE5, D), (0x0AF0, 0x0B04, D), (0x0B0D, 0x0B0E, D), (0x0B11, 0x0B12, D),
+    (0x0B29, 0x0B29, D), (0x0B31, 0x0B31, D), (0x0B34, 0x0B34, D), (0x0B3A, 0x0B3C, D),
+    (0x0B3E, 0x0B5B, D), (0x0B5E, 0x0B5E, D), (0x0B62, 0x0B65, D), (0x0B70, 0x0B70, D),
+    (0x0B72, 0x0B81, D), (0x0B84, 0x0B84, D), (0x0B8B, 0x0B8D, D), (0x0B91, 0x0B91, D),
+    (0x0B96, 0x0B98, D), (0x0B9B, 0x0B9B, D), (0x0B9D, 0x0B9D, D), (0x0BA0, 0x0BA2, D),
+    (0x0BA5, 0x0BA7, D), (0x0BAB, 0x0BAD, D), (0x0BBA, 0x0BBD, D), (0x0BC3, 0x0BC5, D),
+    (0x0BC9, 0x0BC9, D), (0x0BCE, 0x0BCF, D), (0x0BD1, 0x0BE5, D), (0x0BF0, 0x0C00, D),
+    (0x0C04, 0x0C04, D), (0x0C0D, 0x0C0D, D), (0x0C11, 0x0C11, D), (0x0C29, 0x0C29, D),
+    (0x0C34, 0x0C34, D), (0x0C3A, 0x0C3C, D), (0x0C57, 0x0C57, D), (0x0C5A, 0x0C5F, D),
+    (0x0C62, 0x0C65, D), (0x0C70, 0x0C84, D), (0x0C8D, 0x0C8D, D), (0x0C91, 0x0C91, D),
+    (0x0CA9, 0x0CA9, D), (0x0CB4, 0x0CB4, D), (0x0CBA, 0x0CBC, D), (0x0CBE, 0x0CDD, D),
+    (0x0CDF, 0x0CDF, D), (0x0CE2, 0x0CE5, D), (0x0CF0, 0x0CF0, D), (0x0CF3, 0x0D04, D),
+    (0x0D0D, 0x0D0D, D), (0x0D11, 0x0D11, D), (0x0D3B, 0x0D3C, D), (0x0D45, 0x0D45, D),
+    (0x0D49, 0x0D4D, D), (0x0D4F, 0x0D5F, D), (0x0D62, 0x0D65, D), (0x0D70, 0x0D79, D),
+    (0x0D80, 0x0D84, D), (0x0D97, 0x0D99, D), (0x0DB2, 0x0DB2, D), (0x0DBC, 0x0DBC, D),
+    (0x0DBE, 0x0DBF, D), (0x0DC7, 0x0E00, D), (0x0E3B, 0x0E3E, D), (0x0E3F, 0x0E3F, P),
+    (0x0E4F, 0x0E4F, P), (0x0E5A, 0x0E80, D), (0x0E83, 0x0E83, D), (0x0E85, 0x0E86, D),
+    (0x0E89, 0x0E89, D), (0x0E8B, 0x0E8C, D), (0x0E8E, 0x0E93, D), (0x0E98, 0x0E98, D),
+    (0x0EA0, 0x0EA0, D), (0x0EA4, 0x0EA4, D), (0x0EA6, 0x0EA6, D), (0x0EA8, 0x0EA9, D),
+    (0x0EAC, 0x0EAC, D), (0x0EBE, 0x0EBF, D), (0x0EC5, 0x0EC5, D), (0x0EC7, 0x0EC7, D),
+    (0x0ECE, 0x0ECF, D), (0x0EDA, 0x0EDB, D), (0x0EE0, 0x0EFF, D), (0x0F01, 0x0F1F, D),
+    (0x0F2A, 0x0F3F, D), (0x0F48, 0x0F48, D), (0x0F6D, 0x0F87, D), (0x0F8D, 0x0FFF, D),
+    (0x102B, 0x103E, D), (0x104A, 0x104F, D), (0x1056, 0x1059, D), (0x105E, 0x1060, D),
+    (0x1062, 0x1064, D), (0x1067, 0x106D, D), (0x1071, 0x1074, D), (0x1082, 0x108D, D),
+    (0x108F, 0x108F, D), (0x109A, 0x109F, D), (0x10C6, 0x10C6, D), (0x10C8, 0x10CC, D),
+    (0x10CE, 0x10CF, D), (0x10FB, 0x10FB, D), (0x1249, 0x1249, D), (0x124E, 0x124F, D),
+    (0x1257, 0x1257, D), (0x1259, 0x1259, D), (0x125E, 0x125F, D), (0x1289, 0x1289, D),
+    (0x128E, 0x128F, D), (0x12B1, 0x12B1, D), (0x12B6, 0x12B7, D), (0x12BF, 0x12BF, D),
+    (0x12C1, 0x12C1, D), (0x12C6, 0x12C7, D), (0x12D7, 0x12D7, D), (0x1311, 0x1311, D),
+    (0x1316, 0x1317, D), (0x135B, 0x137F, D), (0x1390, 0x139F, D), (0x13F5, 0x1400, D),
+    (0x166D, 0x166E, D), (0x1680, 0x1680, S), (0x169B, 0x169F, D), (0x16EB, 0x16FF, D),
+    (0x170D, 0x170D, D), (0x1712, 0x171F, D), (0x1732, 0x173F, D), (0x1752, 0x175F, D),
+    (0x176D, 0x176D, D), (0x1771, 0x177F, D), (0x17B4, 0x17D6, D), (0x17D8, 0x17DB, D),
+    (0x17DD, 0x17DF, D), (0x17EA, 0x180F, D), (0x181A, 0x181F, D), (0x1878, 0x187F, D),
+    (0x18A9, 0x18A9, D), (0x18AB, 0x18AF, D), (0x18F6, 0x18FF, D), (0x191D, 0x1945, D),
+    (0x196E, 0x196F, D), (0x1975, 0x197F, D), (0x19AC, 0x19C0, D), (0x19C8, 0x19CF, D),
+    (0x19DA, 0x19FF, D), (0x1A17, 0x1A1F, D), (0x1A55, 0x1A7F, D), (0x1A8A, 0x1A8F, D),
+    (0x1A9A, 0x1AA6, D), (0x1AA8, 0x1B04, D), (0x1B34, 0x1B44, D), (0x1B4C, 0x1B4F, D),
+    (0x1B5A, 0x1B82, D), (0x1BA1, 0x1BAD, D), (0x1BE6, 0x1BFF, D), (0x1C24, 0x1C3F, D),
+    (0x1C4A, 0x1C4C, D), (0x1C7E, 0x1CE8, D), (0x1CED, 0x1CED, D), (0x1CF2, 0x1CF4, D),
+    (0x1CF7, 0x1CFF, D), (0x1DC0, 0x1DFF, D), (0x1F16, 0x1F17, D), (0x1F1E, 0x1F1F, D),
+    (0x1F46, 0x1F47, D), (0x1F4E, 0x1F4F, D), (0x1F58, 0x1F58, D), (0x1F5A, 0x1F5A, D),
+    (0x1F5C, 0x1F5C, D), (0x1F5E, 0x1F5E, D), (0x1F7E, 0x1F7F, D), (0x1FB5, 0x1FB5, D),
+    (0x1FBD, 0x1FBD, P), (0x1FBF, 0x1FC1, D), (0x1FC5, 0x1FC5, D), (0x1FCD, 0x1FCF, D),
+    (0x1FD4, 0x1FD5, D), (0x1FDC, 0x1FDF, D), (0x1FED, 0x1FF1, D), (0x1FF5, 0x1FF5, D),
+    (0x1FFD, 0x1FFF, D), (0x2000, 0x200A, S), (0x200B, 0x200F, D), (0x2012, 0x2012, D),
+    (0x2013, 0x2023, P), (0x2024, 0x2025, D), (0x2026, 0x2026, P), (0x2027, 0x2027, D),
+    (0x2028, 0x2029, S), (0x202A, 0x202E, D), (0x202F, 0x202F, S), (0x2030, 0x203B, P),
+    (0x203C, 0x203D, D), (0x203E, 0x2042, P), (0x2043, 0x2043, D), (0x2044, 0x2044, P),
+    (0x2045, 0x205E, D), (0x205F, 0x205F, S), (0x2060, 0x206F, D), (0x2070, 0x2070, P),
+    (0x2072, 0x2073, D), (0x2074, 0x207E, P), (0x2080, 0x208E, P), (0x208F, 0x208F, D),
+    (0x209D, 0x209F, D), (0x20A0, 0x20A0, P), (0x20A1, 0x20A3, D), (0x20A4, 0x20A4, P),
+    (0x20A5, 0x20AB, D), (0x20AC, 0x20AC, P), (0x20AD, 0x20FF, D), (0x2100, 0x2101, P),
+    (0x2103, 0x2106, P), (0x2108, 0x2109, P), (0x2114, 0x2114, P), (0x2116, 0x2118, P),
+    (0x211E, 0x2123, P), (0x2125, 0x2125, P), (0x2127, 0x2127, P), (0x2129, 0x2129, P),
+    (0x212E, 0x212E, P), (0x213A, 0x213B, P), (0x2140, 0x2144, P), (0x214A, 0x214D, P),
+    (0x214F, 0x214F, P), (0x2150, 0x2152, D), (0x2153, 0x215E, P), (0x215F, 0x2182, D),
+    (0x2185, 0x218F, D), (0x2190, 0x2BFF, P), (0x2C2F, 0x2C2F, D), (0x2C5F, 0x2C5F, D),
+    (0x2CE5, 0x2CEA, D), (0x2CEF, 0x2CF1, D), (0x2CF4, 0x2CFF, D), (0x2D26, 0x2D26, D),
+    (0x2D28, 0x2D2C, D), (0x2D2E, 0x2D2F, D), (0x2D68, 0x2D6E, D), (0x2D70, 0x2D7F, D),
+    (0x2D97, 0x2D9F, D), (0x2DA7, 0x2DA7, D), (0x2DAF, 0x2DAF, D), (0x2DB7, 0x2DB7, D),
+    (0x2DBF, 0x2DBF, D), (0x2DC7, 0x2DC7, D), (0x2DCF, 0x2DCF, D), (0x2DD7, 0x2DD7, D),
+    (0x2DDF, 0x2E2E, D), (0x2E30, 0x2FFF, D), (0x3000, 0x3000, S), (0x3001, 0x3002, P),
+    (0x3003, 0x3004, D), (0x3007, 0x3011, D), (0x3012, 0x3012, P), (0x3013, 0x3030, D),
+    (0x3036, 0x303A, D), (0x303D, 0x3040, D), (0x3097, 0x309C, D), (0x30A0, 0x30A0, D),
+    (0x30FB, 0x30FB, P), (0x3100, 0x3104, D), (0x312E, 0x3130, D), (0x318F, 0x319F, D),
+    (0x31BB, 0x31EF, D), (0x3200, 0x33FF, D), (0x4DB6, 0x4DFF, D), (0x9FCD, 0x9FFF, D),
+    (0xA48D, 0xA4CF, D), (0xA4FE, 0xA4FF, D), (0xA60D, 0xA60F, D), (0xA62C, 0xA63F, D),
+    (0xA66F, 0xA67E, D), (0xA698, 0xA69F, D), (0xA6E6, 0xA716, D), (0xA720, 0xA721, D),
+    (0xA789, 0xA78A, D), (0xA78F, 0xA78F, D), (0xA794, 0xA79F, D), (0xA7AB, 0xA7F7, D),
+    (0xA802, 0xA802, D), (0xA806, 0xA806, D), (0xA80B, 0xA80B, D), (0xA823, 0xA83F, D),
+    (0xA874, 0xA881, D), (0xA8B4, 0xA8CF, D), (0xA8DA, 0xA8F1, D), (0xA8F8, 0xA8FA, D),
+    (0xA8FC, 0xA8FF, D), (0xA926, 0xA92F, D), (0xA947, 0xA95F, D), (0xA97D, 0xA983, D),
+    (0xA9B3, 0xA9CE, D), (0xA9DA, 0xA9FF, D), (0xAA29, 0xAA3F, D), (0xAA43, 0xAA43, D),
+    (0xAA4C, 0xAA4F, D), (0xAA5A, 0xAA5F, D), (0xAA77, 0xAA79, D), (0xAA7B, 0xAA7F, D),
+    (0xAAB0, 0xAAB0, D), (0xAAB2, 0xAAB4, D), (0xAAB7, 0xAAB8, D), (0xAABE, 0xAABF, D),
+    (0xAAC1, 0xAAC1, D), (0xAAC3, 0xAADA, D), (0xAADE, 0xAADF, D), (0xAAEB, 0xAAF1, D),
+    (0xAAF5, 0xAB00, D), (0xAB07, 0xAB08, D), (0xAB0F, 0xAB10, D), (0xAB17, 0xAB1F, D),
+    (0xAB27, 0xAB27, D), (0xAB2F, 0xABBF, D), (0xABE3, 0xABEF, D), (0xABFA, 0xABFF, D),
+    (0xD7A4, 0xD7AF, D), (0xD7C7, 0xD7CA, D), (0xD7FC, 0xF8FF, D), (0xFA6E, 0xFA6F, D),
+    (0xFADA, 0xFAFF, D), (0xFB07, 0xFB12, D), (0xFB18, 0xFB1C, D), (0xFB1E, 0xFB1E, D),
+    (0xFB29, 0xFB29, D), (0xFB37, 0xFB37, D), (0xFB3D, 0xFB3D, D), (0xFB3F, 0xFB3F, D),
+    (0xFB42, 0xFB42, D), (0xFB45, 0xFB45, D), (0xFBB2, 0xFBD2, D), (0xFD3E, 0xFD4F, D),
+    (0xFD90, 0xFD91, D), (0xFDC8, 0xFDEF, D), (0xFDFC, 0xFE6F, D), (0xFE75, 0xFE75, D),
+    (0xFEFD, 0xFF00, D), (0xFF01, 0xFF0F, P), (0xFF1A, 0xFF20, P), (0xFF3B, 0xFF40, P),
+    (0xFF5B, 0xFF65, P), (0xFFBF, 0xFFC1, D), (0xFFC8, 0xFFC9, D), (0xFFD0, 0xFFD1, D),
+    (0xFFD8, 0xFFD9, D), (0xFFDD, 0xFFDF, D), (0xFFE0, 0xFFE1, P), (0xFFE2, 0xFFE4, D),
+    (0xFFE5, 0xFFE6, P), (0xFFE7, 0xFFFF, D),
+];
+
+/// Class of any character (ASCII punctuation is `P`; the scanner gives it its own rules).
+fn class(c: char) -> Cls {
+    let u = c as u32;
+    if u < 0x80 {
+        return match c {
+            _ if c.is_ascii_alphanumeric() => Cls::W,
+            ' ' | '\t' | '\n' | '\u{0B}' | '\u{0C}' | '\r' => S,
+            _ if c.is_ascii_control() => D,
+            _ => P,
+        };
+    }
+    if u > 0xFFFF {
+        return D;
+    }
+    match NON_ASCII.binary_search_by(|&(lo, hi, _)| {
+        if hi < u {
+            std::cmp::Ordering::Less
+        } else if lo > u {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    }) {
+        Ok(k) => NON_ASCII[k].2,
+        Err(_) => Cls::W,
+    }
+}
 
 /// Tokenizes one caption the way pycocoevalcap does and returns the kept tokens joined by single
 /// spaces (lower-cased, punctuation tokens removed). Newlines count as spaces, as the Python
-/// wrapper replaces them before calling Java.
+/// wrapper replaces them before calling Java; the caption is taken to end its Java input (or to
+/// be followed by a line that starts nothing special).
 pub fn coco_tokenize(text: &str) -> String {
+    let s: Vec<char> = text.chars().map(|c| if c == '\n' { ' ' } else { c }).collect();
+    filter(ptb_tokens(&s, s.len()))
+}
+
+/// Tokenizes captions the way ONE pycocoevalcap call does (all of them, one per line, through
+/// one Java run): each caption as [`coco_tokenize`], except that a rule that looks past the end
+/// of a caption sees the next caption, as the jar does.
+pub fn coco_tokenize_lines<S: AsRef<str>>(lines: &[S]) -> Vec<String> {
+    let flat = |t: &str| -> Vec<char> {
+        t.chars().map(|c| if c == '\n' { ' ' } else { c }).collect()
+    };
+    (0..lines.len())
+        .map(|i| {
+            let mut s = flat(lines[i].as_ref());
+            let end = s.len();
+            if let Some(next) = lines.get(i + 1) {
+                s.push('\n');
+                s.extend(flat(next.as_ref()));
+            }
+            filter(ptb_tokens(&s, end))
+        })
+        .collect()
+}
+
+/// Lower-cases and drops the punctuation tokens, as pycocoevalcap does after Java.
+fn filter(toks: Vec<String>) -> String {
     let mut out: Vec<String> = Vec::new();
-    for tok in ptb_tokens(text) {
+    for tok in toks {
         let lower = tok.to_lowercase();
         if !PUNCTUATIONS.contains(&lower.as_str()) {
             out.push(lower);
@@ -39,8 +267,17 @@ pub fn coco_tokenize(text: &str) -> String {
     out.join(" ")
 }
 
+/// A word character (the soft hyphen counts: it joins the word and is removed later).
 fn is_alnum(c: char) -> bool {
-    c.is_alphanumeric()
+    matches!(class(c), Cls::W | J)
+}
+
+fn is_letter(c: char) -> bool {
+    is_alnum(c) && !c.is_numeric()
+}
+
+fn is_space(c: char) -> bool {
+    class(c) == S
 }
 
 fn is_hyphen(c: char) -> bool {
@@ -107,9 +344,9 @@ fn match_slashed(s: &[char]) -> usize {
             return None;
         }
         for _ in 0..2 {
-            if i + 1 < s.len() && is_hyphen(s[i]) && s[i + 1].is_alphabetic() {
+            if i + 1 < s.len() && is_hyphen(s[i]) && is_letter(s[i + 1]) {
                 let mut j = i + 1;
-                while j < s.len() && s[j].is_alphabetic() {
+                while j < s.len() && is_letter(s[j]) {
                     j += 1;
                 }
                 i = j;
@@ -156,34 +393,232 @@ fn match_acronym(s: &[char]) -> usize {
     }
 }
 
-/// Splits text into PTB tokens (before lower-casing and punctuation removal).
-fn ptb_tokens(text: &str) -> Vec<String> {
-    let s: Vec<char> = text.chars().collect();
+/// What a non-ASCII `P` character becomes (the jar's spellings: `£` -> `#`, `½` -> `1/2`, curly
+/// quotes -> the ASCII quote tokens, dashes -> `--`), ASCII punctuation its bracket names.
+fn sym_token(c: char) -> String {
+    match c {
+        '(' => "-LRB-",
+        ')' => "-RRB-",
+        '[' => "-LSB-",
+        ']' => "-RSB-",
+        '{' => "-LCB-",
+        '}' => "-RCB-",
+        '"' | '\u{201C}' | '\u{201E}' | '\u{93}' | '\u{AB}' => "``",
+        '\u{201D}' | '\u{94}' | '\u{BB}' => "''",
+        '\u{2018}' | '\u{201B}' | '\u{2039}' | '\u{91}' | '`' => "`",
+        '\u{2019}' | '\u{203A}' | '\u{92}' | '\'' => "'",
+        '\u{2013}' | '\u{2014}' | '\u{2015}' | '\u{96}' | '\u{97}' => "--",
+        '\u{2026}' => "...",
+        '\u{A2}' => "cents",
+        '\u{A3}' => "#",
+        '\u{A4}' | '\u{80}' | '\u{20A0}' | '\u{20AC}' => "$",
+        '\u{BC}' => "1/4",
+        '\u{BD}' => "1/2",
+        '\u{BE}' => "3/4",
+        '\u{2153}' => "1/3",
+        '\u{2154}' => "2/3",
+        _ => return c.to_string(),
+    }
+    .to_string()
+}
+
+/// Length of ` d+/d+` at the start of `s` (one space, then a fraction), if there is one.
+fn fraction_len(s: &[char]) -> Option<usize> {
+    if s.first() != Some(&' ') {
+        return None;
+    }
+    let a = s[1..].iter().take_while(|c| c.is_numeric()).count();
+    if a == 0 || s.get(1 + a) != Some(&'/') {
+        return None;
+    }
+    let b = s[2 + a..].iter().take_while(|c| c.is_numeric()).count();
+    (b > 0).then_some(2 + a + b)
+}
+
+/// Length of an emoticon at the start of `s`: `:` `;` or `=`, maybe `-` or `'`, then one of
+/// `) ( ] [ | D d P p O`, not followed by a word character (`:)x` splits, `:o` is no emoticon).
+fn smiley_len(s: &[char]) -> Option<usize> {
+    if !matches!(s.first(), Some(':' | ';' | '=')) {
+        return None;
+    }
+    let k = if matches!(s.get(1), Some('-' | '\'')) { 2 } else { 1 };
+    let face = *s.get(k)?;
+    if !matches!(face, ')' | '(' | ']' | '[' | '|' | 'D' | 'd' | 'P' | 'p' | 'O') {
+        return None;
+    }
+    if k == 2 && s[1] == '\'' && !matches!(face, '(' | ')') {
+        return None;
+    }
+    if s.get(k + 1).is_some_and(|&c| is_alnum(c)) {
+        return None;
+    }
+    Some(k + 1)
+}
+
+/// An HTML entity the jar decodes at the start of `s`: its token (empty for `&nbsp;`, which
+/// vanishes) and length. Others (`&foo;`) are left to the ordinary rules.
+fn entity(s: &[char]) -> Option<(&'static str, usize)> {
+    let n = s.iter().skip(1).take_while(|c| c.is_ascii_alphabetic()).count();
+    if n == 0 || s.get(1 + n) != Some(&';') {
+        return None;
+    }
+    let name: String = s[1..1 + n].iter().collect::<String>().to_ascii_lowercase();
+    let t = match name.as_str() {
+        "amp" => "&",
+        "lt" => "<",
+        "gt" => ">",
+        "quot" => "''",
+        "apos" => "'",
+        "nbsp" => "",
+        "mdash" | "ndash" => "--",
+        _ => return None,
+    };
+    Some((t, n + 2))
+}
+
+/// Whether `s` (what follows a single letter's period) is whitespace, then a capitalized
+/// [`SENTENCE_OPENERS`] word, then whitespace or the end: the jar then splits `B.` into `B .`.
+/// `s` may run into the next line, as the jar's input does.
+fn opens_sentence(s: &[char]) -> bool {
+    let sp = s.iter().take_while(|&&c| is_space(c)).count();
+    if sp == 0 || !s.get(sp).is_some_and(|c| c.is_ascii_uppercase()) {
+        return false;
+    }
+    let n = s[sp..].iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    let w: String = s[sp..sp + n].iter().collect::<String>().to_ascii_lowercase();
+    SENTENCE_OPENERS.contains(&w.as_str()) && s.get(sp + n).is_none_or(|&c| is_space(c))
+}
+
+/// Whether the word `w` keeps the period that follows it; `after` is what follows the period.
+fn keeps_period(w: &[char], after: &[char]) -> bool {
+    if w.is_empty() || w.last() == Some(&'.') {
+        return false;
+    }
+    let lower: String = w.iter().collect::<String>().to_lowercase();
+    let lower = lower.as_str();
+    // A single ASCII letter (`b.`, `X.`) is taken for an initial, unless a sentence opener
+    // follows (`audio B. The dog` splits, `audio B. Dogs` does not); `é.` splits.
+    if w.len() == 1 {
+        return w[0].is_ascii_alphabetic() && !opens_sentence(after);
+    }
+    if ABBREVIATIONS.contains(&lower)
+        || (ABBREVIATIONS_CAPITALIZED.contains(&lower) && w[0].is_uppercase())
+        || (ABBREVIATIONS_NOT_UPPER.contains(&lower) && !w.iter().all(|c| c.is_uppercase()))
+    {
+        return true;
+    }
+    let before_number = after.first().is_some_and(|c| c.is_ascii_digit())
+        || (after.first() == Some(&' ') && after.get(1).is_some_and(|c| c.is_ascii_digit()));
+    if before_number && ABBREVIATIONS_BEFORE_NUMBER.contains(&lower) {
+        return true;
+    }
+    // Any plain word (letters, digits, `_`, inner hyphens) keeps its period before `,` `;` `:`
+    // (`speech.,` -> `speech. ,`; `3.5.,`, `on/off.,` and `it's.,` split).
+    matches!(after.first(), Some(',' | ';' | ':'))
+        && w.iter().all(|&c| is_alnum(c) || c == '_' || is_hyphen(c))
+}
+
+/// Splits `s[..end]` into PTB tokens (before lower-casing and punctuation removal); rules that
+/// look ahead may read `s[end..]` (the next line of the same Java input).
+fn ptb_tokens(s: &[char], end: usize) -> Vec<String> {
     let mut toks = Vec::new();
     let mut i = 0;
-    while i < s.len() {
+    while i < end {
         let c = s[i];
-        if c.is_whitespace() || c == '\u{00A0}' {
-            i += 1;
+        let rest = &s[i..end];
+        match class(c) {
+            S | D => {
+                i += 1;
+                continue;
+            }
+            // A soft hyphen that starts no word is dropped.
+            J if !rest.get(1).is_some_and(|&d| class(d) == Cls::W) => {
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        if is_alnum(c) {
+            // `y'` before a letter is a token of its own (`y'all` -> `y' all`).
+            if matches!(c, 'y' | 'Y')
+                && rest.len() > 2
+                && is_apos(rest[1])
+                && is_letter(rest[2])
+                && (i == 0 || !is_alnum(s[i - 1]))
+            {
+                toks.push(format!("{c}'"));
+                i += 2;
+                continue;
+            }
+            let n = i + word_len(rest);
+            let word: Vec<char> = s[i..n].iter().copied().filter(|&d| d != '\u{AD}').collect();
+            // A whole number, one space and a fraction are one token, the space turned into
+            // U+00A0 (`1 1/2` -> `1\u{a0}1/2`; `1.5 1/2`, `x 1/2` and two spaces do not join).
+            if word.iter().all(|c| c.is_numeric()) {
+                if let Some(f) = fraction_len(&s[n..end]) {
+                    let mut t: String = word.iter().collect();
+                    t.push('\u{A0}');
+                    t.extend(&s[n + 1..n + f]);
+                    toks.push(t);
+                    i = n + f;
+                    continue;
+                }
+            }
+            // `anti-` and `pro-` keep a hyphen that joins nothing (`anti- rain`); `x- y` splits.
+            let lw: String = word.iter().collect::<String>().to_lowercase();
+            if matches!(lw.as_str(), "anti" | "pro")
+                && n < end
+                && is_hyphen(s[n])
+                && !s.get(n + 1).is_some_and(|&d| is_alnum(d))
+            {
+                toks.push(s[i..=n].iter().filter(|&&d| d != '\u{AD}').collect());
+                i = n + 1;
+                continue;
+            }
+            if n < end && s[n] == '.' && keeps_period(&word, &s[n + 1..]) {
+                let mut w: String = word.iter().collect();
+                w.push('.');
+                toks.push(w);
+                i = n + 1;
+                continue;
+            }
+            let word: String = word.iter().collect();
+            i = n + push_word(&mut toks, &word, &s[n..end]);
             continue;
         }
-        let rest = &s[i..];
-        if is_alnum(c) {
-            let n = i + word_len(rest);
-            let word: String = s[i..n].iter().collect();
-            i = n + push_word(&mut toks, &word, &s[n..]);
+        if let Some(n) = smiley_len(rest) {
+            let t: String = rest[..n]
+                .iter()
+                .map(|&d| match d {
+                    '(' => "-LRB-".to_string(),
+                    ')' => "-RRB-".to_string(),
+                    _ => d.to_string(),
+                })
+                .collect();
+            toks.push(t);
+            i += n;
             continue;
+        }
+        if c == '&' {
+            if let Some((t, n)) = entity(rest) {
+                if !t.is_empty() {
+                    toks.push(t.to_string());
+                }
+                i += n;
+                continue;
+            }
+        }
+        // `'twas`, `'tis` -> `'t` + the rest.
+        if is_apos(c) && rest.len() > 2 && matches!(rest[1], 't' | 'T') {
+            let w: String = rest[2..].iter().take_while(|&&d| is_letter(d)).collect();
+            let lw = w.to_lowercase();
+            if (lw == "was" || lw == "is") && rest.get(2 + w.chars().count()).is_none_or(|&d| !is_alnum(d)) {
+                toks.push(format!("'{}", rest[1]));
+                i += 2;
+                continue;
+            }
         }
         let (tok, len): (String, usize) = match c {
-            '(' => ("-LRB-".into(), 1),
-            ')' => ("-RRB-".into(), 1),
-            '[' => ("-LSB-".into(), 1),
-            ']' => ("-RSB-".into(), 1),
-            '{' => ("-LCB-".into(), 1),
-            '}' => ("-RCB-".into(), 1),
-            '"' | '\u{201C}' | '\u{201D}' | '\u{201E}' => ("''".into(), 1),
-            '\u{2013}' | '\u{2014}' | '\u{2015}' => ("--".into(), 1),
-            '\u{2026}' => ("...".into(), 1),
             '.' | ',' | ':' if rest.len() > 1 && rest[1].is_ascii_digit() => {
                 let n = match_num(rest);
                 (rest[..n].iter().collect(), n)
@@ -195,6 +630,11 @@ fn ptb_tokens(text: &str) -> Vec<String> {
                 } else {
                     (".".into(), 1)
                 }
+            }
+            // Runs of `?` and `!` are one token (`?!`, `!!`), which the filter keeps.
+            '?' | '!' => {
+                let n = rest.iter().take_while(|&&d| matches!(d, '?' | '!')).count();
+                (rest[..n].iter().collect(), n)
             }
             '-' | '+'
                 if rest.len() > 1
@@ -218,10 +658,10 @@ fn ptb_tokens(text: &str) -> Vec<String> {
                     let t: String = rest[..n].iter().map(|&d| norm_apos(d)).collect();
                     (t, n)
                 } else {
-                    ("'".into(), 1)
+                    (sym_token(c), 1)
                 }
             }
-            _ => (c.to_string(), 1),
+            _ => (sym_token(c), 1),
         };
         toks.push(tok);
         i += len;
@@ -244,7 +684,7 @@ fn apos_n_len(s: &[char]) -> usize {
     }
     match s.get(2) {
         Some(&c) if is_apos(c) => 3,
-        Some(&c) if c.is_alphanumeric() => 0,
+        Some(&c) if is_alnum(c) => 0,
         _ => 2,
     }
 }
@@ -275,7 +715,7 @@ fn contraction_len(s: &[char]) -> usize {
         let k = suffix.len();
         if lc.len() >= k
             && lc[..k].iter().copied().eq(suffix.chars())
-            && (lc.len() == k || !lc[k].is_alphabetic())
+            && (lc.len() == k || !is_letter(lc[k]))
         {
             return 1 + k;
         }
@@ -290,9 +730,9 @@ fn word_len(s: &[char]) -> usize {
     let mut best = plain;
     // A word starting with a letter runs on through `.`, `!` or `?` followed by a letter
     // (`louder.Audio` stays one token, as in the Java lexer).
-    if s[0].is_alphabetic() {
+    if is_letter(s[0]) {
         let mut i = plain;
-        while i + 1 < s.len() && matches!(s[i], '.' | '!' | '?') && s[i + 1].is_alphabetic() {
+        while i + 1 < s.len() && matches!(s[i], '.' | '!' | '?') && is_letter(s[i + 1]) {
             i += 1;
             while i < s.len() && is_alnum(s[i]) {
                 i += 1;
@@ -300,49 +740,79 @@ fn word_len(s: &[char]) -> usize {
         }
         best = best.max(i);
     }
+    // Single underscores join words (`bird_song`, `snake_case_x`; `a__b` splits).
+    {
+        let mut i = plain;
+        while i + 1 < s.len() && s[i] == '_' && is_alnum(s[i + 1]) && plain > 0 {
+            i += 1;
+            while i < s.len() && is_alnum(s[i]) {
+                i += 1;
+            }
+        }
+        best = best.max(i);
+    }
+    // Capitals joined by `&` are one token (`AT&T`, `Q&A`, `S&P-500`); `at&t` splits.
+    if plain > 0 && s[..plain].iter().all(|c| c.is_ascii_uppercase()) {
+        let mut i = plain;
+        while i + 1 < s.len() && s[i] == '&' && s[i + 1].is_ascii_uppercase() {
+            i += 1;
+            while i < s.len() && s[i].is_ascii_uppercase() {
+                i += 1;
+            }
+        }
+        if i > plain {
+            while i + 1 < s.len() && is_hyphen(s[i]) && is_alnum(s[i + 1]) {
+                i += 1;
+                while i < s.len() && is_alnum(s[i]) {
+                    i += 1;
+                }
+            }
+            best = best.max(i);
+        }
+        // Capitals right before `$` are a currency token (`US$`, `HK$`); `us$` splits.
+        if s.get(plain) == Some(&'$') {
+            best = best.max(plain + 1);
+        }
+    }
     // One letter (not i or y), an apostrophe and 2+ letters: `o'clock`, `d'ye`.
     if plain == 1
         && !matches!(s[0], 'i' | 'I' | 'y' | 'Y')
         && s.len() > 3
         && is_apos(s[1])
-        && s[2].is_alphabetic()
-        && s[3].is_alphabetic()
+        && is_letter(s[2])
+        && is_letter(s[3])
     {
-        best = best.max(2 + s[2..].iter().take_while(|c| c.is_alphabetic()).count());
+        best = best.max(2 + s[2..].iter().take_while(|&&c| is_letter(c)).count());
     }
     best = best.max(match_num(s));
     best = best.max(match_hyphenated(s));
     best = best.max(match_slashed(s));
     best = best.max(match_acronym(s));
-    if plain == best && s.get(plain) == Some(&'.') {
-        let w: String = s[..plain].iter().collect::<String>().to_lowercase();
-        let before_number = s.get(plain + 1).is_some_and(|c| c.is_whitespace())
-            && s.get(plain + 2).is_some_and(|c| c.is_ascii_digit());
-        if ABBREVIATIONS.contains(&w.as_str())
-            || (before_number && ABBREVIATIONS_BEFORE_NUMBER.contains(&w.as_str()))
-        {
-            best = plain + 1;
-        }
-    }
     best
 }
 
 /// Pushes a word, splitting a trailing `n't` (`don't` -> `do n't`) and the special forms
 /// `cannot`, `gonna`, `wanna`, `gotta`. Returns how many characters after the word it consumed.
 fn push_word(toks: &mut Vec<String>, word: &str, after: &[char]) -> usize {
-    // n't: the word ends in n and is followed by 't + non-letter.
-    let nt = word.len() > 1
-        && word.ends_with(['n', 'N'])
+    // `n't`: a word ending in n before `'t` splits there, and letters right after the t stay
+    // with it (`don't` -> `do n't`, `can'tx` -> `ca n'tx`, `n't` alone is one token). `’` becomes
+    // `'`, a backtick stays (`don`t` -> `do n`t`).
+    let nt = word.ends_with(['n', 'N'])
         && after.len() >= 2
-        && is_apos(after[0])
+        && (is_apos(after[0]) || after[0] == '`')
         && matches!(after[1], 't' | 'T')
-        && after.get(2).is_none_or(|c| !c.is_alphabetic())
-        && word.chars().all(|c| c.is_alphabetic());
+        && word.chars().all(is_letter);
     if nt {
         let (stem, n) = word.split_at(word.len() - 1);
-        toks.push(stem.to_string());
-        toks.push(format!("{n}'{}", after[1]));
-        return 2;
+        if !stem.is_empty() {
+            toks.push(stem.to_string());
+        }
+        let tail = 2 + after[2..].iter().take_while(|&&c| is_letter(c)).count();
+        let mut t = n.to_string();
+        t.push(norm_apos(after[0]));
+        t.extend(after[1..tail].iter().filter(|&&c| c != '\u{AD}'));
+        toks.push(t);
+        return tail;
     }
     let lower = word.to_lowercase();
     for (whole, a) in [
@@ -362,3 +832,4 @@ fn push_word(toks: &mut Vec<String>, word: &str, after: &[char]) -> usize {
     toks.push(word.to_string());
     0
 }
+

@@ -44,9 +44,8 @@ use crate::text::tokenizer::Gpt2Tokenizer;
 /// Answers equal `adiff explain`'s for the same files and options. Requests that arrive
 /// together run as one batch (up to --max-batch, waiting at most --batch-wait-ms for more);
 /// beyond --queue + --max-batch requests in progress the server answers 503, a body over
-/// --max-body-mb 413, and a
-/// request not answered within --timeout 408. SIGTERM or Ctrl-C stops accepting connections and
-/// finishes the requests in flight.
+/// --max-body-mb 413, and a request not answered within --timeout 408. SIGTERM or Ctrl-C stops
+/// accepting connections and finishes the requests in flight.
 ///
 /// Examples:
 ///   adiff serve --model demo --port 8080
