@@ -297,3 +297,31 @@ fn bad_flag_combinations_are_refused() {
     );
     assert_one_line_error(&explain_raw(&["--prompt", " "]), "--prompt is empty");
 }
+
+/// Every subcommand's `--help` teaches by example: its argument struct's doc comment (with the
+/// examples) is shown, not replaced by a one-line summary (a doc comment on the `Command`
+/// variant used to hide it for every subcommand).
+#[test]
+fn every_subcommand_help_shows_its_examples() {
+    for cmd in [
+        "embed",
+        "tag",
+        "explain",
+        "infer",
+        "convert",
+        "eval",
+        "download",
+        "train-stage1",
+        "train-stage2",
+        "train-stage3",
+        "train",
+        "serve",
+    ] {
+        let out = ok(adiff(&[cmd, "--help"]));
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.lines().any(|l| l.contains(&format!("adiff {cmd} "))),
+            "`adiff {cmd} --help` shows no example:\n{help}"
+        );
+    }
+}

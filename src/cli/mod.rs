@@ -36,37 +36,37 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Each subcommand's `--help` is its argument struct's doc comment (what it does, how, and
+/// examples): a doc comment on a variant would replace it, so only the two whose structs do not
+/// describe the command have one, and the training stages set a shorter `about` for the list.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Compute HTSAT embeddings and AudioSet event probabilities for audio files.
     Embed(embed::EmbedArgs),
-    /// Print the top AudioSet events of an audio file, with the time spans where each is active.
     Tag(tag::TagArgs),
-    /// Explain how two audio recordings differ (tier 1: a few words, 2: a sentence, 3: in detail).
     Explain(explain::ExplainArgs),
-    /// Explain every pair of an ACD/CLD-style CSV into a predictions CSV (resumable).
     Infer(infer::InferArgs),
-    /// Convert a checkpoint (official .ckpt, or several files) to one safetensors file + config.
     Convert(convert::ConvertArgs),
     /// Fetch an official checkpoint (adiff-base, adiff-wavcaps) or GPT-2 files into the cache.
     Download(download::DownloadArgs),
-    /// Score predictions (from `infer`): BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (and SPICE, SPIDEr
-    /// with the SPICE jar) per dataset and tier, or `--synthetic` attribute accuracy.
     Eval(eval::EvalArgs),
     /// Build datasets: `pairs` (ACD/CLD-style explanations from captions), `synthetic` (pairs with
     /// known differences), `synthetic-remix` (new pairs of rendered synthetic clips), `embed-cache`
     /// (precomputed HTSAT embeddings).
     BuildDataset(build_dataset::BuildDatasetArgs),
-    /// Stage 1: unimodal pretraining of HTSAT (audio tagging) or GPT-2 (language model).
+    #[command(
+        about = "Stage 1: unimodal pretraining of HTSAT (audio tagging) or GPT-2 (language model)"
+    )]
     TrainStage1(train_stage1::TrainStage1Args),
-    /// Stage 2: train projection, mappers and cross-projection (HTSAT and GPT-2 frozen).
+    #[command(
+        about = "Stage 2: train projection, mappers and cross-projection (HTSAT and GPT-2 frozen)"
+    )]
     TrainStage2(train_stage2::TrainStage2Args),
-    /// Stage 3: finetune with GPT-2 unfrozen (HTSAT frozen), from a stage-2 model.
+    #[command(
+        about = "Stage 3: finetune with GPT-2 unfrozen (HTSAT frozen), from a stage-2 model"
+    )]
     TrainStage3(train_stage3::TrainStage3Args),
-    /// Stage 2 then stage 3 in one go (resumable).
+    #[command(about = "Stage 2 then stage 3 in one go (resumable)")]
     Train(train::TrainArgs),
-    /// Serve the model over HTTP (explain, tag, OpenAI chat completions), loaded once, with
-    /// requests batched.
     Serve(serve::ServeArgs),
 }
 
