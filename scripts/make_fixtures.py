@@ -25,6 +25,8 @@ asking for a part does not rerun those):
   fense     scripts/fixtures_fense.py       tests/fixtures/metrics/fense/ (tiny random Sentence-BERT and
                                             echecker; aac-metrics fense / fer / spider_fl;
                                             sentence-transformers 3.3.1)
+  ptb       scripts/fixtures_ptb.py         tests/fixtures/metrics/ptb_punct.json (pycocoevalcap's PTB
+                                            tokenizer on punctuation-heavy strings; Java 17)
   examples  scripts/fixtures_examples.py    data/examples/ (adiff build-dataset synthetic; the adiff
                                             binary: $ADIFF or target/release/adiff)
 Not in the default run, only when named:
@@ -50,6 +52,7 @@ PARTS = {
     "metrics": ("fixtures_metrics.py", ()),
     "meteor": ("fixtures_meteor.py", ("metrics",)),
     "fense": ("fixtures_fense.py", ()),
+    "ptb": ("fixtures_ptb.py", ()),
     "examples": ("fixtures_examples.py", ()),
     "demo": ("train_demo.sh", ()),
 }

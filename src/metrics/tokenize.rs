@@ -23,7 +23,8 @@ pub const PUNCTUATIONS: [&str; 17] = [
 
 /// Words that keep their final period in any context, in any letter case (`etc.`, `Mr.`,
 /// `INC.`): the jar's output for `w. x`, `w.` and `w. 5` keeps `w.` for exactly these among the
-/// 30,000 English words and all two- and three-letter strings we fed it.
+/// 30,000 English words of GPT-2's vocabulary and all two- and three-letter strings we fed it
+/// (`ph.d` stands for `Ph.D.`).
 const ABBREVIATIONS: &[&str] = &[
     "adj", "adm", "adv", "al", "ala", "alex", "apr", "ariz", "assn", "assoc", "atty", "aug", "ave",
     "bhd", "blvd", "brig", "bros", "calif", "capt", "cf", "cie", "cmdr", "co", "col", "colo",
@@ -31,15 +32,22 @@ const ABBREVIATIONS: &[&str] = &[
     "est", "etc", "ext", "feb", "fla", "fri", "ft", "ga", "gen", "gov", "hon", "inc", "ind",
     "insp", "intl", "jan", "jos", "jr", "jul", "jun", "kan", "ky", "lt", "ltd", "maj", "mar", "md",
     "messrs", "mich", "minn", "mlle", "mme", "mo", "mon", "mont", "mr", "mrs", "ms", "msgr", "mt",
-    "natl", "neb", "nev", "nov", "oct", "okla", "penn", "pfc", "ph", "plc", "pres", "prof", "pvt",
-    "rd", "rep", "reps", "rev", "rt", "sen", "sens", "sep", "sept", "seq", "sfc", "sgt", "spc",
-    "sq", "sr", "st", "ste", "supt", "sys", "tel", "tenn", "thu", "thurs", "tue", "tues", "univ",
-    "va", "vs", "vt", "wed", "wis", "wm", "wyo",
+    "natl", "neb", "ph.d", "nev", "nov", "oct", "okla", "penn", "pfc", "ph", "plc", "pres", "prof",
+    "pvt", "rd", "rep", "reps", "rev", "rt", "sen", "sens", "sep", "sept", "seq", "sfc", "sgt",
+    "spc", "sq", "sr", "st", "ste", "supt", "sys", "tel", "tenn", "thu", "thurs", "tue", "tues",
+    "univ", "va", "vs", "vt", "wed", "wis", "wm", "wyo",
+];
+
+/// File extensions that join a number before them (`1.mp3`), any case; found by probing.
+const FILE_EXTENSIONS: &[&str] = &[
+    "bmp", "c", "cpp", "doc", "docx", "exe", "gif", "gz", "h", "htm", "html", "java", "jpeg",
+    "jpg", "mov", "mp3", "pdf", "php", "png", "ppt", "ps", "py", "tar", "txt", "wav", "xml", "zip",
 ];
 
 /// Kept with their period only when capitalized (`Mass.`, `PA.`; `mass.` loses it).
-const ABBREVIATIONS_CAPITALIZED: [&str; 11] =
-    ["ark", "az", "del", "ill", "la", "mass", "miss", "ore", "pa", "tex", "wash"];
+const ABBREVIATIONS_CAPITALIZED: &[&str] = &[
+    "ark", "az", "del", "ill", "la", "mass", "miss", "ore", "pa", "tex", "wash",
+];
 
 /// Kept with their period unless written in capitals (`pty.`, `Mfg.`; `PTY.` loses it).
 const ABBREVIATIONS_NOT_UPPER: &[&str] = &["mfg", "mtg", "pte", "pty"];
@@ -52,6 +60,7 @@ const ABBREVIATIONS_BEFORE_NUMBER: &[&str] = &["art", "ca", "fig", "no", "nos", 
 /// (`plan B. The dog` gives `b .`, `plan B. Dogs` keeps `b.`), when the word is followed by a
 /// space or the end of the text. Found by probing `b. Word x` for 30,000 words; the letter case
 /// after the first letter does not matter (`THE` splits too).
+#[rustfmt::skip]
 const SENTENCE_OPENERS: &[&str] = &[
     "a", "about", "according", "additionally", "after", "an", "as", "at", "but", "earlier", "he",
     "her", "here", "however", "if", "in", "it", "last", "many", "more", "now", "once", "one",
@@ -231,7 +240,10 @@ fn class(c: char) -> Cls {
 /// wrapper replaces them before calling Java; the caption is taken to end its Java input (or to
 /// be followed by a line that starts nothing special).
 pub fn coco_tokenize(text: &str) -> String {
-    let s: Vec<char> = text.chars().map(|c| if c == '\n' { ' ' } else { c }).collect();
+    let s: Vec<char> = text
+        .chars()
+        .map(|c| if c == '\n' { ' ' } else { c })
+        .collect();
     filter(ptb_tokens(&s, s.len()))
 }
 
@@ -239,9 +251,8 @@ pub fn coco_tokenize(text: &str) -> String {
 /// one Java run): each caption as [`coco_tokenize`], except that a rule that looks past the end
 /// of a caption sees the next caption, as the jar does.
 pub fn coco_tokenize_lines<S: AsRef<str>>(lines: &[S]) -> Vec<String> {
-    let flat = |t: &str| -> Vec<char> {
-        t.chars().map(|c| if c == '\n' { ' ' } else { c }).collect()
-    };
+    let flat =
+        |t: &str| -> Vec<char> { t.chars().map(|c| if c == '\n' { ' ' } else { c }).collect() };
     (0..lines.len())
         .map(|i| {
             let mut s = flat(lines[i].as_ref());
@@ -272,8 +283,9 @@ fn is_alnum(c: char) -> bool {
     matches!(class(c), Cls::W | J)
 }
 
+/// A letter (a word character that is no digit; the soft hyphen is none).
 fn is_letter(c: char) -> bool {
-    is_alnum(c) && !c.is_numeric()
+    class(c) == Cls::W && !c.is_numeric()
 }
 
 fn is_space(c: char) -> bool {
@@ -289,18 +301,23 @@ fn is_apos(c: char) -> bool {
 }
 
 /// Length of the longest prefix of `s` matching `[digit]*([.:,][digit]+)*` (a PTB number).
+/// A soft hyphen between digits joins them (`3:30\u{ad}0.1` -> `3:300.1`); callers drop it.
 fn match_num(s: &[char]) -> usize {
-    let mut i = 0;
-    while i < s.len() && s[i].is_ascii_digit() {
-        i += 1;
-    }
+    // (Any decimal digit continues a number: `v2.0１２` -> `v2 .0１２`.)
+    let digit = |c: char| c.is_ascii_digit() || (c.is_numeric() && class(c) == Cls::W);
+    let digits = |mut i: usize| {
+        while i < s.len()
+            && (digit(s[i])
+                || (s[i] == '\u{AD}' && i > 0 && s.get(i + 1).is_some_and(|c| c.is_ascii_digit())))
+        {
+            i += 1;
+        }
+        i
+    };
+    let mut i = digits(0);
     loop {
         if i + 1 < s.len() && matches!(s[i], '.' | ':' | ',') && s[i + 1].is_ascii_digit() {
-            let mut j = i + 1;
-            while j < s.len() && s[j].is_ascii_digit() {
-                j += 1;
-            }
-            i = j;
+            i = digits(i + 1);
         } else {
             return i;
         }
@@ -317,10 +334,7 @@ fn match_hyphenated(s: &[char]) -> usize {
     while i < s.len() && (is_alnum(s[i]) || s[i] == '.' || s[i] == ',') {
         i += 1;
     }
-    // The first part cannot end in a separator.
-    while i > 1 && !is_alnum(s[i - 1]) {
-        i -= 1;
-    }
+    // (The first part may end in its separator: `5,-5`, `a,-5` and `5.-5` are one token.)
     let mut end = 0;
     while i + 1 < s.len() && is_hyphen(s[i]) && is_alnum(s[i + 1]) {
         let mut j = i + 1;
@@ -335,18 +349,19 @@ fn match_hyphenated(s: &[char]) -> usize {
 
 /// `alnum+(-alpha+){0,2}(/alnum+(-alpha+){0,2}){1,2}`: slashed alternatives such as `on/off`.
 fn match_slashed(s: &[char]) -> usize {
+    // (ASCII letters and digits only: `3/4Zürich` -> `3/4Z ürich`.)
     fn part(s: &[char], mut i: usize) -> Option<usize> {
         let start = i;
-        while i < s.len() && is_alnum(s[i]) {
+        while i < s.len() && s[i].is_ascii_alphanumeric() {
             i += 1;
         }
         if i == start {
             return None;
         }
         for _ in 0..2 {
-            if i + 1 < s.len() && is_hyphen(s[i]) && is_letter(s[i + 1]) {
+            if i + 1 < s.len() && is_hyphen(s[i]) && s[i + 1].is_ascii_alphabetic() {
                 let mut j = i + 1;
-                while j < s.len() && is_letter(s[j]) {
+                while j < s.len() && s[j].is_ascii_alphabetic() {
                     j += 1;
                 }
                 i = j;
@@ -422,6 +437,202 @@ fn sym_token(c: char) -> String {
     .to_string()
 }
 
+fn run(s: &[char], from: usize, f: impl Fn(char) -> bool) -> usize {
+    from + s
+        .get(from..)
+        .map_or(0, |t| t.iter().take_while(|&&c| f(c)).count())
+}
+
+/// Tokens the jar keeps whole although the ordinary rules would split them; `None` if `s`
+/// starts with none of them.
+fn special(s: &[char]) -> Option<(String, usize)> {
+    let take = |n: usize| -> Option<(String, usize)> {
+        Some((s[..n].iter().filter(|&&c| c != '\u{AD}').collect(), n))
+    };
+    let lower: String = s.iter().take(3).collect::<String>().to_ascii_lowercase();
+    // `C#`, `F#` and `C++` (any case), even before a letter; `x#`, `x++` split.
+    if lower.starts_with("c++") {
+        return take(3);
+    }
+    if (lower.starts_with("c#") || lower.starts_with("f#")) && s.len() >= 2 {
+        return take(2);
+    }
+    // Emoticons with underscores: `^_^`, `-_-`, and `(^_^)` -> `-LRB-^_^-RRB-`.
+    for face in [&['^', '_', '^'], &['-', '_', '-']] {
+        if s.starts_with(face) {
+            return take(3);
+        }
+        if s.len() >= 5 && s[0] == '(' && s[1..4] == face[..] && s[4] == ')' {
+            let f: String = face.iter().collect();
+            return Some((format!("-LRB-{f}-RRB-"), 5));
+        }
+    }
+    // A phone number: `(555) 123-4567` -> `-LRB-555-RRB-\u{a0}123-4567` (`(555)` alone splits).
+    if s[0] == '(' {
+        let a = run(s, 1, |c| c.is_ascii_digit());
+        if a > 1 && s.get(a) == Some(&')') {
+            let sp = usize::from(s.get(a + 1) == Some(&' '));
+            let b = run(s, a + 1 + sp, |c| c.is_ascii_digit());
+            if b > a + 1 + sp && s.get(b).is_some_and(|&c| is_hyphen(c)) {
+                let e = run(s, b + 1, |c| c.is_ascii_digit());
+                if e > b + 1 {
+                    let area: String = s[1..a].iter().collect();
+                    let sep = if sp == 1 { "\u{A0}" } else { "" };
+                    let rest: String = s[a + 1 + sp..e].iter().collect();
+                    return Some((format!("-LRB-{area}-RRB-{sep}{rest}"), e));
+                }
+            }
+        }
+    }
+    // Words written with HTML entities the jar does not decode stay whole, entities and all
+    // (`&eacute;t&eacute;`, `x&eacute;`).
+    let ent = |i: usize| -> Option<usize> {
+        if s.get(i) != Some(&'&') {
+            return None;
+        }
+        let e = run(s, i + 1, |c| c.is_ascii_alphabetic());
+        (e > i + 1 && s.get(e) == Some(&';') && entity(&s[i..]).is_none()).then_some(e + 1)
+    };
+    let mut e = 0;
+    let mut entities = 0;
+    loop {
+        if let Some(k) = ent(e) {
+            e = k;
+            entities += 1;
+        } else if s.get(e).is_some_and(|&c| is_alnum(c)) {
+            e = run(s, e, is_alnum);
+        } else {
+            break;
+        }
+    }
+    if entities > 0 {
+        return take(e);
+    }
+    // Two phone numbers `555-1234 555-1234` join with U+00A0 (`5-10 5-10` does not).
+    if s[0].is_ascii_digit() {
+        let d = |from: usize| run(s, from, |c| c.is_ascii_digit());
+        let a = d(0);
+        if a == 3 && s.get(3) == Some(&'-') && d(4) == 8 && s.get(8) == Some(&' ') {
+            let b = d(9);
+            if b == 12 && s.get(12) == Some(&'-') && d(13) >= 17 {
+                let e = d(13);
+                let t: String = s[..e]
+                    .iter()
+                    .map(|&c| if c == ' ' { '\u{A0}' } else { c })
+                    .collect();
+                return Some((t, e));
+            }
+        }
+    }
+    // `#tag` (letters only: `#tag5` -> `#tag 5`, `#1` -> `# 1`).
+    if s[0] == '#' {
+        let e = run(s, 1, |c| c.is_ascii_alphabetic());
+        return if e > 1 { take(e) } else { None };
+    }
+    // `@user` (letters, digits, `_`; `@5` splits).
+    if s[0] == '@' && s.get(1).is_some_and(|c| c.is_ascii_alphabetic()) {
+        return take(run(s, 1, |c| c.is_ascii_alphanumeric() || c == '_'));
+    }
+    // A web address: `http://` or `https://` and what follows up to a space or a bracket,
+    // less a final period (`https://x.y.com/a?b=c.` -> `... .`).
+    if lower.starts_with("htt") {
+        let head: String = s.iter().take(8).collect::<String>().to_ascii_lowercase();
+        let k = if head.starts_with("https://") {
+            8
+        } else if head.starts_with("http://") {
+            7
+        } else {
+            0
+        };
+        if k > 0 && s.get(k).is_some_and(|&c| is_alnum(c)) {
+            let mut e = run(s, k, url_char);
+            while e > k && matches!(s[e - 1], '.' | ',' | ';' | ':' | '!' | '?') {
+                e -= 1;
+            }
+            if s[k..e].contains(&'.') {
+                return Some((s[..e].iter().collect(), e));
+            }
+        }
+    }
+    // `<tag>`, `</tag>`, `<br/>`, `<br />`.
+    if s[0] == '<' {
+        let a = if s.get(1) == Some(&'/') { 2 } else { 1 };
+        if s.get(a).is_some_and(|c| c.is_ascii_alphabetic()) {
+            let mut e = run(s, a, |c| c.is_ascii_alphanumeric());
+            if s.get(e) == Some(&' ') && s.get(e + 1) == Some(&'/') {
+                e += 1;
+            }
+            if a == 1 && s.get(e) == Some(&'/') {
+                e += 1;
+            }
+            if s.get(e) == Some(&'>') {
+                return take(e + 1);
+            }
+        }
+        // `<foo@bar.com>`.
+        if let Some(e) = email_len(&s[1..]) {
+            if s.get(1 + e) == Some(&'>') {
+                return take(e + 2);
+            }
+        }
+        return None;
+    }
+    if is_alnum(s[0]) {
+        if let Some(e) = email_len(s) {
+            return take(e);
+        }
+        // A domain and a path: `example.org/path`, `a.org/x/y.html` (a path of one character,
+        // as in `dog.org/x`, splits).
+        let mut e = run(s, 0, is_alnum);
+        let mut dots = 0;
+        while e + 1 < s.len() && s[e] == '.' && is_alnum(s[e + 1]) {
+            e = run(s, e + 1, is_alnum);
+            dots += 1;
+        }
+        if dots > 0 && s.get(e) == Some(&'/') {
+            let p = run(s, e + 1, |c| {
+                (c.is_ascii() && (is_alnum(c) || "./_~-[]".contains(c))) || !c.is_ascii()
+            });
+            let mut q = p;
+            while q > e + 1 && s[q - 1] == '.' {
+                q -= 1;
+            }
+            if q >= e + 3 {
+                return Some((s[..q].iter().collect(), q));
+            }
+        }
+    }
+    None
+}
+
+/// Whether a web address runs on through `c`: ASCII letters, digits and URL punctuation, and
+/// every non-ASCII character, which the jar keeps in the token as written (`http://a.org/x’`,
+/// `.../a?b=c.\u{a0}very`, even U+3000 and emoji).
+fn url_char(c: char) -> bool {
+    !c.is_ascii() || c.is_ascii_alphanumeric() || "./?=&#~_-:%+;@!$*,[]".contains(c)
+}
+
+/// Longest local part (before `@`) [`email_len`] looks for: the scan starts at every token, so an
+/// unbounded one would make a long run of `a.-a.-...` quadratic. Real addresses have at most 64.
+const MAX_EMAIL_LOCAL: usize = 256;
+
+/// Length of an e-mail address at the start of `s` (`foo@bar.com`, `x@y`).
+fn email_len(s: &[char]) -> Option<usize> {
+    let local = |c: char| is_alnum(c) || matches!(c, '.' | '_' | '-' | '+');
+    if !s.first().is_some_and(|&c| is_alnum(c)) {
+        return None;
+    }
+    let a = run(&s[..s.len().min(MAX_EMAIL_LOCAL)], 0, local);
+    if s.get(a) != Some(&'@') || !s.get(a + 1).is_some_and(|&c| is_alnum(c)) {
+        return None;
+    }
+    let mut e = run(s, a + 1, |c| is_alnum(c) || c == '-');
+    while e + 1 < s.len() && s[e] == '.' && is_alnum(s[e + 1]) {
+        e = run(s, e + 1, |c| is_alnum(c) || c == '-');
+    }
+    Some(e)
+}
+
 /// Length of ` d+/d+` at the start of `s` (one space, then a fraction), if there is one.
 fn fraction_len(s: &[char]) -> Option<usize> {
     if s.first() != Some(&' ') {
@@ -441,15 +652,22 @@ fn smiley_len(s: &[char]) -> Option<usize> {
     if !matches!(s.first(), Some(':' | ';' | '=')) {
         return None;
     }
-    let k = if matches!(s.get(1), Some('-' | '\'')) { 2 } else { 1 };
+    let k = if matches!(s.get(1), Some('-' | '\'')) {
+        2
+    } else {
+        1
+    };
     let face = *s.get(k)?;
-    if !matches!(face, ')' | '(' | ']' | '[' | '|' | 'D' | 'd' | 'P' | 'p' | 'O') {
+    if !matches!(
+        face,
+        ')' | '(' | ']' | '[' | '|' | 'D' | 'd' | 'P' | 'p' | 'O'
+    ) {
         return None;
     }
     if k == 2 && s[1] == '\'' && !matches!(face, '(' | ')') {
         return None;
     }
-    if s.get(k + 1).is_some_and(|&c| is_alnum(c)) {
+    if s.get(k + 1).is_some_and(|&c| class(c) == Cls::W) {
         return None;
     }
     Some(k + 1)
@@ -458,11 +676,20 @@ fn smiley_len(s: &[char]) -> Option<usize> {
 /// An HTML entity the jar decodes at the start of `s`: its token (empty for `&nbsp;`, which
 /// vanishes) and length. Others (`&foo;`) are left to the ordinary rules.
 fn entity(s: &[char]) -> Option<(&'static str, usize)> {
-    let n = s.iter().skip(1).take_while(|c| c.is_ascii_alphabetic()).count();
+    let n = s
+        .iter()
+        .skip(1)
+        .take_while(|c| c.is_ascii_alphabetic())
+        .count();
     if n == 0 || s.get(1 + n) != Some(&';') {
         return None;
     }
-    let name: String = s[1..1 + n].iter().collect::<String>().to_ascii_lowercase();
+    let raw: String = s[1..1 + n].iter().collect();
+    let name = raw.to_ascii_lowercase();
+    // (`&quot;` and `&apos;` only in lower case; `&QUOT;` stays a word.)
+    if matches!(name.as_str(), "quot" | "apos") && raw != name {
+        return None;
+    }
     let t = match name.as_str() {
         "amp" => "&",
         "lt" => "<",
@@ -484,8 +711,14 @@ fn opens_sentence(s: &[char]) -> bool {
     if sp == 0 || !s.get(sp).is_some_and(|c| c.is_ascii_uppercase()) {
         return false;
     }
-    let n = s[sp..].iter().take_while(|c| c.is_ascii_alphabetic()).count();
-    let w: String = s[sp..sp + n].iter().collect::<String>().to_ascii_lowercase();
+    let n = s[sp..]
+        .iter()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .count();
+    let w: String = s[sp..sp + n]
+        .iter()
+        .collect::<String>()
+        .to_ascii_lowercase();
     SENTENCE_OPENERS.contains(&w.as_str()) && s.get(sp + n).is_none_or(|&c| is_space(c))
 }
 
@@ -498,8 +731,21 @@ fn keeps_period(w: &[char], after: &[char]) -> bool {
     let lower = lower.as_str();
     // A single ASCII letter (`b.`, `X.`) is taken for an initial, unless a sentence opener
     // follows (`audio B. The dog` splits, `audio B. Dogs` does not); `é.` splits.
-    if w.len() == 1 {
+    if w.len() == 1 && is_letter(w[0]) {
         return w[0].is_ascii_alphabetic() && !opens_sentence(after);
+    }
+    // A word whose last hyphen-separated part is one-letter parts joined by periods is an
+    // acronym (`non-U.S.`, `U.S.-U.K.`, `C.D.s.`, `x.y.`): it keeps its final period;
+    // `such.i.e.`, `ab.c.` and `loud!i.e.` do not.
+    let last = w.rsplit(|&c| is_hyphen(c)).next().unwrap_or(w);
+    if last.len() >= 3
+        && last.len() % 2 == 1
+        && last
+            .iter()
+            .enumerate()
+            .all(|(k, &c)| if k % 2 == 0 { is_letter(c) } else { c == '.' })
+    {
+        return true;
     }
     if ABBREVIATIONS.contains(&lower)
         || (ABBREVIATIONS_CAPITALIZED.contains(&lower) && w[0].is_uppercase())
@@ -508,7 +754,13 @@ fn keeps_period(w: &[char], after: &[char]) -> bool {
         return true;
     }
     let before_number = after.first().is_some_and(|c| c.is_ascii_digit())
-        || (after.first() == Some(&' ') && after.get(1).is_some_and(|c| c.is_ascii_digit()));
+        || (after.first().is_some_and(|&c| is_space(c))
+            && after.get(1).is_some_and(|c| c.is_ascii_digit()));
+    // `pty.` keeps its period before `ltd` in any case (`PTY. LTD`; `PTY. x` splits).
+    let ltd: String = after.iter().take(4).collect::<String>().to_lowercase();
+    if lower == "pty" && ltd == " ltd" {
+        return true;
+    }
     if before_number && ABBREVIATIONS_BEFORE_NUMBER.contains(&lower) {
         return true;
     }
@@ -518,6 +770,9 @@ fn keeps_period(w: &[char], after: &[char]) -> bool {
         && w.iter().all(|&c| is_alnum(c) || c == '_' || is_hyphen(c))
 }
 
+/// Longest token the scanner builds; see `ptb_tokens`.
+const MAX_TOKEN: usize = 1000;
+
 /// Splits `s[..end]` into PTB tokens (before lower-casing and punctuation removal); rules that
 /// look ahead may read `s[end..]` (the next line of the same Java input).
 fn ptb_tokens(s: &[char], end: usize) -> Vec<String> {
@@ -525,18 +780,28 @@ fn ptb_tokens(s: &[char], end: usize) -> Vec<String> {
     let mut i = 0;
     while i < end {
         let c = s[i];
-        let rest = &s[i..end];
+        // Rules look at most MAX_TOKEN characters ahead, so a long line without spaces costs
+        // linear time (a token longer than that, never seen in text, is cut).
+        let rest = &s[i..end.min(i + MAX_TOKEN)];
         match class(c) {
             S | D => {
                 i += 1;
                 continue;
             }
-            // A soft hyphen that starts no word is dropped.
-            J if !rest.get(1).is_some_and(|&d| class(d) == Cls::W) => {
+            // A soft hyphen that starts a token is dropped (the word after it, if any, is read
+            // as `after_soft` below).
+            J => {
                 i += 1;
                 continue;
             }
             _ => {}
+        }
+        // (A word right after a soft hyphen is no special token: `\u{ad}C++` -> `C + +`.)
+        let after_soft = i > 0 && s[i - 1] == '\u{AD}';
+        if let Some((t, n)) = special(rest).filter(|_| !(after_soft && is_alnum(c))) {
+            toks.push(t);
+            i += n;
+            continue;
         }
         if is_alnum(c) {
             // `y'` before a letter is a token of its own (`y'all` -> `y' all`).
@@ -550,11 +815,20 @@ fn ptb_tokens(s: &[char], end: usize) -> Vec<String> {
                 i += 2;
                 continue;
             }
-            let n = i + word_len(rest);
+            // A word right after a soft hyphen is read as a bare run of word characters: no
+            // compounds, abbreviations or kept periods (`\u{ad}co-ed` -> `co ed`,
+            // `\u{ad}Calif.` -> `calif .`).
+            let after_soft = i > 0 && s[i - 1] == '\u{AD}';
+            let n = i + if after_soft {
+                plain_len(rest).max(match_num(rest)).max(dotted_len(rest))
+            } else {
+                word_len(rest)
+            };
+            let soft = s[i..n].contains(&'\u{AD}');
             let word: Vec<char> = s[i..n].iter().copied().filter(|&d| d != '\u{AD}').collect();
             // A whole number, one space and a fraction are one token, the space turned into
             // U+00A0 (`1 1/2` -> `1\u{a0}1/2`; `1.5 1/2`, `x 1/2` and two spaces do not join).
-            if word.iter().all(|c| c.is_numeric()) {
+            if !after_soft && word.iter().all(|c| c.is_numeric()) {
                 if let Some(f) = fraction_len(&s[n..end]) {
                     let mut t: String = word.iter().collect();
                     t.push('\u{A0}');
@@ -575,7 +849,13 @@ fn ptb_tokens(s: &[char], end: usize) -> Vec<String> {
                 i = n + 1;
                 continue;
             }
-            if n < end && s[n] == '.' && keeps_period(&word, &s[n + 1..]) {
+            // A period before a soft hyphen stays on its word (`both\u{ad}.\u{ad}<` -> `both.`).
+            let keep = !after_soft
+                && n < end
+                && s[n] == '.'
+                && ((s.get(n + 1) == Some(&'\u{AD}') && word.iter().all(|&d| is_letter(d)))
+                    || keeps_period(&word, &s[n + 1..]));
+            if keep {
                 let mut w: String = word.iter().collect();
                 w.push('.');
                 toks.push(w);
@@ -583,7 +863,7 @@ fn ptb_tokens(s: &[char], end: usize) -> Vec<String> {
                 continue;
             }
             let word: String = word.iter().collect();
-            i = n + push_word(&mut toks, &word, &s[n..end]);
+            i = n + push_word(&mut toks, &word, soft, &s[n..end]);
             continue;
         }
         if let Some(n) = smiley_len(rest) {
@@ -608,20 +888,73 @@ fn ptb_tokens(s: &[char], end: usize) -> Vec<String> {
                 continue;
             }
         }
+        // `-LRB-` and its kin written out are one token (any case).
+        if c == '-' && rest.len() >= 5 && rest[4] == '-' {
+            let name: String = rest[1..4].iter().collect::<String>().to_ascii_uppercase();
+            if ["LRB", "RRB", "LSB", "RSB", "LCB", "RCB"].contains(&name.as_str()) {
+                toks.push(format!("-{name}-"));
+                i += 5;
+                continue;
+            }
+        }
+        if is_apos(c) {
+            // `'cause`, `'em` are one token, even before more letters (`'causex` -> `'cause x`).
+            let w: String = rest[1..].iter().take(5).collect::<String>().to_lowercase();
+            if let Some(k) = ["cause", "em"]
+                .iter()
+                .find(|k| w.starts_with(**k))
+                .map(|k| k.len())
+            {
+                toks.push(rest[..=k].iter().map(|&d| norm_apos(d)).collect());
+                i += 1 + k;
+                continue;
+            }
+            // A year: `'90`, `’05` (the apostrophe kept as written), before whitespace or the
+            // end only (`'90,` and `'90%` split the apostrophe off).
+            if rest.len() >= 3
+                && rest[1].is_ascii_digit()
+                && rest[2].is_ascii_digit()
+                && rest.get(3).is_none_or(|&d| is_space(d))
+            {
+                toks.push(rest[..3].iter().collect());
+                i += 3;
+                continue;
+            }
+        }
+        // Two curly closing quotes in a row are one token: `’’` -> `''`, `’”` and `”’` ->
+        // `'''`, `””` -> `''''` (the last three survive the filter).
+        if matches!(c, '\u{2019}' | '\u{201D}')
+            && matches!(rest.get(1), Some('\u{2019}' | '\u{201D}'))
+            && contraction_len(rest) == 0
+        {
+            toks.push(rest[..2].iter().map(|&d| sym_token(d)).collect());
+            i += 2;
+            continue;
+        }
         // `'twas`, `'tis` -> `'t` + the rest.
         if is_apos(c) && rest.len() > 2 && matches!(rest[1], 't' | 'T') {
             let w: String = rest[2..].iter().take_while(|&&d| is_letter(d)).collect();
             let lw = w.to_lowercase();
-            if (lw == "was" || lw == "is") && rest.get(2 + w.chars().count()).is_none_or(|&d| !is_alnum(d)) {
+            // (Anything may follow: `'twas50` -> `'t was50`, `'tissue` -> `'t issue`.)
+            if lw.starts_with("was") || lw.starts_with("is") {
                 toks.push(format!("'{}", rest[1]));
                 i += 2;
                 continue;
             }
         }
         let (tok, len): (String, usize) = match c {
+            // A spaced ellipsis `. . .` is one token, even before a digit (`. . .2` -> `... 2`).
+            // (Further ` .` belong to it: `. . . .5` -> `... 5`.)
+            '.' if rest.starts_with(&['.', ' ', '.', ' ', '.']) => {
+                let mut n = 5;
+                while rest.get(n) == Some(&' ') && rest.get(n + 1) == Some(&'.') {
+                    n += 2;
+                }
+                ("...".into(), n)
+            }
             '.' | ',' | ':' if rest.len() > 1 && rest[1].is_ascii_digit() => {
                 let n = match_num(rest);
-                (rest[..n].iter().collect(), n)
+                (rest[..n].iter().filter(|&&d| d != '\u{AD}').collect(), n)
             }
             '.' => {
                 let n = rest.iter().take_while(|&&d| d == '.').count();
@@ -634,20 +967,27 @@ fn ptb_tokens(s: &[char], end: usize) -> Vec<String> {
             // Runs of `?` and `!` are one token (`?!`, `!!`), which the filter keeps.
             '?' | '!' => {
                 let n = rest.iter().take_while(|&&d| matches!(d, '?' | '!')).count();
-                (rest[..n].iter().collect(), n)
+                (rest[..n].iter().filter(|&&d| d != '\u{AD}').collect(), n)
             }
             '-' | '+'
                 if rest.len() > 1
-                    && (rest[1].is_ascii_digit() || rest[1] == '.')
+                    && (rest[1].is_ascii_digit() || matches!(rest[1], '.' | ',' | ':'))
                     && match_num(&rest[1..]) > 0 =>
             {
-                // A signed number: `-5`, `+3`.
+                // A signed number: `-5`, `+3`, `-.5`, even `-,5` and `+:5`.
                 let n = 1 + match_num(&rest[1..]);
-                (rest[..n].iter().collect(), n)
+                (rest[..n].iter().filter(|&&d| d != '\u{AD}').collect(), n)
             }
             _ if is_hyphen(c) => {
+                // Two to four hyphens are `--`; five or more `-` stay as written (and survive
+                // the filter: `has-----5` -> `has ----- 5`).
                 let n = rest.iter().take_while(|&&d| is_hyphen(d)).count();
-                (if n >= 2 { "--".into() } else { "-".into() }, n)
+                let m = rest.iter().take_while(|&&d| d == '-').count();
+                if m >= 5 {
+                    (rest[..m].iter().collect(), m)
+                } else {
+                    (if n >= 2 { "--".into() } else { "-".into() }, n)
+                }
             }
             _ if is_apos(c) || c == '`' || c == '\u{2018}' => {
                 // A contraction after a space ('s, 're) is one token; otherwise a quote.
@@ -655,7 +995,15 @@ fn ptb_tokens(s: &[char], end: usize) -> Vec<String> {
                     .max(decade_len(rest))
                     .max(apos_n_len(rest));
                 if n > 0 {
-                    let t: String = rest[..n].iter().map(|&d| norm_apos(d)).collect();
+                    // (`’n` before letters keeps its curly apostrophe: `’Now` -> `’N ow`.)
+                    let raw = n == 2
+                        && rest[0] == '\u{2019}'
+                        && matches!(rest[1], 'n' | 'N')
+                        && rest.get(2).is_some_and(|&d| is_alnum(d));
+                    let t: String = rest[..n]
+                        .iter()
+                        .map(|&d| if raw { d } else { norm_apos(d) })
+                        .collect();
                     (t, n)
                 } else {
                     (sym_token(c), 1)
@@ -684,7 +1032,8 @@ fn apos_n_len(s: &[char]) -> usize {
     }
     match s.get(2) {
         Some(&c) if is_apos(c) => 3,
-        Some(&c) if is_alnum(c) => 0,
+        // `’n` splits off before letters too (`’Now` -> `’N ow`), `'n` does not.
+        Some(&c) if is_alnum(c) && s[0] != '\u{2019}' => 0,
         _ => 2,
     }
 }
@@ -695,8 +1044,7 @@ fn decade_len(s: &[char]) -> usize {
         && is_apos(s[0])
         && matches!(s[1], '1'..='9')
         && s[2] == '0'
-        && s[3] == 's'
-        && s.get(4).is_none_or(|c| !is_alnum(*c));
+        && matches!(s[3], 's' | 'S');
     if is_decade {
         4
     } else {
@@ -704,7 +1052,8 @@ fn decade_len(s: &[char]) -> usize {
     }
 }
 
-/// Length of `'s 'm 'd 're 've 'll` at the start of `s`, when not followed by a letter.
+/// Length of `'s 'm 'd 're 've 'll` at the start of `s`, when not followed by a letter (after a
+/// curly `’`, even then).
 fn contraction_len(s: &[char]) -> usize {
     if s.is_empty() || !is_apos(s[0]) {
         return 0;
@@ -715,8 +1064,10 @@ fn contraction_len(s: &[char]) -> usize {
         let k = suffix.len();
         if lc.len() >= k
             && lc[..k].iter().copied().eq(suffix.chars())
-            && (lc.len() == k || !is_letter(lc[k]))
+            && (lc.len() == k || !is_letter(lc[k]) || s[0] == '\u{2019}')
         {
+            // After a curly apostrophe the contraction splits off even before more letters
+            // (`chirp’siren` -> `chirp 's iren`); after `'` it does not (`dog'sx`).
             return 1 + k;
         }
     }
@@ -725,15 +1076,112 @@ fn contraction_len(s: &[char]) -> usize {
 
 /// Length of the word-like token starting at `s[0]` (alphanumeric): the longest of a number,
 /// a hyphenated or slashed compound, an acronym, an abbreviation or a plain word.
+/// Length of the run of word characters at the start of `s`. A soft hyphen between a digit and
+/// a letter ends a word that starts with a digit (`10\u{ad}that`, `2nd\u{ad}bird` split;
+/// `x\u{ad}ray` and `A\u{ad}5` join).
+fn plain_len(s: &[char]) -> usize {
+    let mut i = 0;
+    while i < s.len() && is_alnum(s[i]) {
+        if s[i] == '\u{AD}'
+            && i > 0
+            && s[0].is_numeric()
+            && s.get(i + 1).is_some_and(|&c| is_letter(c))
+        {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// A run of word characters continued only through `.` before a letter (`x.y`, `sept.fig`):
+/// what the jar makes of a word right after a soft hyphen.
+fn dotted_len(s: &[char]) -> usize {
+    let mut i = plain_len(s);
+    if i == 0 || !is_letter(s[0]) {
+        return i;
+    }
+    while i + 1 < s.len() && s[i] == '.' && is_letter(s[i + 1]) {
+        i = run(s, i + 1, is_alnum);
+    }
+    i
+}
+
 fn word_len(s: &[char]) -> usize {
-    let plain = s.iter().take_while(|&&c| is_alnum(c)).count();
+    let orig = s;
+    // A word that starts with a digit ends at a soft hyphen before a letter (`3/4\u{ad}there` ->
+    // `3/4 there`), unless a hyphen came first (`555-1234\u{ad}et` -> `555-1234et`).
+    let s = if s[0].is_numeric() {
+        // (Only as far as a token could reach, so that tokenizing stays linear.)
+        let lim = s
+            .iter()
+            .position(|&c| !(is_alnum(c) || matches!(c, '-' | '.' | ',' | '/' | ':' | '_')))
+            .unwrap_or(s.len());
+        let cut = (1..lim)
+            .find(|&k| s[k] == '\u{AD}' && s.get(k + 1).is_some_and(|&c| is_letter(c)))
+            .filter(|&k| !s[..k].iter().any(|&c| is_hyphen(c)));
+        &s[..cut.unwrap_or(s.len())]
+    } else {
+        s
+    };
+    let plain = plain_len(s);
+    // A soft hyphen before a letter, after non-ASCII letters, stops hyphenated compounds
+    // (`µs\u{ad}x-ray` -> `µsx - ray`; `first\u{ad}high-pitched` and `A\u{ad}5-10` join).
+    let soft_letter = (0..plain).any(|k| {
+        s[k] == '\u{AD}'
+            && s.get(k + 1).is_some_and(|&c| is_letter(c))
+            && !s[..k].iter().all(|c| c.is_ascii())
+    });
     let mut best = plain;
     // A word starting with a letter runs on through `.`, `!` or `?` followed by a letter
     // (`louder.Audio` stays one token, as in the Java lexer).
+    // It also runs on through `.-` or `-` before a word character (`speech.-x`, `etc.-There`,
+    // `e.g.-x`, `U.S.-U.K`; the final period of `U.S.-U.K.` is kept by `keeps_period`).
     if is_letter(s[0]) {
         let mut i = plain;
-        while i + 1 < s.len() && matches!(s[i], '.' | '!' | '?') && is_letter(s[i + 1]) {
-            i += 1;
+        // After a hyphen, `.` joins only one-letter acronym parts (`U.S.-U.K.`): `x-ray.the`,
+        // `mid-2000s.the` and `U.S.-U.K.siren` split at that period.
+        let mut hyphen = false;
+        loop {
+            let dot_letter =
+                i + 1 < s.len() && matches!(s[i], '.' | '!' | '?') && is_letter(s[i + 1]);
+            let k = if dot_letter && (!hyphen || (s[i] == '.' && s.get(i + 2) == Some(&'.'))) {
+                1
+            } else if dot_letter {
+                break;
+            } else if !hyphen && s.get(i) == Some(&'.') && s.get(i + 1) == Some(&'\u{AD}') {
+                // `etc.\u{ad}not` -> `etc.not`: the soft hyphen joins as a letter would.
+                let j = run(s, i + 1, |c| c == '\u{AD}');
+                if s.get(j).is_some_and(|&c| is_letter(c)) {
+                    j - i
+                } else {
+                    break;
+                }
+            } else if !hyphen
+                && i + 2 < s.len()
+                && s[i] == '.'
+                && is_hyphen(s[i + 1])
+                && is_alnum(s[i + 2])
+            {
+                hyphen = true;
+                2
+            } else if !hyphen
+                && i + 3 < s.len()
+                && s[i] == '.'
+                && s[i + 1] == '.'
+                && is_hyphen(s[i + 2])
+                && is_alnum(s[i + 3])
+            {
+                // `etc..-One` is one token too.
+                hyphen = true;
+                3
+            } else if !soft_letter && i + 1 < s.len() && is_hyphen(s[i]) && is_alnum(s[i + 1]) {
+                hyphen = true;
+                1
+            } else {
+                break;
+            };
+            i += k;
             while i < s.len() && is_alnum(s[i]) {
                 i += 1;
             }
@@ -743,7 +1191,12 @@ fn word_len(s: &[char]) -> usize {
     // Single underscores join words (`bird_song`, `snake_case_x`; `a__b` splits).
     {
         let mut i = plain;
-        while i + 1 < s.len() && s[i] == '_' && is_alnum(s[i + 1]) && plain > 0 {
+        // (Not in a word holding a soft hyphen: `first\u{ad}An_x` -> `firstan _ x`.)
+        while i + 1 < s.len()
+            && s[i] == '_'
+            && is_alnum(s[i + 1])
+            && !s[..plain].contains(&'\u{AD}')
+        {
             i += 1;
             while i < s.len() && is_alnum(s[i]) {
                 i += 1;
@@ -774,9 +1227,47 @@ fn word_len(s: &[char]) -> usize {
             best = best.max(plain + 1);
         }
     }
-    // One letter (not i or y), an apostrophe and 2+ letters: `o'clock`, `d'ye`.
+    // A number and a file extension the jar knows: `1.mp3`, `12.WAV` (`1.mp4` splits).
+    if s[0].is_ascii_digit() && s.get(plain) == Some(&'.') {
+        let e = plain + 1 + s[plain + 1..].iter().take_while(|&&c| is_alnum(c)).count();
+        let ext: String = s[plain + 1..e]
+            .iter()
+            .collect::<String>()
+            .to_ascii_lowercase();
+        // (`1.mp3\u{ad}first` is no file name: `1 . mp3first`.)
+        if FILE_EXTENSIONS.contains(&ext.as_str()) && orig.get(e) != Some(&'\u{AD}') {
+            best = best.max(e);
+        }
+    }
+    // Two or more letters ending in a vowel (y counts), an apostrophe, then a vowel or a capital:
+    // one word (`ma'am`, `voice'engine`, `voice’en`, `the'Dog`, `Here’While`), unless a
+    // contraction starts at the apostrophe (`the'Re` -> `the 're`); `dog'engine`, `x'am` and
+    // `the'dog` split.
+    let vowel = |c: char| matches!(c.to_ascii_lowercase(), 'a' | 'e' | 'i' | 'o' | 'u' | 'y');
+    if plain >= 2
+        && s[..plain].iter().all(|&c| is_letter(c))
+        && vowel(s[plain - 1])
+        && s.get(plain).is_some_and(|&c| is_apos(c))
+        && s.get(plain + 1)
+            .is_some_and(|&c| vowel(c) || (is_letter(c) && c.is_uppercase()))
+        && {
+            // (Judged as after `'`: `the’Sa` joins although `’S` splits elsewhere.)
+            let mut t: Vec<char> = s[plain..].iter().take(4).copied().collect();
+            t[0] = '\'';
+            contraction_len(&t) == 0
+        }
+    {
+        best = best.max(plain + 1 + s[plain + 1..].iter().take_while(|&&c| is_letter(c)).count());
+    }
+    // `c'mon` ends there even before more letters (`c'monOne` -> `c'mon One`).
+    if s.len() >= 5 && s[..5].iter().collect::<String>().to_lowercase() == "c'mon" {
+        return 5;
+    }
+    // One letter (not i, y or lower-case a), an apostrophe and 2+ letters: `o'clock`, `d'ye`,
+    // `l’eau` (as written), `A'woman`; `a'woman` splits.
     if plain == 1
-        && !matches!(s[0], 'i' | 'I' | 'y' | 'Y')
+        && is_letter(s[0])
+        && !matches!(s[0], 'a' | 'i' | 'I' | 'y' | 'Y')
         && s.len() > 3
         && is_apos(s[1])
         && is_letter(s[2])
@@ -785,15 +1276,18 @@ fn word_len(s: &[char]) -> usize {
         best = best.max(2 + s[2..].iter().take_while(|&&c| is_letter(c)).count());
     }
     best = best.max(match_num(s));
-    best = best.max(match_hyphenated(s));
+    if !soft_letter {
+        best = best.max(match_hyphenated(s));
+    }
     best = best.max(match_slashed(s));
     best = best.max(match_acronym(s));
     best
 }
 
 /// Pushes a word, splitting a trailing `n't` (`don't` -> `do n't`) and the special forms
-/// `cannot`, `gonna`, `wanna`, `gotta`. Returns how many characters after the word it consumed.
-fn push_word(toks: &mut Vec<String>, word: &str, after: &[char]) -> usize {
+/// `cannot`, `gonna`, `wanna`, `gotta`, `gimme`, `lemme` (not when `soft`: the word held a soft
+/// hyphen). Returns how many characters after the word it consumed.
+fn push_word(toks: &mut Vec<String>, word: &str, soft: bool, after: &[char]) -> usize {
     // `n't`: a word ending in n before `'t` splits there, and letters right after the t stay
     // with it (`don't` -> `do n't`, `can'tx` -> `ca n'tx`, `n't` alone is one token). `’` becomes
     // `'`, a backtick stays (`don`t` -> `do n`t`).
@@ -823,7 +1317,8 @@ fn push_word(toks: &mut Vec<String>, word: &str, after: &[char]) -> usize {
         ("gimme", 3),
         ("lemme", 3),
     ] {
-        if lower == whole {
+        // (A soft hyphen in the word blocks this: `GIMME\u{ad}` stays whole.)
+        if lower == whole && !soft {
             toks.push(word[..a].to_string());
             toks.push(word[a..].to_string());
             return 0;
@@ -833,3 +1328,54 @@ fn push_word(toks: &mut Vec<String>, word: &str, after: &[char]) -> usize {
     0
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The jar's output (lower-cased, punctuation filtered) for each rule's example.
+    #[test]
+    fn rules_match_the_jar() {
+        for (raw, java) in [
+            ("speech., while", "speech. while"),
+            ("speech. while", "speech while"),
+            ("the noise in audio b.", "the noise in audio b."),
+            ("plan B. Dogs bark", "plan b. dogs bark"),
+            ("plan B. The dog", "plan b the dog"),
+            ("etc. and vs. Mr. Inc.", "etc. and vs. mr. inc."),
+            ("approx. no. 5 no. the", "approx no. 5 no the"),
+            ("Mass. mass. pty. ltd", "mass. mass pty. ltd"),
+            (
+                "U.S.-U.K.siren non-U.S. e.g.",
+                "u.s.-u.k. siren non-u.s. e.g.",
+            ),
+            ("x-ray.the speech.-x", "x-ray the speech.-x"),
+            ("rain?! it's ma'am can'tx", "rain ?! it 's ma'am ca n'tx"),
+            ("'twas y'all 'cause '90", "'t was y' all 'cause '90"),
+            (
+                "1 1/2 (555) 123-4567",
+                "1\u{a0}1/2 -lrb-555-rrb-\u{a0}123-4567",
+            ),
+            (
+                "US$10 AT&T C++ c# :) ;-)",
+                "us$ 10 at&t c++ c# :-rrb- ;--rrb-",
+            ),
+            (
+                "<br/> foo@bar.com http://a.org/x.",
+                "<br/> foo@bar.com http://a.org/x",
+            ),
+            ("£5 ¢ ½ x\u{ad}ray a\u{200b}b", "# 5 cents 1/2 xray a b"),
+            ("chirp’siren ”’ has-----5", "chirp 's iren ''' has ----- 5"),
+        ] {
+            assert_eq!(coco_tokenize(raw), java, "{raw:?}");
+        }
+    }
+
+    /// A single letter's period depends on the next line, as in one Java run.
+    #[test]
+    fn lines_see_the_next_line() {
+        let lines = ["plan b.", "The dog barks", "plan b.", "dogs bark"];
+        let out = coco_tokenize_lines(&lines);
+        assert_eq!(out, ["plan b", "the dog barks", "plan b.", "dogs bark"]);
+        assert_eq!(coco_tokenize("plan b."), "plan b.");
+    }
+}
