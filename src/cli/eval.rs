@@ -18,7 +18,6 @@ use crate::metrics::meteor::{Meteor, MeteorData, MeteorScores};
 use crate::metrics::sbert_sim::{sbert_sim, SbertSimScores, SentenceBert};
 use crate::metrics::spice::{locate_jar, spice};
 use crate::metrics::spider_fl::{spider_fl, SpiderFlScores};
-use crate::metrics::tokenize::coco_tokenize;
 use crate::metrics::{score_tokenized_items, CorpusScores, ItemScores, MetricsConfig};
 
 /// Why the metrics that are not computed have no number (shown in the table and the JSON).
@@ -477,15 +476,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let tokenized: Vec<(Vec<String>, Vec<Vec<String>>)> = groups
         .values()
         .map(|(_, rows)| {
-            let hyp = rows
+            let preds: Vec<&str> = rows.iter().map(|(_, r)| r.prediction.as_str()).collect();
+            let refs: Vec<Vec<&str>> = rows
                 .iter()
-                .map(|(_, r)| coco_tokenize(&r.prediction))
+                .map(|(_, r)| r.references.iter().map(String::as_str).collect())
                 .collect();
-            let refs = rows
-                .iter()
-                .map(|(_, r)| r.references.iter().map(|x| coco_tokenize(x)).collect())
-                .collect();
-            (hyp, refs)
+            crate::metrics::tokenize_corpus(&preds, &refs)
         })
         .collect();
     let cols = columns(args.metrics.as_deref());

@@ -80,19 +80,26 @@ pub fn score_corpus<S: AsRef<str>>(
     refs: &[Vec<S>],
     cfg: &MetricsConfig,
 ) -> Result<CorpusScores> {
-    let hyp: Vec<String> = preds
-        .iter()
-        .map(|p| tokenize::coco_tokenize(p.as_ref()))
-        .collect();
-    let refs_tok: Vec<Vec<String>> = refs
-        .iter()
-        .map(|rs| {
-            rs.iter()
-                .map(|r| tokenize::coco_tokenize(r.as_ref()))
-                .collect()
-        })
-        .collect();
+    let (hyp, refs_tok) = tokenize_corpus(preds, refs);
     score_tokenized(&hyp, &refs_tok, cfg)
+}
+
+/// Tokenizes a corpus as COCOEvalCap does: every reference (item by item, in order) through one
+/// PTB tokenizer run and every prediction through another, so that the rare rule that looks
+/// past the end of a caption sees the caption that follows it there
+/// ([`tokenize::coco_tokenize_lines`]).
+pub fn tokenize_corpus<S: AsRef<str>>(
+    preds: &[S],
+    refs: &[Vec<S>],
+) -> (Vec<String>, Vec<Vec<String>>) {
+    let hyp = tokenize::coco_tokenize_lines(preds);
+    let flat: Vec<&str> = refs.iter().flatten().map(AsRef::as_ref).collect();
+    let mut flat_tok = tokenize::coco_tokenize_lines(&flat).into_iter();
+    let refs_tok = refs
+        .iter()
+        .map(|rs| flat_tok.by_ref().take(rs.len()).collect())
+        .collect();
+    (hyp, refs_tok)
 }
 
 /// Scores already tokenized text (space-separated tokens).
@@ -265,4 +272,21 @@ pub(crate) fn ngram_counts(words: &[u32], max_n: usize) -> FxHashMap<Ngram, u32>
 /// Order (1-based) of an n-gram key.
 pub(crate) fn ngram_order(g: &Ngram) -> usize {
     g.iter().take_while(|&&x| x != u32::MAX).count()
+}
+
+#[cfg(test)]
+mod corpus_tests {
+    use super::tokenize_corpus;
+
+    /// pycocoevalcap 1.2 on these captions in one call gives `a tone in audio b` (the jar splits
+    /// the period off a single letter before a capitalized sentence opener on the next line);
+    /// alone, `a tone in audio b.` (checked by running it, 2026-12-06).
+    #[test]
+    fn a_caption_sees_the_next_one_as_the_jar_does() {
+        let refs = vec![vec!["a tone in audio b.", "The second is louder"]];
+        let (hyp, refs_tok) = tokenize_corpus(&["a tone in audio b."], &refs);
+        assert_eq!(refs_tok[0], ["a tone in audio b", "the second is louder"]);
+        // The prediction is the last (only) line of its own run.
+        assert_eq!(hyp, ["a tone in audio b."]);
+    }
 }
