@@ -234,7 +234,7 @@ impl BertEncoder {
             .collect()
     }
 
-    /// `last_hidden_state` of one padded batch of token id lists.
+    /// `last_hidden_state` of one padded batch of token id lists (see [`length_batches`]).
     pub fn forward(&self, ids: &[Vec<u32>]) -> Result<Hidden> {
         let b = ids.len();
         let t = ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
@@ -255,4 +255,24 @@ impl BertEncoder {
             mask: mask.to_dtype(DType::F32)?,
         })
     }
+}
+
+/// Token id lists cut into batches of at most [`BATCH_SIZE`], longest first, each with the
+/// input positions of its rows: texts of like length share a batch, so a batch pads little
+/// (sentence-transformers orders its batches the same way). Padding is masked, so the order
+/// changes no value beyond float noise.
+pub fn length_batches(ids: Vec<Vec<u32>>) -> Vec<(Vec<usize>, Vec<Vec<u32>>)> {
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+    let mut ids: Vec<Option<Vec<u32>>> = ids.into_iter().map(Some).collect();
+    order
+        .chunks(BATCH_SIZE)
+        .map(|rows| {
+            let batch = rows
+                .iter()
+                .map(|&i| ids[i].take().unwrap_or_default())
+                .collect();
+            (rows.to_vec(), batch)
+        })
+        .collect()
 }

@@ -22,7 +22,7 @@ use candle_core::pickle::{Object, Stack};
 use candle_core::{DType, IndexOp};
 use candle_nn::{Linear, Module};
 
-use super::bert::{self, BertEncoder, BATCH_SIZE};
+use super::bert::{self, length_batches, BertEncoder};
 use crate::error::{AdiffError, Result};
 use crate::model::checkpoint::Checkpoint;
 
@@ -157,18 +157,16 @@ impl Echecker {
 
     /// The six error probabilities of each sentence (after [`text_preprocess`]).
     pub fn probs<S: AsRef<str>>(&self, sents: &[S]) -> Result<Vec<[f32; 6]>> {
-        let mut out = Vec::with_capacity(sents.len());
-        for chunk in sents.chunks(BATCH_SIZE) {
-            let texts: Vec<String> = chunk.iter().map(|s| text_preprocess(s.as_ref())).collect();
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let ids = self.encoder.token_ids(&refs)?;
-            let h = self.encoder.forward(&ids)?;
+        let texts: Vec<String> = sents.iter().map(|s| text_preprocess(s.as_ref())).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let ids = self.encoder.token_ids(&refs)?;
+        let mut out = vec![[0f32; 6]; sents.len()];
+        for (rows, batch) in length_batches(ids) {
+            let h = self.encoder.forward(&batch)?;
             let cls = h.hidden.i((.., 0, ..))?.contiguous()?;
             let probs = candle_nn::ops::sigmoid(&self.clf.forward(&cls)?)?;
-            for row in probs.to_vec2::<f32>()? {
-                let mut p = [0f32; 6];
-                p.copy_from_slice(&row[..6]);
-                out.push(p);
+            for (p, row) in probs.to_vec2::<f32>()?.into_iter().zip(rows) {
+                out[row].copy_from_slice(&p[..6]);
             }
         }
         Ok(out)

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use candle_core::{IndexOp, D};
 
-use super::bert::{self, BertEncoder, BATCH_SIZE};
+use super::bert::{self, length_batches, BertEncoder};
 use crate::error::{AdiffError, Result};
 use crate::model::checkpoint::Checkpoint;
 
@@ -144,23 +144,23 @@ impl SentenceBert {
 
     /// Unit-length embeddings of `sents`, one `Vec` of H values each.
     pub fn encode<S: AsRef<str>>(&self, sents: &[S]) -> Result<Vec<Vec<f32>>> {
-        let mut out = Vec::with_capacity(sents.len());
-        for chunk in sents.chunks(BATCH_SIZE) {
-            // sentence-transformers strips each text (and lower-cases it when configured).
-            let texts: Vec<String> = chunk
-                .iter()
-                .map(|s| {
-                    let s = s.as_ref().trim();
-                    if self.lower_case {
-                        s.to_lowercase()
-                    } else {
-                        s.to_string()
-                    }
-                })
-                .collect();
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let ids = self.encoder.token_ids(&refs)?;
-            let h = self.encoder.forward(&ids)?;
+        // sentence-transformers strips each text (and lower-cases it when configured).
+        let texts: Vec<String> = sents
+            .iter()
+            .map(|s| {
+                let s = s.as_ref().trim();
+                if self.lower_case {
+                    s.to_lowercase()
+                } else {
+                    s.to_string()
+                }
+            })
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let ids = self.encoder.token_ids(&refs)?;
+        let mut out = vec![Vec::new(); sents.len()];
+        for (rows, batch) in length_batches(ids) {
+            let h = self.encoder.forward(&batch)?;
             let pooled = match self.pooling {
                 Pooling::Mean => {
                     let m = h.mask.unsqueeze(D::Minus1)?;
@@ -170,10 +170,10 @@ impl SentenceBert {
                 }
                 Pooling::Cls => h.hidden.i((.., 0, ..))?.contiguous()?,
             };
-            for mut v in pooled.to_vec2::<f32>()? {
+            for (mut v, row) in pooled.to_vec2::<f32>()?.into_iter().zip(rows) {
                 let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
                 v.iter_mut().for_each(|x| *x /= norm);
-                out.push(v);
+                out[row] = v;
             }
         }
         Ok(out)
