@@ -325,3 +325,24 @@ fn every_subcommand_help_shows_its_examples() {
         );
     }
 }
+
+/// `convert`'s safetensors file gets the mode any new file of the process gets (0o666 less the
+/// umask), as its JSON beside it does: safetensors writes through a private 0600 temporary
+/// file, and the output used to keep that mode, unreadable by anyone else.
+#[cfg(unix)]
+#[test]
+fn convert_output_has_the_usual_file_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("adiff-convert-mode-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("demo.safetensors");
+    let out_s = out.display().to_string();
+    ok(adiff(&[
+        "convert", "--model", "demo", "-o", &out_s, "--force",
+    ]));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let want = 0o666 & !adiff::model::checkpoint::process_umask();
+    assert_eq!(mode(&out), want, "{out_s}: {:o}", mode(&out));
+    assert_eq!(mode(&out.with_extension("json")), want);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

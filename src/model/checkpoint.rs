@@ -434,8 +434,31 @@ pub fn save_safetensors(
     let io = |e: String| AdiffError::Invalid(format!("cannot write {}: {e}", path.display()));
     safetensors::serialize_to_file(cpu.iter().map(|(k, v)| (*k, v)), metadata, &tmp)
         .map_err(|e| io(e.to_string()))?;
+    // safetensors writes through a private temporary file (mode 0600); give the output the
+    // mode any new file of this process gets, as `File::create` would.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = 0o666 & !process_umask();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| io(e.to_string()))?;
+    }
     std::fs::rename(&tmp, path).map_err(|e| io(e.to_string()))?;
     Ok(())
+}
+
+/// The process's file-creation mask, read from `/proc/self/status` (setting it to read it
+/// would race with other threads creating files); 0o022, the usual one, where that is absent.
+#[cfg(unix)]
+pub fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
 }
 
 type NamedTensors = Vec<(String, Tensor)>;
