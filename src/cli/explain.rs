@@ -221,7 +221,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     };
     let events = if args.events {
         Some(audio_events(
-            &out,
+            [(&out, 0), (&out, 1)],
             &labels,
             &cfg,
             [span1.start_s, span2.start_s],
@@ -307,32 +307,47 @@ fn prompts_for(args: &ExplainArgs) -> anyhow::Result<Vec<String>> {
         anyhow::ensure!(!p.trim().is_empty(), "--prompt is empty");
         return Ok(vec![p.clone()]);
     }
-    let db = PromptDatabase::bundled()?;
-    let kinds = match args.caption {
+    Ok(default_prompts(
+        &PromptDatabase::bundled()?,
+        args.caption,
+        args.tier,
+    ))
+}
+
+/// The bundled prompt(s) for a caption target or a tier (the default tier without either);
+/// `adiff serve` asks the same way.
+pub(super) fn default_prompts(
+    db: &PromptDatabase,
+    caption: Option<CaptionTarget>,
+    tier: Option<u8>,
+) -> Vec<String> {
+    let kinds = match caption {
         Some(CaptionTarget::First) => vec![PromptKind::CaptionFirst],
         Some(CaptionTarget::Second) => vec![PromptKind::CaptionSecond],
         Some(CaptionTarget::Both) => vec![PromptKind::CaptionFirst, PromptKind::CaptionSecond],
-        None => vec![PromptKind::Tier(args.tier.unwrap_or(DEFAULT_TIER))],
+        None => vec![PromptKind::Tier(tier.unwrap_or(DEFAULT_TIER))],
     };
-    Ok(kinds
+    kinds
         .into_iter()
         .map(|k| db.default_prompt(k).to_string())
-        .collect())
+        .collect()
 }
 
-/// Top events of both audios, from the HTSAT outputs of the explanation run, with their spans on
-/// each file's time axis (the clip starts at `starts[i]` seconds of file i).
-fn audio_events(
-    out: &HtsatOutput,
+/// Top events of both audios, from the HTSAT outputs of the explanation run (audio i is row
+/// `rows[i].1` of `rows[i].0`), with their spans on each file's time axis (the clip starts at
+/// `starts[i]` seconds of file i).
+pub(super) fn audio_events(
+    rows: [(&HtsatOutput, usize); 2],
     labels: &[String],
     cfg: &crate::model::config::AdiffConfig,
     starts: [f64; 2],
 ) -> anyhow::Result<[Vec<TaggedEvent>; 2]> {
     let clip = cfg.audio.duration_s;
-    Ok([
-        row_events(out, 0, labels, cfg, [starts[0], starts[0] + clip])?,
-        row_events(out, 1, labels, cfg, [starts[1], starts[1] + clip])?,
-    ])
+    let events = |i: usize| {
+        let (out, row) = rows[i];
+        row_events(out, row, labels, cfg, [starts[i], starts[i] + clip])
+    };
+    Ok([events(0)?, events(1)?])
 }
 
 /// Top events of batch row `row`, whose clip holds `span` (seconds of its file; the clip starts

@@ -99,23 +99,15 @@ pub fn run(args: TagArgs) -> anyhow::Result<()> {
     let (clip, span) = load_clip_span(&args.input, &cfg.audio, args.clip.crop_mode(0))?;
     args.clip.note_window(&args.input, &span);
     let (_, out) = encoder.encode(&[clip])?;
-    let clipwise = out.clipwise.i(0)?.to_vec1::<f32>()?;
-    let framewise = out.framewise.i(0)?.to_vec2::<f32>()?;
-    let seconds_per_frame = cfg.audio.duration_s as f32 / framewise.len() as f32;
-    let mut events = top_events(
-        &clipwise,
-        &framewise,
+    let events = clip_events(
+        &out,
+        0,
         &labels,
+        &cfg,
         args.top,
         args.threshold,
-        seconds_per_frame,
-    );
-    // Spans on the file's time axis, not the clip's.
-    for e in &mut events {
-        for s in &mut e.spans {
-            *s = s.map(|t| t + span.start_s as f32);
-        }
-    }
+        span.start_s,
+    )?;
 
     let report = TagReport {
         file: args.input.display().to_string(),
@@ -300,6 +292,37 @@ pub fn model_labels(
         labels.len()
     );
     Ok(labels)
+}
+
+/// The `top` events of batch row `row` of `out`, whose clip starts `start_s` seconds into its
+/// file, with their active spans on the file's time axis (`adiff serve` tags the same way).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn clip_events(
+    out: &crate::model::htsat::HtsatOutput,
+    row: usize,
+    labels: &[String],
+    cfg: &crate::model::config::AdiffConfig,
+    top: usize,
+    threshold: f32,
+    start_s: f64,
+) -> anyhow::Result<Vec<TaggedEvent>> {
+    let clipwise = out.clipwise.i(row)?.to_vec1::<f32>()?;
+    let framewise = out.framewise.i(row)?.to_vec2::<f32>()?;
+    let seconds_per_frame = cfg.audio.duration_s as f32 / framewise.len() as f32;
+    let mut events = top_events(
+        &clipwise,
+        &framewise,
+        labels,
+        top,
+        threshold,
+        seconds_per_frame,
+    );
+    for e in &mut events {
+        for s in &mut e.spans {
+            *s = s.map(|t| t + start_s as f32);
+        }
+    }
+    Ok(events)
 }
 
 /// The `top` events by clip-wise probability, with their active spans.

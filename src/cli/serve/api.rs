@@ -18,18 +18,16 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::super::explain::CaptionTarget;
+use super::super::explain::{default_prompts, CaptionTarget};
 use super::super::tag::TaggedEvent;
 use super::engine::{Coming, Done, Engine, ExplainWork, Outcome, SubmitError, TagWork, Work};
 use crate::audio::mel::LogMelFrontEnd;
 use crate::audio::{load_source_clip_span, AudioSource, ClipSpan, CropMode};
 use crate::generate::{GenerateOptions, SamplingOptions, Strategy, DEFAULT_MAX_NEW_TOKENS};
 use crate::model::config::AdiffConfig;
-use crate::text::prompts::{PromptDatabase, PromptKind};
+use crate::text::prompts::PromptDatabase;
 use crate::text::tokenizer::Gpt2Tokenizer;
 
-/// Default explanation tier, as `explain`'s.
-const DEFAULT_TIER: u8 = 3;
 /// `tag`'s defaults: events listed, and the frame-wise probability above which one is active.
 const DEFAULT_TOP: usize = 10;
 const DEFAULT_THRESHOLD: f32 = 0.5;
@@ -40,6 +38,8 @@ pub struct Shared {
     /// The model's log-mel front end, run on the HTTP side.
     pub front_end: Arc<LogMelFrontEnd>,
     pub tokenizer: Arc<Gpt2Tokenizer>,
+    /// The bundled prompts, read once.
+    pub prompts: PromptDatabase,
     pub cfg: AdiffConfig,
     pub model_name: String,
     /// Unix time the server started (the model's `created` in /v1/models).
@@ -338,7 +338,12 @@ pub async fn explain(
     let coming = s.engine.coming();
     let (audio, params) = read_request(&s, req, &["audio1", "audio2"]).await?;
     let p: ExplainParams = params_from(params)?;
-    let prompts = explain_prompts(p.tier, p.prompt.as_deref(), p.caption)?;
+    let prompts = explain_prompts(
+        &s.prompts,
+        p.tier,
+        p.prompt.as_deref(),
+        p.caption.map(Into::into),
+    )?;
     let opts = decoding_options(&s.cfg, &p)?;
     let crops = [
         crop_mode(p.crop, p.crop_seed, 0),
@@ -459,13 +464,14 @@ pub fn internal(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
 }
 
-/// The prompts `explain --tier/--prompt/--caption` would use.
+/// The prompts `explain --tier/--prompt/--caption` would use (the conflicts and the range clap
+/// checks for the CLI are checked here).
 pub fn explain_prompts(
+    db: &PromptDatabase,
     tier: Option<u8>,
     prompt: Option<&str>,
-    caption: Option<impl Into<CaptionTarget>>,
+    caption: Option<CaptionTarget>,
 ) -> Result<Vec<String>, ApiError> {
-    let caption = caption.map(Into::into);
     let given = [tier.is_some(), prompt.is_some(), caption.is_some()];
     if given.iter().filter(|&&g| g).count() > 1 {
         return Err(ApiError::bad(
@@ -478,21 +484,10 @@ pub fn explain_prompts(
         }
         return Ok(vec![p.to_string()]);
     }
-    let tier = tier.unwrap_or(DEFAULT_TIER);
-    if !(1..=3).contains(&tier) {
-        return Err(ApiError::bad(format!("tier {tier}: give 1, 2 or 3")));
+    if let Some(t) = tier.filter(|t| !(1..=3).contains(t)) {
+        return Err(ApiError::bad(format!("tier {t}: give 1, 2 or 3")));
     }
-    let kinds = match caption {
-        Some(CaptionTarget::First) => vec![PromptKind::CaptionFirst],
-        Some(CaptionTarget::Second) => vec![PromptKind::CaptionSecond],
-        Some(CaptionTarget::Both) => vec![PromptKind::CaptionFirst, PromptKind::CaptionSecond],
-        None => vec![PromptKind::Tier(tier)],
-    };
-    let db = PromptDatabase::bundled().map_err(|e| internal(e.to_string()))?;
-    Ok(kinds
-        .into_iter()
-        .map(|k| db.default_prompt(k).to_string())
-        .collect())
+    Ok(default_prompts(db, caption, tier))
 }
 
 impl From<Caption> for CaptionTarget {
@@ -792,19 +787,21 @@ mod tests {
 
     #[test]
     fn prompts_follow_explain_flags() {
-        let none: Option<Caption> = None;
-        assert!(explain_prompts(Some(2), Some("x"), none).is_err());
-        assert!(explain_prompts(Some(4), None, none).is_err());
+        let db = PromptDatabase::bundled().unwrap();
+        let none: Option<CaptionTarget> = None;
+        assert!(explain_prompts(&db, Some(2), Some("x"), none).is_err());
+        assert!(explain_prompts(&db, Some(4), None, none).is_err());
         assert_eq!(
-            explain_prompts(None, Some("say"), none).unwrap(),
+            explain_prompts(&db, None, Some("say"), none).unwrap(),
             vec!["say"]
         );
-        let both = explain_prompts(None, None, Some(Caption::Both)).unwrap();
+        let both = explain_prompts(&db, None, None, Some(CaptionTarget::Both)).unwrap();
         assert_eq!(both.len(), 2);
-        let db = PromptDatabase::bundled().unwrap();
         assert_eq!(
-            explain_prompts(None, None, none).unwrap(),
-            vec![db.default_prompt(PromptKind::Tier(3)).to_string()]
+            explain_prompts(&db, None, None, none).unwrap(),
+            vec![db
+                .default_prompt(crate::text::prompts::PromptKind::Tier(3))
+                .to_string()]
         );
     }
 }

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use candle_core::{IndexOp, Tensor};
 use tokio::sync::oneshot;
 
-use super::super::explain::{answer, row_events, Answer};
-use super::super::tag::{top_events, TaggedEvent};
+use super::super::explain::{answer, audio_events, Answer};
+use super::super::tag::{clip_events, TaggedEvent};
 use crate::audio::ClipSpan;
 use crate::generate::{generate_keyed, GenerateOptions, Strategy};
 use crate::model::adiff::Adiff;
@@ -337,7 +337,20 @@ fn run_batch(parts: &WorkerParts, works: Vec<Work>) -> Vec<Result<Outcome, Strin
     drop(clips);
     for (index, clip, top, threshold, span) in tags {
         let (c, r) = row(clip);
-        outcomes[index] = Some(tag(model, &parts.labels, &outs[c], r, top, threshold, span));
+        let events = clip_events(
+            &outs[c],
+            r,
+            &parts.labels,
+            model.config(),
+            top,
+            threshold,
+            span.start_s,
+        );
+        outcomes[index] = Some(
+            events
+                .map(|events| Outcome::Tag { events })
+                .map_err(|e| format!("{e:#}")),
+        );
     }
     let heard: Vec<Heard> = explains
         .into_iter()
@@ -451,7 +464,13 @@ fn explain_group(
             })
             .collect();
         let events = if work.events {
-            explain_events(outs, *rows, &parts.labels, cfg, &work.spans).map(Some)
+            audio_events(
+                [(&outs[rows[0].0], rows[0].1), (&outs[rows[1].0], rows[1].1)],
+                &parts.labels,
+                cfg,
+                [work.spans[0].start_s, work.spans[1].start_s],
+            )
+            .map(Some)
         } else {
             Ok(None)
         };
@@ -465,49 +484,6 @@ fn explain_group(
         });
     }
     Ok(outcomes)
-}
-
-/// Each clip's top events on its file's time axis, as `explain --events` lists them.
-fn explain_events(
-    outs: &[HtsatOutput],
-    rows: [Row; 2],
-    labels: &[String],
-    cfg: &crate::model::config::AdiffConfig,
-    spans: &[ClipSpan; 2],
-) -> anyhow::Result<[Vec<TaggedEvent>; 2]> {
-    let clip = cfg.audio.duration_s;
-    let events = |i: usize| {
-        let (c, r) = rows[i];
-        let start = spans[i].start_s;
-        row_events(&outs[c], r, labels, cfg, [start, start + clip])
-    };
-    Ok([events(0)?, events(1)?])
-}
-
-/// `adiff tag` on one clip, row `row` of `out`.
-fn tag(
-    model: &Adiff,
-    labels: &[String],
-    out: &HtsatOutput,
-    row: usize,
-    top: usize,
-    threshold: f32,
-    span: ClipSpan,
-) -> Result<Outcome, String> {
-    let run = || -> anyhow::Result<Outcome> {
-        let cfg = model.config();
-        let clipwise = out.clipwise.i(row)?.to_vec1::<f32>()?;
-        let framewise = out.framewise.i(row)?.to_vec2::<f32>()?;
-        let sec = cfg.audio.duration_s as f32 / framewise.len() as f32;
-        let mut events = top_events(&clipwise, &framewise, labels, top, threshold, sec);
-        for e in &mut events {
-            for s in &mut e.spans {
-                *s = s.map(|x| x + span.start_s as f32);
-            }
-        }
-        Ok(Outcome::Tag { events })
-    };
-    run().map_err(|e| format!("{e:#}"))
 }
 
 #[cfg(test)]

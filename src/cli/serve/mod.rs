@@ -158,6 +158,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let state = api::Shared {
         engine,
         front_end,
+        prompts: crate::text::prompts::PromptDatabase::bundled()?,
         tokenizer,
         cfg,
         model_name: name.clone(),

@@ -57,11 +57,7 @@ pub async fn chat_completions(
     }
     let (audio, text) = user_message(r)?;
     let tier = number(r, "tier")?.map(|t| t as u8);
-    let prompts = explain_prompts(
-        tier,
-        text.as_deref(),
-        None::<super::super::explain::CaptionTarget>,
-    )?;
+    let prompts = explain_prompts(&s.prompts, tier, text.as_deref(), None)?;
     let max_tokens = match number(r, "max_completion_tokens")? {
         Some(n) => Some(n),
         None => number(r, "max_tokens")?,
