@@ -519,13 +519,19 @@ impl candle_core::InplaceOp1 for FusedAdamW<'_> {
             storage_f32(&ms, ml)?,
             storage_f32(&vs, vl)?,
         );
+        if [g.len(), m.len(), v.len()] != [p.len(); 3] {
+            candle_core::bail!("fused adamw: gradient or moments do not match the parameter");
+        }
         let k = self.k;
         let scale = self.grad_scale;
-        let mut m_out = vec![0f32; p.len()];
-        let mut v_out = vec![0f32; p.len()];
+        // The new moments are written once each, so they are not zeroed first (a memset of
+        // 8 bytes per parameter); their lengths are set once every chunk is written.
+        let len = p.len();
+        let mut m_out: Vec<f32> = Vec::with_capacity(len);
+        let mut v_out: Vec<f32> = Vec::with_capacity(len);
         p.par_chunks_mut(CHUNK)
-            .zip(m_out.par_chunks_mut(CHUNK))
-            .zip(v_out.par_chunks_mut(CHUNK))
+            .zip(m_out.spare_capacity_mut()[..len].par_chunks_mut(CHUNK))
+            .zip(v_out.spare_capacity_mut()[..len].par_chunks_mut(CHUNK))
             .zip(
                 g.par_chunks(CHUNK)
                     .zip(m.par_chunks(CHUNK))
@@ -534,6 +540,11 @@ impl candle_core::InplaceOp1 for FusedAdamW<'_> {
             .for_each(|(((p, m_out), v_out), ((g, m), v))| {
                 adamw_chunk(p, m_out, v_out, (g, m, v), k, scale)
             });
+        // SAFETY: `adamw_chunk` wrote every element of both (the chunks cover `p.len()`).
+        unsafe {
+            m_out.set_len(len);
+            v_out.set_len(len);
+        }
         let mut slot = self
             .moments
             .lock()
@@ -548,8 +559,8 @@ crate::simd::widest_simd! {
     /// formula and its roundings; the vector variants round the same way).
     fn adamw_chunk(
         p: &mut [f32],
-        m_out: &mut [f32],
-        v_out: &mut [f32],
+        m_out: &mut [std::mem::MaybeUninit<f32>],
+        v_out: &mut [std::mem::MaybeUninit<f32>],
         ins: (&[f32], &[f32], &[f32]),
         k: &StepScalars,
         scale: Option<f32>,
@@ -572,8 +583,8 @@ crate::simd::widest_simd! {
                 + f64::from(v0 * k.beta2 + 0.0)) as f32;
             let denom = (vi.sqrt() / k.bias_correction2_sqrt) * 1.0 + k.eps;
             *pi = pv + (mi * k.neg_step_size + 0.0) / denom;
-            *mo = mi;
-            *vo = vi;
+            mo.write(mi);
+            vo.write(vi);
         }
     }
 }
