@@ -389,6 +389,7 @@ fn meta(step: u64, val_loss: Option<f64>) -> TrainMeta {
         best_val_loss: val_loss,
         config: serde_json::json!({"schedule": schedule(), "note": "test"}),
         data_sha256: None,
+        world_size: 1,
     }
 }
 

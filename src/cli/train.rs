@@ -2,8 +2,10 @@
 //! stage commands (`train-stage2`, `train-stage3`) share.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
+use candle_core::Device;
 
 use super::{ClipArgs, ModelArgs};
 use crate::audio::CropMode;
@@ -12,6 +14,7 @@ use crate::text::prompts::PromptDatabase;
 use crate::text::tokenizer::Gpt2Tokenizer;
 use crate::train::config::TrainConfig;
 use crate::train::data::{hold_out, read_examples, Batcher, EmbeddingSource};
+use crate::train::dist::{Communicator, Launch};
 use crate::train::explain_task::ExplanationTask;
 use crate::train::model::TrainableAdiff;
 use crate::train::trainer::{self, RunOptions, RunSummary};
@@ -75,12 +78,151 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Data-parallel training on N GPUs of this machine: starts N processes, one per GPU, as
+    /// `torchrun --nproc-per-node N` would (needs the `cuda,nccl` build). The batch size of the
+    /// training config is per GPU. Processes started by torchrun or SLURM (`RANK`, `WORLD_SIZE`,
+    /// `MASTER_ADDR`, ... or `SLURM_PROCID`, `SLURM_NTASKS`, ...) join their job without it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub nproc_per_node: Option<u32>,
+}
+
+/// This process's part in a data-parallel job: its communicator and, for NCCL, its GPU.
+#[derive(Clone)]
+pub struct DataParallel {
+    pub comm: Arc<dyn Communicator>,
+    /// The device this rank trains on (`cuda:LOCAL_RANK`); None keeps `--device`.
+    pub device: Option<Device>,
+}
+
+/// Joins the data-parallel job described by the launcher's environment (torchrun's or SLURM's
+/// variables), or None for a plain single-process run.
+pub fn data_parallel(model: &ModelArgs) -> anyhow::Result<Option<DataParallel>> {
+    let Some(launch) = Launch::from_env()? else {
+        return Ok(None);
+    };
+    join_job(&launch, model)
+}
+
+#[cfg(feature = "nccl")]
+fn join_job(launch: &Launch, model: &ModelArgs) -> anyhow::Result<Option<DataParallel>> {
+    anyhow::ensure!(
+        model.device()?.is_cuda(),
+        "{} launch: data-parallel training runs over NCCL on GPUs: add --device cuda",
+        launch.source
+    );
+    let device = Device::new_cuda(launch.local_rank).with_context(|| {
+        format!(
+            "rank {}: cannot open cuda:{}",
+            launch.rank, launch.local_rank
+        )
+    })?;
+    let comm = crate::train::dist::nccl::NcclComm::init(launch, &device)?;
+    Ok(Some(DataParallel {
+        comm: Arc::new(comm),
+        device: Some(device),
+    }))
+}
+
+#[cfg(not(feature = "nccl"))]
+fn join_job(launch: &Launch, _model: &ModelArgs) -> anyhow::Result<Option<DataParallel>> {
+    if launch.world_size == 1 {
+        return Ok(None);
+    }
+    anyhow::bail!(
+        "{} launch with {} ranks: data-parallel training runs over NCCL, and this adiff was built \
+         without it (build it with scripts/build-cuda.sh, which enables --features cuda,nccl)",
+        launch.source,
+        launch.world_size
+    )
+}
+
+/// `--nproc-per-node N`: starts N copies of this command as ranks 0..N of one job on this
+/// machine (torchrun's variables set, rank i on GPU i) and waits for them; when one fails, the
+/// others are stopped. Returns false (nothing started) without the flag, for N = 1, and inside a
+/// process a launcher already started.
+pub fn spawn_local_ranks(run: &RunArgs) -> anyhow::Result<bool> {
+    let Some(n) = run.nproc_per_node else {
+        return Ok(false);
+    };
+    if n == 1 || std::env::var_os("WORLD_SIZE").is_some() {
+        return Ok(false);
+    }
+    anyhow::ensure!(
+        cfg!(feature = "nccl"),
+        "--nproc-per-node {n}: data-parallel training runs over NCCL, and this adiff was built \
+         without it (build it with scripts/build-cuda.sh, which enables --features cuda,nccl)"
+    );
+    let exe = std::env::current_exe().context("cannot find the adiff executable")?;
+    // The same arguments without --nproc-per-node (either spelling).
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    let mut skip = false;
+    for a in std::env::args_os().skip(1) {
+        if skip {
+            skip = false;
+            continue;
+        }
+        match a.to_str() {
+            Some("--nproc-per-node") => skip = true,
+            Some(s) if s.starts_with("--nproc-per-node=") => {}
+            _ => args.push(a),
+        }
+    }
+    let addr = std::env::var("MASTER_ADDR").unwrap_or_else(|_| "127.0.0.1".into());
+    let port = std::env::var("MASTER_PORT")
+        .unwrap_or_else(|_| crate::train::dist::DEFAULT_MASTER_PORT.to_string());
+    let mut children = Vec::new();
+    for rank in 0..n {
+        let child = std::process::Command::new(&exe)
+            .args(&args)
+            .env("RANK", rank.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("WORLD_SIZE", n.to_string())
+            .env("LOCAL_WORLD_SIZE", n.to_string())
+            .env("MASTER_ADDR", &addr)
+            .env("MASTER_PORT", &port)
+            .spawn()
+            .with_context(|| format!("cannot start rank {rank}"))?;
+        children.push(child);
+    }
+    // Poll: the first rank to fail stops the others (they would otherwise wait for it until
+    // the collective timeout).
+    let mut failed = None;
+    let mut running: Vec<Option<std::process::Child>> = children.into_iter().map(Some).collect();
+    while running.iter().any(Option::is_some) {
+        for (rank, slot) in running.iter_mut().enumerate() {
+            if let Some(child) = slot {
+                if let Some(status) = child.try_wait()? {
+                    if !status.success() && failed.is_none() {
+                        failed = Some((rank, status));
+                    }
+                    *slot = None;
+                }
+            }
+        }
+        if failed.is_some() {
+            for child in running.iter_mut().flatten() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if let Some((rank, status)) = failed {
+        anyhow::bail!("rank {rank} of {n} failed ({status}); the other ranks were stopped");
+    }
+    Ok(true)
 }
 
 impl RunArgs {
     /// The trainer's options for `stage` (its name in logs and messages), with the identity of
     /// the run's `data` files (a resume on other data is refused).
-    pub fn options(&self, stage: &str, data: &[&Path]) -> anyhow::Result<RunOptions> {
+    pub fn options(
+        &self,
+        stage: &str,
+        data: &[&Path],
+        dp: Option<&DataParallel>,
+    ) -> anyhow::Result<RunOptions> {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         for p in data {
@@ -95,6 +237,7 @@ impl RunArgs {
             stage: stage.to_string(),
             progress: !self.quiet,
             data_sha256: Some(crate::hub::hex(&h.finalize())),
+            comm: dp.map(|d| d.comm.clone()),
         })
     }
 
@@ -141,16 +284,21 @@ pub fn train_config(path: Option<&Path>, default: &str) -> anyhow::Result<TrainC
     })
 }
 
-/// Runs one stage; `init` overrides `args.model.checkpoint` (stage 3 after stage 2).
+/// Runs one stage; `init` overrides `args.model.checkpoint` (stage 3 after stage 2); `dp`: this
+/// process's rank in a data-parallel job.
 pub fn run_stage(
     stage: &str,
     args: &StageArgs,
     tcfg: &TrainConfig,
     init: Option<&Path>,
+    dp: Option<&DataParallel>,
 ) -> anyhow::Result<RunSummary> {
     tcfg.refuse_embedding_tagger(stage)?;
     let cfg: AdiffConfig = args.model.config()?;
-    let device = args.model.device()?;
+    let device = match dp.and_then(|d| d.device.clone()) {
+        Some(d) => d,
+        None => args.model.device()?,
+    };
     let ckpt = match init {
         Some(p) => crate::model::checkpoint::Checkpoint::load(p)?,
         None => args.model.load_checkpoint(&cfg)?,
@@ -196,7 +344,10 @@ pub fn run_stage(
     };
     source.check(&train)?;
     source.check(&val)?;
-    args.run.write_configs(&cfg, tcfg)?;
+    let lead = dp.is_none_or(|d| d.comm.rank() == 0);
+    if lead {
+        args.run.write_configs(&cfg, tcfg)?;
+    }
     let task = ExplanationTask {
         model,
         init: ckpt,
@@ -219,8 +370,10 @@ pub fn run_stage(
         .chain(&args.val)
         .map(PathBuf::as_path)
         .collect();
-    let summary = trainer::run(&task, tcfg, &args.run.options(stage, &data)?)?;
-    args.run.report(stage, &summary);
+    let summary = trainer::run(&task, tcfg, &args.run.options(stage, &data, dp)?)?;
+    if lead {
+        args.run.report(stage, &summary);
+    }
     Ok(summary)
 }
 
@@ -245,12 +398,16 @@ pub struct TrainArgs {
 }
 
 pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
+    if spawn_local_ranks(&args.stage.run)? {
+        return Ok(());
+    }
+    let dp = data_parallel(&args.stage.model)?;
     let c2 = train_config(args.stage2_config.as_deref(), STAGE2_CONFIG)?;
     let c3 = train_config(args.stage3_config.as_deref(), STAGE3_CONFIG)?;
     let root = args.stage.run.output.clone();
     let stop = args.stage.run.stop_after_steps;
     args.stage.run.output = root.join("stage2");
-    let s2 = run_stage("stage2", &args.stage, &c2, None)?;
+    let s2 = run_stage("stage2", &args.stage, &c2, None, dp.as_ref())?;
     let Some(model2) = s2.model else {
         return Ok(());
     };
@@ -261,6 +418,6 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         println!("stage3: not started (step budget used up); continue with --resume");
         return Ok(());
     }
-    run_stage("stage3", &args.stage, &c3, Some(&model2))?;
+    run_stage("stage3", &args.stage, &c3, Some(&model2), dp.as_ref())?;
     Ok(())
 }

@@ -280,6 +280,9 @@ fn caption_prefix_task(
 }
 
 pub fn run(args: TrainStage1Args) -> anyhow::Result<()> {
+    if super::train::spawn_local_ranks(&args.run)? {
+        return Ok(());
+    }
     run_stage1(&args)?;
     Ok(())
 }
@@ -292,7 +295,11 @@ pub fn run_stage1(args: &TrainStage1Args) -> anyhow::Result<RunSummary> {
     };
     let tcfg = train_config(args.train_config.as_deref(), default)?;
     let cfg = args.model.config()?;
-    let device = args.model.device()?;
+    let dp = super::train::data_parallel(&args.model)?;
+    let device = match dp.as_ref().and_then(|d| d.device.clone()) {
+        Some(d) => d,
+        None => args.model.device()?,
+    };
     // --init-missing without -c: the trained half starts from scratch, alone in the output.
     let scratch =
         args.run.init_missing && args.model.model.is_none() && args.model.checkpoint.is_empty();
@@ -313,24 +320,33 @@ pub fn run_stage1(args: &TrainStage1Args) -> anyhow::Result<RunSummary> {
     .flatten()
     .map(PathBuf::as_path)
     .collect();
-    let opts = args.run.options(stage, &data)?;
+    let opts = args.run.options(stage, &data, dp.as_ref())?;
+    let lead = dp.as_ref().is_none_or(|d| d.comm.rank() == 0);
     let summary = match args.part {
         Part::Encoder => {
             let task = encoder_task(args, &cfg, &tcfg, ckpt, device)?;
-            args.run.write_configs(&cfg, &tcfg)?;
+            if lead {
+                args.run.write_configs(&cfg, &tcfg)?;
+            }
             trainer::run(&task, &tcfg, &opts)?
         }
         Part::Decoder if args.caption_prefix => {
             let task = caption_prefix_task(args, &cfg, &tcfg, ckpt, device)?;
-            args.run.write_configs(&cfg, &tcfg)?;
+            if lead {
+                args.run.write_configs(&cfg, &tcfg)?;
+            }
             trainer::run(&task, &tcfg, &opts)?
         }
         Part::Decoder => {
             let task = decoder_task(args, &cfg, &tcfg, ckpt, device)?;
-            args.run.write_configs(&cfg, &tcfg)?;
+            if lead {
+                args.run.write_configs(&cfg, &tcfg)?;
+            }
             trainer::run(&task, &tcfg, &opts)?
         }
     };
-    args.run.report(stage, &summary);
+    if lead {
+        args.run.report(stage, &summary);
+    }
     Ok(summary)
 }

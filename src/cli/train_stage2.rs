@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use super::train::{run_stage, train_config, StageArgs, STAGE2_CONFIG};
+use super::train::{
+    data_parallel, run_stage, spawn_local_ranks, train_config, StageArgs, STAGE2_CONFIG,
+};
 
 /// Stage 2, multimodal grounding: HTSAT and GPT-2 frozen; the projection, the audio and text
 /// mappers and the cross-projection learn from next-token cross-entropy on the answers.
@@ -26,6 +28,10 @@ pub struct TrainStage2Args {
 
 pub fn run(args: TrainStage2Args) -> anyhow::Result<()> {
     let cfg = train_config(args.train_config.as_deref(), STAGE2_CONFIG)?;
-    run_stage("stage2", &args.stage, &cfg, None)?;
+    if spawn_local_ranks(&args.stage.run)? {
+        return Ok(());
+    }
+    let dp = data_parallel(&args.stage.model)?;
+    run_stage("stage2", &args.stage, &cfg, None, dp.as_ref())?;
     Ok(())
 }

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use super::train::{run_stage, train_config, StageArgs, STAGE3_CONFIG};
+use super::train::{
+    data_parallel, run_stage, spawn_local_ranks, train_config, StageArgs, STAGE3_CONFIG,
+};
 
 /// Stage 3, finetuning: GPT-2 unfrozen too (small learning rate, warm-up, cosine decay), HTSAT
 /// still frozen. Start from the stage-2 model: -c runs/stage2/model.safetensors.
@@ -26,6 +28,10 @@ pub struct TrainStage3Args {
 
 pub fn run(args: TrainStage3Args) -> anyhow::Result<()> {
     let cfg = train_config(args.train_config.as_deref(), STAGE3_CONFIG)?;
-    run_stage("stage3", &args.stage, &cfg, None)?;
+    if spawn_local_ranks(&args.stage.run)? {
+        return Ok(());
+    }
+    let dp = data_parallel(&args.stage.model)?;
+    run_stage("stage3", &args.stage, &cfg, None, dp.as_ref())?;
     Ok(())
 }

@@ -54,6 +54,13 @@ impl TrainTask for ExplanationTask {
         answer_loss(&self.model.model, &b)
     }
 
+    /// The loss is a mean over answer tokens, so its weight is their number.
+    fn train_loss_counted(&self, indices: &[usize], epoch: u64) -> Result<(Tensor, f64)> {
+        let b = self.batch(&self.train, indices, epoch)?;
+        let tokens: usize = b.answer_lengths.iter().sum();
+        Ok((answer_loss(&self.model.model, &b)?, tokens as f64))
+    }
+
     fn val_loss(&self, indices: &[usize]) -> Result<Tensor> {
         let b = self.batch(&self.val, indices, VAL_EPOCH)?;
         Ok(answer_loss(&self.model.model, &b)?.detach())

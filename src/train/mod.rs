@@ -4,6 +4,7 @@ pub mod average;
 pub mod caption_lm_task;
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod explain_task;
 pub mod lm_task;
 pub mod loss;

@@ -74,6 +74,18 @@ pub struct TrainMeta {
     /// a resume on other data is refused. Absent in checkpoints of earlier versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_sha256: Option<String>,
+    /// Ranks of the data-parallel run that wrote it (1: a single process; absent then, and in
+    /// checkpoints of earlier versions). The data order of the remaining steps depends on it.
+    #[serde(default = "one_rank", skip_serializing_if = "is_one_rank")]
+    pub world_size: usize,
+}
+
+fn one_rank() -> usize {
+    1
+}
+
+fn is_one_rank(n: &usize) -> bool {
+    *n == 1
 }
 
 /// Writes a training checkpoint atomically (see the module doc). Tensors are copied to the CPU.
@@ -473,6 +485,7 @@ mod tests {
             best_val_loss: Some(2.5),
             config: serde_json::json!({"lr": 1e-4}),
             data_sha256: Some("ab".into()),
+            world_size: 4,
         };
         let s = serde_json::to_string(&meta).unwrap();
         let back: TrainMeta = serde_json::from_str(&s).unwrap();

@@ -19,6 +19,7 @@ use rand::SeedableRng;
 use crate::error::{AdiffError, Result};
 use crate::train::average::WeightAverage;
 use crate::train::config::TrainConfig;
+use crate::train::dist::{self, Communicator};
 use crate::train::optim::{clip_scale, AdamW, GradAccumulator};
 use crate::train::state::{CheckpointDir, DataOrder, TrainMeta};
 
@@ -32,6 +33,12 @@ pub trait TrainTask {
     fn num_val(&self) -> usize;
     /// Mean loss of training examples `indices` in `epoch` (a graph to backpropagate).
     fn train_loss(&self, indices: &[usize], epoch: u64) -> Result<Tensor>;
+    /// [`TrainTask::train_loss`] and the number of terms it averages (target tokens, or
+    /// examples): a data-parallel run weights each rank's gradient by it, so that N ranks train
+    /// exactly as one batch N times larger.
+    fn train_loss_counted(&self, indices: &[usize], epoch: u64) -> Result<(Tensor, f64)> {
+        Ok((self.train_loss(indices, epoch)?, indices.len() as f64))
+    }
     /// Mean loss of validation examples `indices`.
     fn val_loss(&self, indices: &[usize]) -> Result<Tensor>;
     /// A few generated texts for validation examples `indices` (for the log).
@@ -55,6 +62,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// SHA-256 of the run's data files (see [`TrainMeta::data_sha256`]).
     pub data_sha256: Option<String>,
+    /// The data-parallel group this process is a rank of; None for a single process. Rank 0
+    /// alone writes the log, checkpoints and the model; every rank reads them on resume.
+    pub comm: Option<std::sync::Arc<dyn Communicator>>,
 }
 
 /// How a run ended.
@@ -77,23 +87,30 @@ pub fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
     order
 }
 
+/// `log.jsonl`; `file` is None on the ranks other than 0 of a data-parallel run.
 struct Log {
-    file: std::fs::File,
+    file: Option<std::fs::File>,
 }
 
 impl Log {
-    fn open(path: &Path) -> Result<Self> {
+    fn open(path: &Path, write: bool) -> Result<Self> {
+        if !write {
+            return Ok(Self { file: None });
+        }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(|e| AdiffError::Invalid(format!("cannot open log {}: {e}", path.display())))?;
-        Ok(Self { file })
+        Ok(Self { file: Some(file) })
     }
 
     fn write(&mut self, v: serde_json::Value) -> Result<()> {
-        writeln!(self.file, "{v}")
-            .and_then(|_| self.file.flush())
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        writeln!(file, "{v}")
+            .and_then(|_| file.flush())
             .map_err(|e| AdiffError::Invalid(format!("cannot write the training log: {e}")))
     }
 }
@@ -111,7 +128,12 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
     if n == 0 {
         return Err(AdiffError::Invalid("no training examples".into()));
     }
-    let per_step = cfg.batch_size * cfg.grad_accum;
+    let comm = opts.comm.as_deref();
+    let (rank, world) = comm.map_or((0, 1), |c| (c.rank(), c.world_size()));
+    // Rank 0 (or the only process) writes the log, checkpoints, the model and the progress bar.
+    let lead = rank == 0;
+    // Examples per optimizer step, over all ranks.
+    let per_step = cfg.batch_size * cfg.grad_accum * world;
     let steps_per_epoch = n.div_ceil(per_step) as u64;
     let total_steps = steps_per_epoch * cfg.epochs;
     let schedule = cfg.schedule(total_steps);
@@ -120,7 +142,7 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
         AdiffError::Invalid(format!("cannot create {}: {e}", opts.out_dir.display()))
     })?;
     let ckpts = CheckpointDir::new(opts.out_dir.join("checkpoints"), cfg.keep_last)?;
-    let mut log = Log::open(&opts.out_dir.join("log.jsonl"))?;
+    let mut log = Log::open(&opts.out_dir.join("log.jsonl"), lead)?;
     let vars = task.vars().to_vec();
     let mut opt = AdamW::new(vars.clone(), cfg.optimizer.clone())?;
     let mut average = match cfg.weight_average_decay {
@@ -156,6 +178,15 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
                     avg.load_state(state.other_tensors())
                         .map_err(|e| AdiffError::checkpoint(state.path(), e.to_string()))?;
                 }
+                if state.meta.world_size != world {
+                    return Err(AdiffError::Invalid(format!(
+                        "{}: was written by a run on {} rank(s), this one has {world}; resume \
+                         with the same number of ranks (the data order of the remaining steps \
+                         depends on it)",
+                        state.path().display(),
+                        state.meta.world_size
+                    )));
+                }
                 step = state.meta.step;
                 epoch = state.meta.epoch;
                 position = state.meta.position_in_epoch;
@@ -173,21 +204,35 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
         )));
     }
     let values: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
-    eprintln!(
-        "{}: {n} training and {} validation examples, {} trainable tensors ({values} values), \
-         {total_steps} steps",
-        opts.stage,
-        task.num_val(),
-        vars.len()
-    );
+    if lead {
+        eprintln!(
+            "{}: {n} training and {} validation examples, {} trainable tensors ({values} values), \
+             {total_steps} steps",
+            opts.stage,
+            task.num_val(),
+            vars.len()
+        );
+        if let Some(c) = comm {
+            eprintln!(
+                "{}: data-parallel over {world} ranks ({}): global batch {per_step} = {} per rank \
+                 x {world} ranks x {} accumulation steps",
+                opts.stage,
+                c.backend(),
+                cfg.batch_size,
+                cfg.grad_accum
+            );
+        }
+    }
     log.write(
         serde_json::json!({"event": "start", "stage": opts.stage, "train": n,
         "val": task.num_val(), "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
         "trainable_tensors": vars.len(),
-        "trainable_values": values}),
+        "trainable_values": values, "world_size": world, "per_rank_batch": cfg.batch_size,
+        "grad_accum": cfg.grad_accum, "global_batch": per_step,
+        "backend": comm.map(|c| c.backend())}),
     )?;
 
-    let bar = if opts.progress {
+    let bar = if opts.progress && lead {
         crate::progress::items(total_steps as usize, &opts.stage)
     } else {
         indicatif::ProgressBar::hidden()
@@ -204,6 +249,12 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
                 opt: &AdamW,
                 average: Option<&WeightAverage>|
      -> Result<PathBuf> {
+        if let Some(c) = comm {
+            dist::check_in_sync(c, &vars, step)?;
+        }
+        if !lead {
+            return Ok(ckpts.path_for(step));
+        }
         let extra = match average {
             Some(a) => a.state_tensors()?,
             None => vec![],
@@ -222,6 +273,7 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
                 best_val_loss: best,
                 config: config_json.clone(),
                 data_sha256: opts.data_sha256.clone(),
+                world_size: world,
             },
         )
     };
@@ -231,10 +283,15 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
             return Ok(None);
         }
         let (mut sum, mut count) = (0.0, 0usize);
-        for start in (0..nv).step_by(cfg.batch_size) {
+        // Rank r takes batches r, r + world, ...; their sums are added over the ranks.
+        for start in (0..nv).step_by(cfg.batch_size).skip(rank).step_by(world) {
             let idx: Vec<usize> = (start..(start + cfg.batch_size).min(nv)).collect();
             sum += scalar(&task.val_loss(&idx)?)? * idx.len() as f64;
             count += idx.len();
+        }
+        if let Some(c) = comm {
+            let (_, s) = dist::all_reduce_grads(c, &[], &[sum as f32, count as f32])?;
+            (sum, count) = (f64::from(s[0]), s[1] as usize);
         }
         Ok(Some(sum / count as f64))
     };
@@ -272,24 +329,79 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
             let mut micro = 0;
             let mut items = 0;
             let (mut t_forward, mut t_backward) = (0.0, 0.0);
-            for k in 0..cfg.grad_accum {
-                let lo = first + k * cfg.batch_size;
-                if lo >= n {
-                    break;
+            let (grads, loss) = match comm {
+                None => {
+                    for k in 0..cfg.grad_accum {
+                        let lo = first + k * cfg.batch_size;
+                        if lo >= n {
+                            break;
+                        }
+                        let idx = &order[lo..(lo + cfg.batch_size).min(n)];
+                        let t = Instant::now();
+                        let loss = task.train_loss(idx, epoch)?;
+                        loss_sum += scalar(&loss)?;
+                        let t_fwd = t.elapsed().as_secs_f64();
+                        let grads = crate::model::ops::backward(&loss)?;
+                        t_forward += t_fwd;
+                        t_backward += t.elapsed().as_secs_f64() - t_fwd;
+                        acc.add(&vars, &grads)?;
+                        micro += 1;
+                        items += idx.len();
+                    }
+                    (acc.average(&vars)?, loss_sum / micro as f64)
                 }
-                let idx = &order[lo..(lo + cfg.batch_size).min(n)];
-                let t = Instant::now();
-                let loss = task.train_loss(idx, epoch)?;
-                loss_sum += scalar(&loss)?;
-                let t_fwd = t.elapsed().as_secs_f64();
-                let grads = crate::model::ops::backward(&loss)?;
-                t_forward += t_fwd;
-                t_backward += t.elapsed().as_secs_f64() - t_fwd;
-                acc.add(&vars, &grads)?;
-                micro += 1;
-                items += idx.len();
-            }
-            let grads = acc.average(&vars)?;
+                Some(c) => {
+                    // Each rank's loss is weighted by its number of terms (target tokens), the
+                    // gradients summed over the ranks and divided by the total: the mean over
+                    // the global batch, as one process with `per_step` examples would compute.
+                    let mut weight = 0.0;
+                    for k in 0..cfg.grad_accum {
+                        let lo = first + k * cfg.batch_size * world;
+                        if lo >= n {
+                            break;
+                        }
+                        let idx = dist::shard(&order, lo, cfg.batch_size, rank, world);
+                        if idx.is_empty() {
+                            continue;
+                        }
+                        let t = Instant::now();
+                        let (loss, w) = task.train_loss_counted(idx, epoch)?;
+                        loss_sum += scalar(&loss)? * w;
+                        weight += w;
+                        let t_fwd = t.elapsed().as_secs_f64();
+                        let grads = crate::model::ops::backward(&loss.affine(w, 0.0)?)?;
+                        t_forward += t_fwd;
+                        t_backward += t.elapsed().as_secs_f64() - t_fwd;
+                        acc.add(&vars, &grads)?;
+                        items += idx.len();
+                    }
+                    let sums = acc.sum(&vars)?;
+                    let local: Vec<Tensor> = vars
+                        .iter()
+                        .map(|(_, v)| match sums.get(v.as_tensor()) {
+                            Some(g) => Ok(g.clone()),
+                            None => v.as_tensor().zeros_like(),
+                        })
+                        .collect::<candle_core::Result<_>>()?;
+                    let (summed, totals) = dist::all_reduce_grads(
+                        c,
+                        &local,
+                        &[weight as f32, loss_sum as f32, items as f32],
+                    )?;
+                    let total_weight = f64::from(totals[0]);
+                    if total_weight <= 0.0 {
+                        return Err(AdiffError::Invalid(format!(
+                            "step {step}: no rank had a training example"
+                        )));
+                    }
+                    let mut store = candle_core::backprop::GradStore::default();
+                    for ((_, v), g) in vars.iter().zip(summed) {
+                        store.insert(v.as_tensor(), g.affine(1.0 / total_weight, 0.0)?);
+                    }
+                    items = totals[2] as usize;
+                    (store, f64::from(totals[1]) / total_weight)
+                }
+            };
             let grad_norm = crate::train::optim::grad_norm(&vars, &grads)?;
             // Clipping is applied inside the optimizer's pass (the same values as scaling the
             // gradients first, without writing them out again).
@@ -297,7 +409,6 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
                 .clip_grad_norm
                 .and_then(|max| clip_scale(grad_norm, max));
             let lr = schedule.lr(step);
-            let loss = loss_sum / micro as f64;
             if !loss.is_finite() || !grad_norm.is_finite() {
                 return Err(AdiffError::Invalid(format!(
                     "step {step}: loss {loss}, gradient norm {grad_norm}: training diverged \
@@ -340,7 +451,7 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
                 }
                 let nv = task.num_val().min(cfg.num_samples);
                 let idx: Vec<usize> = (0..nv).collect();
-                let samples = if nv > 0 {
+                let samples = if nv > 0 && lead {
                     task.samples(&idx, cfg.sample_tokens)?
                 } else {
                     vec![]
@@ -350,6 +461,9 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
                     "step": step, "epoch": epoch, "val_loss": val, "samples": samples}),
                 )?;
                 bar.suspend(|| {
+                    if !lead {
+                        return;
+                    }
                     eprintln!(
                         "[{}] step {step} epoch {epoch}: train loss {loss:.4}, val loss {}",
                         opts.stage,
@@ -383,7 +497,14 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
         )?;
     }
     let model = opts.out_dir.join("model.safetensors");
-    task.export(&model)?;
+    if lead {
+        task.export(&model)?;
+    }
+    if let Some(c) = comm {
+        // A barrier: no rank returns (e.g. to start stage 3 from this model) before rank 0 has
+        // written it.
+        dist::all_reduce_grads(c, &[], &[0.0])?;
+    }
     log.write(
         serde_json::json!({"event": "done", "stage": opts.stage, "step": step,
         "model": model.display().to_string(), "best_val_loss": best_val}),
