@@ -22,6 +22,8 @@ asking for a part does not rerun those):
                                             (pycocoevalcap + aac-metrics; Java 17)
   meteor    scripts/fixtures_meteor.py      tests/fixtures/metrics/meteor.json (meteor-1.5.jar;
                                             input: metrics)
+  meteorgen scripts/fixtures_meteor_generated.py  tests/fixtures/metrics/meteor_generated.json
+                                            (2,850 generated items; PTB tokenizer, meteor-1.5.jar)
   fense     scripts/fixtures_fense.py       tests/fixtures/metrics/fense/ (tiny random Sentence-BERT and
                                             echecker; aac-metrics fense / fer / spider_fl;
                                             sentence-transformers 3.3.1)
@@ -51,6 +53,7 @@ PARTS = {
     "optim": ("fixtures_optim.py", ()),
     "metrics": ("fixtures_metrics.py", ()),
     "meteor": ("fixtures_meteor.py", ("metrics",)),
+    "meteorgen": ("fixtures_meteor_generated.py", ()),
     "fense": ("fixtures_fense.py", ()),
     "ptb": ("fixtures_ptb.py", ()),
     "examples": ("fixtures_examples.py", ()),

@@ -2,7 +2,8 @@
 //! reimplemented: Meteor's normaliser, its exact / stem (Snowball English) / synonym (WordNet) /
 //! paraphrase matchers and beam-search aligner, the English "rank" task parameters, the best
 //! reference per item, and the corpus score the jar prints last (computed from the summed
-//! statistics of all items, not the mean of item scores).
+//! statistics of all items, not the mean of item scores; a perfectly aligned item's one chunk is
+//! left out of the sum, as the jar's `addStats` does).
 //!
 //! The language data (synonyms, function words, paraphrase table) is not bundled: it is read from
 //! the user's `meteor-1.5.jar` (+ `data/paraphrase-en.gz` beside it), see [`MeteorData`].
@@ -86,7 +87,17 @@ impl MeteorStats {
         }
     }
 
-    /// Adds another item's statistics (`MeteorStats.addStats`).
+    /// Whether these are the statistics of a perfect alignment: every word of both texts
+    /// matched, in one chunk (the case the score gives no fragmentation penalty).
+    fn is_perfect(&self) -> bool {
+        self.test_matches() == self.test_length
+            && self.reference_matches() == self.reference_length
+            && self.chunks == 1.0
+    }
+
+    /// Adds another item's statistics (`MeteorStats.addStats`), as the jar sums the items of
+    /// its corpus score: the chunk of a perfectly aligned item is not added (every other count
+    /// is), so such items lower the corpus's fragmentation penalty.
     pub fn add(&mut self, o: &MeteorStats) {
         self.test_length += o.test_length;
         self.reference_length += o.reference_length;
@@ -98,7 +109,9 @@ impl MeteorStats {
             self.test_function[i] += o.test_function[i];
             self.reference_function[i] += o.reference_function[i];
         }
-        self.chunks += o.chunks;
+        if !o.is_perfect() {
+            self.chunks += o.chunks;
+        }
     }
 
     fn test_matches(&self) -> f64 {
@@ -153,7 +166,7 @@ impl MeteorStats {
 /// Corpus and per-item METEOR.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct MeteorScores {
-    /// The jar's final line: the score of the summed statistics.
+    /// The jar's final line: the score of the summed statistics ([`MeteorStats::add`]).
     pub corpus: f64,
     pub items: Vec<f64>,
 }
@@ -270,5 +283,44 @@ impl Meteor {
             items: stats.iter().map(|s| s.score(&self.params)).collect(),
         };
         (scores, stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Statistics from the jar's 23-number SCORE line.
+    fn parse(line: &str) -> MeteorStats {
+        let v: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+        let at = |k: usize| std::array::from_fn(|i| v[4 + 4 * i + k]);
+        MeteorStats {
+            test_length: v[0],
+            reference_length: v[1],
+            test_function_words: v[2],
+            reference_function_words: v[3],
+            test_content: at(0),
+            reference_content: at(1),
+            test_function: at(2),
+            reference_function: at(3),
+            chunks: v[20],
+        }
+    }
+
+    /// The jar's corpus score (`EVAL`) of two items, the second perfectly aligned (4 of 4
+    /// words, one of them a synonym, one chunk): 0.4291938895349431. Adding its chunk would
+    /// give 0.4250063809689427.
+    #[test]
+    fn corpus_sum_leaves_out_a_perfect_items_chunk() {
+        let a = parse("51.0 48.0 15.0 14.0 28.0 28.0 13.0 13.0 0.0 0.0 0.0 0.0 2.0 2.0 0.0 0.0 0.0 0.0 0.0 0.0 21.0 43.0 43.0");
+        let b = parse("4.0 4.0 0.0 0.0 3.0 3.0 0.0 0.0 0.0 0.0 0.0 0.0 1.0 1.0 0.0 0.0 0.0 0.0 0.0 0.0 1.0 4.0 4.0");
+        let p = MeteorParams::default();
+        for (x, y) in [(&a, &b), (&b, &a)] {
+            let mut total = MeteorStats::default();
+            total.add(x);
+            total.add(y);
+            assert_eq!(total.chunks, 21.0);
+            assert!((total.score(&p) - 0.4291938895349431).abs() < 1e-15);
+        }
     }
 }
