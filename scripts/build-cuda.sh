@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds adiff with `--features cuda` on a machine without a GPU (CUDA 13.0 from PyPI wheels),
+# Builds adiff with `--features cuda,nccl` on a machine without a GPU (CUDA 13.0 and NCCL from PyPI
+# wheels),
 # as one binary for A100 (sm_80) and H100/H200 (sm_90a), and packs it for the GPU machine.
 #   usage: scripts/build-cuda.sh            -> target/cuda/release/adiff and target/cuda/adiff.xz
 #   env:   CUDA_COMPUTE_CAP (80: A100 + H100 via the fat wrapper; 90: H100/H200 only, smaller)
@@ -25,10 +26,19 @@ if [ ! -x "$env_dir/bin/nvcc-ok" ]; then
     nvidia-cublas==13.0.2.14 nvidia-curand==10.4.0.35 nvidia-cuda-nvrtc==13.0.88
   touch "$env_dir/bin/nvcc-ok" && chmod +x "$env_dir/bin/nvcc-ok"
 fi
+# NCCL for data-parallel training (cudarc's `nccl` feature has NCCL 2.30's bindings; linked
+# dynamically: the GPU machine's PyTorch wheels provide libnccl.so.2 at run time, see gpu-run.sh).
+if [ ! -x "$env_dir/bin/nccl-ok" ]; then
+  "$env_dir/bin/pip" install -q nvidia-nccl-cu13==2.30.7
+  touch "$env_dir/bin/nccl-ok" && chmod +x "$env_dir/bin/nccl-ok"
+fi
 nv=$(ls -d "$env_dir"/lib/python3*/site-packages/nvidia/cu13 | head -1)
 mkdir -p "$link/stubs"
 for l in cudart cublas cublasLt nvrtc; do ln -sf "$nv/lib/lib$l.so.13" "$link/lib$l.so"; done
 ln -sf "$nv/lib/libcurand.so.10" "$link/libcurand.so"
+nccl_lib=$(find "$env_dir"/lib/python3*/site-packages/nvidia -name 'libnccl.so.2' | head -1)
+[ -n "$nccl_lib" ] || { echo "build-cuda: libnccl.so.2 not found in $env_dir" >&2; exit 1; }
+ln -sf "$nccl_lib" "$link/libnccl.so"
 if [ ! -f "$link/stubs/libcuda.so" ]; then
   cargo fetch -q
   cudarc=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* | sort | tail -1)
@@ -46,7 +56,7 @@ if [ "$CUDA_COMPUTE_CAP" = 80 ]; then
 fi
 export RUSTFLAGS="-L native=$link -L native=$link/stubs"
 export CARGO_TARGET_DIR=$repo/target/cuda
-cargo build --release --features cuda --bin adiff
+cargo build --release --features cuda,nccl --bin adiff
 bin=$CARGO_TARGET_DIR/release/adiff
 strip -o "$CARGO_TARGET_DIR/adiff" "$bin"
 xz -T0 -6 -c "$CARGO_TARGET_DIR/adiff" > "$CARGO_TARGET_DIR/adiff.xz"

@@ -2,7 +2,8 @@
 # Runs an adiff command on the GPU machine (no Rust, no network there): unpacks the binary that
 # scripts/build-cuda.sh packed (target/cuda/adiff.xz, carried with the working tree) and puts
 # the driver's and PyTorch's CUDA libraries on LD_LIBRARY_PATH (the binary links libcuda.so.1,
-# libcublas(Lt).so.13, libcurand.so.10, libcudart.so.13 at start).
+# libcublas(Lt).so.13, libcurand.so.10, libcudart.so.13 and NCCL's libnccl.so.2 at start; NCCL
+# comes from PyTorch's nvidia-nccl wheel there).
 #   usage: scripts/gpu-run.sh explain a.wav b.wav --device cuda --tier 3 ...
 #   env:   ADIFF_XZ (target/cuda/adiff.xz), NVROOT (PyTorch's nvidia wheels folder)
 # The unpacked binary is kept in target/cuda/gpu/adiff for later calls on the same machine.
