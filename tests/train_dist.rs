@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adiff::cli::train::{run_stage, DataParallel, StageArgs};
+use adiff::cli::train::{run_both, run_stage, DataParallel, StageArgs, TrainArgs};
 use adiff::train::config::TrainConfig;
 use adiff::train::dist::local::LocalGroup;
 use adiff::train::dist::Communicator;
@@ -24,6 +24,12 @@ use common::ok;
 struct Cli {
     #[command(flatten)]
     stage: StageArgs,
+}
+
+#[derive(Parser)]
+struct TrainCli {
+    #[command(flatten)]
+    train: TrainArgs,
 }
 
 fn adiff() -> Command {
@@ -311,5 +317,56 @@ fn without_nccl_the_launch_is_refused_in_one_line() {
     let out = c.env("WORLD_SIZE", "2").env("RANK", "1").output().unwrap();
     common::assert_one_line_error(&out, "torchrun launch with 2 ranks");
     assert!(!dir.join("out/log.jsonl").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn train_runs_both_stages_on_two_ranks() {
+    // `adiff train` on two ranks: both stages complete on every rank, stage 3 starting from the
+    // stage-2 model rank 0 wrote, and each stage logs the job's shape once. (With the tiny model
+    // rank 0's export is quick enough that this passes even without the trainer's barrier after
+    // the export: it does not guard that barrier.)
+    let dir = dataset("both");
+    let data = dir.join("data");
+    let comms = LocalGroup::ranks(2, Duration::from_secs(60));
+    std::thread::scope(|s| {
+        let hs: Vec<_> = comms
+            .into_iter()
+            .map(|c| {
+                let (dir, data) = (&dir, &data);
+                s.spawn(move || {
+                    let mut a: Vec<String> = vec![
+                        "x".into(),
+                        "--train".into(),
+                        data.join("train_sentence_answer.csv").display().to_string(),
+                        "--embed-cache".into(),
+                        data.join("cache").display().to_string(),
+                        "-o".into(),
+                        dir.join("run").display().to_string(),
+                        "--quiet".into(),
+                    ];
+                    for stage in ["stage2", "stage3"] {
+                        a.push(format!("--{stage}-config"));
+                        let p = common::root().join(format!("configs/train/tiny_{stage}.json"));
+                        a.push(p.display().to_string());
+                    }
+                    a.extend(common::tiny_model_args());
+                    let dp = DataParallel {
+                        comm: Arc::new(c) as Arc<dyn Communicator>,
+                        device: None,
+                    };
+                    run_both(TrainCli::parse_from(a).train, Some(&dp))
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap().unwrap();
+        }
+    });
+    for stage in ["stage2", "stage3"] {
+        assert!(dir.join(format!("run/{stage}/model.safetensors")).exists());
+        let log = std::fs::read_to_string(dir.join(format!("run/{stage}/log.jsonl"))).unwrap();
+        assert_eq!(log.matches("\"world_size\":2").count(), 1, "{log}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

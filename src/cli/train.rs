@@ -397,17 +397,23 @@ pub struct TrainArgs {
     pub stage3_config: Option<PathBuf>,
 }
 
-pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if spawn_local_ranks(&args.stage.run)? {
         return Ok(());
     }
     let dp = data_parallel(&args.stage.model)?;
+    run_both(args, dp.as_ref())
+}
+
+/// Stage 2, then stage 3 from its model, as this process's rank `dp` of a data-parallel job (or
+/// alone).
+pub fn run_both(mut args: TrainArgs, dp: Option<&DataParallel>) -> anyhow::Result<()> {
     let c2 = train_config(args.stage2_config.as_deref(), STAGE2_CONFIG)?;
     let c3 = train_config(args.stage3_config.as_deref(), STAGE3_CONFIG)?;
     let root = args.stage.run.output.clone();
     let stop = args.stage.run.stop_after_steps;
     args.stage.run.output = root.join("stage2");
-    let s2 = run_stage("stage2", &args.stage, &c2, None, dp.as_ref())?;
+    let s2 = run_stage("stage2", &args.stage, &c2, None, dp)?;
     let Some(model2) = s2.model else {
         return Ok(());
     };
@@ -418,6 +424,6 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         println!("stage3: not started (step budget used up); continue with --resume");
         return Ok(());
     }
-    run_stage("stage3", &args.stage, &c3, Some(&model2), dp.as_ref())?;
+    run_stage("stage3", &args.stage, &c3, Some(&model2), dp)?;
     Ok(())
 }

@@ -129,6 +129,15 @@ impl TrainTask for CaptionPrefixTask {
         self.loss(&self.train, indices, epoch)
     }
 
+    /// The loss is a mean over the answer tokens.
+    fn train_loss_counted(&self, indices: &[usize], epoch: u64) -> Result<(Tensor, f64)> {
+        let mut tokens = 0;
+        for &i in indices {
+            tokens += self.batcher.answer_ids(&self.train[i])?.len();
+        }
+        Ok((self.train_loss(indices, epoch)?, tokens as f64))
+    }
+
     fn val_loss(&self, indices: &[usize]) -> Result<Tensor> {
         Ok(self.loss(&self.val, indices, VAL_EPOCH)?.detach())
     }

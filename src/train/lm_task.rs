@@ -199,6 +199,15 @@ impl TrainTask for LanguageModelTask {
         self.loss(&self.train, indices)
     }
 
+    /// The loss is a mean over the predicted tokens (every token of a line but its first).
+    fn train_loss_counted(&self, indices: &[usize], epoch: u64) -> Result<(Tensor, f64)> {
+        let tokens: usize = indices
+            .iter()
+            .map(|&i| self.train[i].len().saturating_sub(1))
+            .sum();
+        Ok((self.train_loss(indices, epoch)?, tokens as f64))
+    }
+
     fn val_loss(&self, indices: &[usize]) -> Result<Tensor> {
         Ok(self.loss(&self.val, indices)?.detach())
     }
