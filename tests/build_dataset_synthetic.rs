@@ -333,7 +333,7 @@ fn eval_json(truth: &Path, preds: &Path, json: &Path) -> serde_json::Value {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
-        out.contains("accuracy") && out.contains("source kind"),
+        out.contains("precision") && out.contains("recall") && out.contains("source kind"),
         "{out}"
     );
     serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
@@ -379,6 +379,22 @@ fn eval_synthetic_scores_templates_100_percent_and_catches_wrong_claims() {
                 assert_eq!(asserted, 40, "{tag}: {attr}");
             }
         }
+        // The templates name every difference: recall 100% for every attribute that differs
+        // somewhere, and every pair has all its differences named.
+        let f = &v["files"][0];
+        for a in f["attributes"].as_array().unwrap() {
+            let (differing, named) = (
+                a["differing"].as_u64().unwrap(),
+                a["named"].as_u64().unwrap(),
+            );
+            assert!(differing > 0, "{tag}: {a}");
+            assert_eq!(named, differing, "{tag}: {a}");
+        }
+        assert_eq!(f["all_named"], f["pairs_differing"], "{tag}");
+        assert_eq!(
+            f["pairs_differing"], 40,
+            "{tag}: every synthetic pair differs"
+        );
     }
 
     // Wrong on purpose: the first row that compares loudness says the opposite, and the first
@@ -445,6 +461,28 @@ fn eval_synthetic_scores_templates_100_percent_and_catches_wrong_claims() {
         (good["source kind"].0, good["source kind"].1 - 1)
     );
     assert_eq!(right["pitch"], good["pitch"]);
+    // Each wrong claim is a named difference lost (both rows' pairs differ in that attribute)
+    // and, for the two rows, a pair no longer fully named.
+    let wrong = eval_json(&truth, &preds, &json);
+    let good = eval_json(&truth, &dir.join("preds_sentence.csv"), &json);
+    let named = |v: &serde_json::Value, attr: &str| {
+        v["files"][0]["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["attribute"] == attr)
+            .unwrap()["named"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(named(&wrong, "loudness"), named(&good, "loudness") - 1);
+    assert_eq!(
+        named(&wrong, "source kind"),
+        named(&good, "source kind") - 1
+    );
+    let all = |v: &serde_json::Value| v["files"][0]["all_named"].as_u64().unwrap();
+    let lost = if loud_row == kind_row { 1 } else { 2 };
+    assert_eq!(all(&wrong), all(&good) - lost);
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -272,6 +272,13 @@ pub struct AttributeScore {
     pub chance: Option<f64>,
     /// Accuracy of always claiming the most frequent true value.
     pub majority: Option<f64>,
+    /// Pairs whose clips truly differ in the attribute.
+    pub differing: usize,
+    /// Of those, the ones whose prediction names the difference rightly (asserts the attribute,
+    /// every claim true).
+    pub named: usize,
+    /// named / differing: recall, beside `accuracy` (= precision: right / asserted).
+    pub recall: Option<f64>,
 }
 
 /// The scores of one predictions file.
@@ -282,6 +289,12 @@ pub struct FileReport {
     /// Rows whose prediction asserts nothing the parser understands.
     pub rows_without_claims: usize,
     pub attributes: Vec<AttributeScore>,
+    /// Pairs that truly differ in at least one attribute.
+    pub pairs_differing: usize,
+    /// Of those, the ones whose prediction names every difference rightly.
+    pub all_named: usize,
+    /// all_named / pairs_differing.
+    pub all_named_rate: Option<f64>,
 }
 
 /// `adiff eval --synthetic` over several predictions files.
@@ -289,6 +302,15 @@ pub struct FileReport {
 pub struct SyntheticEval {
     pub truth: String,
     pub files: Vec<FileReport>,
+}
+
+/// Whether the true claim about an attribute says the clips differ in it.
+fn is_difference(truth: Claim) -> bool {
+    match truth {
+        Claim::Relation(o) => o != Ordering::Equal,
+        Claim::Values { first, second } => first != second,
+        Claim::SelfContradiction => false,
+    }
 }
 
 /// Scores one row's prediction; returns, per attribute, None (no claim) or (right, truth claim).
@@ -340,6 +362,9 @@ fn score_file(truth: &HashMap<String, Attributes>, path: &Path) -> Result<FileRe
     // Per attribute: (asserted, right, chance sum, truth claim counts).
     let mut acc: Vec<(usize, usize, f64, HashMap<Claim, usize>)> =
         vec![(0, 0, 0.0, HashMap::new()); Attribute::ALL.len()];
+    // Per attribute: (pairs differing in it, of which named rightly).
+    let mut diff = vec![(0usize, 0usize); Attribute::ALL.len()];
+    let (mut pairs_differing, mut all_named) = (0usize, 0usize);
     let (mut rows, mut without) = (0usize, 0usize);
     for rec in rdr.records() {
         let rec = rec.map_err(|e| err(e.to_string()))?;
@@ -357,6 +382,21 @@ fn score_file(truth: &HashMap<String, Attributes>, path: &Path) -> Result<FileRe
         let scored = score_row(field(cp), a, b);
         if scored.iter().all(Option::is_none) {
             without += 1;
+        }
+        let (mut differs, mut every_named) = (false, true);
+        for (attr, s) in Attribute::ALL.iter().zip(&scored) {
+            if is_difference(truth_claim(*attr, a, b)) {
+                let named = matches!(s, Some((true, _)));
+                let d = &mut diff[*attr as usize];
+                d.0 += 1;
+                d.1 += usize::from(named);
+                differs = true;
+                every_named &= named;
+            }
+        }
+        if differs {
+            pairs_differing += 1;
+            all_named += usize::from(every_named);
         }
         for (attr, s) in Attribute::ALL.iter().zip(scored) {
             if let Some((right, claim)) = s {
@@ -378,23 +418,32 @@ fn score_file(truth: &HashMap<String, Attributes>, path: &Path) -> Result<FileRe
     let attributes = Attribute::ALL
         .iter()
         .zip(acc)
-        .map(|(attr, (asserted, right, chance, counts))| {
-            let frac = |x: f64| (asserted > 0).then(|| x / asserted as f64);
-            AttributeScore {
-                attribute: attr.name(),
-                asserted,
-                right,
-                accuracy: frac(right as f64),
-                chance: frac(chance),
-                majority: frac(counts.values().copied().max().unwrap_or(0) as f64),
-            }
-        })
+        .zip(diff)
+        .map(
+            |((attr, (asserted, right, chance, counts)), (differing, named))| {
+                let frac = |x: f64| (asserted > 0).then(|| x / asserted as f64);
+                AttributeScore {
+                    attribute: attr.name(),
+                    asserted,
+                    right,
+                    accuracy: frac(right as f64),
+                    chance: frac(chance),
+                    majority: frac(counts.values().copied().max().unwrap_or(0) as f64),
+                    differing,
+                    named,
+                    recall: (differing > 0).then(|| named as f64 / differing as f64),
+                }
+            },
+        )
         .collect();
     Ok(FileReport {
         file: path.display().to_string(),
         rows,
         rows_without_claims: without,
         attributes,
+        pairs_differing,
+        all_named,
+        all_named_rate: (pairs_differing > 0).then(|| all_named as f64 / pairs_differing as f64),
     })
 }
 
@@ -409,24 +458,44 @@ impl SyntheticEval {
                 f.file, f.rows, f.rows_without_claims, self.truth
             ));
             s.push_str(&format!(
-                "{:<12} {:>8} {:>6} {:>9} {:>7} {:>9}\n",
-                "attribute", "asserted", "right", "accuracy", "chance", "majority"
+                "{:<12} {:>8} {:>6} {:>9} {:>7} {:>9} {:>7} {:>6} {:>7}\n",
+                "attribute",
+                "asserted",
+                "right",
+                "precision",
+                "chance",
+                "majority",
+                "differ",
+                "named",
+                "recall"
             ));
             for a in &f.attributes {
                 s.push_str(&format!(
-                    "{:<12} {:>8} {:>6} {:>9} {:>7} {:>9}\n",
+                    "{:<12} {:>8} {:>6} {:>9} {:>7} {:>9} {:>7} {:>6} {:>7}\n",
                     a.attribute,
                     a.asserted,
                     a.right,
                     pct(a.accuracy),
                     pct(a.chance),
-                    pct(a.majority)
+                    pct(a.majority),
+                    a.differing,
+                    a.named,
+                    pct(a.recall)
                 ));
             }
+            s.push_str(&format!(
+                "all differences named: {} of {} pair(s) that differ ({})\n",
+                f.all_named,
+                f.pairs_differing,
+                pct(f.all_named_rate)
+            ));
         }
         s.push_str(
-            "chance: a uniform random claim of the same form (1/3 for a comparison, 1/K^2 for the \
-             values of both audios); majority: always the most frequent true value.\n",
+            "precision: of the predictions that make a claim about the attribute, the share whose \
+             claims are all true; recall: of the pairs that truly differ in it, the share whose \
+             prediction names the difference rightly; chance: a uniform random claim of the same \
+             form (1/3 for a comparison, 1/K^2 for the values of both audios); majority: always \
+             the most frequent true value.\n",
         );
         s
     }
@@ -445,6 +514,38 @@ mod tests {
             pattern,
             background: Background::Silence,
         }
+    }
+
+    #[test]
+    fn recall_and_all_named_count_the_pairs_that_differ() {
+        use Loudness::*;
+        use Pitch::*;
+        let c = |p, l| clip(SourceKind::Tone, p, l, Pattern::Single);
+        let truth = HashMap::from([
+            ("a".to_string(), c(Low, Quiet)),
+            ("b".to_string(), c(High, Loud)),
+            ("c".to_string(), c(High, Quiet)),
+        ]);
+        // a->b differs in pitch and loudness, only loudness named; c->b in loudness only,
+        // named wrongly; a->c in pitch only, named; b->b in nothing, loudness claimed (rightly).
+        let csv = "filepath1,filepath2,prediction\n\
+                   a,b,The second audio is louder.\n\
+                   c,b,The second audio is quieter.\n\
+                   a,c,The second audio is higher in pitch.\n\
+                   b,b,The two audios have the same loudness.\n";
+        let path = std::env::temp_dir().join(format!("adiff-recall-{}.csv", std::process::id()));
+        std::fs::write(&path, csv).unwrap();
+        let r = score_file(&truth, &path).unwrap();
+        std::fs::remove_file(&path).ok();
+        let get = |name: &str| r.attributes.iter().find(|a| a.attribute == name).unwrap();
+        let (l, p) = (get("loudness"), get("pitch"));
+        assert_eq!((l.asserted, l.right, l.differing, l.named), (3, 2, 2, 1));
+        assert_eq!((p.asserted, p.right, p.differing, p.named), (1, 1, 2, 1));
+        assert_eq!((l.recall, p.recall), (Some(0.5), Some(0.5)));
+        assert_eq!((r.pairs_differing, r.all_named), (3, 1));
+        assert!(r.attributes.iter().all(|a| a.attribute == "loudness"
+            || a.attribute == "pitch"
+            || (a.differing, a.recall) == (0, None)));
     }
 
     #[test]
