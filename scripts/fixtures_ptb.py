@@ -7,7 +7,9 @@ then drops punctuation tokens. adiff reimplements that in src/metrics/tokenize.r
 builds 4,000 seeded strings that mix words, numbers, abbreviations, contractions, URLs and runs of
 punctuation (`static.,` `x..` `x.;` `x?.` `x.)` `x.'` `x."`, brackets, quotes, dashes, `&` `%` `$`,
 Unicode punctuation and letters), plus template-style captions ("Audio 1 has more static., while
-Audio 2 ..."), and tokenizes them by calling pycocoevalcap's own PTBTokenizer class:
+Audio 2 ..."), then appends a fixed list of probe strings (`probes`: rare Unicode such as soft
+hyphens and zero-width spaces next to the rules it affects), and tokenizes them all by calling
+pycocoevalcap's own PTBTokenizer class:
 
   * `lines`: every string, in order, in ONE call. The Java lexer's trailing context can read the
     next line (`plan b.` before a line `The dog ...` gives `b`, otherwise `b.`), so this column
@@ -198,6 +200,58 @@ def strings(rng, n):
     return out
 
 
+# Probe strings (issue 32), appended after the generated ones: rare Unicode next to the rules
+# the jar applies differently from adiff's ordinary ones. Format (Cf) characters, soft hyphens,
+# thin, ideographic and zero-width spaces, U+00A0, U+FEFF, bidi marks and non-ASCII punctuation
+# next to words, numbers, hyphenated compounds, dotted words, file names, e-mail addresses,
+# `@user` and `.com`/`.net`/`.org`/`.edu` domain names (which the jar glues to the word before a
+# thin or zero-width space), at the start and end of a line; ASCII punctuation inside e-mail
+# addresses and domain names; `S&P-500`; `www.` paths.
+PROBE_CHARS = ["\u00ad", "\u200b", "\u200c", "\u200d", "\u200e", "\u2060", "\ufeff", "\u2009",
+               "\u2002", "\u200a", "\u202f", "\u3000", "\u00a0", "\u2009\u2009", " \u2009"]
+# Non-ASCII punctuation, letters and digits: only next to addresses and domain names.
+PROBE_URL_CHARS = ["\u00bb", "\u2022", "\u2019", "\u00e9", "\u0663", "\u4e1c"]
+PROBE_URL_TEMPLATES = [
+    "x{c}www.example.com", "the{c}example.org/path", "({c}example.org", "q {c}example.org",
+    "<{c}www.example.com", "X{c}example.com", "{c}a.com", "a.k.a.{c}example.org",
+    "2020a.k.a.{c}example.org/pathman", "x{c}example.org.uk", "x{c}example.comdon`t",
+    "x{c}foo@bar.com", "foo@bar.com{c}x", "foo@bar.com{c}", "foo@bar.com{c}:(", "x{c}@user",
+    "12/25/2020{c}@user", "{c}x@y", "x@{c}y",
+]
+PROBE_TEMPLATES = PROBE_URL_TEMPLATES + [
+    "{c}", "x{c}", "{c}x", "x{c}y", "3{c}5", "x{c}5", "5{c}x", "x.{c}y", "x{c}Example.com",
+    "3-D{c}\u0663", "3-D{c}5", "b-x{c}\u00e9", "b-\u00e9{c}x", "-{c}0.1-0.5", "+{c}5",
+    "xray{c}a.b.c", "b.{c}a.b.c", "x-ray{c}a.b.c", "x-ray{c}a.b", "x{c}ray.wav", "x{c}ray.com",
+    "s&p{c}-500", "C{c}++", "e.g.{c}x", "etc.{c}not", "don{c}'t",
+]
+PROBE_ASCII = "!#$%&*+,-./:;<=>?@[\\]^_`{|}~"
+PROBE_ASCII_TEMPLATES = ["x{c}foo@bar.com", "foo@bar.com{c}x", "x{c}example.org",
+                         "\u2009q{c}q.com", "({c}\u2009q.com", "www.example.com{c}x"]
+PROBE_EXTRA = [
+    "s&p-500", "S&P-500", "s&p-5000", "s&p-500x", "S&P-500-x", "s&p-5", "s&p-x", "at&t-500",
+    "S&p-500", "x\u2009example.COM", "x\u2009example.net", "x\u2009example.edu",
+    "x\u2009example.gov", "x\u2009example.io", "x\u2009example.org/", "x\u2009example.org/p",
+    "x\u2009example.org.", "x\u2009ex-ample.com", "x\u2009q1example.org", "x\u2009q..example.org",
+    "www.ab.cd/ef", "WWW.ab.cd/ef/g.h", "www.ab/ef", "www.ab.cd/e", "www.ab.cd/ef.",
+    "ab.cd/ef", "Example.org/path", "ex1.org/path", "a.org/x/y.html", "example.org/path.",
+    "x@y.", "x@y.,", "x@y,.", "x@y>z", "<x@y", "<x@y>z", "x@.y", ".x@y", "\u00e9x@y", "x@@user",
+    "foo@bar.com.", "foo@bar.com, x", "foo@bar.com!!",
+    "xray\u00ada.b.z", "xray\u00ada.b.c.d", "xray\u00ada.b.cd", "xray\u00ada.b.c.", "xray\u00adA.B.C",
+    "a\u00adb.c.c", "a\u00adb.c.e", "xray\u00ada.b.txt", "xray\u00ada.b.js", "b.\u00ada.b",
+    "xray\u00ada.1.c", "1\u00ada.b.c",
+    "\u00a0 3-D\u00ad\u0663\u00ad\u200e", "-\u00ad\u00ad5", "-\u00ad.5",
+]
+
+
+def probes():
+    out = [t.format(c=c) for c in PROBE_CHARS for t in PROBE_TEMPLATES]
+    out += [t.format(c=c) for c in PROBE_URL_CHARS for t in PROBE_URL_TEMPLATES]
+    out += [t.format(c=c) for c in PROBE_ASCII for t in PROBE_ASCII_TEMPLATES]
+    out += PROBE_EXTRA
+    seen = set()
+    return [x for x in out if not (x in seen or seen.add(x))]
+
+
 def score(preds, refs):
     """COCOEvalCap's way: refs in one tokenizer call, predictions in another, then the scorers."""
     gts = PTBTokenizer().tokenize({i: [{"caption": r} for r in rs] for i, rs in enumerate(refs)})
@@ -215,6 +269,7 @@ def main():
     args = ap.parse_args()
     rng = random.Random(SEED)
     texts = strings(rng, args.n)
+    texts += [p for p in probes() if p not in texts]
     for t in texts:
         assert not any(c in t for c in "\n\r\x0b\x0c\x85\u2028\u2029"), repr(t)
     batch = tokenize(texts)

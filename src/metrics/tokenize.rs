@@ -268,8 +268,16 @@ pub fn coco_tokenize_lines<S: AsRef<str>>(lines: &[S]) -> Vec<String> {
 
 /// Lower-cases and drops the punctuation tokens, as pycocoevalcap does after Java.
 fn filter(toks: Vec<String>) -> String {
+    // pycocoevalcap strips the line's end with Python's `str.rstrip()` before splitting it at
+    // spaces, which also takes a thin space or U+3000 off a last token (`foo@bar.com\u{2009}`).
+    let line = toks.join(" ");
+    let line =
+        line.trim_end_matches(|c: char| c.is_whitespace() || ('\u{1C}'..='\u{1F}').contains(&c));
     let mut out: Vec<String> = Vec::new();
-    for tok in toks {
+    for tok in line.split(' ') {
+        if tok.is_empty() {
+            continue;
+        }
         let lower = tok.to_lowercase();
         if !PUNCTUATIONS.contains(&lower.as_str()) {
             out.push(lower);
@@ -337,14 +345,25 @@ fn match_hyphenated(s: &[char]) -> usize {
     // (The first part may end in its separator: `5,-5`, `a,-5` and `5.-5` are one token.)
     let mut end = 0;
     while i + 1 < s.len() && is_hyphen(s[i]) && is_alnum(s[i + 1]) {
-        let mut j = i + 1;
-        while j < s.len() && is_alnum(s[j]) {
-            j += 1;
-        }
-        i = j;
+        i = part_end(s, i + 1);
         end = i;
     }
     end
+}
+
+/// End of the word characters from `i` in a part after a hyphen: there a soft hyphen next to a
+/// character outside ASCII ends the compound (`3-D\u{ad}٣` -> `3-D` `٣`, `b-é\u{ad}x` -> `b-é`
+/// `x`), while one between ASCII letters or digits joins (`3-D\u{ad}5` -> `3-D5`).
+fn part_end(s: &[char], mut i: usize) -> usize {
+    while i < s.len() && is_alnum(s[i]) {
+        if s[i] == '\u{AD}'
+            && (i == 0 || !s[i - 1].is_ascii() || s.get(i + 1).is_some_and(|c| !c.is_ascii()))
+        {
+            break;
+        }
+        i += 1;
+    }
+    i
 }
 
 /// `alnum+(-alpha+){0,2}(/alnum+(-alpha+){0,2}){1,2}`: slashed alternatives such as `on/off`.
@@ -450,6 +469,12 @@ fn special(s: &[char]) -> Option<(String, usize)> {
         Some((s[..n].iter().filter(|&&c| c != '\u{AD}').collect(), n))
     };
     let lower: String = s.iter().take(3).collect::<String>().to_ascii_lowercase();
+    // `S&P-500` in any case is one token and ends there (`s&p-5000` -> `s&p-500` `0`,
+    // `S&P-500-x` -> `s&p-500 - x`), although `s&p-5`, `s&p-x` and `at&t-500` split at `&`.
+    let sp: String = s.iter().take(7).collect::<String>().to_ascii_lowercase();
+    if sp == "s&p-500" {
+        return Some((s[..7].iter().collect(), 7));
+    }
     // `C#`, `F#` and `C++` (any case), even before a letter; `x#`, `x++` split.
     if lower.starts_with("c++") {
         return take(3);
@@ -569,40 +594,49 @@ fn special(s: &[char]) -> Option<(String, usize)> {
                 return take(e + 1);
             }
         }
-        // `<foo@bar.com>`.
+        // `<foo@bar.com>`, also without the `>` (`x<foo@bar.com` -> `x <foo@bar.com`).
         if let Some(e) = email_len(&s[1..]) {
-            if s.get(1 + e) == Some(&'>') {
-                return take(e + 2);
-            }
+            return Some((s[..e + 1].iter().collect(), e + 1));
         }
         return None;
     }
     if is_alnum(s[0]) {
+        // (An address keeps its soft hyphens: `x\u{ad}foo@bar.com` stays as written.)
         if let Some(e) = email_len(s) {
-            return take(e);
+            return Some((s[..e].iter().collect(), e));
         }
-        // A domain and a path: `example.org/path`, `a.org/x/y.html` (a path of one character,
-        // as in `dog.org/x`, splits).
-        let mut e = run(s, 0, is_alnum);
-        let mut dots = 0;
+    }
+    // `www.` and a name of two or more labels with a path is one token whatever the ending and
+    // the letter case (`WWW.ab.cd/ef/g.h`; `www.ab/ef` and `www.ab.cd/e` split at `/`). Other
+    // domain names, with or without a path, are read before this: see `domain_len`.
+    let www: String = s.iter().take(4).collect::<String>().to_ascii_lowercase();
+    if www == "www." && s.get(4).is_some_and(|&c| is_alnum(c)) {
+        let mut e = run(s, 4, is_alnum);
+        let mut dots = 1;
         while e + 1 < s.len() && s[e] == '.' && is_alnum(s[e + 1]) {
             e = run(s, e + 1, is_alnum);
             dots += 1;
         }
-        if dots > 0 && s.get(e) == Some(&'/') {
-            let p = run(s, e + 1, |c| {
-                (c.is_ascii() && (is_alnum(c) || "./_~-[]".contains(c))) || !c.is_ascii()
-            });
-            let mut q = p;
-            while q > e + 1 && s[q - 1] == '.' {
-                q -= 1;
-            }
-            if q >= e + 3 {
+        if dots >= 2 && s.get(e) == Some(&'/') {
+            if let Some(q) = path_end(s, e) {
                 return Some((s[..q].iter().collect(), q));
             }
         }
     }
     None
+}
+
+/// End of a web path at `s[slash]` (`/`): ASCII letters, digits and `./_~-[]`, anything outside
+/// ASCII, less final periods; `None` when that leaves fewer than two characters after the `/`.
+fn path_end(s: &[char], slash: usize) -> Option<usize> {
+    let p = run(s, slash + 1, |c| {
+        !c.is_ascii() || c.is_ascii_alphanumeric() || "./_~-[]".contains(c)
+    });
+    let mut q = p;
+    while q > slash + 1 && s[q - 1] == '.' {
+        q -= 1;
+    }
+    (q >= slash + 3).then_some(q)
 }
 
 /// Whether a web address runs on through `c`: ASCII letters, digits and URL punctuation, and
@@ -612,23 +646,102 @@ fn url_char(c: char) -> bool {
     !c.is_ascii() || c.is_ascii_alphanumeric() || "./?=&#~_-:%+;@!$*,[]".contains(c)
 }
 
-/// Longest local part (before `@`) [`email_len`] looks for: the scan starts at every token, so an
-/// unbounded one would make a long run of `a.-a.-...` quadratic. Real addresses have at most 64.
+/// Longest run [`email_len`] and [`domain_len`] look at: the scans start at every token, so an
+/// unbounded one would make a long line without spaces quadratic. Real addresses are shorter.
 const MAX_EMAIL_LOCAL: usize = 256;
 
-/// Length of an e-mail address at the start of `s` (`foo@bar.com`, `x@y`).
+/// A character an e-mail address may hold after its first one. Observed: the jar runs an address
+/// on through every character except ASCII whitespace and control characters, `"` `(` `)` `<`
+/// `>` `{` `|` `}`, U+00A0 and line breaks, so ASCII punctuation (`x!foo@bar.com,`), thin and
+/// zero-width spaces, U+FEFF, bullets, curly quotes and soft hyphens (kept as written) all stay in
+/// the token (`12/25/2020\u{200b}@user`, `foo@bar.com\u{200b}•:`).
+fn email_char(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_graphic() && !"\"()<>{|}".contains(c);
+    }
+    (c as u32) <= 0xFFFF && !matches!(c, '\u{A0}' | '\u{85}' | '\u{2028}' | '\u{2029}')
+}
+
+/// Length of an e-mail address at the start of `s`, as the jar reads one: an ASCII letter or
+/// digit, then [`email_char`]s holding an `@` that is followed by one that is no period; final
+/// periods are left out (`x@y.` -> `x@y .`, but `x@y.,` is one token), a final `>` is taken
+/// (`x@y>z` -> `x@y>` `z`). `@` may repeat (`x@@user`); no period is needed (`x@user`).
 fn email_len(s: &[char]) -> Option<usize> {
-    let local = |c: char| is_alnum(c) || matches!(c, '.' | '_' | '-' | '+');
-    if !s.first().is_some_and(|&c| is_alnum(c)) {
+    if !s.first().is_some_and(|c| c.is_ascii_alphanumeric()) {
         return None;
     }
-    let a = run(&s[..s.len().min(MAX_EMAIL_LOCAL)], 0, local);
-    if s.get(a) != Some(&'@') || !s.get(a + 1).is_some_and(|&c| is_alnum(c)) {
+    let e = run(&s[..s.len().min(MAX_EMAIL_LOCAL)], 1, email_char);
+    let at = (1..e)
+        .rev()
+        .find(|&p| s[p] == '@' && p + 1 < e && s[p + 1] != '.')?;
+    let mut end = e;
+    while end > at + 2 && s[end - 1] == '.' {
+        end -= 1;
+    }
+    if end == e && s.get(e) == Some(&'>') {
+        end += 1;
+    }
+    Some(end)
+}
+
+/// The lexer's whitespace run: a domain (see [`domain_len`]) cannot start inside one, as the jar
+/// reads `q \u{2009}example.org` as `q example.org` but `(\u{2009}example.org` as `-LRB-
+/// \u{2009}example.org`.
+fn ws_run(c: char) -> bool {
+    matches!(
+        c,
+        ' ' | '\t' | '\u{0B}' | '\u{0C}' | '\u{A0}' | '\u{2000}'..='\u{200A}' | '\u{3000}'
+    )
+}
+
+/// A character of a `.com`, `.net`, `.org` or `.edu` domain name other than its dots. Observed:
+/// ASCII lower-case letters, `#` `%` `&` `*` `+` `~`, and every character outside ASCII (spaces,
+/// U+00A0, U+200B, U+FEFF, `»`, `•`, curly quotes, soft hyphens, letters of any case, ...) but
+/// line breaks (a soft hyphen cannot start the name); no digits, ASCII capitals or other
+/// ASCII punctuation (`x\u{2009}Example.com`, `x\u{2009}q1example.org` do not join).
+fn domain_char(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_lowercase() || "#%&*+~".contains(c);
+    }
+    (c as u32) <= 0xFFFF && !matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}')
+}
+
+/// Length of a domain name at the start of `s`, as the jar reads one: labels of [`domain_char`]s
+/// joined by single periods, the last label `com`, `net`, `org` or `edu` in any case (other
+/// endings such as `.gov`, `.uk`, `.io` do not count), then maybe `/` and a path of two or more
+/// characters. The jar keeps everything in the token as written, so the word before a thin or
+/// zero-width space sticks to the address (`the\u{2009}www.example.com`,
+/// `a.k.a.\u{2009}example.org/pathman`, `»\u{2009}second\u{2009}www.example.com`); it ends right
+/// after the ending (`\u{2009}example.comdon` -> `\u{2009}example.com` `don`).
+fn domain_len(s: &[char]) -> Option<usize> {
+    let s = &s[..s.len().min(MAX_EMAIL_LOCAL)];
+    if !s.first().is_some_and(|&c| domain_char(c) && c != '\u{AD}') {
         return None;
     }
-    let mut e = run(s, a + 1, |c| is_alnum(c) || c == '-');
-    while e + 1 < s.len() && s[e] == '.' && is_alnum(s[e + 1]) {
-        e = run(s, e + 1, |c| is_alnum(c) || c == '-');
+    let label = |i: usize| run(s, i, domain_char);
+    let mut i = label(0);
+    let mut end = None;
+    while s.get(i) == Some(&'.') {
+        // (The ending may be followed by more letters, of which it takes none:
+        // `\u{2009}example.comdon` -> `\u{2009}example.com` `don`.)
+        let head: String = s[i + 1..(i + 4).min(s.len())]
+            .iter()
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if matches!(head.as_str(), "com" | "net" | "org" | "edu") {
+            end = Some(i + 4);
+        }
+        if !s.get(i + 1).is_some_and(|&c| domain_char(c)) {
+            break;
+        }
+        i = label(i + 1);
+    }
+    let e = end?;
+    // The path: `example.org/path` (`example.org/p` splits).
+    if s.get(e) == Some(&'/') {
+        if let Some(q) = path_end(s, e) {
+            return Some(q);
+        }
     }
     Some(e)
 }
@@ -783,6 +896,20 @@ fn ptb_tokens(s: &[char], end: usize) -> Vec<String> {
         // Rules look at most MAX_TOKEN characters ahead, so a long line without spaces costs
         // linear time (a token longer than that, never seen in text, is cut).
         let rest = &s[i..end.min(i + MAX_TOKEN)];
+        // A `.com`/`.net`/`.org`/`.edu` domain name may start at a character the ordinary rules
+        // skip or split off (a thin or zero-width space, `»`, `#`), but not inside a run of
+        // whitespace; where it starts at a word, it wins only if it is longer than the word
+        // (`www.example.comdon` stays one word).
+        let prev = if i > 0 { s[i - 1] } else { '\n' };
+        if !(ws_run(c) && ws_run(prev)) && prev != '\u{AD}' {
+            if let Some(n) = domain_len(rest) {
+                if !is_alnum(c) || n > word_len(rest) {
+                    toks.push(rest[..n].iter().collect());
+                    i += n;
+                    continue;
+                }
+            }
+        }
         match class(c) {
             S | D => {
                 i += 1;
@@ -862,7 +989,30 @@ fn ptb_tokens(s: &[char], end: usize) -> Vec<String> {
                 i = n + 1;
                 continue;
             }
+            // A word holding a soft hyphen that ends in a file extension the jar knows (or `.x`)
+            // keeps its soft hyphens (`xray\u{ad}a.b.c`, `b.\u{ad}a.b.c`, `x\u{ad}ray.wav`;
+            // `xray\u{ad}a.b.z` and `xray\u{ad}a.com` lose them).
+            if soft && !after_soft {
+                let dot = s[i..n].iter().rposition(|&d| d == '.');
+                if let Some(d) = dot.filter(|&d| d > 0) {
+                    let ext: String = s[i + d + 1..n]
+                        .iter()
+                        .collect::<String>()
+                        .to_ascii_lowercase();
+                    if ext == "x" || FILE_EXTENSIONS.contains(&ext.as_str()) {
+                        toks.push(s[i..n].iter().collect());
+                        i = n;
+                        continue;
+                    }
+                }
+            }
             let word: String = word.iter().collect();
+            // (A soft hyphen before the apostrophe blocks `n't`: `don\u{ad}'t` -> `don ' t`.)
+            if s[n - 1] == '\u{AD}' {
+                toks.push(word);
+                i = n;
+                continue;
+            }
             i = n + push_word(&mut toks, &word, soft, &s[n..end]);
             continue;
         }
@@ -967,6 +1117,14 @@ fn ptb_tokens(s: &[char], end: usize) -> Vec<String> {
             // Runs of `?` and `!` are one token (`?!`, `!!`), which the filter keeps.
             '?' | '!' => {
                 let n = rest.iter().take_while(|&&d| matches!(d, '?' | '!')).count();
+                (rest[..n].iter().filter(|&&d| d != '\u{AD}').collect(), n)
+            }
+            // A soft hyphen right after the sign is dropped (`-\u{ad}0.1` -> `-0.1`).
+            '-' | '+'
+                if rest.get(1) == Some(&'\u{AD}')
+                    && rest.get(2).is_some_and(|c| c.is_ascii_digit()) =>
+            {
+                let n = 2 + match_num(&rest[2..]);
                 (rest[..n].iter().filter(|&&d| d != '\u{AD}').collect(), n)
             }
             '-' | '+'
@@ -1142,10 +1300,17 @@ fn word_len(s: &[char]) -> usize {
         // After a hyphen, `.` joins only one-letter acronym parts (`U.S.-U.K.`): `x-ray.the`,
         // `mid-2000s.the` and `U.S.-U.K.siren` split at that period.
         let mut hyphen = false;
+        // Where the part after the last hyphen starts: one holding a soft hyphen stops at any
+        // period (`x-ray\u{ad}a.b.c` -> `x-raya` `.` `b.c`).
+        let mut part = 0;
         loop {
             let dot_letter =
                 i + 1 < s.len() && matches!(s[i], '.' | '!' | '?') && is_letter(s[i + 1]);
-            let k = if dot_letter && (!hyphen || (s[i] == '.' && s.get(i + 2) == Some(&'.'))) {
+            let soft_part = hyphen && s[part..i].contains(&'\u{AD}');
+            let k = if dot_letter
+                && !soft_part
+                && (!hyphen || (s[i] == '.' && s.get(i + 2) == Some(&'.')))
+            {
                 1
             } else if dot_letter {
                 break;
@@ -1164,6 +1329,7 @@ fn word_len(s: &[char]) -> usize {
                 && is_alnum(s[i + 2])
             {
                 hyphen = true;
+                part = i + 2;
                 2
             } else if !hyphen
                 && i + 3 < s.len()
@@ -1174,17 +1340,21 @@ fn word_len(s: &[char]) -> usize {
             {
                 // `etc..-One` is one token too.
                 hyphen = true;
+                part = i + 3;
                 3
             } else if !soft_letter && i + 1 < s.len() && is_hyphen(s[i]) && is_alnum(s[i + 1]) {
                 hyphen = true;
+                part = i + 1;
                 1
             } else {
                 break;
             };
             i += k;
-            while i < s.len() && is_alnum(s[i]) {
-                i += 1;
-            }
+            i = if hyphen {
+                part_end(s, i)
+            } else {
+                run(s, i, is_alnum)
+            };
         }
         best = best.max(i);
     }
@@ -1365,6 +1535,22 @@ mod tests {
             ),
             ("£5 ¢ ½ x\u{ad}ray a\u{200b}b", "# 5 cents 1/2 xray a b"),
             ("chirp’siren ”’ has-----5", "chirp 's iren ''' has ----- 5"),
+            (
+                "the\u{2009}www.example.com foo@bar.com\u{200b}x X\u{2009}example.com",
+                "the\u{2009}www.example.com foo@bar.com\u{200b}x x \u{2009}example.com",
+            ),
+            (
+                "s&p-500 -\u{ad}5 3-D\u{ad}٣ don\u{ad}'t",
+                "s&p-500 -5 3-d ٣ don t",
+            ),
+            (
+                "xray\u{ad}a.b.c x-ray\u{ad}a.b.c www.ab.cd/ef ab.cd/ef",
+                "xray\u{ad}a.b.c x-raya b.c www.ab.cd/ef ab.cd / ef",
+            ),
+            (
+                "x!foo@bar.com, <x@y foo@bar.com\u{2009}",
+                "x!foo@bar.com, <x@y foo@bar.com",
+            ),
         ] {
             assert_eq!(coco_tokenize(raw), java, "{raw:?}");
         }
