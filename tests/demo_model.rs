@@ -316,3 +316,42 @@ fn explain_window_explains_each_pair_of_windows() {
     assert_eq!(sampled("1"), sampled("4"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The demo was trained on tiers 1 and 2 (its config says so): the default tier 3 gets a
+/// one-line notice on stderr and still an answer; tiers 1 and 2, and a prompt of one's own, get
+/// none.
+#[test]
+fn a_tier_the_model_was_not_trained_on_gets_a_notice() {
+    let run = |extra: &[&str]| {
+        let out = ok(adiff()
+            .args([
+                "explain",
+                "--model",
+                "demo",
+                "data/examples/demo_first.wav",
+                "data/examples/demo_second.wav",
+            ])
+            .args(extra)
+            .output()
+            .unwrap());
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )
+    };
+    let (answer, err) = run(&[]);
+    assert!(!answer.is_empty());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("trained on tiers 1 and 2 only; its tier-3 answers"),
+        "{err}"
+    );
+    for extra in [
+        &["--tier", "1"][..],
+        &["--tier", "2"],
+        &["--prompt", "How do they differ?"],
+    ] {
+        let (_, err) = run(extra);
+        assert!(!err.contains("note:"), "{extra:?}: {err}");
+    }
+}

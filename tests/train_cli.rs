@@ -120,6 +120,11 @@ fn stopped_and_resumed_equals_uninterrupted_and_frozen_stays_frozen() {
     let dir = dataset("resume");
     let cfg = config(&dir, 3);
     ok(stage2(&dir, &cfg, "full", &[]).output().unwrap());
+    // The written model config records the tiers of the training CSVs (sentence: tier 2).
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("full/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(written["text"]["trained_tiers"], serde_json::json!([2]));
     // Stopped after 3 steps (mid-epoch), then twice resumed (the second time with more budget).
     let out = ok(stage2(&dir, &cfg, "parts", &["--stop-after-steps", "3"])
         .output()

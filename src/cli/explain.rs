@@ -167,6 +167,9 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         None => Gpt2Tokenizer::bundled(&cfg.text)?,
     };
     let prompts = prompts_for(&args)?;
+    if let Some(note) = tier_notice(&args, &cfg) {
+        eprintln!("{note}");
+    }
     let model = super::load_model(args.model.load_checkpoint(&cfg)?, &cfg, &device, args.dtype)?;
     tokenizer.check_fits(model.config().gpt2.vocab_size)?;
     let load_s = started.elapsed().as_secs_f64();
@@ -299,6 +302,27 @@ fn check_figure_path(args: &ExplainArgs, path: &std::path::Path) -> anyhow::Resu
     inputs.extend(args.model.checkpoint.iter().map(PathBuf::as_path));
     inputs.extend(args.model.config.as_deref());
     super::check_outputs(&inputs, &[("figure", path)], true)
+}
+
+/// A one-line notice when the tier asked for (or the default one) is not among the tiers the
+/// model's config says it was trained on.
+fn tier_notice(args: &ExplainArgs, cfg: &crate::model::config::AdiffConfig) -> Option<String> {
+    if args.prompt.is_some() || args.caption.is_some() {
+        return None;
+    }
+    let tier = args.tier.unwrap_or(DEFAULT_TIER);
+    let trained = cfg.text.trained_tiers.as_ref()?;
+    if trained.contains(&tier) {
+        return None;
+    }
+    let list: Vec<String> = trained.iter().map(u8::to_string).collect();
+    Some(format!(
+        "note: this model was trained on tier{} {} only; its tier-{tier} answers may read like \
+         those (ask with --tier {})",
+        if list.len() > 1 { "s" } else { "" },
+        list.join(" and "),
+        list.join(" or --tier ")
+    ))
 }
 
 /// The prompt(s) the options ask for.

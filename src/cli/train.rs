@@ -294,7 +294,7 @@ pub fn run_stage(
     dp: Option<&DataParallel>,
 ) -> anyhow::Result<RunSummary> {
     tcfg.refuse_embedding_tagger(stage)?;
-    let cfg: AdiffConfig = args.model.config()?;
+    let mut cfg: AdiffConfig = args.model.config()?;
     let device = match dp.and_then(|d| d.device.clone()) {
         Some(d) => d,
         None => args.model.device()?,
@@ -344,6 +344,15 @@ pub fn run_stage(
     };
     source.check(&train)?;
     source.check(&val)?;
+    // The tiers this run teaches, recorded in the config written beside its model.
+    let tiers: std::collections::BTreeSet<u8> = train
+        .iter()
+        .filter_map(|e| match e.kind {
+            Some(crate::text::prompts::PromptKind::Tier(t)) => Some(t),
+            _ => None,
+        })
+        .collect();
+    cfg.text.trained_tiers = (!tiers.is_empty()).then(|| tiers.into_iter().collect());
     let lead = dp.is_none_or(|d| d.comm.rank() == 0);
     if lead {
         args.run.write_configs(&cfg, tcfg)?;

@@ -19,6 +19,11 @@ pub struct TextConfig {
     pub stop_token_id: u32,
     /// GPT-2 `<|endoftext|>`.
     pub eos_token_id: u32,
+    /// Explanation tiers (1-3) in the training data of the run that wrote this config (from its
+    /// CSV names), so that `explain` can say when it is asked for another. Absent: not known
+    /// (the official model's config; it was trained on all three).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_tiers: Option<Vec<u8>>,
 }
 
 impl TextConfig {
