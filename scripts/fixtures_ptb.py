@@ -242,12 +242,27 @@ PROBE_EXTRA = [
     "\u00a0 3-D\u00ad\u0663\u00ad\u200e", "-\u00ad\u00ad5", "-\u00ad.5",
 ]
 
+# Dotted file names with numeric parts (`x.1.c`, `3.5.c`, `ab.1.txt`) and what follows or breaks
+# them; appended after the probes above, so earlier entries keep their places.
+PROBE_FILE_NAMES = [
+    "3.5.c", "1.c", "1.5.wav", "version 2.0.c", "file.1.c.", "main.1.c,", "a-b.1.c", "a_b.1.c",
+    "~x.1.c", "x.1.c.d", "x.1.C", "X.1.WAV", "x.1.cpp", "x..c", "x.1.c's", "x.12.c", "x.1a.c",
+    "x.a1.c", "x1.1.c", "x.1.c)", "(x.1.c", "x-1.2.c", "x.1.2", "ab.1.txt", "ab.1.html",
+    "ab.1.mp4", "1a.c", "1a.wav", "12.ab.c", "x.1.c.wav", "co\u00aded.1.c", "xraya.1.c",
+    "xray.1.c", "xray\u00ada.1.wav", "12\u00adab.c", "1\u00ada.c", "A.B.C.", "U.S.A. is",
+    "the file x.1.c; then", "see a.1.c: here", "a.1.c! yes", "a.1.c? no", "the song 1.mp3.",
+    "1.c;", "1.c:", "1.c)", "1.c's", "1.mp3;", "1.c!", "1.c?", "x 1.c; y", "1.wav)", "12.WAV:",
+    "1.c-", "1.c/", "1.c]", "1.c\"", "x.1.c-", "x.1.c/", "x.1.c\"", "x.1.c]", "ab.1.txt;",
+    "3.5.c;",
+]
+
 
 def probes():
     out = [t.format(c=c) for c in PROBE_CHARS for t in PROBE_TEMPLATES]
     out += [t.format(c=c) for c in PROBE_URL_CHARS for t in PROBE_URL_TEMPLATES]
     out += [t.format(c=c) for c in PROBE_ASCII for t in PROBE_ASCII_TEMPLATES]
     out += PROBE_EXTRA
+    out += PROBE_FILE_NAMES
     seen = set()
     return [x for x in out if not (x in seen or seen.add(x))]
 

@@ -946,6 +946,14 @@ fn ptb_tokens(s: &[char], end: usize) -> Vec<String> {
             // compounds, abbreviations or kept periods (`\u{ad}co-ed` -> `co ed`,
             // `\u{ad}Calif.` -> `calif .`).
             let after_soft = i > 0 && s[i - 1] == '\u{AD}';
+            if !after_soft {
+                // (The longer reading wins: `xray\u{ad}a.b.c.d` is one dotted word.)
+                if let Some(n) = file_name_len(rest).filter(|&n| n > word_len(rest)) {
+                    toks.push(rest[..n].iter().collect());
+                    i += n;
+                    continue;
+                }
+            }
             let n = i + if after_soft {
                 plain_len(rest).max(match_num(rest)).max(dotted_len(rest))
             } else {
@@ -1265,6 +1273,57 @@ fn dotted_len(s: &[char]) -> usize {
     i
 }
 
+/// Whether a file name may end before `next` (None: the end of the text): before whitespace,
+/// `.`, `,`, `!` or `?`; before anything else (`;` `:` `)` `]` `'` `"` `-` `/`) the jar splits
+/// it (`1.c;` -> `1 . c ;`, `x.1.c)` -> `x. 1 . c )`). Found by probing the jar.
+fn ends_file_name(next: Option<char>) -> bool {
+    next.is_none_or(|c| c.is_whitespace() || matches!(c, '.' | ',' | '!' | '?'))
+}
+
+/// A dotted file name the jar reads as one token, soft hyphens kept: parts of ASCII letters,
+/// digits and soft hyphens joined by single periods, the last a file extension it knows, then
+/// what [`ends_file_name`] allows (`x.1.c`, `3.5.c`, `ab.1.txt`, `12.ab.c`, `co\u{ad}ed.1.c`;
+/// `x.1.c.d` -> `x.1.c . d`). A `-`, `_` or `~` breaks it (`a-b.1.c` -> `a-b .1 . c`): those keep
+/// the other rules. Found by probing the jar.
+fn file_name_len(s: &[char]) -> Option<usize> {
+    let part = |c: char| c.is_ascii_alphanumeric() || c == '\u{AD}';
+    let mut best = None;
+    let mut i = 0;
+    // Single letters only (`A.B.C.`) are an acronym, which the acronym rules read.
+    let mut acronym = true;
+    loop {
+        let start = i;
+        while i < s.len() && part(s[i]) {
+            i += 1;
+        }
+        if i == start {
+            return best;
+        }
+        acronym &= i - start == 1 && s[start].is_ascii_alphabetic();
+        if acronym {
+            if s.get(i) != Some(&'.') {
+                return None;
+            }
+            i += 1;
+            continue;
+        }
+        if start > 0 {
+            let ext: String = s[start..i]
+                .iter()
+                .filter(|&&c| c != '\u{AD}')
+                .collect::<String>()
+                .to_ascii_lowercase();
+            if ends_file_name(s.get(i).copied()) && FILE_EXTENSIONS.contains(&ext.as_str()) {
+                best = Some(i);
+            }
+        }
+        if s.get(i) != Some(&'.') {
+            return best;
+        }
+        i += 1;
+    }
+}
+
 fn word_len(s: &[char]) -> usize {
     let orig = s;
     // A word that starts with a digit ends at a soft hyphen before a letter (`3/4\u{ad}there` ->
@@ -1404,8 +1463,8 @@ fn word_len(s: &[char]) -> usize {
             .iter()
             .collect::<String>()
             .to_ascii_lowercase();
-        // (`1.mp3\u{ad}first` is no file name: `1 . mp3first`.)
-        if FILE_EXTENSIONS.contains(&ext.as_str()) && orig.get(e) != Some(&'\u{AD}') {
+        // (`1.mp3\u{ad}first` is no file name: `1 . mp3first`; nor is `1.c;`: `1 . c ;`.)
+        if FILE_EXTENSIONS.contains(&ext.as_str()) && ends_file_name(orig.get(e).copied()) {
             best = best.max(e);
         }
     }
