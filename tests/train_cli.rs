@@ -22,34 +22,7 @@ fn model_args() -> Vec<String> {
 
 /// A synthetic dataset with its embedding cache, in a fresh scratch folder.
 fn dataset(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("adiff-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let data = dir.join("data");
-    ok(adiff()
-        .args([
-            "build-dataset",
-            "synthetic",
-            "--count",
-            "8",
-            "--seed",
-            "3",
-            "-o",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap());
-    ok(adiff()
-        .args(["build-dataset", "embed-cache"])
-        .arg(data.join("train_sentence_answer.csv"))
-        .arg("--audio-root")
-        .arg(&data)
-        .args(model_args())
-        .arg("-o")
-        .arg(data.join("cache"))
-        .output()
-        .unwrap());
-    dir
+    common::synthetic_dataset("adiff-train", name, 8, 3)
 }
 
 /// A training config: the tiny stage-2 one with `epochs` epochs.

@@ -18,7 +18,6 @@ use adiff::train::dist::local::LocalGroup;
 use adiff::train::dist::Communicator;
 use candle_core::{Device, Tensor};
 use clap::Parser;
-use common::ok;
 
 #[derive(Parser)]
 struct Cli {
@@ -38,34 +37,7 @@ fn adiff() -> Command {
 
 /// A synthetic dataset of 12 pairs with its embedding cache, in a fresh scratch folder.
 fn dataset(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("adiff-dist-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let data = dir.join("data");
-    ok(adiff()
-        .args([
-            "build-dataset",
-            "synthetic",
-            "--count",
-            "12",
-            "--seed",
-            "5",
-            "-o",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap());
-    ok(adiff()
-        .args(["build-dataset", "embed-cache"])
-        .arg(data.join("train_sentence_answer.csv"))
-        .arg("--audio-root")
-        .arg(&data)
-        .args(common::tiny_model_args())
-        .arg("-o")
-        .arg(data.join("cache"))
-        .output()
-        .unwrap());
-    dir
+    common::synthetic_dataset("adiff-dist", name, 12, 5)
 }
 
 /// The tiny stage-2 config with `batch` examples per rank, no accumulation, `epochs` epochs.
@@ -88,7 +60,9 @@ fn config_eps(batch: usize, epochs: u64, eps: Option<f64>) -> TrainConfig {
     serde_json::from_value(v).unwrap()
 }
 
-fn args(dir: &Path, out: &str, extra: &[&str]) -> StageArgs {
+/// The command-line words of a training command on the dataset in `dir` writing to `dir/out`
+/// (after a program name, before `extra`), with the tiny model.
+fn arg_list(dir: &Path, out: &str, extra: &[&str]) -> Vec<String> {
     let data = dir.join("data");
     let mut a: Vec<String> = vec![
         "x".into(),
@@ -102,11 +76,39 @@ fn args(dir: &Path, out: &str, extra: &[&str]) -> StageArgs {
     ];
     a.extend(common::tiny_model_args());
     a.extend(extra.iter().map(|s| s.to_string()));
-    Cli::parse_from(a).stage
+    a
 }
 
-/// Runs stage 2 with `tcfg` (its batch size per rank) on `world` ranks (threads); returns each
-/// rank's result.
+fn args(dir: &Path, out: &str, extra: &[&str]) -> StageArgs {
+    Cli::parse_from(arg_list(dir, out, extra)).stage
+}
+
+/// Runs `f` on `world` ranks (threads of an in-process group); returns each rank's result.
+fn on_ranks<T: Send>(
+    world: usize,
+    timeout: Duration,
+    f: impl Fn(&DataParallel) -> anyhow::Result<T> + Sync,
+) -> Vec<anyhow::Result<T>> {
+    let comms = LocalGroup::ranks(world, timeout);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = comms
+            .into_iter()
+            .map(|c| {
+                let f = &f;
+                s.spawn(move || {
+                    f(&DataParallel {
+                        comm: Arc::new(c) as Arc<dyn Communicator>,
+                        device: None,
+                    })
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Runs stage 2 with `tcfg` (its batch size per rank) on `world` ranks; returns each rank's
+/// result.
 fn run_ranks(
     dir: &Path,
     out: &str,
@@ -115,21 +117,8 @@ fn run_ranks(
     extra: &[&str],
     timeout: Duration,
 ) -> Vec<anyhow::Result<adiff::train::trainer::RunSummary>> {
-    let comms = LocalGroup::ranks(world, timeout);
-    std::thread::scope(|s| {
-        let hs: Vec<_> = comms
-            .into_iter()
-            .map(|c| {
-                s.spawn(move || {
-                    let dp = DataParallel {
-                        comm: Arc::new(c) as Arc<dyn Communicator>,
-                        device: None,
-                    };
-                    run_stage("stage2", &args(dir, out, extra), tcfg, None, Some(&dp))
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    on_ranks(world, timeout, |dp| {
+        run_stage("stage2", &args(dir, out, extra), tcfg, None, Some(dp))
     })
 }
 
@@ -327,42 +316,21 @@ fn train_runs_both_stages_on_two_ranks() {
     // rank 0's export is quick enough that this passes even without the trainer's barrier after
     // the export: it does not guard that barrier.)
     let dir = dataset("both");
-    let data = dir.join("data");
-    let comms = LocalGroup::ranks(2, Duration::from_secs(60));
-    std::thread::scope(|s| {
-        let hs: Vec<_> = comms
-            .into_iter()
-            .map(|c| {
-                let (dir, data) = (&dir, &data);
-                s.spawn(move || {
-                    let mut a: Vec<String> = vec![
-                        "x".into(),
-                        "--train".into(),
-                        data.join("train_sentence_answer.csv").display().to_string(),
-                        "--embed-cache".into(),
-                        data.join("cache").display().to_string(),
-                        "-o".into(),
-                        dir.join("run").display().to_string(),
-                        "--quiet".into(),
-                    ];
-                    for stage in ["stage2", "stage3"] {
-                        a.push(format!("--{stage}-config"));
-                        let p = common::root().join(format!("configs/train/tiny_{stage}.json"));
-                        a.push(p.display().to_string());
-                    }
-                    a.extend(common::tiny_model_args());
-                    let dp = DataParallel {
-                        comm: Arc::new(c) as Arc<dyn Communicator>,
-                        device: None,
-                    };
-                    run_both(TrainCli::parse_from(a).train, Some(&dp))
-                })
-            })
-            .collect();
-        for h in hs {
-            h.join().unwrap().unwrap();
-        }
-    });
+    let mut extra = vec![];
+    for stage in ["stage2", "stage3"] {
+        extra.push(format!("--{stage}-config"));
+        let p = common::root().join(format!("configs/train/tiny_{stage}.json"));
+        extra.push(p.display().to_string());
+    }
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    for r in on_ranks(2, Duration::from_secs(60), |dp| {
+        run_both(
+            TrainCli::parse_from(arg_list(&dir, "run", &extra)).train,
+            Some(dp),
+        )
+    }) {
+        r.unwrap();
+    }
     for stage in ["stage2", "stage3"] {
         assert!(dir.join(format!("run/{stage}/model.safetensors")).exists());
         let log = std::fs::read_to_string(dir.join(format!("run/{stage}/log.jsonl"))).unwrap();

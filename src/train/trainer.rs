@@ -329,52 +329,45 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
             let mut micro = 0;
             let mut items = 0;
             let (mut t_forward, mut t_backward) = (0.0, 0.0);
-            let (grads, loss) = match comm {
-                None => {
-                    for k in 0..cfg.grad_accum {
-                        let lo = first + k * cfg.batch_size;
-                        if lo >= n {
-                            break;
-                        }
-                        let idx = &order[lo..(lo + cfg.batch_size).min(n)];
-                        let t = Instant::now();
-                        let loss = task.train_loss(idx, epoch)?;
-                        loss_sum += scalar(&loss)?;
-                        let t_fwd = t.elapsed().as_secs_f64();
-                        let grads = crate::model::ops::backward(&loss)?;
-                        t_forward += t_fwd;
-                        t_backward += t.elapsed().as_secs_f64() - t_fwd;
-                        acc.add(&vars, &grads)?;
-                        micro += 1;
-                        items += idx.len();
-                    }
-                    (acc.average(&vars)?, loss_sum / micro as f64)
+            // A rank of a data-parallel run weights its loss by its number of terms (target
+            // tokens); the gradients are summed over the ranks and divided by the total: the
+            // mean over the global batch, as one process with `per_step` examples computes it.
+            let weighted = comm.is_some();
+            let mut weight = 0.0;
+            for k in 0..cfg.grad_accum {
+                let lo = first + k * cfg.batch_size * world;
+                if lo >= n {
+                    break;
                 }
+                // (A single process takes `order[lo..lo + batch]`; a rank may get nothing at
+                // the end of an epoch.)
+                let idx = dist::shard(&order, lo, cfg.batch_size, rank, world);
+                if idx.is_empty() {
+                    continue;
+                }
+                let t = Instant::now();
+                let (loss, w) = if weighted {
+                    task.train_loss_counted(idx, epoch)?
+                } else {
+                    (task.train_loss(idx, epoch)?, 1.0)
+                };
+                loss_sum += scalar(&loss)? * w;
+                weight += w;
+                let t_fwd = t.elapsed().as_secs_f64();
+                let grads = if weighted {
+                    crate::model::ops::backward(&loss.affine(w, 0.0)?)?
+                } else {
+                    crate::model::ops::backward(&loss)?
+                };
+                t_forward += t_fwd;
+                t_backward += t.elapsed().as_secs_f64() - t_fwd;
+                acc.add(&vars, &grads)?;
+                micro += 1;
+                items += idx.len();
+            }
+            let (grads, loss) = match comm {
+                None => (acc.average(&vars)?, loss_sum / micro as f64),
                 Some(c) => {
-                    // Each rank's loss is weighted by its number of terms (target tokens), the
-                    // gradients summed over the ranks and divided by the total: the mean over
-                    // the global batch, as one process with `per_step` examples would compute.
-                    let mut weight = 0.0;
-                    for k in 0..cfg.grad_accum {
-                        let lo = first + k * cfg.batch_size * world;
-                        if lo >= n {
-                            break;
-                        }
-                        let idx = dist::shard(&order, lo, cfg.batch_size, rank, world);
-                        if idx.is_empty() {
-                            continue;
-                        }
-                        let t = Instant::now();
-                        let (loss, w) = task.train_loss_counted(idx, epoch)?;
-                        loss_sum += scalar(&loss)? * w;
-                        weight += w;
-                        let t_fwd = t.elapsed().as_secs_f64();
-                        let grads = crate::model::ops::backward(&loss.affine(w, 0.0)?)?;
-                        t_forward += t_fwd;
-                        t_backward += t.elapsed().as_secs_f64() - t_fwd;
-                        acc.add(&vars, &grads)?;
-                        items += idx.len();
-                    }
                     let sums = acc.sum(&vars)?;
                     let local: Vec<Tensor> = vars
                         .iter()

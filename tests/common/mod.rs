@@ -110,3 +110,33 @@ pub fn write_pcm16_wav(path: &Path, data: &[u8]) {
     w.extend_from_slice(data);
     std::fs::write(path, w).unwrap();
 }
+
+/// A fresh scratch folder `<tmp>/<tag>-<pid>-<name>` holding a synthetic dataset (`data/`, from
+/// `build-dataset synthetic --count count --seed seed`) and its embedding cache (`data/cache`)
+/// for the tiny model: what the training tests train on.
+pub fn synthetic_dataset(tag: &str, name: &str, count: u32, seed: u32) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{tag}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data");
+    let (count, seed) = (count.to_string(), seed.to_string());
+    let d = data.display().to_string();
+    ok(adiff(&[
+        "build-dataset",
+        "synthetic",
+        "--count",
+        &count,
+        "--seed",
+        &seed,
+        "-o",
+        &d,
+    ]));
+    let csv = data.join("train_sentence_answer.csv").display().to_string();
+    let cache = data.join("cache").display().to_string();
+    let mut args = vec!["build-dataset", "embed-cache", &csv, "--audio-root", &d];
+    let model = tiny_model_args();
+    args.extend(model.iter().map(String::as_str));
+    args.extend(["-o", &cache]);
+    ok(adiff(&args));
+    dir
+}
