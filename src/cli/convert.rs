@@ -54,6 +54,11 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         &[("weights", &args.output), ("config", &cfg_path)],
         args.force,
     )?;
+    anyhow::ensure!(
+        args.dtype != super::Dtype::Bf16,
+        "convert --dtype bf16 is not supported: bf16 is not a packed CPU format; GPUs load the f32 \
+         file in bf16 themselves (`--dtype bf16` on explain, infer, embed, tag)"
+    );
     let cfg = args.model.config()?;
     let ckpt = args.model.load_checkpoint(&cfg)?;
     anyhow::ensure!(

@@ -28,9 +28,10 @@ pub struct EmbedArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub clip: ClipArgs,
-    /// HTSAT's weight format on the CPU: f32, or f16 / i8, which both hold its Swin linears as
-    /// f16 (half their memory; int8 would not speed up its compute-bound products). Default: as
-    /// the file holds them.
+    /// Precision. On the CPU HTSAT's weight format: f32, or f16 / i8, which both hold its Swin
+    /// linears as f16 (half their memory; int8 would not speed up its compute-bound products);
+    /// default as the file holds them. On a GPU every weight and activation: bf16 (the default
+    /// on compute capability 8.0+), f16 or f32; the front end and the outputs stay f32.
     #[arg(long, value_enum)]
     pub dtype: Option<super::Dtype>,
     /// Output safetensors file.

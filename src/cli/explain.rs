@@ -42,10 +42,11 @@ pub struct ExplainArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub clip: ClipArgs,
-    /// Weight format of GPT-2, the mappers and the cross-projection on the CPU: f32, f16 or i8
-    /// (int8 with per-block scales: about a quarter of f32's bytes to read per token; HTSAT's
-    /// linears take f16 for both). Default: as the file holds them (f32, or what `adiff convert
-    /// --dtype` wrote).
+    /// Precision. On the CPU the weight format of GPT-2, the mappers and the cross-projection:
+    /// f32, f16 or i8 (int8 with per-block scales: about a quarter of f32's bytes to read per
+    /// token; HTSAT's linears take f16 for both); default as the file holds them (f32, or what
+    /// `adiff convert --dtype` wrote). On a GPU every weight and activation: bf16 (the default
+    /// on compute capability 8.0+), f16 or f32; the front end, softmax and logits stay f32.
     #[arg(long, value_enum)]
     pub dtype: Option<super::Dtype>,
     /// Explanation tier: 1 = a few words, 2 = one sentence, 3 = a detailed paragraph (the

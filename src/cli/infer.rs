@@ -55,7 +55,8 @@ pub struct InferArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub clip: ClipArgs,
-    /// Weight format on the CPU, as `explain --dtype` (default: as the file holds them).
+    /// Precision, as `explain --dtype` (default: bf16 on a GPU that has it, else as the file
+    /// holds them).
     #[arg(long, value_enum)]
     pub dtype: Option<super::Dtype>,
     #[command(flatten)]
@@ -130,7 +131,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         fingerprint,
         &cfg,
         fixed_prompt.as_deref(),
-        model.weight_format(),
+        super::precision_name(&model),
     )?;
     tokenizer.check_fits(model.config().gpt2.vocab_size)?;
     let opts = args.decoding.options(&cfg);
@@ -400,12 +401,12 @@ fn run_settings(
     fingerprint: String,
     cfg: &crate::model::config::AdiffConfig,
     fixed_prompt: Option<&str>,
-    format: crate::model::gpt2::WeightFormat,
+    precision: &str,
 ) -> anyhow::Result<serde_json::Value> {
     let d = &args.decoding;
     Ok(serde_json::json!({
         "model_fingerprint": fingerprint,
-        "dtype": format.name(),
+        "dtype": precision,
         "config": serde_json::to_value(cfg)?,
         "tokenizer": args.tokenizer.as_ref().map_or("bundled".to_string(), |p| p.display().to_string()),
         "crop": super::build_dataset::embed_cache::crop_label(&args.clip),

@@ -220,77 +220,155 @@ impl ModelArgs {
     }
 }
 
-/// `--dtype`: how the matmul weights of GPT-2, the mappers and the cross-projection are held for
-/// inference on the CPU (HTSAT's linears: f16 for both reduced formats, see
-/// `Adiff::with_weight_format`).
+/// `--dtype`: the precision a model runs in. On the CPU it is how the matmul weights of GPT-2,
+/// the mappers and the cross-projection are held, with f32 arithmetic (HTSAT's linears: f16 for
+/// both reduced formats, see `Adiff::with_weight_format`); on a GPU it is the dtype of every
+/// weight and activation (bf16 by default where the GPU has it), with the log-mel front end,
+/// softmax and the logits kept in f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Dtype {
     /// The checkpoint's f32 values (exact).
     F32,
-    /// f16 weights, f32 arithmetic: half the bytes read per token.
+    /// CPU: f16 weights, f32 arithmetic (half the bytes read per token). GPU: f16 throughout.
     F16,
-    /// int8 weights with one f16 scale per 32 values, f32 activations: about a quarter.
+    /// bf16 weights and activations: a GPU's default (compute capability 8.0 or later). On the
+    /// CPU it runs candle's generic bf16 kernels, slower than f32: there it only checks the
+    /// GPU's numerics.
+    Bf16,
+    /// CPU only: int8 weights with one f16 scale per 32 values, f32 activations (about a
+    /// quarter of f32's bytes).
     I8,
 }
 
 impl Dtype {
+    /// The CPU weight format (`Bf16` is not a packed format: the whole model runs in bf16).
     pub fn format(self) -> crate::model::gpt2::WeightFormat {
         use crate::model::gpt2::WeightFormat;
         match self {
-            Dtype::F32 => WeightFormat::F32,
+            Dtype::F32 | Dtype::Bf16 => WeightFormat::F32,
             Dtype::F16 => WeightFormat::F16,
             Dtype::I8 => WeightFormat::I8,
         }
     }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+            Dtype::Bf16 => "bf16",
+            Dtype::I8 => "i8",
+        }
+    }
 }
 
-/// Builds the whole model from a checkpoint it takes over, in `dtype` (None: as the file holds
-/// it, f32 for a checkpoint, the packed format for a file written by `convert --dtype`).
+/// How a model is loaded for `--dtype` on a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Precision {
+    /// f32 weights, or the CPU's packed f16/i8 weights (None: as the file holds them).
+    Packed(Option<Dtype>),
+    /// Every weight and activation in this dtype (bf16/f16 on a GPU, bf16 on the CPU).
+    Whole(candle_core::DType),
+}
+
+/// What `--dtype` (None: its default) means on `device`: a GPU defaults to bf16 where its
+/// compute capability allows (8.0+) and f32 elsewhere, the CPU to what the file holds.
+/// Refuses what cannot run: packed f16/i8 files and i8 on a GPU, bf16 on a GPU without it.
+fn precision(
+    ckpt: &Checkpoint,
+    device: &Device,
+    dtype: Option<Dtype>,
+) -> anyhow::Result<Precision> {
+    use candle_core::DType;
+    if device.is_cpu() {
+        return Ok(match dtype {
+            Some(Dtype::Bf16) => {
+                anyhow::ensure!(
+                    !ckpt.is_packed(),
+                    "{}: holds packed f16/i8 weights (written by `adiff convert --dtype`);                      --dtype bf16 needs the f32 checkpoint",
+                    ckpt.path().display()
+                );
+                eprintln!(
+                    "note: --dtype bf16 on the CPU runs candle's generic bf16 kernels, slower than \
+                     f32 (it is the GPU's default; on the CPU use f16 or i8 for speed)"
+                );
+                Precision::Whole(DType::BF16)
+            }
+            other => Precision::Packed(other),
+        });
+    }
+    if ckpt.is_packed() {
+        anyhow::bail!(
+            "{}: holds packed f16/i8 weights (written by `adiff convert --dtype`), which run on              the CPU only; on {device:?} load the f32 checkpoint (--dtype bf16, f16 or f32)",
+            ckpt.path().display()
+        );
+    }
+    let cap = crate::model::device::cuda_capability(device)?;
+    let bf16_ok = cap.is_none_or(crate::model::device::supports_bf16);
+    let cap_text = cap.map_or("unknown".to_string(), |(a, b)| format!("{a}.{b}"));
+    Ok(match dtype {
+        None if bf16_ok => Precision::Whole(DType::BF16),
+        None | Some(Dtype::F32) => Precision::Packed(Some(Dtype::F32)),
+        Some(Dtype::Bf16) if bf16_ok => Precision::Whole(DType::BF16),
+        Some(Dtype::Bf16) => anyhow::bail!(
+            "--dtype bf16: {device:?} has compute capability {cap_text}; bf16 needs 8.0 (Ampere)              or later: use --dtype f16 (or f32)"
+        ),
+        Some(Dtype::F16) => Precision::Whole(DType::F16),
+        Some(Dtype::I8) => anyhow::bail!(
+            "--dtype i8: int8 weights run on the CPU only; on {device:?} use bf16, f16 or f32"
+        ),
+    })
+}
+
+/// Builds the whole model from a checkpoint it takes over, in `dtype` (None: the device's
+/// default, see [`Dtype`]; on the CPU as the file holds it, f32 for a checkpoint, the packed
+/// format for a file written by `convert --dtype`).
 pub fn load_model(
     ckpt: Checkpoint,
     cfg: &AdiffConfig,
     device: &Device,
     dtype: Option<Dtype>,
 ) -> anyhow::Result<crate::model::adiff::Adiff> {
-    reduced_on_cpu_only(&ckpt, device, dtype)?;
-    let model = crate::model::adiff::Adiff::from_checkpoint_owned(ckpt, cfg, device)?;
-    Ok(match dtype {
-        Some(d) => model.with_weight_format(d.format())?,
-        None => model,
+    use crate::model::adiff::Adiff;
+    Ok(match precision(&ckpt, device, dtype)? {
+        Precision::Whole(dt) => Adiff::from_checkpoint_owned_as(ckpt, cfg, device, dt)?,
+        Precision::Packed(d) => {
+            let model = Adiff::from_checkpoint_owned(ckpt, cfg, device)?;
+            match d {
+                Some(d) if device.is_cpu() => model.with_weight_format(d.format())?,
+                _ => model,
+            }
+        }
     })
 }
 
-/// Refuses f16/i8 weights (asked for, or held by the file) on a device other than the CPU: their
-/// kernels are CPU code.
-fn reduced_on_cpu_only(
-    ckpt: &Checkpoint,
-    device: &Device,
-    dtype: Option<Dtype>,
-) -> anyhow::Result<()> {
-    if !device.is_cpu() && (ckpt.is_packed() || dtype.is_some_and(|d| d != Dtype::F32)) {
-        anyhow::bail!(
-            "{}: f16/i8 weights run on the CPU only (bf16 on the GPU is not yet supported); \
-             use --dtype f32 with an f32 checkpoint on {device:?}",
-            ckpt.path().display()
-        );
+/// The name of the precision a loaded model runs in (`f32`, `f16`, `bf16`, `i8`), for records.
+pub fn precision_name(model: &crate::model::adiff::Adiff) -> &'static str {
+    match model.compute_dtype() {
+        candle_core::DType::BF16 => "bf16",
+        candle_core::DType::F16 => "f16",
+        _ => model.weight_format().name(),
     }
-    Ok(())
 }
 
-/// HTSAT alone (`embed`, `tag`) from a checkpoint it takes over, in `dtype` (None: as the file
-/// holds it). Both reduced formats hold HTSAT's Swin linears as f16 (half their memory).
+/// HTSAT alone (`embed`, `tag`) from a checkpoint it takes over, in `dtype` (None: the device's
+/// default, as [`load_model`]). On the CPU both reduced formats hold HTSAT's Swin linears as
+/// f16 (half their memory).
 pub fn load_encoder(
     ckpt: Checkpoint,
     cfg: &AdiffConfig,
     device: &Device,
     dtype: Option<Dtype>,
 ) -> anyhow::Result<crate::model::audio_encoder::AudioEncoder> {
-    reduced_on_cpu_only(&ckpt, device, dtype)?;
-    let mut encoder =
-        crate::model::audio_encoder::AudioEncoder::from_checkpoint(&ckpt, cfg, device)?;
+    use crate::model::audio_encoder::AudioEncoder;
+    let mut encoder = match precision(&ckpt, device, dtype)? {
+        Precision::Whole(dt) => AudioEncoder::from_checkpoint_as(&ckpt, cfg, device, dt)?,
+        Precision::Packed(_) => AudioEncoder::from_checkpoint(&ckpt, cfg, device)?,
+    };
     drop(ckpt);
-    if let Some(d) = dtype {
-        encoder.visit(&mut |_, p| p.repack(d.format()))?;
+    if let (Some(d), true) = (dtype, device.is_cpu()) {
+        if d != Dtype::Bf16 {
+            encoder.visit(&mut |_, p| p.repack(d.format()))?;
+        }
     }
     Ok(encoder)
 }

@@ -303,13 +303,17 @@ pub fn run_stage(
         Some(p) => crate::model::checkpoint::Checkpoint::load(p)?,
         None => args.model.load_checkpoint(&cfg)?,
     };
-    let model = TrainableAdiff::build(
+    let mut model = TrainableAdiff::build(
         &ckpt,
         &cfg,
         &tcfg.trainable,
         (args.run.init_missing && init.is_none()).then_some(tcfg.seed),
         &device,
     )?;
+    // Mixed precision: bf16 activations over the f32 master weights the optimizer updates.
+    model
+        .model
+        .set_compute_dtype(tcfg.precision.compute_dtype());
     let tokenizer = Gpt2Tokenizer::bundled(&cfg.text)?;
     tokenizer.check_fits(model.model.config().gpt2.vocab_size)?;
     let prompts = match &args.prompts {

@@ -121,6 +121,7 @@ fn encoder_task(
     ckpt: Checkpoint,
     device: candle_core::Device,
 ) -> anyhow::Result<TaggingTask> {
+    tcfg.refuse_mixed_precision("train-stage1")?;
     anyhow::ensure!(
         !args.labels.is_empty(),
         "--part encoder needs --labels (truth.jsonl or file,labels CSV)"
@@ -212,6 +213,7 @@ fn decoder_task(
     device: candle_core::Device,
 ) -> anyhow::Result<LanguageModelTask> {
     tcfg.refuse_embedding_tagger("train-stage1 --part decoder")?;
+    tcfg.refuse_mixed_precision("train-stage1")?;
     let mut lines = read_text_lines(&args.text)?;
     lines.extend(read_csv_answers(&args.text_from_csv)?);
     anyhow::ensure!(
@@ -245,6 +247,7 @@ fn caption_prefix_task(
     device: candle_core::Device,
 ) -> anyhow::Result<CaptionPrefixTask> {
     tcfg.refuse_embedding_tagger("train-stage1 --part decoder")?;
+    tcfg.refuse_mixed_precision("train-stage1")?;
     anyhow::ensure!(
         args.text.is_empty() && args.val_text.is_empty() && !args.text_from_csv.is_empty(),
         "--caption-prefix reads captions, prompts and answers from --text-from-csv (and \

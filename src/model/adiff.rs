@@ -69,7 +69,18 @@ impl Adiff {
         cfg: &AdiffConfig,
         device: &Device,
     ) -> Result<Self> {
-        let (vb, report) = ckpt.var_builder(DType::F32, device);
+        Self::from_checkpoint_owned_as(ckpt, cfg, device, DType::F32)
+    }
+
+    /// [`Adiff::from_checkpoint_owned`] with every weight in `dtype` (bf16/f16 on a GPU): the
+    /// activations follow; the front end's tensors stay f32.
+    pub fn from_checkpoint_owned_as(
+        ckpt: Checkpoint,
+        cfg: &AdiffConfig,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let (vb, report) = ckpt.var_builder(dtype, device);
         let path = ckpt.path().to_path_buf();
         drop(ckpt);
         let model =
@@ -178,6 +189,20 @@ impl Adiff {
         self.audio.device()
     }
 
+    /// The activations' dtype after the front end (the weights' as loaded, unless set by
+    /// [`Adiff::set_compute_dtype`]).
+    pub fn compute_dtype(&self) -> DType {
+        self.gpt.compute_dtype()
+    }
+
+    /// Runs HTSAT's stages, the mappers and GPT-2 in `dtype` whatever the weights' dtype (each
+    /// weight is cast where it is used): bf16 over f32 master weights is mixed-precision
+    /// training. The log-mel front end, softmax, the loss and the logits stay f32.
+    pub fn set_compute_dtype(&mut self, dtype: DType) {
+        self.audio.htsat.set_compute_dtype(dtype);
+        self.gpt.set_compute_dtype(dtype);
+    }
+
     /// HTSAT embeddings `[B, 768]` of both audios and prompt ids `[B, L]` -> prefix parts.
     pub fn prefix(
         &self,
@@ -199,9 +224,12 @@ impl Adiff {
         prompt_ids: &Tensor,
     ) -> Result<PrefixParts> {
         let b = embedding1.dim(0)?;
+        // [B, 768] in the compute dtype (HTSAT's outputs and cached embeddings are f32)
+        let dt = self.compute_dtype();
+        let (embedding1, embedding2) = (embedding1.to_dtype(dt)?, embedding2.to_dtype(dt)?);
         // [B, E]
-        let projected1 = self.projection.forward(embedding1)?;
-        let projected2 = self.projection.forward(embedding2)?;
+        let projected1 = self.projection.forward(&embedding1)?;
+        let projected2 = self.projection.forward(&embedding2)?;
         // [B, P, C]
         let audio_prefix1 = self.audio_project1.forward(&projected1)?;
         let audio_prefix2 = self.audio_project2.forward(&projected2)?;

@@ -26,7 +26,18 @@ pub struct AudioEncoder {
 impl AudioEncoder {
     /// Builds the encoder from a checkpoint, failing with every missing or mis-shaped tensor named.
     pub fn from_checkpoint(ckpt: &Checkpoint, cfg: &AdiffConfig, device: &Device) -> Result<Self> {
-        let (vb, report) = ckpt.var_builder(DType::F32, device);
+        Self::from_checkpoint_as(ckpt, cfg, device, DType::F32)
+    }
+
+    /// [`AudioEncoder::from_checkpoint`] with HTSAT's weights and activations in `dtype`
+    /// (bf16/f16 on a GPU); the front end and the outputs stay f32.
+    pub fn from_checkpoint_as(
+        ckpt: &Checkpoint,
+        cfg: &AdiffConfig,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let (vb, report) = ckpt.var_builder(dtype, device);
         let encoder =
             Self::load(vb, cfg).map_err(|e| AdiffError::checkpoint(ckpt.path(), e.to_string()))?;
         report.finish()?;
@@ -42,14 +53,19 @@ impl AudioEncoder {
         let hv = vb.pp(HTSAT_PREFIX);
         let mel_name = "logmel_extractor.melW";
         let front_end = if hv.contains_tensor(mel_name) {
-            LogMelFrontEnd::with_mel_matrix(&cfg.audio, &hv.get((bins, mels), mel_name)?)?
+            // The front end is f32 whatever the model's dtype.
+            let mel =
+                hv.get_with_hints_dtype((bins, mels), mel_name, Default::default(), DType::F32)?;
+            LogMelFrontEnd::with_mel_matrix(&cfg.audio, &mel)?
         } else {
             LogMelFrontEnd::new(&cfg.audio)
         };
         let stft = hv.pp("spectrogram_extractor.stft");
         if stft.contains_tensor("conv_real.weight") && stft.contains_tensor("conv_imag.weight") {
-            let re = stft.get((bins, 1, n_fft), "conv_real.weight")?;
-            let im = stft.get((bins, 1, n_fft), "conv_imag.weight")?;
+            let kernel = |name| {
+                stft.get_with_hints_dtype((bins, 1, n_fft), name, Default::default(), DType::F32)
+            };
+            let (re, im) = (kernel("conv_real.weight")?, kernel("conv_imag.weight")?);
             let err = front_end.stft_kernel_error(&re, &im)?;
             if err > STFT_KERNEL_TOLERANCE {
                 return Err(AdiffError::Invalid(format!(

@@ -171,11 +171,7 @@ impl Block {
         let v = v_cache.narrow(2, 0, len)?; // [B, H, L, D]
         let scale = 1.0 / (d as f64).sqrt();
         let att = (q.matmul(&k.t()?)? * scale)?; // [B, H, T, L]
-        let att = match mask {
-            Some(m) => att.broadcast_add(m)?,
-            None => att,
-        };
-        let att = ops::softmax_last_dim(&att)?; // [B, H, T, L]
+        let att = ops::attention_softmax(&att, mask)?; // [B, H, T, L], softmax in f32
         let y = att.matmul(&v)?; // [B, H, T, D]
         let y = if t == 1 {
             y.reshape((b * t, c))?
@@ -209,8 +205,8 @@ impl Block {
         };
         let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
         let scale = 1.0 / (d as f64).sqrt();
-        let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?; // [B, H, T, T]
-        let att = ops::softmax_last_dim(&att)?;
+        let att = (q.matmul(&k.t()?)? * scale)?; // [B, H, T, T]
+        let att = ops::attention_softmax(&att, Some(mask))?; // softmax in f32
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b * t, c))?; // [B*T, C]
         self.finish(x, &y)
     }
@@ -318,6 +314,9 @@ pub struct Gpt2 {
     lm_head: Proj,
     cfg: Gpt2Config,
     format: WeightFormat,
+    /// The activations' dtype: the weights' as loaded (f32, or bf16/f16 on a GPU), or bf16 over
+    /// f32 master weights in mixed-precision training. Logits leave [`Gpt2::logits`] in f32.
+    compute: DType,
     /// Checkpoint names of the blocks' parent (`...transformer`, or the hub file's root) and of
     /// the head (`...lm_head`), for writing packed weights back under the names they load from.
     names: (String, String),
@@ -397,7 +396,9 @@ impl Gpt2 {
             }
         };
         let names = (tvb.prefix(), join(&vb.prefix(), "lm_head"));
+        let compute = wpe.dtype();
         Ok(Self {
+            compute,
             wte,
             tied,
             wpe,
@@ -416,6 +417,17 @@ impl Gpt2 {
 
     pub fn weight_format(&self) -> WeightFormat {
         self.format
+    }
+
+    /// The activations' dtype (see [`Gpt2::set_compute_dtype`]).
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
+    }
+
+    /// Runs the activations in `dtype` whatever the weights' (each weight is cast where it is
+    /// used): bf16 over f32 master weights for mixed-precision training.
+    pub fn set_compute_dtype(&mut self, dtype: DType) {
+        self.compute = dtype;
     }
 
     /// Re-packs the matmul weights into `format` (from the f32 originals when converting twice
@@ -464,7 +476,9 @@ impl Gpt2 {
             Some(wte) => wte.index_select(&flat, 0)?,
             None => self.lm_head.rows(&id_list)?,
         };
-        Ok(rows.reshape((b, t, self.cfg.n_embd))?)
+        Ok(rows
+            .to_dtype(self.compute)?
+            .reshape((b, t, self.cfg.n_embd))?)
     }
 
     fn check_embeds(&self, embeds: &Tensor) -> Result<(usize, usize)> {
@@ -488,9 +502,9 @@ impl Gpt2 {
                 self.cfg.n_positions
             )));
         }
-        if embeds.dtype() != DType::F32 {
+        if !embeds.dtype().is_float() {
             return Err(AdiffError::Invalid(format!(
-                "inputs_embeds must be f32, got {:?}",
+                "inputs_embeds must be floating point, got {:?}",
                 embeds.dtype()
             )));
         }
@@ -502,7 +516,7 @@ impl Gpt2 {
     pub fn forward(&self, embeds: &Tensor) -> Result<Tensor> {
         let (_, t) = self.check_embeds(embeds)?;
         let mut cache = self.new_cache(&vec![0; embeds.dim(0)?], t, embeds.device())?;
-        let hidden = self.run(embeds, &mut cache)?; // [B, T, C]
+        let hidden = self.run(&embeds.to_dtype(self.compute)?, &mut cache)?; // [B, T, C]
         self.head(&hidden)
     }
 
@@ -513,7 +527,7 @@ impl Gpt2 {
     pub fn forward_hidden(&self, embeds: &Tensor) -> Result<Tensor> {
         let (_, t) = self.check_embeds(embeds)?;
         let mask = Self::causal_mask(t, embeds.device())?; // [1, 1, T, T]
-        let mut x = self.add_positions(embeds)?; // [B, T, C]
+        let mut x = self.add_positions(&embeds.to_dtype(self.compute)?)?; // [B, T, C]
         for i in 0..self.num_blocks() {
             x = self.block_forward(i, &x, &mask)?;
         }
@@ -533,7 +547,7 @@ impl Gpt2 {
     pub fn add_positions(&self, embeds: &Tensor) -> Result<Tensor> {
         let t = embeds.dim(1)?;
         let pos = self.wpe.narrow(0, 0, t)?.unsqueeze(0)?; // [1, T, C]
-        Ok(embeds.broadcast_add(&pos)?)
+        Ok(embeds.broadcast_add(&pos.to_dtype(embeds.dtype())?)?)
     }
 
     pub fn num_blocks(&self) -> usize {
@@ -596,6 +610,7 @@ impl Gpt2 {
             )));
         }
         let pad: Vec<usize> = lengths.iter().map(|&l| t - l).collect();
+        let embeds = &embeds.to_dtype(self.compute)?;
         // Right padding -> left padding: row b's real tokens end at slot T-1.
         let embeds = if pad.iter().all(|&p| p == 0) {
             embeds.clone()
@@ -606,7 +621,8 @@ impl Gpt2 {
                     if pad[r] == 0 {
                         return Ok(row);
                     }
-                    let zeros = Tensor::zeros((pad[r], self.cfg.n_embd), DType::F32, row.device())?;
+                    let zeros =
+                        Tensor::zeros((pad[r], self.cfg.n_embd), self.compute, row.device())?;
                     Ok(Tensor::cat(&[&zeros, &row.narrow(0, 0, lengths[r])?], 0)?)
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -638,7 +654,7 @@ impl Gpt2 {
                 embeds.dims()
             )));
         }
-        let hidden = self.run(embeds, cache)?; // [B, 1, C]
+        let hidden = self.run(&embeds.to_dtype(self.compute)?, cache)?; // [B, 1, C]
         Ok(self.head(&hidden)?.squeeze(1)?) // [B, V]
     }
 
@@ -646,7 +662,7 @@ impl Gpt2 {
         let b = pad.len();
         let h = self.cfg.n_head;
         let d = self.cfg.n_embd / h;
-        let zeros = || Tensor::zeros((b, h, capacity, d), DType::F32, dev);
+        let zeros = || Tensor::zeros((b, h, capacity, d), self.compute, dev);
         let mut k = Vec::with_capacity(self.blocks.len());
         let mut v = Vec::with_capacity(self.blocks.len());
         for _ in &self.blocks {
@@ -697,7 +713,7 @@ impl Gpt2 {
                 .index_select(&ids, 0)?
                 .reshape((b, t, self.cfg.n_embd))? // [B, T, C]
         };
-        let mut x = embeds.broadcast_add(&pos)?; // [B, T, C]
+        let mut x = embeds.broadcast_add(&pos.to_dtype(embeds.dtype())?)?; // [B, T, C]
         let len = offset + t;
         // Additive mask [B or 1, 1, T, L]: causal within the new tokens, plus padded keys.
         let mask = if t > 1 {
@@ -735,6 +751,9 @@ impl Gpt2 {
     fn head(&self, hidden: &Tensor) -> Result<Tensor> {
         let (b, t, c) = hidden.dims3()?;
         let logits = self.lm_head.forward(&hidden.reshape((b * t, c))?)?; // [B*T, V]
-        Ok(logits.reshape((b, t, self.cfg.vocab_size))?)
+                                                                          // f32 for sampling and the loss, whatever the activations' dtype.
+        Ok(logits
+            .to_dtype(DType::F32)?
+            .reshape((b, t, self.cfg.vocab_size))?)
     }
 }

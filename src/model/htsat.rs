@@ -5,7 +5,7 @@
 //! of the checkpoint under `audio_encoder.base.htsat`. Shapes in comments use the base config:
 //! B clips, T = 1001 log-mel frames, M = 64 mel bins, S = 256 image side, C = 96 * 2^stage.
 
-use candle_core::{IndexOp, Module, Tensor, D};
+use candle_core::{DType, IndexOp, Module, Tensor, D};
 use candle_nn::{layer_norm, Init, LayerNorm, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +105,10 @@ pub struct HtsatOutput {
 /// The HTSAT encoder (front-end normalisation, image fold, Swin stages, token-semantic head).
 pub struct Htsat {
     cfg: HtsatConfig,
+    /// The Swin stages' activations' dtype (the weights' as loaded, or bf16 over f32 master
+    /// weights in mixed-precision training); the front end's normalisation and the outputs
+    /// stay f32.
+    compute: DType,
     /// bn0 in eval mode folded into `x * scale + shift`, `[M]`.
     bn_scale: Tensor,
     bn_shift: Tensor,
@@ -125,10 +129,13 @@ impl Htsat {
         let mels = cfg.target_mels();
         let bn = vb.pp("bn0");
         // Initialisation hints (used only by `--init-missing`): a fresh BatchNorm2d's.
-        let w = bn.get_with_hints(mels, "weight", Init::Const(1.0))?;
-        let b = bn.get_with_hints(mels, "bias", Init::Const(0.0))?;
-        let mean = bn.get_with_hints(mels, "running_mean", Init::Const(0.0))?;
-        let var = bn.get_with_hints(mels, "running_var", Init::Const(1.0))?;
+        // bn0 and the time resize run in f32 whatever the model's dtype: they see log-mel
+        // values in dB, before any normalisation.
+        let f32_param = |name, init| bn.get_with_hints_dtype(mels, name, init, DType::F32);
+        let w = f32_param("weight", Init::Const(1.0))?;
+        let b = f32_param("bias", Init::Const(0.0))?;
+        let mean = f32_param("running_mean", Init::Const(0.0))?;
+        let var = f32_param("running_var", Init::Const(1.0))?;
         let bn_scale = w.div(&(var + cfg.batch_norm_eps)?.sqrt()?)?;
         let bn_shift = b.sub(&mean.mul(&bn_scale)?)?;
 
@@ -139,7 +146,7 @@ impl Htsat {
             let m = bicubic_resize_matrix(frames, cfg.target_frames());
             // Stored transposed ([T, target]) so the resize is one right-multiplication.
             let m = Tensor::from_vec(m, (cfg.target_frames(), frames), vb.device())?;
-            Some(m.t()?.contiguous()?.to_dtype(vb.dtype())?)
+            Some(m.t()?.contiguous()?)
         };
 
         let patch_embed = PatchEmbed::new(cfg, vb.pp("patch_embed"))?;
@@ -159,6 +166,7 @@ impl Htsat {
         )?;
         let tscam_bias = tscam.get_with_hints(cfg.num_classes, "bias", tscam_init)?;
         Ok(Self {
+            compute: vb.dtype(),
             cfg: cfg.clone(),
             bn_scale,
             bn_shift,
@@ -173,6 +181,11 @@ impl Htsat {
 
     pub fn config(&self) -> &HtsatConfig {
         &self.cfg
+    }
+
+    /// Runs the Swin stages in `dtype` whatever the weights' (see [`Htsat::compute`]).
+    pub fn set_compute_dtype(&mut self, dtype: DType) {
+        self.compute = dtype;
     }
 
     /// Log-mel `[B, T, M]` -> Swin input image `[B, 1, S, S]`: bn0, bicubic time resize to
@@ -252,7 +265,7 @@ impl Htsat {
 
     pub fn forward_stages(&self, image: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
         // [B, (S/4)^2 = 4096, 96]
-        let mut x = self.patch_embed.forward(image)?;
+        let mut x = self.patch_embed.forward(&image.to_dtype(self.compute)?)?;
         let mut trace = vec![x.clone()];
         for stage in &self.stages {
             x = stage.forward(&x)?;
@@ -316,17 +329,37 @@ impl Htsat {
             .permute((0, 1, 3, 2, 4))?
             .contiguous()?
             .reshape((b, c, g / fr, fr * g))?;
-        // [B, C]
-        let embedding = x.flatten_from(2)?.mean(D::Minus1)?;
+        // [B, C], f32 whatever the compute dtype (as the logits below)
+        let embedding = x.flatten_from(2)?.mean(D::Minus1)?.to_dtype(DType::F32)?;
         // tscam_conv: kernel (g/fr, 3), padding (0, 1) -> [B, classes, 1, 32] -> [B, classes, 32]
         let pad = TSCAM_KERNEL_TIME / 2;
+        let dt = x.dtype();
         let logits = x
             .pad_with_zeros(3, pad, pad)?
-            .conv2d(&self.tscam_weight, 0, 1, 1, 1)?
-            .broadcast_add(&self.tscam_bias.reshape((1, cfg.num_classes, 1, 1))?)?
-            .squeeze(2)?;
+            .apply(&|x: &Tensor| conv2d(x, &self.tscam_weight, 0, 1))?
+            .broadcast_add(
+                &self
+                    .tscam_bias
+                    .to_dtype(dt)?
+                    .reshape((1, cfg.num_classes, 1, 1))?,
+            )?
+            .squeeze(2)?
+            .to_dtype(DType::F32)?;
         Ok((embedding, logits))
     }
+}
+
+/// `x.conv2d(w)` in `x`'s dtype (`w` is cast to it). candle's CPU convolution has no bf16/f16
+/// kernel, so there it runs in f32 (the GPU's bf16 numerics are checked on the CPU this way).
+fn conv2d(x: &Tensor, w: &Tensor, pad: usize, stride: usize) -> candle_core::Result<Tensor> {
+    let dt = x.dtype();
+    if x.device().is_cpu() && dt != DType::F32 {
+        let y = x
+            .to_dtype(DType::F32)?
+            .conv2d(&w.to_dtype(DType::F32)?, pad, stride, 1, 1)?;
+        return y.to_dtype(dt);
+    }
+    x.conv2d(&w.to_dtype(dt)?, pad, stride, 1, 1)
 }
 
 /// Time width of the token-semantic convolution kernel (padding keeps the time length).
@@ -389,8 +422,9 @@ impl PatchEmbed {
     fn forward(&self, image: &Tensor) -> Result<Tensor> {
         let pad = (self.weight.dim(2)? - self.stride) / 2;
         // [B, C, S/4, S/4]
-        let x = image.conv2d(&self.weight, pad, self.stride, 1, 1)?;
-        let x = x.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?;
+        let dt = image.dtype();
+        let x = conv2d(image, &self.weight, pad, self.stride)?;
+        let x = x.broadcast_add(&self.bias.to_dtype(dt)?.reshape((1, (), 1, 1))?)?;
         // [B, (S/4)^2, C]
         let x = x.flatten_from(2)?.transpose(1, 2)?.contiguous()?;
         match &self.norm {
@@ -585,12 +619,12 @@ impl SwinBlock {
             &self.attn_bias
         };
         let nw_bias = attn_bias.dim(0)?;
-        let attn = q.matmul(&k.t()?)?;
-        let attn = attn
-            .reshape((batch, bw / batch / nw_bias, nw_bias, self.heads, n, n))?
-            .broadcast_add(attn_bias)?
-            .reshape((bw, self.heads, n, n))?;
-        let attn = ops::softmax_last_dim(&attn)?;
+        let attn =
+            q.matmul(&k.t()?)?
+                .reshape((batch, bw / batch / nw_bias, nw_bias, self.heads, n, n))?;
+        // softmax(scores + bias) in f32, back in the scores' dtype: [B*nW, heads, N, N]
+        let attn =
+            ops::attention_softmax(&attn, Some(attn_bias))?.reshape((bw, self.heads, n, n))?;
         // [B*nW, heads, N, hd] -> [B*nW, N, C]
         let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((bw, n, c))?;
         self.proj.forward(&out)
@@ -708,6 +742,12 @@ impl Dense16 {
     /// `[.., in]` -> `[.., out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
+            Dense16::Exact(l) if l.weight().dtype() != x.dtype() => {
+                // Mixed precision: the layer in the activations' dtype.
+                let dt = x.dtype();
+                let b = l.bias().map(|b| b.to_dtype(dt)).transpose()?;
+                Ok(Linear::new(l.weight().to_dtype(dt)?, b).forward(x)?)
+            }
             Dense16::Exact(l) => Ok(l.forward(x)?),
             Dense16::Half(p) => p.forward_nd(x),
         }

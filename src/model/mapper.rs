@@ -186,8 +186,8 @@ impl MapperAttention {
             .transpose(1, 2)?
             .contiguous()?;
         // [B, heads, N, N], softmax over keys
-        let attn = ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
-        // [B, heads, N, hd] -> [B, N, C]
+        let attn = ops::attention_softmax(&q.matmul(&k.t()?)?, None)?; // softmax in f32
+                                                                       // [B, heads, N, hd] -> [B, N, C]
         let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
         self.project.forward(&out)
     }
@@ -339,10 +339,11 @@ impl PrefixMapper {
         };
         let n_in = tokens.dim(1)?;
         // [B, n_in + P, C]
-        let queries =
-            self.prefix_const
-                .unsqueeze(0)?
-                .broadcast_as((b, self.prefix_length, width))?;
+        let queries = self
+            .prefix_const
+            .to_dtype(tokens.dtype())?
+            .unsqueeze(0)?
+            .broadcast_as((b, self.prefix_length, width))?;
         let x = Tensor::cat(&[&tokens, &queries.contiguous()?], 1)?;
         Ok(self
             .transformer

@@ -4,6 +4,7 @@ pub mod adiff;
 pub mod audio_encoder;
 pub mod checkpoint;
 pub mod config;
+pub mod device;
 pub mod gpt2;
 pub mod htsat;
 pub mod mapper;

@@ -14,6 +14,17 @@ use rayon::prelude::*;
 /// `ln(x)` over the last dimension, differentiable when `x` or the norm's weights are tracked
 /// (on the CPU in f32 one fused op with its own backward; elsewhere candle-nn's composition).
 pub fn layer_norm(ln: &LayerNorm, x: &Tensor) -> Result<Tensor> {
+    // Mixed precision: f32 (master) weights meet bf16/f16 activations in the activations' dtype.
+    if ln.weight().dtype() != x.dtype() {
+        let dt = x.dtype();
+        let bias = ln.bias().map(|b| b.to_dtype(dt)).transpose()?;
+        let weight = ln.weight().to_dtype(dt)?;
+        let ln = match bias {
+            Some(b) => LayerNorm::new(weight, b, ln.eps()),
+            None => LayerNorm::new_no_bias(weight, ln.eps()),
+        };
+        return layer_norm(&ln, x);
+    }
     let tracked = x.track_op() || ln.weight().track_op() || ln.bias().is_some_and(Tensor::track_op);
     match (tracked, ln.bias()) {
         (true, Some(bias))
@@ -227,13 +238,21 @@ pub fn linear_frozen(
 ) -> Result<Tensor> {
     let op = LinearOp {
         layout: WeightLayout::InOut,
-        w_out_in: Some(w_out_in.detach()),
+        // In the activations' dtype, as `linear_with` casts `w_in_out` (mixed precision).
+        w_out_in: Some(w_out_in.detach().to_dtype(x.dtype())?),
         relu: false,
     };
     linear_with(x, &w_in_out.detach(), b.map(Tensor::detach).as_ref(), op)
 }
 
 fn linear_with(x: &Tensor, w: &Tensor, b: Option<&Tensor>, op: LinearOp) -> Result<Tensor> {
+    // Mixed precision: the weights in the activations' dtype (a no-op when they match); the
+    // cast is differentiable, so f32 master weights get f32 gradients.
+    let (w, b) = (
+        &w.to_dtype(x.dtype())?,
+        b.map(|b| b.to_dtype(x.dtype())).transpose()?,
+    );
+    let b = b.as_ref();
     let layout = op.layout;
     let dims = x.dims().to_vec();
     let k = dims.last().copied().unwrap_or(0);
@@ -1060,6 +1079,20 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     } else {
         candle_nn::ops::softmax(x, D::Minus1)
     }
+}
+
+/// Attention weights: `softmax(scores + bias)` over the last dimension, computed in f32 whatever
+/// the scores' dtype (bf16 keeps f32's range but not its precision, f16 neither: a masked
+/// key's `f32::MIN` bias would be -inf in f16), returned in the scores' dtype. `bias` (f32 or
+/// the scores' dtype) broadcasts against `scores`.
+pub fn attention_softmax(scores: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let dt = scores.dtype();
+    let x = scores.to_dtype(DType::F32)?;
+    let x = match bias {
+        Some(b) => x.broadcast_add(&b.to_dtype(DType::F32)?)?,
+        None => x,
+    };
+    softmax_last_dim(&x)?.to_dtype(dt)
 }
 
 /// Softmax over the last dimension with a backward pass (`dx = y * (g - sum(g * y))`), reading

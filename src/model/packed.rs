@@ -107,8 +107,17 @@ pub(crate) enum Proj {
     Trainable { w_in_out: Tensor, b: Option<Tensor> },
 }
 
+/// The bias as a plain vector for the CPU's f32 kernels (None for a bf16/f16 model, whose
+/// products are candle's).
+fn f32_bias(b: Option<&Tensor>) -> Result<Option<Vec<f32>>> {
+    Ok(match b {
+        Some(b) if b.dtype() == DType::F32 => Some(b.to_vec1::<f32>()?),
+        _ => None,
+    })
+}
+
 impl Proj {
-    /// Builds from an `[out, in]` f32 weight.
+    /// Builds from an `[out, in]` weight (f32, or bf16/f16 for a GPU model held as it is).
     pub(crate) fn new(w_out_in: Tensor, b: Option<Tensor>, format: WeightFormat) -> Result<Self> {
         let (d_out, d_in) = w_out_in.dims2()?;
         let needs_blocks = matches!(format, WeightFormat::I8 | WeightFormat::Q8_0);
@@ -119,10 +128,7 @@ impl Proj {
             )));
         }
         let rows = || -> Result<Vec<f32>> { Ok(w_out_in.flatten_all()?.to_vec1::<f32>()?) };
-        let b_vec = match &b {
-            Some(b) => Some(b.to_vec1::<f32>()?),
-            None => None,
-        };
+        let b_vec = f32_bias(b.as_ref())?;
         Ok(match format {
             WeightFormat::F32 => Proj::F32 {
                 w: w_out_in.contiguous()?,
@@ -153,10 +159,7 @@ impl Proj {
 
     /// A frozen f32 `[in, out]` weight (GPT-2's Conv1D) held as it is: `y = x W + b`.
     pub(crate) fn f32_in_out(w_in_out: Tensor, b: Option<Tensor>) -> Result<Self> {
-        let b_vec = match &b {
-            Some(b) => Some(b.to_vec1::<f32>()?),
-            None => None,
-        };
+        let b_vec = f32_bias(b.as_ref())?;
         Ok(Proj::F32 {
             w: w_in_out.contiguous()?,
             layout: ops::WeightLayout::InOut,
@@ -344,9 +347,11 @@ impl Proj {
                         return Ok(y);
                     }
                 }
+                // Mixed precision: the weight in the activations' dtype (no-op when equal).
+                let w = w.to_dtype(x.dtype())?;
                 match layout {
                     ops::WeightLayout::OutIn => x.matmul(&w.t()?)?, // [M, in] x [in, out]
-                    ops::WeightLayout::InOut => x.matmul(w)?,
+                    ops::WeightLayout::InOut => x.matmul(&w)?,
                 }
             }
             // Few rows: dot products over the packed rows; many (a prefix): gemm over tiles of
@@ -359,7 +364,7 @@ impl Proj {
             Proj::Quant { w, .. } => w.forward(x)?,
         };
         Ok(match self.bias() {
-            Some(b) => y.broadcast_add(b)?,
+            Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
             None => y,
         })
     }
@@ -474,6 +479,9 @@ fn matvec_f32(
 ) -> Result<Option<Tensor>> {
     let (rows, cols) = w.dims2()?;
     let (m, _) = x.dims2()?;
+    if w.dtype() != DType::F32 || x.dtype() != DType::F32 {
+        return Ok(None); // bf16/f16 models take candle's matmul
+    }
     let (storage, l) = w.storage_and_layout();
     let data = match &*storage {
         candle_core::Storage::Cpu(cpu) => cpu.as_slice::<f32>()?,
@@ -503,6 +511,9 @@ pub(crate) fn attend_one(
     pad: &[usize],
 ) -> Result<Option<Tensor>> {
     let (b, h, cap, d) = k_cache.dims4()?;
+    if k_cache.dtype() != DType::F32 || q.dtype() != DType::F32 {
+        return Ok(None); // bf16/f16 models take candle's ops
+    }
     let (ks, kl) = k_cache.storage_and_layout();
     let (vs, vl) = v_cache.storage_and_layout();
     let (k, v) = match (&*ks, &*vs) {

@@ -70,6 +70,34 @@ pub struct TrainConfig {
     /// [`crate::train::average`]). 0 (the default): no averaging.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub weight_average_decay: f64,
+    /// `"bf16"`: mixed precision, forward and backward in bf16 over f32 master weights, with
+    /// f32 gradients, clipping and AdamW state (checkpoints and resume as in f32). The log-mel
+    /// front end, softmax and the loss stay f32. `"f32"` (the default): f32 throughout.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
+}
+
+/// The arithmetic of a training step (see [`TrainConfig::precision`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+
+    /// The activations' dtype.
+    pub fn compute_dtype(self) -> candle_core::DType {
+        match self {
+            Precision::F32 => candle_core::DType::F32,
+            Precision::Bf16 => candle_core::DType::BF16,
+        }
+    }
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -125,6 +153,17 @@ impl TrainConfig {
             return Err("max_answer_tokens must be positive".into());
         }
         self.optimizer.validate().map_err(|e| e.to_string())
+    }
+
+    /// Refuses `precision: "bf16"` where mixed precision is not yet supported (`stage` names it).
+    pub fn refuse_mixed_precision(&self, stage: &str) -> Result<()> {
+        if self.precision != Precision::F32 {
+            return Err(AdiffError::Config(format!(
+                "{stage}: precision \"bf16\" is not yet supported there (stages 2 and 3 have \
+                 it); use \"f32\""
+            )));
+        }
+        Ok(())
     }
 
     /// Refuses `embedding_tagging_weight` in a stage that does not tag (`stage` names it).

@@ -57,7 +57,8 @@ use crate::text::tokenizer::Gpt2Tokenizer;
 pub struct ServeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Weight format on the CPU (as `explain --dtype`).
+    /// Precision, as `explain --dtype` (default: bf16 on a GPU that has it, else as the file
+    /// holds them).
     #[arg(long, value_enum)]
     pub dtype: Option<Dtype>,
     /// GPT-2 tokenizer.json to use instead of the bundled one.
