@@ -9,4 +9,5 @@ pub mod gpt2;
 pub mod htsat;
 pub mod mapper;
 pub mod ops;
+pub mod ops_gpu;
 pub mod packed;

@@ -6,13 +6,13 @@
 //! differentiable ops; otherwise (inference) the fused kernels.
 
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
 };
 use candle_nn::{LayerNorm, Module};
 use rayon::prelude::*;
 
 /// `ln(x)` over the last dimension, differentiable when `x` or the norm's weights are tracked
-/// (on the CPU in f32 one fused op with its own backward; elsewhere candle-nn's composition).
+/// (on the CPU in f32 one fused op with its own backward; elsewhere `ops_gpu`'s).
 pub fn layer_norm(ln: &LayerNorm, x: &Tensor) -> Result<Tensor> {
     // Mixed precision: f32 (master) weights meet bf16/f16 activations in the activations' dtype.
     if ln.weight().dtype() != x.dtype() {
@@ -38,9 +38,8 @@ pub fn layer_norm(ln: &LayerNorm, x: &Tensor) -> Result<Tensor> {
                 FusedLayerNorm { eps: ln.eps() },
             )
         }
-        (true, Some(bias)) => {
-            candle_nn::ops::layer_norm_slow(x, ln.weight(), bias, ln.eps() as f32)
-        }
+        // GPUs (and bf16/f16 on the CPU): one kernel forward, a short composition backward.
+        (true, Some(bias)) => crate::model::ops_gpu::layer_norm(x, ln.weight(), bias, ln.eps()),
         _ => ln.forward(x),
     }
 }
@@ -1070,14 +1069,14 @@ impl CustomOp2 for FusedAttention {
 }
 
 /// Softmax over the last dimension, differentiable when `x` is tracked (on the CPU in f32 one
-/// fused op with its own backward; elsewhere candle-nn's composition).
+/// fused op with its own backward; elsewhere `ops_gpu`'s).
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if !x.track_op() {
         candle_nn::ops::softmax_last_dim(x)
     } else if x.device().is_cpu() && x.dtype() == DType::F32 {
         x.contiguous()?.apply_op1(FusedSoftmax)
     } else {
-        candle_nn::ops::softmax(x, D::Minus1)
+        crate::model::ops_gpu::softmax_last_dim(x)
     }
 }
 

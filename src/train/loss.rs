@@ -4,7 +4,7 @@
 //! each writing (and, backward, reading) a fresh `[N, V]` tensor: for a batch of 16 answers
 //! that is ~50 MB per op, and those passes dominated a training step. The fused op reads the
 //! logits once forward (log-sum-exp per row) and writes the gradient once backward
-//! (`(softmax - one_hot) / N`). Other devices use candle-nn's composition.
+//! (`(softmax - one_hot) / N`). GPUs use `model::ops_gpu::cross_entropy`.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -22,7 +22,11 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         )));
     }
     if !logits.device().is_cpu() || logits.dtype() != DType::F32 {
-        return Ok(candle_nn::loss::cross_entropy(logits, targets)?);
+        // GPUs: the value from a few kernels, the gradient from one softmax and one scatter.
+        return Ok(crate::model::ops_gpu::cross_entropy(
+            &logits.to_dtype(DType::F32)?,
+            targets,
+        )?);
     }
     let targets = targets.to_dtype(DType::U32)?.to_vec1::<u32>()?;
     if let Some(t) = targets.iter().find(|&&t| t as usize >= v) {
