@@ -1145,7 +1145,7 @@ impl CustomOp1 for FusedSoftmax {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, Var};
+    use candle_core::{DType, Device, Var, D};
 
     /// The fused GELU against `gelu_new` computed in f64 with the exact tanh (an independent
     /// implementation): values within 1e-6 (relative above 1), gradients within 2e-6 of a
