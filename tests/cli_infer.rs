@@ -223,3 +223,37 @@ fn sampled_infer_does_not_depend_on_batching_skips_or_resume() {
     assert_eq!(resumed, one, "a resumed run differs");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `--batch-size auto` is 8 on the CPU (said on stderr) and predicts what a fixed batch size
+/// predicts; a batch size of 0 or a word is one error line.
+#[test]
+fn batch_size_auto_on_the_cpu() {
+    let dir = std::env::temp_dir().join(format!("adiff-test-{}-infer-auto", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = fixture("adiff/pairs.csv");
+    let audio = fixture("htsat");
+    let fixed = dir.join("fixed.csv");
+    assert!(infer(&data, &audio, &fixed).status.success());
+    let auto = dir.join("auto.csv");
+    let o = infer_with(
+        &data,
+        &audio,
+        &auto,
+        &["--max-tokens", "30", "--batch-size", "auto"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("--batch-size auto: 8 on the CPU"), "{err}");
+    assert_eq!(read_predictions(&fixed), read_predictions(&auto));
+    for bad in ["0", "many"] {
+        let o = infer_with(&data, &audio, &dir.join("bad.csv"), &["--batch-size", bad]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}"); // clap's usage error
+        assert!(
+            err.contains("a positive number of pairs, or 'auto'"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -61,9 +61,11 @@ pub struct InferArgs {
     pub dtype: Option<super::Dtype>,
     #[command(flatten)]
     pub decoding: DecodingArgs,
-    /// Pairs decoded together.
-    #[arg(long, default_value_t = 8)]
-    pub batch_size: usize,
+    /// Pairs decoded together: a number, or `auto` for the largest batch that fits the GPU's
+    /// free memory with a margin (a tenth of it, at least 512 MiB; an estimate from the config,
+    /// printed on stderr). On the CPU `auto` is 8.
+    #[arg(long, default_value = "8", value_parser = parse_batch_size)]
+    pub batch_size: BatchSize,
     /// Prompt every row with this tier's default prompt (1 = a few words, 2 = one sentence,
     /// 3 = a detailed paragraph) instead of its `input` column.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3), conflicts_with = "prompt")]
@@ -81,7 +83,6 @@ pub struct InferArgs {
 }
 
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
     // The output is appended to (that is how a run resumes), but never onto an input.
     let mut inputs = vec![args.data.as_path()];
     inputs.extend(args.model.checkpoint.iter().map(PathBuf::as_path));
@@ -178,7 +179,13 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     // Embedding of each audio path seen in this run, or why it could not be had.
     let mut cache: HashMap<String, Result<Tensor, String>> = HashMap::new();
     let (mut written, mut skipped) = (0usize, 0usize);
-    for batch in todo.chunks(args.batch_size) {
+    let batch_size = match args.batch_size {
+        BatchSize::Fixed(n) => n,
+        BatchSize::Auto => {
+            auto_batch_size(&model, &device, &opts, embed_cache.is_some(), todo.len())?
+        }
+    };
+    for batch in todo.chunks(batch_size) {
         // Encode the audios of this batch not seen before, in one HTSAT pass.
         let mut new_paths: Vec<&str> = Vec::new();
         for r in batch {
@@ -391,6 +398,56 @@ fn read_pairs(path: &Path, fixed: Option<&str>) -> anyhow::Result<(Vec<String>, 
         .collect();
     anyhow::ensure!(!pairs.is_empty(), "{}: no rows", path.display());
     Ok((header, pairs))
+}
+
+/// `--batch-size`: a number of pairs, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    Fixed(usize),
+    Auto,
+}
+
+/// The batch size the CPU takes for `--batch-size auto` (its default).
+const CPU_AUTO_BATCH: usize = 8;
+
+fn parse_batch_size(s: &str) -> Result<BatchSize, String> {
+    match s {
+        "auto" => Ok(BatchSize::Auto),
+        n => match n.parse::<usize>() {
+            Ok(0) | Err(_) => Err(format!("'{n}': a positive number of pairs, or 'auto'")),
+            Ok(n) => Ok(BatchSize::Fixed(n)),
+        },
+    }
+}
+
+/// `--batch-size auto`: on a GPU the largest batch whose estimated memory fits the free memory
+/// (see `model::device::pair_bytes`), at most the rows to do; 8 on the CPU. Says what it chose.
+fn auto_batch_size(
+    model: &crate::model::adiff::Adiff,
+    device: &candle_core::Device,
+    opts: &crate::generate::GenerateOptions,
+    cached: bool,
+    rows: usize,
+) -> anyhow::Result<usize> {
+    use crate::model::device;
+    let Some((free, total)) = device::cuda_memory(device)? else {
+        eprintln!("--batch-size auto: {CPU_AUTO_BATCH} on the CPU");
+        return Ok(CPU_AUTO_BATCH);
+    };
+    let per_pair = device::pair_bytes(
+        model.config(),
+        model.compute_dtype().size_in_bytes(),
+        opts.max_new_tokens,
+        !cached,
+    );
+    let n = device::auto_batch(free, total, per_pair, rows);
+    eprintln!(
+        "--batch-size auto: {n} ({:.1} of {:.1} GiB free, about {:.0} MiB a pair)",
+        free as f64 / (1u64 << 30) as f64,
+        total as f64 / (1u64 << 30) as f64,
+        per_pair as f64 / (1u64 << 20) as f64
+    );
+    Ok(n)
 }
 
 /// What the predictions of a run depend on, kept in OUTPUT.settings.json: the model (a
