@@ -219,7 +219,7 @@ class Adiff(nn.Module):
         r["text_embeds"] = wte(prompt_ids)  # [B, T, C]
         r["text_prefix"] = dec.text_project(r["text_embeds"]).contiguous().view(-1, p, c)  # [B, P, C]
         b = prompt_ids.shape[0]
-        sep = wte(torch.tensor([sep_id])).unsqueeze(0).repeat(b, 1, 1)  # [B, 1, C]
+        sep = wte(torch.tensor([sep_id], device=prompt_ids.device)).unsqueeze(0).repeat(b, 1, 1)  # [B, 1, C]
         r["prefix_concat"] = torch.cat((r["audio_prefix1"], sep, r["audio_prefix2"], r["text_prefix"]), dim=1)
         r["prefix"] = dec.cross_project(r["prefix_concat"])  # [B, 3P+1, C] = GPT-2 inputs_embeds
         return r

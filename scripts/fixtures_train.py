@@ -66,7 +66,7 @@ def joint_prefix(model, emb1, emb2, prompt_ids):
     wte = dec.gpt.transformer.wte
     t = dec.text_project(wte(prompt_ids)).contiguous().view(-1, p, c)
     b = prompt_ids.shape[0]
-    sep = wte(torch.tensor([cfg["text"]["separator_token_id"]])).unsqueeze(0).repeat(b, 1, 1)
+    sep = wte(torch.tensor([cfg["text"]["separator_token_id"]], device=prompt_ids.device)).unsqueeze(0).repeat(b, 1, 1)
     return torch.cat((a1, sep, a2, t), dim=1)
 
 
