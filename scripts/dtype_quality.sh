@@ -4,7 +4,8 @@
 # each --dtype; prints `eval --synthetic`'s accuracy per attribute for each, and how many
 # explanations are identical to f32's. tests/demo_model.rs asserts the same comparison.
 #   scripts/dtype_quality.sh [OUT_DIR]
-# Env: COUNT (200) held-out pairs.
+# Env: COUNT (200) held-out pairs; DTYPES ("f32 f16 i8"; f32 first: the others are compared with it,
+# bf16 runs on the CPU through candle's generic kernels, slowly).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-$(mktemp -d)}
@@ -12,7 +13,7 @@ cargo build --release -q
 bin=./target/release/adiff
 "$bin" build-dataset synthetic --count "${COUNT:-200}" --seed 2 --split test -o "$out" > /dev/null 2>&1
 preds=()
-for dtype in f32 f16 i8; do
+for dtype in ${DTYPES:-f32 f16 i8}; do
     for tier in fewwords sentence; do
         p="$out/preds_${tier}_${dtype}.csv"
         rm -f "$p" "$p.settings.json"

@@ -529,6 +529,31 @@ fn a_request_past_the_time_limit_gets_408() {
     assert_eq!(server.health()["status"], "ok");
 }
 
+/// Regression (a flaky "Broken pipe" in the test above): a client whose body arrives after the
+/// time limit reads the 408, because the server reads the body before answering; before, it
+/// answered at the limit and closed, and the late body met a reset connection.
+#[test]
+fn a_body_sent_after_the_time_limit_still_gets_the_408() {
+    use std::io::{Read, Write};
+    let (a, b) = (fixture("htsat/clip_a.wav"), fixture("htsat/clip_b.wav"));
+    let server = Server::start(&["--timeout", "0.05"], &[]);
+    let (body, ct) = multipart(&[("audio1", &a), ("audio2", &b)], &[]);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    let head = format!(
+        "POST /v1/explain HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300)); // well past the 50 ms limit
+    s.write_all(&body).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("--timeout"), "{answer}");
+    assert_eq!(server.health()["status"], "ok");
+}
+
 #[test]
 fn sigterm_stops_the_server_cleanly() {
     let mut server = Server::start(&[], &[]);

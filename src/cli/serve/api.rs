@@ -130,19 +130,31 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
         Ok(()) => match admit(&s, &req) {
             Err(e) => e.into_response(),
             Ok(permit) => {
-                let r = tokio::time::timeout(s.timeout, next.run(req)).await;
-                drop(permit);
-                match r {
-                    Ok(r) => r,
-                    Err(_) => ApiError::new(
+                let deadline = tokio::time::Instant::now() + s.timeout;
+                let timed_out = || {
+                    ApiError::new(
                         StatusCode::REQUEST_TIMEOUT,
                         format!(
                             "no answer within {:.3} s (the server's --timeout)",
                             s.timeout.as_secs_f64()
                         ),
                     )
-                    .into_response(),
-                }
+                    .into_response()
+                };
+                // The body is read here, so that a request past the limit is answered only
+                // once its body is in (a client still writing would see a reset otherwise).
+                let response = match buffer_body(&s, req, deadline).await {
+                    Buffered::Whole(req) => {
+                        match tokio::time::timeout_at(deadline, next.run(req)).await {
+                            Ok(r) => r,
+                            Err(_) => timed_out(),
+                        }
+                    }
+                    Buffered::TimedOut => timed_out(),
+                    Buffered::Failed(e) => e.into_response(),
+                };
+                drop(permit);
+                response
             }
         },
     };
@@ -152,6 +164,53 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
         started.elapsed().as_secs_f64()
     );
     response
+}
+
+/// A request whose body [`buffer_body`] read, or why it could not.
+enum Buffered {
+    Whole(Request),
+    /// The deadline passed while the body was coming in (the rest was read and dropped).
+    TimedOut,
+    Failed(ApiError),
+}
+
+/// How long a request past its deadline may go on sending its body before the 408 goes out
+/// anyway (reading it lets the client read the answer instead of a reset connection).
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the whole body (at most `max_body` bytes) before `deadline`, and hands the request on
+/// with it. Past the deadline, the rest is read and dropped, for at most [`DRAIN_GRACE`].
+async fn buffer_body(s: &Shared, req: Request, deadline: tokio::time::Instant) -> Buffered {
+    use http_body_util::BodyExt;
+    let (parts, mut body) = req.into_parts();
+    let mut data = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => {
+                if let Ok(chunk) = frame.into_data() {
+                    if data.len() + chunk.len() > s.max_body {
+                        return Buffered::Failed(too_large(s, None));
+                    }
+                    data.extend_from_slice(&chunk);
+                }
+            }
+            Ok(Some(Err(e))) => {
+                return Buffered::Failed(ApiError::bad(format!("could not read the body: {e}")))
+            }
+            Err(_) => {
+                let (mut drained, grace) = (data.len(), tokio::time::Instant::now() + DRAIN_GRACE);
+                while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(grace, body.frame()).await {
+                    drained += frame.data_ref().map_or(0, |c| c.len());
+                    if drained > s.max_body {
+                        break;
+                    }
+                }
+                return Buffered::TimedOut;
+            }
+        }
+    }
+    Buffered::Whole(Request::from_parts(parts, axum::body::Body::from(data)))
 }
 
 /// A place among the requests in progress for a request that will use the model (/health and
