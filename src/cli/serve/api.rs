@@ -145,7 +145,7 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
                 // once its body is in (a client still writing would see a reset otherwise).
                 let response = match buffer_body(&s, req, deadline).await {
                     Buffered::Whole(req) => {
-                        match tokio::time::timeout_at(deadline, next.run(req)).await {
+                        match tokio::time::timeout_at(deadline, next.run(*req)).await {
                             Ok(r) => r,
                             Err(_) => timed_out(),
                         }
@@ -168,7 +168,7 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
 
 /// A request whose body [`buffer_body`] read, or why it could not.
 enum Buffered {
-    Whole(Request),
+    Whole(Box<Request>),
     /// The deadline passed while the body was coming in (the rest was read and dropped).
     TimedOut,
     Failed(ApiError),
@@ -210,7 +210,10 @@ async fn buffer_body(s: &Shared, req: Request, deadline: tokio::time::Instant) -
             }
         }
     }
-    Buffered::Whole(Request::from_parts(parts, axum::body::Body::from(data)))
+    Buffered::Whole(Box::new(Request::from_parts(
+        parts,
+        axum::body::Body::from(data),
+    )))
 }
 
 /// A place among the requests in progress for a request that will use the model (/health and
