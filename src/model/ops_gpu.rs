@@ -129,7 +129,7 @@ impl CustomOp3 for LayerNorm {
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::cuda_backend::cudarc::driver::{
-            CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg,
+            CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
         };
         use candle_core::cuda_backend::{kernel_name, kernels, Map3, WrapErr};
         use candle_core::{CudaDevice, WithDType};
@@ -150,10 +150,12 @@ impl CustomOp3 for LayerNorm {
                 lb: &Layout,
                 dev: &CudaDevice,
             ) -> Result<CudaSlice<T>> {
-                let part = |s: &CudaSlice<T>, l: &Layout| match l.contiguous_offsets() {
-                    Some((a, b)) => Ok(s.slice(a..b)),
-                    None => candle_core::bail!("gpu layer norm: contiguous inputs only"),
-                };
+                fn part<'a, T>(s: &'a CudaSlice<T>, l: &Layout) -> Result<CudaView<'a, T>> {
+                    match l.contiguous_offsets() {
+                        Some((a, b)) => Ok(s.slice(a..b)),
+                        None => candle_core::bail!("gpu layer norm: contiguous inputs only"),
+                    }
+                }
                 let (src, alpha, beta) = (part(src, l)?, part(alpha, la)?, part(beta, lb)?);
                 let (n_rows, n_cols) = rows(l)?;
                 let block = if n_cols < 1024 { 32 } else { 1024 };
