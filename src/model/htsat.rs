@@ -330,7 +330,7 @@ impl Htsat {
             .contiguous()?
             .reshape((b, c, g / fr, fr * g))?;
         // [B, C], f32 whatever the compute dtype (as the logits below)
-        let embedding = x.flatten_from(2)?.mean(D::Minus1)?.to_dtype(DType::F32)?;
+        let embedding = x.flatten_from(2)?.to_dtype(DType::F32)?.mean(D::Minus1)?;
         // tscam_conv: kernel (g/fr, 3), padding (0, 1) -> [B, classes, 1, 32] -> [B, classes, 32]
         let pad = TSCAM_KERNEL_TIME / 2;
         let dt = x.dtype();

@@ -6,7 +6,7 @@
 //! `caption_decoder.cross_project.*`. Shapes in comments use the base config: E = 1024 projection
 //! width, C = 768 GPT-2 width, P = 40 prefix tokens.
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
 use candle_nn::{layer_norm, LayerNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -77,7 +77,13 @@ impl Projection {
         let h1 = self.linear1.forward(x)?;
         let h2 = self.linear2.forward(&h1.gelu_erf()?)?;
         let y = ops::layer_norm(&self.layer_norm, &(h1 + h2)?)?;
-        let norm = y.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+        // The norm's sum of E squares in f32 whatever y's dtype (a bf16 sum drifts).
+        let norm = y
+            .to_dtype(DType::F32)?
+            .sqr()?
+            .sum_keepdim(D::Minus1)?
+            .sqrt()?
+            .to_dtype(y.dtype())?;
         Ok(y.broadcast_div(&norm)?)
     }
 }
