@@ -475,7 +475,15 @@ pub fn parse_device(spec: &str) -> anyhow::Result<Device> {
             if !candle_core::utils::cuda_is_available() {
                 anyhow::bail!("device '{s}': this adiff was built without CUDA (rebuild with --features cuda)");
             }
-            Device::new_cuda(ordinal).with_context(|| format!("cannot open {s}"))
+            Device::new_cuda(ordinal).map_err(|e| {
+                let e = e.to_string();
+                let e = e.lines().next().unwrap_or_default();
+                if e.contains("CUDA_ERROR_NO_DEVICE") {
+                    anyhow::anyhow!("cannot open {s}: no CUDA device is visible (CUDA_ERROR_NO_DEVICE); use --device cpu")
+                } else {
+                    anyhow::anyhow!("cannot open {s}: {e}")
+                }
+            })
         }
         other => anyhow::bail!("unknown device '{other}' (use cpu, cuda or cuda:N)"),
     }
