@@ -313,7 +313,7 @@ pub fn run_stage(
     // Mixed precision: bf16 activations over the f32 master weights the optimizer updates.
     model
         .model
-        .set_compute_dtype(tcfg.precision.compute_dtype());
+        .set_compute_dtype(tcfg.precision.compute_dtype())?;
     let tokenizer = Gpt2Tokenizer::bundled(&cfg.text)?;
     tokenizer.check_fits(model.model.config().gpt2.vocab_size)?;
     let prompts = match &args.prompts {

@@ -198,9 +198,12 @@ impl Adiff {
     /// Runs HTSAT's stages, the mappers and GPT-2 in `dtype` whatever the weights' dtype (each
     /// weight is cast where it is used): bf16 over f32 master weights is mixed-precision
     /// training. The log-mel front end, softmax, the loss and the logits stay f32.
-    pub fn set_compute_dtype(&mut self, dtype: DType) {
+    pub fn set_compute_dtype(&mut self, dtype: DType) -> Result<()> {
         self.audio.htsat.set_compute_dtype(dtype);
-        self.gpt.set_compute_dtype(dtype);
+        // Frozen projections of HTSAT, the mappers and the cross-projection, cast once (GPT-2's
+        // are cast by its own setter, with its tables).
+        self.visit_before_gpt(&mut |_, p| p.cast_frozen(dtype))?;
+        self.gpt.set_compute_dtype(dtype)
     }
 
     /// HTSAT embeddings `[B, 768]` of both audios and prompt ids `[B, L]` -> prefix parts.

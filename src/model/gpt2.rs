@@ -424,10 +424,22 @@ impl Gpt2 {
         self.compute
     }
 
-    /// Runs the activations in `dtype` whatever the weights' (each weight is cast where it is
-    /// used): bf16 over f32 master weights for mixed-precision training.
-    pub fn set_compute_dtype(&mut self, dtype: DType) {
+    /// Runs the activations in `dtype` whatever the weights' (a trainable weight is cast where
+    /// it is used): bf16 over f32 master weights for mixed-precision training. Frozen weights
+    /// (the projections, the tables) are held in `dtype` from now on, cast once.
+    pub fn set_compute_dtype(&mut self, dtype: DType) -> Result<()> {
         self.compute = dtype;
+        self.visit(&mut |_, p| p.cast_frozen(dtype))?;
+        let cast = |t: &Tensor| -> Result<Tensor> {
+            Ok(if t.track_op() {
+                t.clone()
+            } else {
+                t.to_dtype(dtype)?
+            })
+        };
+        self.wte = self.wte.as_ref().map(cast).transpose()?;
+        self.wpe = cast(&self.wpe)?;
+        Ok(())
     }
 
     /// Re-packs the matmul weights into `format` (from the f32 originals when converting twice

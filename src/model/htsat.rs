@@ -755,6 +755,17 @@ impl Dense16 {
 }
 
 impl Repack for Dense16 {
+    fn cast_frozen(&mut self, dtype: DType) -> Result<()> {
+        if let Dense16::Exact(l) = self {
+            let frozen = !l.weight().track_op() && !l.bias().is_some_and(Tensor::track_op);
+            if frozen && l.weight().dtype() != dtype {
+                let b = l.bias().map(|b| b.to_dtype(dtype)).transpose()?;
+                *l = Linear::new(l.weight().to_dtype(dtype)?, b);
+            }
+        }
+        Ok(())
+    }
+
     fn repack(&mut self, format: WeightFormat) -> Result<()> {
         match (&*self, format) {
             (Dense16::Exact(l), WeightFormat::F16 | WeightFormat::I8) => {

@@ -68,6 +68,12 @@ pub trait Repack {
     /// The stored tensors of the packed weight under `name` (see the header); none for f32,
     /// whose weight stays the checkpoint's own `<name>.weight`.
     fn stored(&self, name: &str) -> Result<Vec<(String, Tensor)>>;
+    /// Holds a frozen f32 weight in `dtype` from now on (mixed-precision training: the cast is
+    /// done once instead of at every use); trainable and packed weights are left as they are.
+    fn cast_frozen(&mut self, dtype: DType) -> Result<()> {
+        let _ = dtype;
+        Ok(())
+    }
 }
 
 /// Calls `f` with each re-packable projection and its full checkpoint name (no `.weight`).
@@ -371,6 +377,22 @@ impl Proj {
 }
 
 impl Repack for Proj {
+    fn cast_frozen(&mut self, dtype: DType) -> Result<()> {
+        if let Proj::F32 {
+            w, b, b_vec, other, ..
+        } = self
+        {
+            let frozen = !w.track_op() && !b.as_ref().is_some_and(Tensor::track_op);
+            if frozen && w.dtype() != dtype {
+                *w = w.to_dtype(dtype)?;
+                *b = b.as_ref().map(|b| b.to_dtype(dtype)).transpose()?;
+                *b_vec = None; // the CPU's f32 kernels no longer apply
+                *other = std::sync::OnceLock::new();
+            }
+        }
+        Ok(())
+    }
+
     fn repack(&mut self, format: WeightFormat) -> Result<()> {
         if self.format() != format {
             let b = self.bias().cloned();
@@ -447,6 +469,17 @@ impl Dense {
 }
 
 impl Repack for Dense {
+    fn cast_frozen(&mut self, dtype: DType) -> Result<()> {
+        if let Dense::Exact(l) = self {
+            let frozen = !l.weight().track_op() && !l.bias().is_some_and(Tensor::track_op);
+            if frozen && l.weight().dtype() != dtype {
+                let b = l.bias().map(|b| b.to_dtype(dtype)).transpose()?;
+                *l = ops::Linear::new(l.weight().to_dtype(dtype)?, b);
+            }
+        }
+        Ok(())
+    }
+
     fn repack(&mut self, format: WeightFormat) -> Result<()> {
         match self {
             Dense::Exact(l) if format != WeightFormat::F32 => {
