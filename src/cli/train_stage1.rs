@@ -121,7 +121,6 @@ fn encoder_task(
     ckpt: Checkpoint,
     device: candle_core::Device,
 ) -> anyhow::Result<TaggingTask> {
-    tcfg.refuse_mixed_precision("train-stage1")?;
     anyhow::ensure!(
         !args.labels.is_empty(),
         "--part encoder needs --labels (truth.jsonl or file,labels CSV)"
@@ -200,6 +199,11 @@ fn encoder_task(
     } else {
         None
     };
+    // Mixed precision: HTSAT's stages in bf16 over its f32 trainable tensors (frozen ones held
+    // in bf16); the front end, bn0, the logits and the loss stay f32.
+    let dt = tcfg.precision.compute_dtype();
+    model.encoder.htsat.set_compute_dtype(dt);
+    model.encoder.visit(&mut |_, p| p.cast_frozen(dt))?;
     Ok(TaggingTask::new(
         model, ckpt, labels, train, val, device, tagger,
     ))
@@ -213,7 +217,6 @@ fn decoder_task(
     device: candle_core::Device,
 ) -> anyhow::Result<LanguageModelTask> {
     tcfg.refuse_embedding_tagger("train-stage1 --part decoder")?;
-    tcfg.refuse_mixed_precision("train-stage1")?;
     let mut lines = read_text_lines(&args.text)?;
     lines.extend(read_csv_answers(&args.text_from_csv)?);
     anyhow::ensure!(
@@ -224,7 +227,10 @@ fn decoder_task(
     val.extend(read_csv_answers(&args.val_text_from_csv)?);
     let (train, val) = hold_out(lines, val, tcfg);
     let init_seed = args.run.init_missing.then_some(tcfg.seed);
-    let model = TrainableGpt2::build(&ckpt, cfg, &tcfg.trainable, init_seed, &device)?;
+    let mut model = TrainableGpt2::build(&ckpt, cfg, &tcfg.trainable, init_seed, &device)?;
+    model
+        .gpt
+        .set_compute_dtype(tcfg.precision.compute_dtype())?; // bf16 mixed precision
     let tokenizer = Gpt2Tokenizer::bundled(&cfg.text)?;
     let max = tcfg.max_answer_tokens.min(cfg.gpt2.n_positions);
     Ok(LanguageModelTask {
@@ -247,7 +253,6 @@ fn caption_prefix_task(
     device: candle_core::Device,
 ) -> anyhow::Result<CaptionPrefixTask> {
     tcfg.refuse_embedding_tagger("train-stage1 --part decoder")?;
-    tcfg.refuse_mixed_precision("train-stage1")?;
     anyhow::ensure!(
         args.text.is_empty() && args.val_text.is_empty() && !args.text_from_csv.is_empty(),
         "--caption-prefix reads captions, prompts and answers from --text-from-csv (and \
@@ -261,7 +266,10 @@ fn caption_prefix_task(
     };
     let (train, val) = hold_out(train, val, tcfg);
     let init_seed = args.run.init_missing.then_some(tcfg.seed);
-    let model = TrainableGpt2::build(&ckpt, cfg, &tcfg.trainable, init_seed, &device)?;
+    let mut model = TrainableGpt2::build(&ckpt, cfg, &tcfg.trainable, init_seed, &device)?;
+    model
+        .gpt
+        .set_compute_dtype(tcfg.precision.compute_dtype())?; // bf16 mixed precision
     Ok(CaptionPrefixTask {
         model,
         init: ckpt,

@@ -71,8 +71,9 @@ pub struct TrainConfig {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub weight_average_decay: f64,
     /// `"bf16"`: mixed precision, forward and backward in bf16 over f32 master weights, with
-    /// f32 gradients, clipping and AdamW state (checkpoints and resume as in f32). The log-mel
-    /// front end, softmax and the loss stay f32. `"f32"` (the default): f32 throughout.
+    /// f32 gradients, clipping and AdamW state (checkpoints and resume as in f32), in every
+    /// stage. The log-mel front end, softmax and the loss stay f32. `"f32"` (the default): f32
+    /// throughout.
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
 }
@@ -153,17 +154,6 @@ impl TrainConfig {
             return Err("max_answer_tokens must be positive".into());
         }
         self.optimizer.validate().map_err(|e| e.to_string())
-    }
-
-    /// Refuses `precision: "bf16"` where mixed precision is not yet supported (`stage` names it).
-    pub fn refuse_mixed_precision(&self, stage: &str) -> Result<()> {
-        if self.precision != Precision::F32 {
-            return Err(AdiffError::Config(format!(
-                "{stage}: precision \"bf16\" is not yet supported there (stages 2 and 3 have \
-                 it); use \"f32\""
-            )));
-        }
-        Ok(())
     }
 
     /// Refuses `embedding_tagging_weight` in a stage that does not tag (`stage` names it).
