@@ -762,8 +762,8 @@ impl Gpt2 {
     /// hidden [B, T, C] -> logits [B, T, V].
     fn head(&self, hidden: &Tensor) -> Result<Tensor> {
         let (b, t, c) = hidden.dims3()?;
-        let logits = self.lm_head.forward(&hidden.reshape((b * t, c))?)?; // [B*T, V]
-                                                                          // f32 for sampling and the loss, whatever the activations' dtype.
+        // [B*T, V], then f32 for sampling and the loss whatever the activations' dtype
+        let logits = self.lm_head.forward(&hidden.reshape((b * t, c))?)?;
         Ok(logits
             .to_dtype(DType::F32)?
             .reshape((b, t, self.cfg.vocab_size))?)

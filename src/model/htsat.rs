@@ -371,9 +371,10 @@ const BICUBIC_A: f64 = -0.75;
 /// source coordinate `i * (in-1)/(out-1)`, four taps clamped to the borders.
 pub fn bicubic_resize_matrix(n_in: usize, n_out: usize) -> Vec<f32> {
     let cubic1 = |x: f64| ((BICUBIC_A + 2.0) * x - (BICUBIC_A + 3.0)) * x * x + 1.0; // |x| <= 1
+                                                                                     // 1 < |x| < 2
     let cubic2 =
-        |x: f64| ((BICUBIC_A * x - 5.0 * BICUBIC_A) * x + 8.0 * BICUBIC_A) * x - 4.0 * BICUBIC_A; // 1 < |x| < 2
-                                                                                                  // PyTorch computes the source coordinate in f32; doing the same keeps the taps identical.
+        |x: f64| ((BICUBIC_A * x - 5.0 * BICUBIC_A) * x + 8.0 * BICUBIC_A) * x - 4.0 * BICUBIC_A;
+    // PyTorch computes the source coordinate in f32; doing the same keeps the taps identical.
     let scale = if n_out > 1 {
         (n_in as f32 - 1.0) / (n_out as f32 - 1.0)
     } else {

@@ -191,9 +191,9 @@ impl MapperAttention {
             .squeeze(2)?
             .transpose(1, 2)?
             .contiguous()?;
-        // [B, heads, N, N], softmax over keys
-        let attn = ops::attention_softmax(&q.matmul(&k.t()?)?, None)?; // softmax in f32
-                                                                       // [B, heads, N, hd] -> [B, N, C]
+        // [B, heads, N, N], softmax over keys (in f32)
+        let attn = ops::attention_softmax(&q.matmul(&k.t()?)?, None)?;
+        // [B, heads, N, hd] -> [B, N, C]
         let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
         self.project.forward(&out)
     }
