@@ -370,8 +370,8 @@ const BICUBIC_A: f64 = -0.75;
 /// `[out, in]` matrix of PyTorch's 1-D bicubic interpolation with `align_corners=True`:
 /// source coordinate `i * (in-1)/(out-1)`, four taps clamped to the borders.
 pub fn bicubic_resize_matrix(n_in: usize, n_out: usize) -> Vec<f32> {
-    let cubic1 = |x: f64| ((BICUBIC_A + 2.0) * x - (BICUBIC_A + 3.0)) * x * x + 1.0; // |x| <= 1
-                                                                                     // 1 < |x| < 2
+    // The cubic convolution kernel for |x| <= 1 and for 1 < |x| < 2.
+    let cubic1 = |x: f64| ((BICUBIC_A + 2.0) * x - (BICUBIC_A + 3.0)) * x * x + 1.0;
     let cubic2 =
         |x: f64| ((BICUBIC_A * x - 5.0 * BICUBIC_A) * x + 8.0 * BICUBIC_A) * x - 4.0 * BICUBIC_A;
     // PyTorch computes the source coordinate in f32; doing the same keeps the taps identical.
