@@ -14,6 +14,7 @@ use adiff::generate::{generate, GenerateOptions};
 use adiff::model::adiff::Adiff;
 use adiff::model::checkpoint::Checkpoint;
 use adiff::model::config::AdiffConfig;
+use adiff::model::htsat::HtsatOutput;
 use adiff::text::tokenizer::Gpt2Tokenizer;
 use candle_core::{DType, Device, IndexOp, Tensor};
 
@@ -33,6 +34,25 @@ fn expected() -> HashMap<String, Tensor> {
 fn expected_json() -> serde_json::Value {
     serde_json::from_str(
         &std::fs::read_to_string(fixture("adiff/adiff_tiny_expected.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+/// HTSAT outputs of the fixture clips, from the WAVs: first audios (a, b), second (b, a).
+fn encode_fixture_clips(m: &Adiff, cfg: &AdiffConfig) -> (HtsatOutput, HtsatOutput) {
+    let a = load_clip(&fixture("htsat/clip_a.wav"), &cfg.audio, CropMode::Start).unwrap();
+    let b = load_clip(&fixture("htsat/clip_b.wav"), &cfg.audio, CropMode::Start).unwrap();
+    let (_, o1) = m.audio.encode(&[a.clone(), b.clone()]).unwrap();
+    let (_, o2) = m.audio.encode(&[b, a]).unwrap();
+    (o1, o2)
+}
+
+/// The fixture's two prompts as ids `[2, prompt_length]`.
+fn prompt_ids(exp: &HashMap<String, Tensor>, cfg: &AdiffConfig) -> Tensor {
+    Tensor::from_vec(
+        ids(&exp["prompt_ids"]).concat(),
+        (2, cfg.text.prompt_length),
+        &Device::Cpu,
     )
     .unwrap()
 }
@@ -71,17 +91,9 @@ fn prefix_and_logits_match_pytorch() {
     let cfg = AdiffConfig::tiny();
     let m = model();
     let exp = expected();
-    let prompt = Tensor::from_vec(
-        ids(&exp["prompt_ids"]).concat(),
-        (2, cfg.text.prompt_length),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let prompt = prompt_ids(&exp, &cfg);
     // Audio side, end to end from the WAVs: row 0 = (a, b), row 1 = (b, a).
-    let a = load_clip(&fixture("htsat/clip_a.wav"), &cfg.audio, CropMode::Start).unwrap();
-    let b = load_clip(&fixture("htsat/clip_b.wav"), &cfg.audio, CropMode::Start).unwrap();
-    let (_, o1) = m.audio.encode(&[a.clone(), b.clone()]).unwrap();
-    let (_, o2) = m.audio.encode(&[b, a]).unwrap();
+    let (o1, o2) = encode_fixture_clips(&m, &cfg);
     let e1 = max_abs_diff(&o1.embedding, &exp["embedding1"]);
     let e2 = max_abs_diff(&o2.embedding, &exp["embedding2"]);
     eprintln!("HTSAT embeddings: {e1:.3e} {e2:.3e}");
@@ -123,12 +135,7 @@ fn greedy_ids_match_pytorch() {
     let cfg = AdiffConfig::tiny();
     let m = model();
     let exp = expected();
-    let prompt = Tensor::from_vec(
-        ids(&exp["prompt_ids"]).concat(),
-        (2, cfg.text.prompt_length),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let prompt = prompt_ids(&exp, &cfg);
     let parts = m
         .prefix(&exp["embedding1"], &exp["embedding2"], &prompt)
         .unwrap();
@@ -227,29 +234,14 @@ fn bf16_model_tracks_pytorch_within_bf16_tolerance() {
     assert_eq!(m.compute_dtype(), DType::BF16);
     let exp = expected();
     let rel = |ours: &Tensor, want: &Tensor| {
-        let scale = want
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        max_abs_diff(&ours.to_dtype(DType::F32).unwrap(), want) / scale.max(1e-6)
+        max_abs_diff(&ours.to_dtype(DType::F32).unwrap(), want) / common::max_abs(want).max(1e-6)
     };
     const BF16_TOLERANCE: f32 = 5e-2;
-    let a = load_clip(&fixture("htsat/clip_a.wav"), &cfg.audio, CropMode::Start).unwrap();
-    let b = load_clip(&fixture("htsat/clip_b.wav"), &cfg.audio, CropMode::Start).unwrap();
-    let (_, o1) = m.audio.encode(&[a.clone(), b.clone()]).unwrap();
-    let (_, o2) = m.audio.encode(&[b, a]).unwrap();
+    let (o1, o2) = encode_fixture_clips(&m, &cfg);
     // HTSAT's outputs leave in f32 whatever the compute dtype.
     assert_eq!(o1.embedding.dtype(), DType::F32);
     assert_eq!(o1.clipwise.dtype(), DType::F32);
-    let prompt = Tensor::from_vec(
-        ids(&exp["prompt_ids"]).concat(),
-        (2, cfg.text.prompt_length),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let prompt = prompt_ids(&exp, &cfg);
     let parts = m.prefix(&o1.embedding, &o2.embedding, &prompt).unwrap();
     assert_eq!(parts.prefix.dtype(), DType::BF16);
     let logits = m.gpt.forward(&parts.prefix).unwrap();

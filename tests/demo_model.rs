@@ -30,6 +30,21 @@ fn adiff() -> Command {
     c
 }
 
+/// `adiff explain --model demo` on the two example clips with `extra` options (must succeed).
+fn explain_examples(extra: &[&str]) -> std::process::Output {
+    ok(adiff()
+        .args([
+            "explain",
+            "--model",
+            "demo",
+            "data/examples/demo_first.wav",
+            "data/examples/demo_second.wav",
+        ])
+        .args(extra)
+        .output()
+        .unwrap())
+}
+
 /// The README's main job, scored against the example clips' true attributes
 /// (`data/examples/truth.jsonl`, the generator's record of the pair): every claim the tier-2
 /// answer makes is right and it names the source-kind change; at tier 1 the loudness and
@@ -42,18 +57,7 @@ fn main_job_command_explains_the_bundled_clips() {
     let truth = read_truth(&root().join("data/examples/truth.jsonl")).unwrap();
     let (first, second) = (&truth["demo_first.wav"], &truth["demo_second.wav"]);
     let explain = |tier: &str| {
-        let out = ok(adiff()
-            .args([
-                "explain",
-                "--model",
-                "demo",
-                "data/examples/demo_first.wav",
-                "data/examples/demo_second.wav",
-                "--tier",
-                tier,
-            ])
-            .output()
-            .unwrap());
+        let out = explain_examples(&["--tier", tier]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     let wrong_claims = |text: &str, attrs: &[Attribute]| -> Vec<String> {
@@ -323,17 +327,7 @@ fn explain_window_explains_each_pair_of_windows() {
 #[test]
 fn a_tier_the_model_was_not_trained_on_gets_a_notice() {
     let run = |extra: &[&str]| {
-        let out = ok(adiff()
-            .args([
-                "explain",
-                "--model",
-                "demo",
-                "data/examples/demo_first.wav",
-                "data/examples/demo_second.wav",
-            ])
-            .args(extra)
-            .output()
-            .unwrap());
+        let out = explain_examples(extra);
         (
             String::from_utf8_lossy(&out.stdout).trim().to_string(),
             String::from_utf8_lossy(&out.stderr).trim().to_string(),

@@ -604,7 +604,7 @@ fn step_losses(run: &Path) -> Vec<f64> {
 }
 
 /// `precision: "bf16"` (mixed precision): the loss curve stays within a bf16 tolerance of the
-/// f32 run's (measured 2026-12-06: worst 4.6e-4 relative over 6 steps; the bound, 2e-3, is
+/// f32 run's (measured 2026-12-06: worst 4.1e-4 relative over 6 steps; the bound, 2e-3, is
 /// half a bf16 step, 2^-8), the exported model and the checkpoints hold f32 master weights
 /// (and f32 AdamW moments), the weights moved differently from f32's (the setting is not
 /// ignored), and a stopped and resumed bf16 run equals the uninterrupted one bit for bit.

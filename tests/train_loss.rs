@@ -104,13 +104,7 @@ fn check_grads(
         let got = grads
             .get(var.as_tensor())
             .unwrap_or_else(|| panic!("{stage}: no gradient reached {name}"));
-        let scale = want
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = common::max_abs(want);
         let d = common::max_abs_diff(got, want);
         worst = worst.max(d / (scale + 1e-7));
         assert!(

@@ -440,18 +440,12 @@ fn config_as(dir: &Path, name: &str, out_name: &str, changes: serde_json::Value)
     p
 }
 
-/// One synthetic pair (two clips) with seed 5 in `data`.
-fn one_pair_dataset(data: &Path) {
+/// `count` synthetic pairs (two clips each) with seed 5 in `data`.
+fn synthetic_pairs(data: &Path, count: u32) {
     ok(adiff()
-        .args([
-            "build-dataset",
-            "synthetic",
-            "--count",
-            "1",
-            "--seed",
-            "5",
-            "-o",
-        ])
+        .args(["build-dataset", "synthetic", "--count"])
+        .arg(count.to_string())
+        .args(["--seed", "5", "-o"])
         .arg(data)
         .output()
         .unwrap());
@@ -495,7 +489,7 @@ fn assert_same_weights(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>)
 fn encoder_cli_trains_freezes_and_resumes() {
     let dir = scratch("enc");
     let data = dir.join("data");
-    one_pair_dataset(&data);
+    synthetic_pairs(&data, 1);
     let tcfg = config(
         &dir,
         "tiny_stage1_encoder.json",
@@ -589,19 +583,7 @@ fn encoder_cli_trains_freezes_and_resumes() {
 fn decoder_cli_trains_gpt2_only(name: &str, extra: &[&str]) {
     let dir = scratch(name);
     let data = dir.join("data");
-    ok(adiff()
-        .args([
-            "build-dataset",
-            "synthetic",
-            "--count",
-            "8",
-            "--seed",
-            "5",
-            "-o",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap());
+    synthetic_pairs(&data, 8);
     let tcfg = config(
         &dir,
         "tiny_stage1_decoder.json",
@@ -984,7 +966,7 @@ fn encoder_from_scratch_with_init_missing() {
 fn encoder_embedding_tagger_trains_and_is_not_exported() {
     let dir = scratch("emb-tagger");
     let data = dir.join("data");
-    one_pair_dataset(&data);
+    synthetic_pairs(&data, 1);
     let changes = |w: f64| {
         serde_json::json!({"epochs": 4, "batch_size": 2, "val_fraction": 0.5, "warmup_steps": 0,
             "num_samples": 1, "embedding_tagging_weight": w})
@@ -1064,25 +1046,13 @@ fn encoder_embedding_tagger_trains_and_is_not_exported() {
 
 /// `precision: "bf16"` in stage 1: both parts train in mixed precision with losses close to
 /// f32's (measured 2026-12-06 on these runs: decoder worst 5.3e-4 relative over 8 steps,
-/// encoder 3.8e-3 over 8 steps; bounds 2e-3 and 3e-2, the latter the demo recipe's per-step
+/// encoder 5.1e-3 over 8 steps; bounds 2e-3 and 3e-2, the latter the demo recipe's per-step
 /// tolerance in docs/gpu.md), and no exported tensor is bf16 or f16.
 #[test]
 fn stage1_trains_in_bf16_mixed_precision() {
     let dir = scratch("bf16");
     let data = dir.join("data");
-    ok(adiff()
-        .args([
-            "build-dataset",
-            "synthetic",
-            "--count",
-            "8",
-            "--seed",
-            "5",
-            "-o",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap());
+    synthetic_pairs(&data, 8);
     let mut worst = HashMap::new();
     for part in ["decoder", "encoder"] {
         let mut losses = Vec::new();

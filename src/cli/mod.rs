@@ -360,15 +360,14 @@ pub fn load_encoder(
     dtype: Option<Dtype>,
 ) -> anyhow::Result<crate::model::audio_encoder::AudioEncoder> {
     use crate::model::audio_encoder::AudioEncoder;
-    let mut encoder = match precision(&ckpt, device, dtype)? {
+    let precision = precision(&ckpt, device, dtype)?;
+    let mut encoder = match precision {
         Precision::Whole(dt) => AudioEncoder::from_checkpoint_as(&ckpt, cfg, device, dt)?,
         Precision::Packed(_) => AudioEncoder::from_checkpoint(&ckpt, cfg, device)?,
     };
     drop(ckpt);
-    if let (Some(d), true) = (dtype, device.is_cpu()) {
-        if d != Dtype::Bf16 {
-            encoder.visit(&mut |_, p| p.repack(d.format()))?;
-        }
+    if let (Precision::Packed(Some(d)), true) = (precision, device.is_cpu()) {
+        encoder.visit(&mut |_, p| p.repack(d.format()))?;
     }
     Ok(encoder)
 }

@@ -94,6 +94,18 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
 }
 
+/// Largest absolute value of a tensor (the scale relative errors are measured against).
+pub fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 /// Writes a mono 32 kHz PCM16 WAV holding `data` (little-endian i16 samples).
 #[allow(dead_code)] // not every test binary writes audio
 pub fn write_pcm16_wav(path: &Path, data: &[u8]) {
