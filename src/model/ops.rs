@@ -68,7 +68,7 @@ pub(crate) fn storage_f32<'a>(s: &'a candle_core::Storage, l: &Layout) -> Result
 }
 
 /// Mean and 1/sqrt(var + eps) of one row (f64 accumulation, biased variance as torch).
-pub(crate) fn row_stats(row: &[f32], eps: f64) -> (f32, f32) {
+fn row_stats(row: &[f32], eps: f64) -> (f32, f32) {
     let n = row.len() as f64;
     let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
     let var = row

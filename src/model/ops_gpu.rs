@@ -104,10 +104,15 @@ impl CustomOp3 for LayerNorm {
         let (_, c) = rows(l1)?;
         let mut y = vec![0f32; x.len()];
         for (out, row) in y.chunks_mut(c).zip(x.chunks(c)) {
-            // The CPU's fused layer norm's statistics and formula.
-            let (mean, rstd) = crate::model::ops::row_stats(row, self.eps);
+            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / c as f64;
+            let var = row
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / c as f64;
+            let rstd = 1.0 / (var + self.eps).sqrt();
             for i in 0..c {
-                out[i] = (row[i] - mean) * rstd * w[i] + b[i];
+                out[i] = ((f64::from(row[i]) - mean) * rstd) as f32 * w[i] + b[i];
             }
         }
         Ok((cpu_storage(y, s1.dtype())?, l1.shape().clone()))
