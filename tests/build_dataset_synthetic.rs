@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use adiff::data::synthetic::{
-    pair_rng, pitch_band_hz, render, split_seed, Attributes, Background, ClipSpec, Loudness,
-    Pattern, Pitch, SourceKind, SyntheticPair, TruthRecord, CLIP_SAMPLES, LOUDNESS_LEVELS_DBFS,
-    SAMPLE_RATE,
+    pair_rng, pitch_band_hz, render, split_seed, Attribute, Attributes, Background, ClipSpec,
+    Loudness, Pattern, Pitch, SourceKind, SyntheticPair, TruthRecord, CLIP_SAMPLES,
+    LOUDNESS_LEVELS_DBFS, SAMPLE_RATE,
 };
 
 /// Frames (samples) over which the level is measured: 250 ms, i.e. exactly two click periods.
@@ -659,6 +659,50 @@ fn remixed_pairs_are_new_pairs_of_pool_clips_explained_truly() {
     one_line_error(
         &adiff(&[&base[..], &["--split", "a/b"]].concat()),
         "--split 'a/b'",
+    );
+
+    // --including pitch: every pair differs in pitch, and (with 1-3 differences drawn) some
+    // pairs in more than pitch; the clips' truth records say so, not the answers.
+    let o = adiff(
+        &[
+            &base[..],
+            &["--split", "inc", "--including", "pitch", "--count", "60"],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let labels: std::collections::HashMap<String, Attributes> = truth(&dir)
+        .into_iter()
+        .map(|r| (r.path, r.spec.attributes))
+        .collect();
+    let mut counts = [0usize; 6];
+    for r in csv::Reader::from_path(dir.join("inc_sentence_answer.csv"))
+        .unwrap()
+        .records()
+        .map(Result::unwrap)
+    {
+        let d = labels[&r[1]].differences(&labels[&r[2]]);
+        assert!(d.contains(&Attribute::Pitch), "{:?}: {d:?}", r);
+        counts[d.len()] += 1;
+    }
+    assert!(counts[1] > 0 && counts[2] + counts[3] > 0, "{counts:?}");
+    assert_eq!(counts[4] + counts[5], 0, "{counts:?}");
+    one_line_error(
+        &adiff(
+            &[
+                &base[..],
+                &[
+                    "--split",
+                    "inc2",
+                    "--including",
+                    "pitch,kind",
+                    "--differences",
+                    "1",
+                ],
+            ]
+            .concat(),
+        ),
+        "--differences 1 is fewer than the 2 attributes of --including",
     );
     std::fs::remove_dir_all(dir).ok();
 }

@@ -31,6 +31,11 @@ pub enum Differences {
     Count(usize),
     /// Exactly these attributes.
     Exactly(Vec<Attribute>),
+    /// These attributes and as many others, uniformly which, as make up the total: `Some(n)`
+    /// differences in all, or 1-3 drawn uniformly (never fewer than the attributes named). A
+    /// lesson on one attribute whose pairs also differ elsewhere, so that a model learns to name
+    /// every difference and not only the lesson's.
+    Including(Vec<Attribute>, Option<usize>),
 }
 
 /// One remixed pair: indices into the pool of its first and second clip.
@@ -91,7 +96,7 @@ pub fn remix_pairs(
             pool.len()
         )));
     }
-    if let Differences::Exactly(attrs) = differences {
+    if let Differences::Exactly(attrs) | Differences::Including(attrs, _) = differences {
         if attrs.is_empty() {
             return Err(AdiffError::Invalid(
                 "remixed pairs must differ in at least one attribute".into(),
@@ -114,6 +119,19 @@ pub fn remix_pairs(
                     let mut all = Attribute::ALL;
                     all.shuffle(rng);
                     all[..n].to_vec()
+                }
+                Differences::Including(named, total) => {
+                    let n = total
+                        .unwrap_or_else(|| rng.random_range(DIFFERING_ATTRIBUTES))
+                        .clamp(named.len(), Attribute::ALL.len());
+                    let mut others: Vec<Attribute> = Attribute::ALL
+                        .into_iter()
+                        .filter(|a| !named.contains(a))
+                        .collect();
+                    others.shuffle(rng);
+                    let mut attrs = named.clone();
+                    attrs.extend(others.into_iter().take(n.saturating_sub(named.len())));
+                    attrs
                 }
             };
             let mask = Attribute::ALL
@@ -187,6 +205,32 @@ mod tests {
         ) {
             assert_eq!(pool[p.first].differences(&pool[p.second]), kind_pitch);
         }
+        // Including kind: kind always differs, 1-3 differences in all, each count about a third.
+        let mut counts = [0usize; 6];
+        let mut others = [0usize; 5];
+        for p in draw(&Differences::Including(vec![Attribute::Kind], None), 5) {
+            let d = pool[p.first].differences(&pool[p.second]);
+            assert!(d.contains(&Attribute::Kind), "{d:?}");
+            counts[d.len()] += 1;
+            for (k, a) in Attribute::ALL.iter().enumerate() {
+                others[k] += usize::from(d.contains(a) && *a != Attribute::Kind);
+            }
+        }
+        for (n, &c) in counts.iter().enumerate().skip(1).take(3) {
+            assert!((90..=180).contains(&c), "{c} pairs with {n} differences");
+        }
+        assert_eq!(counts[4] + counts[5], 0);
+        // The other four attributes share the extra differences (400 pairs, 400 extras expected:
+        // about 100 each).
+        for (k, a) in Attribute::ALL.iter().enumerate() {
+            if *a != Attribute::Kind {
+                assert!((60..=140).contains(&others[k]), "{a:?} extra {}", others[k]);
+            }
+        }
+        for p in draw(&Differences::Including(vec![Attribute::Pitch], Some(2)), 6) {
+            let d = pool[p.first].differences(&pool[p.second]);
+            assert!(d.len() == 2 && d.contains(&Attribute::Pitch), "{d:?}");
+        }
         // Pairs come from across the pool, not from a few clips.
         let firsts: std::collections::HashSet<usize> = drawn.iter().map(|p| p.first).collect();
         assert!(firsts.len() > 250, "{} distinct first clips", firsts.len());
@@ -202,6 +246,8 @@ mod tests {
         let err = remix_pairs(&[a], 1, &Differences::Drawn, &mut rng).unwrap_err();
         assert!(err.to_string().contains("at least 2 clips"), "{err}");
         let none = Differences::Exactly(vec![]);
+        assert!(remix_pairs(&[a, a], 1, &none, &mut rng).is_err());
+        let none = Differences::Including(vec![], None);
         assert!(remix_pairs(&[a, a], 1, &none, &mut rng).is_err());
     }
 }

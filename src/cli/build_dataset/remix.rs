@@ -20,7 +20,9 @@ use crate::text::prompts::{PromptDatabase, PromptKind};
 /// the --from splits as a pool and draws --count pairs from it with the law of `synthetic`: the
 /// first clip uniformly, 1 to 3 attributes (uniformly many, uniformly which) that differ, and a
 /// second clip drawn uniformly among the pool's clips that differ from the first in exactly
-/// those. --differences and --differ-in narrow the law as they do for `synthetic`.
+/// those. --differences and --differ-in narrow the law as they do for `synthetic`; --including
+/// makes every pair differ in the attributes named and in others as the law draws (a lesson on
+/// one attribute whose pairs still differ in 1-3 attributes).
 ///
 /// Written to OUT_DIR: {split}_fewwords_answer.csv, {split}_sentence_answer.csv and
 /// {split}_detail_answer.csv, in the format of `synthetic`'s (paths of the existing clips, prompts
@@ -63,6 +65,11 @@ pub struct RemixArgs {
     /// loudness, pitch, kind, pattern, background).
     #[arg(long, value_delimiter = ',', value_parser = parse_attribute, conflicts_with = "differences")]
     pub differ_in: Vec<Attribute>,
+    /// Every pair differs in these attributes (comma-separated) and in as many others, drawn
+    /// uniformly, as make up the number of differences (1-3 drawn, or --differences); e.g.
+    /// `--including kind` for a kind lesson that still teaches to name every difference.
+    #[arg(long, value_delimiter = ',', value_parser = parse_attribute, conflicts_with = "differ_in")]
+    pub including: Vec<Attribute>,
 }
 
 pub fn run(args: RemixArgs) -> anyhow::Result<()> {
@@ -99,10 +106,20 @@ pub fn run(args: RemixArgs) -> anyhow::Result<()> {
         .filter(|r| args.from.contains(&r.split))
         .collect();
     let labels: Vec<_> = pool.iter().map(|r| r.spec.attributes).collect();
-    let differences = match (args.differences, args.differ_in.is_empty()) {
-        (Some(n), _) => Differences::Count(usize::from(n)),
-        (None, false) => Differences::Exactly(args.differ_in.clone()),
-        (None, true) => Differences::Drawn,
+    let differences = match (args.differences, &args.differ_in[..], &args.including[..]) {
+        (n, [], [_, ..]) => {
+            let n = n.map(usize::from);
+            anyhow::ensure!(
+                n.is_none_or(|n| n >= args.including.len()),
+                "--differences {} is fewer than the {} attributes of --including",
+                n.unwrap_or(0),
+                args.including.len()
+            );
+            Differences::Including(args.including.clone(), n)
+        }
+        (Some(n), _, _) => Differences::Count(usize::from(n)),
+        (None, [_, ..], _) => Differences::Exactly(args.differ_in.clone()),
+        (None, [], []) => Differences::Drawn,
     };
     let base = split_seed(args.seed, &args.split);
     let pairs = remix_pairs(
