@@ -160,22 +160,19 @@ else
   remix 275 $((I * 5 / 100)) hi-pattern --including pattern
   remix 276 $((I * 5 / 100)) hi-background --including background
   remix 277 $((I * 5 / 100)) bxi-background --including background
-  # Fresh pairs for the fourth phase: kind 30% + 15%, the others as above...
-  remix 371 $((I * 30 / 100)) k-kind --differ-in kind
-  remix 372 $((I * 15 / 100)) ki-kind --including kind
-  remix 373 $((I * 5 / 100)) ki-loudness --including loudness
-  remix 374 $((I * 175 / 1000)) ki-pitch --including pitch
-  remix 375 $((I * 5 / 100)) ki-pattern --including pattern
-  remix 376 $((I * 5 / 100)) ki-background --including background
-  remix 377 $((I * 10 / 100)) kx-background --differ-in background
-  # ...and again for the phase after it.
-  remix 471 $((I * 30 / 100)) m-kind --differ-in kind
-  remix 472 $((I * 15 / 100)) mi-kind --including kind
-  remix 473 $((I * 5 / 100)) mi-loudness --including loudness
-  remix 474 $((I * 175 / 1000)) mi-pitch --including pitch
-  remix 475 $((I * 5 / 100)) mi-pattern --including pattern
-  remix 476 $((I * 5 / 100)) mi-background --including background
-  remix 477 $((I * 10 / 100)) mx-background --differ-in background
+  # kind_lessons P S: fresh pairs for one kind-weighted phase, splits P-kind, Pi-* and
+  # Px-background, remix seeds S1-S7: kind 30% + 15%, the others as above.
+  kind_lessons() {
+    remix "${2}1" $((I * 30 / 100)) "$1-kind" --differ-in kind
+    remix "${2}2" $((I * 15 / 100)) "$1i-kind" --including kind
+    remix "${2}3" $((I * 5 / 100)) "$1i-loudness" --including loudness
+    remix "${2}4" $((I * 175 / 1000)) "$1i-pitch" --including pitch
+    remix "${2}5" $((I * 5 / 100)) "$1i-pattern" --including pattern
+    remix "${2}6" $((I * 5 / 100)) "$1i-background" --including background
+    remix "${2}7" $((I * 10 / 100)) "$1x-background" --differ-in background
+  }
+  kind_lessons k 37
+  kind_lessons m 47
   # Five phases, each from the one before (configs/train/demo_stage3.json, lr 0.001 cosine to
   # 0.0001 each):
   # 1. background lessons alone: mixed in with the others from the start, the model never learns
@@ -189,10 +186,9 @@ else
   #    kind further back while the other four stay.
   phase stage3-3-kind demo_stage3.json s3-kind hi-kind hi-loudness hi-pitch hi-pattern hi-background \
     bx-background
-  phase stage3-4-kind demo_stage3.json k-kind ki-kind ki-loudness ki-pitch ki-pattern ki-background \
-    kx-background
-  phase stage3-5-kind demo_stage3.json m-kind mi-kind mi-loudness mi-pitch mi-pattern mi-background \
-    mx-background
+  kind_splits() { for x in -kind i-kind i-loudness i-pitch i-pattern i-background x-background; do echo "$1$x"; done; }
+  phase stage3-4-kind demo_stage3.json $(kind_splits k)
+  phase stage3-5-kind demo_stage3.json $(kind_splits m)
 fi
 mkdir -p "$out"
 cp "$prev/model.safetensors" "$out/model.safetensors"

@@ -468,6 +468,31 @@ fn train_encoder(data: &Path, ckpt: &Path, tcfg: &Path, out: &Path, extra: &[&st
         .unwrap())
 }
 
+/// `train-stage1 --part decoder` on `data`'s tier-2 answers with the tiny GPT-2.
+fn train_decoder(data: &Path, tcfg: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut cmd = adiff();
+    cmd.args([
+        "train-stage1",
+        "--part",
+        "decoder",
+        "--quiet",
+        "--text-from-csv",
+    ])
+    .arg(data.join("train_sentence_answer.csv"))
+    .args(extra);
+    for f in common::tiny_checkpoint_parts() {
+        cmd.arg("-c").arg(f);
+    }
+    ok(cmd
+        .args(common::tiny_config_args())
+        .arg("--train-config")
+        .arg(tcfg)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap())
+}
+
 /// Every tensor of `a` equals `b`'s bit for bit (a resumed run against an uninterrupted one).
 fn assert_same_weights(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) {
     for (name, t) in a {
@@ -590,27 +615,7 @@ fn decoder_cli_trains_gpt2_only(name: &str, extra: &[&str]) {
         serde_json::json!({"epochs": 4, "lr": 0.02}),
     );
     let out = dir.join("run");
-    let mut cmd = adiff();
-    cmd.args([
-        "train-stage1",
-        "--part",
-        "decoder",
-        "--quiet",
-        "--text-from-csv",
-    ])
-    .arg(data.join("train_sentence_answer.csv"))
-    .args(extra);
-    for f in common::tiny_checkpoint_parts() {
-        cmd.arg("-c").arg(f);
-    }
-    ok(cmd
-        .args(common::tiny_config_args())
-        .arg("--train-config")
-        .arg(&tcfg)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap());
+    train_decoder(&data, &tcfg, &out, extra);
     let losses = step_losses(&out.join("log.jsonl"));
     println!("decoder step losses: {losses:?}");
     let (first, last) = (losses[0], losses[losses.len() - 1]);
@@ -1069,29 +1074,12 @@ fn stage1_trains_in_bf16_mixed_precision() {
                 changes,
             );
             let out = dir.join(format!("{part}_{precision}"));
-            let mut cmd = adiff();
-            cmd.args(["train-stage1", "--part", part, "--quiet"]);
             if part == "decoder" {
-                cmd.arg("--text-from-csv")
-                    .arg(data.join("train_sentence_answer.csv"));
-                for f in common::tiny_checkpoint_parts() {
-                    cmd.arg("-c").arg(f);
-                }
+                train_decoder(&data, &tcfg, &out, &[]);
             } else {
-                cmd.arg("--labels")
-                    .arg(data.join("truth.jsonl"))
-                    .arg("-c")
-                    .arg(common::fixture("htsat/htsat_tiny.ckpt"))
-                    .args(["--stop-after-steps", "8"]);
+                let ckpt = common::fixture("htsat/htsat_tiny.ckpt");
+                train_encoder(&data, &ckpt, &tcfg, &out, &["--stop-after-steps", "8"]);
             }
-            ok(cmd
-                .args(common::tiny_config_args())
-                .arg("--train-config")
-                .arg(&tcfg)
-                .arg("-o")
-                .arg(&out)
-                .output()
-                .unwrap());
             losses.push(step_losses(&out.join("log.jsonl")));
             if part == "decoder" {
                 for (name, t) in load(&out.join("model.safetensors")) {
