@@ -38,7 +38,7 @@
 #            first. On 200 held-out pairs it names every difference of 84% of the pairs (the
 #            shipped model: 19%), with precision / recall of 94-96 / 99 on loudness, 100 / 98 on
 #            pitch, 71-75 / 71-73 on kind, 99-100 / 97-99 on pattern and 88-90 / 92-93 on
-#            background (tier 1 and tier 2, seed 2). Not shipped: it takes about 35 minutes here,
+#            background (tier 1 and tier 2, seed 2). Not shipped: it takes about 34 minutes here,
 #            and on the README's example pair its tier-2 answer adds a background change that is
 #            not there (docs/demo-model.md, "Naming every difference").
 set -euo pipefail

@@ -704,5 +704,29 @@ fn remixed_pairs_are_new_pairs_of_pool_clips_explained_truly() {
         ),
         "--differences 1 is fewer than the 2 attributes of --including",
     );
+    // A repeated attribute counts once: pitch,pitch with one difference is pitch-only pairs.
+    let o = adiff(
+        &[
+            &base[..],
+            &[
+                "--split",
+                "inc3",
+                "--including",
+                "pitch,pitch",
+                "--differences",
+                "1",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for r in csv::Reader::from_path(dir.join("inc3_sentence_answer.csv"))
+        .unwrap()
+        .records()
+        .map(Result::unwrap)
+    {
+        let d = labels[&r[1]].differences(&labels[&r[2]]);
+        assert_eq!(d, vec![Attribute::Pitch], "{:?}", r);
+    }
     std::fs::remove_dir_all(dir).ok();
 }

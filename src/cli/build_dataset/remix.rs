@@ -106,16 +106,20 @@ pub fn run(args: RemixArgs) -> anyhow::Result<()> {
         .filter(|r| args.from.contains(&r.split))
         .collect();
     let labels: Vec<_> = pool.iter().map(|r| r.spec.attributes).collect();
-    let differences = match (args.differences, &args.differ_in[..], &args.including[..]) {
+    // A repeated attribute counts once ("--including pitch,pitch" is pitch).
+    let mut including = args.including.clone();
+    including.sort();
+    including.dedup();
+    let differences = match (args.differences, &args.differ_in[..], &including[..]) {
         (n, [], [_, ..]) => {
             let n = n.map(usize::from);
             anyhow::ensure!(
-                n.is_none_or(|n| n >= args.including.len()),
+                n.is_none_or(|n| n >= including.len()),
                 "--differences {} is fewer than the {} attributes of --including",
                 n.unwrap_or(0),
-                args.including.len()
+                including.len()
             );
-            Differences::Including(args.including.clone(), n)
+            Differences::Including(including.clone(), n)
         }
         (Some(n), _, _) => Differences::Count(usize::from(n)),
         (None, [_, ..], _) => Differences::Exactly(args.differ_in.clone()),
