@@ -585,6 +585,21 @@ impl Gpt2 {
     }
 
     /// Hidden states [B, T, C] -> logits [B, T, V] (the tied or separate lm_head).
+    /// The head's f32 `[V, C]` weight (the tied `wte`, or a stored `lm_head.weight`) when the
+    /// head is a plain product with it, for training's fused head + loss
+    /// (`train::loss::head_cross_entropy`); None for packed, bf16 or GPU-held heads.
+    pub fn head_weight_f32(&self) -> Option<&Tensor> {
+        match &self.lm_head {
+            Proj::F32 {
+                w,
+                layout: ops::WeightLayout::OutIn,
+                b: None,
+                ..
+            } if w.dtype() == DType::F32 && w.device().is_cpu() => Some(w),
+            _ => None,
+        }
+    }
+
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         self.head(hidden)
     }

@@ -625,9 +625,10 @@ const ELEMENTWISE_CHUNK: usize = 16 * 1024;
 
 /// Cephes' `expf` (ln 2 split in two, a degree-5 polynomial on [-ln2/2, ln2/2], then the
 /// exponent set in the bits), branch-free so that it vectorises: within 1e-7 relative of the
-/// exact value for x in [-87, 0] (measured on 4e6 points against f64).
+/// exact value for x in [-87, 0] (measured on 4e6 points against f64); inputs above 0 are read
+/// as 0.
 #[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
+pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     const P: [f32; 6] = [
@@ -638,7 +639,10 @@ fn exp_nonpositive(x: f32) -> f32 {
         1.666_666_5e-1,
         0.5, // Cephes: 5.0000001201e-1, which rounds to 0.5 in f32
     ];
-    let x = x.max(-87.0);
+    // Clamped to [-87, 0] and NaN to -87 (which `clamp` would keep), so z below is a whole
+    // number in [-126, 0].
+    #[allow(clippy::manual_clamp)]
+    let x = x.max(-87.0).min(0.0);
     let z = (std::f32::consts::LOG2_E * x + 0.5).floor();
     let r = x - z * LN2_HI;
     let r = r - z * LN2_LO;
@@ -648,7 +652,11 @@ fn exp_nonpositive(x: f32) -> f32 {
     }
     let y = p * (r * r) + r + 1.0;
     // 2^z for z in [-126, 0]: the exponent field alone.
-    y * f32::from_bits(((z as i32 + 127) << 23) as u32)
+    // SAFETY: z is a whole number in [-126, 0] (see above), so the conversion is exact; the
+    // unchecked form vectorises (`as i32` saturates, which LLVM does lane by lane in scalar
+    // code: that made this function 3x slower).
+    let zi: i32 = unsafe { z.to_int_unchecked() };
+    y * f32::from_bits(((zi + 127) << 23) as u32)
 }
 
 /// `(tanh(u), 1 - tanh(u)^2)` from `e = exp(-2|u|)`: `(1 - e) / (1 + e)` with u's sign and

@@ -145,9 +145,7 @@ pub fn lm_loss(gpt: &Gpt2, rows: &[Vec<u32>], pad_id: u32, device: &Device) -> R
         .narrow(1, 1, l - 1)?
         .flatten_all()?
         .index_select(&keep, 0)?;
-    // [1, N, C] -> [N, V]
-    let logits = gpt.logits(&hidden.unsqueeze(0)?)?.squeeze(0)?;
-    crate::train::loss::cross_entropy(&logits, &targets)
+    crate::train::loss::head_loss(gpt, &hidden, &targets)
 }
 
 /// Stage 1, decoder part.

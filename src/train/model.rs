@@ -222,7 +222,5 @@ pub fn prefixed_answer_loss(
     let keep = Tensor::from_vec(keep.clone(), keep.len(), hidden.device())?;
     let hidden = hidden.reshape((b * l, c))?.index_select(&keep, 0)?;
     let targets = answer_ids.flatten_all()?.index_select(&keep, 0)?;
-    // [1, N, C] -> [N, V]
-    let logits = gpt.logits(&hidden.unsqueeze(0)?)?.squeeze(0)?;
-    crate::train::loss::cross_entropy(&logits, &targets)
+    crate::train::loss::head_loss(gpt, &hidden, &targets)
 }
