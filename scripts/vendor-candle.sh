@@ -11,7 +11,8 @@ VERSION=0.11.1
 check=0
 [ "${1:-}" = --check ] && check=1
 # Find the registry copy of the published crate (fetch it through a throwaway manifest).
-find_src() { ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/candle-core-$VERSION 2>/dev/null | head -1; }
+# (`|| true`: without a copy, ls fails, and pipefail + set -e would end the script silently.)
+find_src() { ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/candle-core-$VERSION 2>/dev/null | head -1 || true; }
 src=$(find_src)
 if [ -z "$src" ]; then
   tmp=$(mktemp -d)

@@ -344,6 +344,27 @@ impl ReduceSum<'_> {
                     }
                     return Ok(dst);
                 };
+                // adiff: the dimensions after the last reduced one form a run that is contiguous
+                // in both src and dst (e.g. a bias gradient, [B, T, C] summed over B and T: runs
+                // of C). Map each run's first index once and add the run as a slice: the
+                // per-element divmods below made this the largest symbol of a small HTSAT's
+                // training step. Each dst element still receives its terms in src order, so the
+                // sums are bit-identical.
+                let last_reduced = self.reduce_dims.iter().copied().max().unwrap_or(0);
+                let run: usize = src_l.dims()[last_reduced + 1..].iter().product();
+                if run > 1 {
+                    for (block, chunk) in src.chunks_exact(run).enumerate() {
+                        let mut dst_index = block * run;
+                        for &(dim, stride) in self.reduce_dims_and_stride.iter() {
+                            let (pre, post) = (dst_index / stride, dst_index % stride);
+                            dst_index = (pre / dim) * stride + post;
+                        }
+                        for (d, &v) in dst[dst_index..dst_index + run].iter_mut().zip(chunk) {
+                            *d += v;
+                        }
+                    }
+                    return Ok(dst);
+                }
                 for (unstr_index, &src) in src.iter().enumerate() {
                     let mut dst_index = unstr_index;
                     // Set the reduce_dims indexes to 0.
