@@ -794,7 +794,7 @@ struct FusedAttention {
 
 /// A strided f32 matrix view: element (r, c) at `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
-struct Mat<'a> {
+pub(crate) struct Mat<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
@@ -803,7 +803,11 @@ struct Mat<'a> {
 }
 
 impl<'a> Mat<'a> {
-    fn new(data: &'a [f32], (rows, cols): (usize, usize), (rs, cs): (usize, usize)) -> Self {
+    pub(crate) fn new(
+        data: &'a [f32],
+        (rows, cols): (usize, usize),
+        (rs, cs): (usize, usize),
+    ) -> Self {
         Self {
             data,
             rows,
@@ -814,7 +818,7 @@ impl<'a> Mat<'a> {
     }
 
     /// The transposed view (no copy).
-    fn t(self) -> Self {
+    pub(crate) fn t(self) -> Self {
         Self {
             rows: self.cols,
             cols: self.rows,
@@ -832,13 +836,14 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// `dst [m, n] (row-major, contiguous) = scale * a [m, k] @ b [k, n]`, one thread (the caller
-/// parallelises over heads), through the `gemm` crate candle itself uses.
-fn matmul_into(dst: &mut [f32], a: Mat, b: Mat, scale: f32) -> candle_core::Result<()> {
+/// `dst [m, n] (row-major, contiguous) = scale * a [m, k] @ b [k, n]`, one thread (the callers
+/// parallelise: attention over heads, the fused head + loss over vocabulary chunks), through the
+/// `gemm` crate candle itself uses.
+pub(crate) fn matmul_into(dst: &mut [f32], a: Mat, b: Mat, scale: f32) -> candle_core::Result<()> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if b.rows != k || dst.len() != m * n || !a.in_bounds() || !b.in_bounds() {
         candle_core::bail!(
-            "attention: product [{m}, {k}] x [{}, {n}] out of bounds",
+            "matmul: product [{m}, {k}] x [{}, {n}] out of bounds",
             b.rows
         );
     }

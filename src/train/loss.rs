@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use std::sync::OnceLock;
 
 use crate::model::gpt2::Gpt2;
-use crate::model::ops::exp_nonpositive;
+use crate::model::ops::{exp_nonpositive, matmul_into, Mat};
 
 use crate::error::{AdiffError, Result};
 
@@ -134,46 +134,6 @@ struct FusedHeadCrossEntropy {
     lse: OnceLock<Vec<f32>>,
 }
 
-/// `out [M, N] = a [M, K] b [K, N]` (+ `out` when `accumulate`), each operand given as
-/// `(data, row stride, column stride)`; one thread (the callers run chunks in parallel).
-#[allow(clippy::too_many_arguments)]
-fn gemm_into(
-    out: &mut [f32],
-    (m, k, n): (usize, usize, usize),
-    a: (&[f32], usize, usize),
-    b: (&[f32], usize, usize),
-    accumulate: bool,
-) {
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(out.len() == m * n && m > 0 && n > 0 && k > 0);
-    assert!(last(m, k, a.1, a.2) < a.0.len() && last(k, n, b.1, b.2) < b.0.len());
-    // SAFETY: both input views were checked to lie within their slices; `out` is exactly
-    // [m, n] row-major and borrowed mutably, so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.0.as_ptr(),
-            a.2 as isize,
-            a.1 as isize,
-            b.0.as_ptr(),
-            b.2 as isize,
-            b.1 as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 /// Chunk `k`'s logits `[N, Vc]` = `hidden [N, C]` times the chunk's rows of `weight`,
 /// transposed; returns the chunk's first column and width.
 fn chunk_logits(
@@ -183,21 +143,21 @@ fn chunk_logits(
     chunk: usize,
     k: usize,
     out: &mut Vec<f32>,
-) -> (usize, usize) {
+) -> candle_core::Result<(usize, usize)> {
     let j0 = k * chunk;
     let vc = chunk.min(v - j0);
     out.resize(n * vc, 0.0);
-    // weight rows j0..j0+vc, read as [C, Vc]: element (i, j) at j * C + i.
-    let w = &weight[j0 * c..(j0 + vc) * c];
-    gemm_into(out, (n, c, vc), (hidden, c, 1), (w, 1, c), false);
-    (j0, vc)
+    // weight rows j0..j0+vc [Vc, C], read transposed as [C, Vc].
+    let w = Mat::new(&weight[j0 * c..(j0 + vc) * c], (vc, c), (c, 1));
+    matmul_into(out, Mat::new(hidden, (n, c), (c, 1)), w.t(), 1.0)?;
+    Ok((j0, vc))
 }
 
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
     let data = storage.as_slice::<f32>()?;
     match layout.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("fused head cross-entropy needs contiguous inputs"),
+        None => candle_core::bail!("fused cross-entropy needs contiguous inputs"),
     }
 }
 
@@ -224,9 +184,10 @@ impl CustomOp2 for FusedHeadCrossEntropy {
         // when the target falls in the chunk).
         let stats: Vec<Vec<(f32, f64, Option<f32>)>> = (0..chunks)
             .into_par_iter()
-            .map_init(Vec::new, |buf, k| {
-                let (j0, vc) = chunk_logits(hidden, weight, (n, c, v), self.chunk, k, buf);
-                buf.chunks_exact(vc)
+            .map_init(Vec::new, |buf, k| -> candle_core::Result<_> {
+                let (j0, vc) = chunk_logits(hidden, weight, (n, c, v), self.chunk, k, buf)?;
+                Ok(buf
+                    .chunks_exact(vc)
                     .zip(&self.targets)
                     .map(|(row, &t)| {
                         let mut st = [0f32; 2];
@@ -235,9 +196,9 @@ impl CustomOp2 for FusedHeadCrossEntropy {
                         let t = (t as usize).checked_sub(j0).filter(|&j| j < vc);
                         (max, f64::from(lse - max).exp(), t.map(|j| row[j]))
                     })
-                    .collect()
+                    .collect())
             })
-            .collect();
+            .collect::<candle_core::Result<_>>()?;
         let mut lse = Vec::with_capacity(n);
         let mut total = 0f64;
         for r in 0..n {
@@ -302,24 +263,26 @@ impl CustomOp2 for FusedHeadCrossEntropy {
             .into_par_iter()
             .zip(dx_parts)
             .enumerate()
-            .for_each_init(Vec::new, |buf, (k, (dw, dx))| {
-                let (j0, vc) = chunk_logits(hidden, weight, (n, c, v), self.chunk, k, buf);
+            .try_for_each_init(Vec::new, |buf, (k, (dw, dx))| -> candle_core::Result<()> {
+                let (j0, vc) = chunk_logits(hidden, weight, (n, c, v), self.chunk, k, buf)?;
                 for ((row, &t), &l) in buf.chunks_exact_mut(vc).zip(&self.targets).zip(lse) {
                     scaled_softmax_in_place(row, l, scale);
                     if let Some(j) = (t as usize).checked_sub(j0).filter(|&j| j < vc) {
                         row[j] -= scale;
                     }
                 }
+                let g = Mat::new(buf, (n, vc), (vc, 1));
                 if self.weight_grad {
                     // dW rows [Vc, C] = g^T [Vc, N] hidden [N, C]
-                    gemm_into(dw, (vc, n, c), (buf, 1, vc), (hidden, c, 1), false);
+                    matmul_into(dw, g.t(), Mat::new(hidden, (n, c), (c, 1)), 1.0)?;
                 }
                 if self.hidden_grad {
                     // partial dX [N, C] = g [N, Vc] W rows [Vc, C]
-                    let w = &weight[j0 * c..(j0 + vc) * c];
-                    gemm_into(dx, (n, vc, c), (buf, vc, 1), (w, c, 1), false);
+                    let w = Mat::new(&weight[j0 * c..(j0 + vc) * c], (vc, c), (c, 1));
+                    matmul_into(dx, g, w, 1.0)?;
                 }
-            });
+                Ok(())
+            })?;
         let device = hidden_t.device();
         let d_hidden = if self.hidden_grad {
             let mut sum = vec![0f32; n * c];
@@ -351,11 +314,7 @@ fn rows<'a>(
     layout: &Layout,
 ) -> candle_core::Result<(&'a [f32], usize, usize)> {
     let (n, v) = layout.shape().dims2()?;
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok((&data[a..b], n, v)),
-        None => candle_core::bail!("fused cross-entropy needs contiguous logits"),
-    }
+    Ok((f32_slice(storage, layout)?, n, v))
 }
 
 /// f32 lanes of the vectorised row loops (one AVX-512 register).
