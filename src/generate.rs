@@ -126,6 +126,17 @@ pub fn generate_keyed(
     opts: &GenerateOptions,
     keys: &[u64],
 ) -> Result<Vec<Generation>> {
+    // On a rayon worker: see `ops::on_pool` (i8 decoding 1.2-1.3x as fast).
+    crate::model::ops::on_pool(|| generate_on_pool(model, embeds, lengths, opts, keys))
+}
+
+fn generate_on_pool(
+    model: &Gpt2,
+    embeds: &Tensor,
+    lengths: Option<&[usize]>,
+    opts: &GenerateOptions,
+    keys: &[u64],
+) -> Result<Vec<Generation>> {
     opts.validate()?;
     let (b, t, _) = embeds.dims3().map_err(|_| {
         AdiffError::Invalid(format!(

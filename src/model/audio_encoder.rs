@@ -97,15 +97,18 @@ impl AudioEncoder {
     }
 
     pub fn encode(&self, clips: &[Vec<f32>]) -> Result<(Tensor, HtsatOutput)> {
-        let logmel = self.log_mel(clips)?;
-        let out = self.encode_log_mel(&logmel)?;
-        Ok((logmel, out))
+        // On a rayon worker, like decoding: see `ops::on_pool`.
+        crate::model::ops::on_pool(|| {
+            let logmel = self.log_mel(clips)?;
+            let out = self.encode_log_mel(&logmel)?;
+            Ok((logmel, out))
+        })
     }
 
     /// HTSAT on log-mel spectrograms `[B, frames, n_mels]` computed by [`Self::front_end`]
     /// elsewhere (`adiff serve` computes them while the model runs other requests).
     pub fn encode_log_mel(&self, logmel: &Tensor) -> Result<HtsatOutput> {
-        let out = self.htsat.forward(logmel)?;
+        let out = crate::model::ops::on_pool(|| self.htsat.forward(logmel))?;
         // NaN weights (or a log-mel that overflowed) would otherwise flow on into NaN event
         // probabilities and an explanation of "!!!!".
         if !all_finite(&out.embedding)? {

@@ -11,6 +11,19 @@ use candle_core::{
 use candle_nn::{LayerNorm, Module};
 use rayon::prelude::*;
 
+/// Runs `f` on one of rayon's worker threads (the calling thread waits for it), or in place when
+/// already on one. Inference calls it around each forward pass: the parallel ops inside then
+/// split with a join on that worker (its share runs in place, the other workers steal the rest)
+/// instead of injecting a job from outside the pool and putting the caller to sleep until it
+/// ends. Decoding a token makes about 60 such calls; from the main thread they cost four context
+/// switches each (158k -> 37k over `bench decode`'s i8 run, docs/performance.md).
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    rayon::scope(|_| f())
+}
+
 /// `ln(x)` over the last dimension, differentiable when `x` or the norm's weights are tracked
 /// (on the CPU in f32 one fused op with its own backward; elsewhere `ops_gpu`'s).
 pub fn layer_norm(ln: &LayerNorm, x: &Tensor) -> Result<Tensor> {
