@@ -48,3 +48,18 @@ pub fn park_idle_threads() {
         std::env::set_var(VAR, BARRIER_POOL_SPIN_LIMIT);
     }
 }
+
+/// Runs candle's elementwise binary ops on the calling thread (`CANDLE_NUM_THREADS=1` sizes
+/// candle's barrier pool, and nothing else, to no helper thread), unless the user set it. For
+/// `adiff serve`, whose model workers run batches side by side on rayon's threads: the pool's
+/// one helper thread then had no core of its own, and callers spun waiting for it (7.7% of the
+/// server's CPU time in `BarrierGuard::drop`, and its lock serialised the workers' ops; 58-59
+/// -> 62-68 req/s at concurrency 16, measured). Call before any tensor op, like
+/// [`park_idle_threads`].
+pub fn inline_elementwise_ops() {
+    const VAR: &str = "CANDLE_NUM_THREADS";
+    if std::env::var_os(VAR).is_none() {
+        // As in `park_idle_threads`: no other thread runs yet.
+        std::env::set_var(VAR, "1");
+    }
+}

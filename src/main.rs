@@ -21,6 +21,9 @@ fn main() {
         adiff::alloc::keep_freed_memory();
     }
     adiff::alloc::park_idle_threads();
+    if matches!(cli.command, Command::Serve(_)) {
+        adiff::alloc::inline_elementwise_ops();
+    }
     let result = match cli.command {
         Command::Embed(args) => adiff::cli::embed::run(args),
         Command::Tag(args) => adiff::cli::tag::run(args),

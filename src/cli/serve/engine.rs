@@ -1,4 +1,4 @@
-//! The model behind `adiff serve`: one worker thread owns it and runs queued requests in batches
+//! The model behind `adiff serve`: worker threads share it and run queued requests in batches
 //! (dynamic batching).
 //!
 //! A request arrives decoded, as the log-mel spectrogram of each clip (`[frames * n_mels]`,
@@ -11,13 +11,18 @@
 //!   ids) as one batch `[rows, prefix, n_embd]`, each row sampled with its own request's seed.
 //!
 //! GPT-2's decoding is what a batch makes cheaper: at batch 1 each token reads all the weights
-//! for one row. The queue is bounded: [`Engine::submit`] refuses a request when it is full
+//! for one row. With several workers (`--workers`), one gathers the next batch and runs it while
+//! another is still running its own: with one, the clients of a finished batch send their next
+//! requests together, and the cores sat idle while the HTTP side decoded them and while GPT-2
+//! decoded a small model's few rows (the server used 1.15 of 2 cores at concurrency 16). The
+//! workers take turns at the queue (one gathers at a time), so a batch is never split between
+//! them. The queue is bounded: [`Engine::submit`] refuses a request when it is full
 //! (the HTTP layer answers 503), and a request whose client has gone is dropped unrun.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use candle_core::{IndexOp, Tensor};
@@ -40,6 +45,8 @@ pub struct BatchPolicy {
     pub max_wait: Duration,
     /// Most requests waiting (not yet taken by the worker).
     pub queue: usize,
+    /// Worker threads sharing the model (each runs one batch at a time).
+    pub workers: usize,
 }
 
 /// One explanation request: two clips' log-mels and its prompts.
@@ -130,21 +137,28 @@ pub struct WorkerParts {
 }
 
 impl Engine {
-    /// Starts the worker thread, which ends once the engine is dropped and the queue is empty.
+    /// Starts the worker threads, which end once the engine is dropped and the queue is empty.
     pub fn start(
         parts: WorkerParts,
         policy: BatchPolicy,
-    ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
+    ) -> std::io::Result<(Self, Vec<std::thread::JoinHandle<()>>)> {
         let (engine, rx) = Self::queue(policy);
-        let counts = Counts {
-            coming: engine.coming.clone(),
-            waiting: engine.waiting.clone(),
-            running: engine.running.clone(),
-        };
-        let handle = std::thread::Builder::new()
-            .name("adiff-model".into())
-            .spawn(move || worker(rx, parts, policy, &counts))?;
-        Ok((engine, handle))
+        let rx = Arc::new(Mutex::new(rx));
+        let parts = Arc::new(parts);
+        let handles = (0..policy.workers.max(1))
+            .map(|i| {
+                let counts = Counts {
+                    coming: engine.coming.clone(),
+                    waiting: engine.waiting.clone(),
+                    running: engine.running.clone(),
+                };
+                let (rx, parts) = (rx.clone(), parts.clone());
+                std::thread::Builder::new()
+                    .name(format!("adiff-model-{i}"))
+                    .spawn(move || worker(&rx, &parts, policy, &counts))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok((engine, handles))
     }
 
     /// The queue alone; its receiving end is the worker's.
@@ -193,7 +207,7 @@ impl Engine {
         }
     }
 
-    /// Requests waiting for the worker, and requests in the batch it is running.
+    /// Requests waiting for a worker, and requests in the batches the workers are running.
     pub fn load(&self) -> (usize, usize) {
         (
             self.waiting.load(Ordering::SeqCst),
@@ -222,42 +236,58 @@ struct Counts {
     running: Arc<AtomicUsize>,
 }
 
-fn worker(rx: Receiver<Job>, parts: WorkerParts, policy: BatchPolicy, counts: &Counts) {
+/// Takes the next batch from the queue: the first request (waiting for one), whatever is queued
+/// already, then, while requests are on their way, what arrives before `max_wait` has passed.
+/// None once the queue is closed and empty.
+fn gather(rx: &Receiver<Job>, policy: BatchPolicy, coming: &AtomicUsize) -> Option<Vec<Job>> {
+    let first = rx.recv().ok()?;
+    let mut jobs = vec![first];
+    let deadline = Instant::now() + policy.max_wait;
+    while jobs.len() < policy.max_batch {
+        match rx.try_recv() {
+            Ok(job) => {
+                jobs.push(job);
+                continue;
+            }
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => {}
+        }
+        let now = Instant::now();
+        if now >= deadline || coming.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok(job) => jobs.push(job),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    Some(jobs)
+}
+
+fn worker(rx: &Mutex<Receiver<Job>>, parts: &WorkerParts, policy: BatchPolicy, counts: &Counts) {
     let Counts {
         coming,
         waiting,
         running,
     } = counts;
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        // Whatever is queued already, then, while requests are on their way, what arrives
-        // before the deadline.
-        let deadline = Instant::now() + policy.max_wait;
-        while jobs.len() < policy.max_batch {
-            match rx.try_recv() {
-                Ok(job) => {
-                    jobs.push(job);
-                    continue;
-                }
-                Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) => {}
-            }
-            let now = Instant::now();
-            if now >= deadline || coming.load(Ordering::SeqCst) == 0 {
-                break;
-            }
-            match rx.recv_timeout(deadline - now) {
-                Ok(job) => jobs.push(job),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-            }
-        }
+    loop {
+        // One worker gathers at a time; the lock is released before the batch runs. (A worker
+        // that panicked cannot hold it: batches run outside the lock, under catch_unwind.)
+        let Some(mut jobs) = gather(
+            &rx.lock().unwrap_or_else(|e| e.into_inner()),
+            policy,
+            coming,
+        ) else {
+            break;
+        };
         waiting.fetch_sub(jobs.len(), Ordering::SeqCst);
         // A client that gave up (timed out, disconnected) costs nothing more.
         jobs.retain(|j| !j.reply.is_closed());
         if jobs.is_empty() {
             continue;
         }
-        running.store(jobs.len(), Ordering::SeqCst);
+        let n = jobs.len();
+        running.fetch_add(n, Ordering::SeqCst);
         let started = Instant::now();
         let queued: Vec<f64> = jobs
             .iter()
@@ -265,9 +295,8 @@ fn worker(rx: Receiver<Job>, parts: WorkerParts, policy: BatchPolicy, counts: &C
             .collect();
         let (works, replies): (Vec<Work>, Vec<_>) =
             jobs.into_iter().map(|j| (j.work, j.reply)).unzip();
-        let n = works.len();
         // A panic inside the model fails this batch, not the server.
-        let outcomes = std::panic::catch_unwind(AssertUnwindSafe(|| run_batch(&parts, works)))
+        let outcomes = std::panic::catch_unwind(AssertUnwindSafe(|| run_batch(parts, works)))
             .unwrap_or_else(|_| {
                 (0..n)
                     .map(|_| Err("internal error: the model crashed on this batch".into()))
@@ -283,7 +312,7 @@ fn worker(rx: Receiver<Job>, parts: WorkerParts, policy: BatchPolicy, counts: &C
                 batch: n,
             }));
         }
-        running.store(0, Ordering::SeqCst);
+        running.fetch_sub(n, Ordering::SeqCst);
     }
 }
 
@@ -495,6 +524,7 @@ mod tests {
             max_batch: 4,
             max_wait: Duration::from_millis(1),
             queue,
+            workers: 1,
         }
     }
 

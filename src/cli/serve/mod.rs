@@ -87,6 +87,11 @@ pub struct ServeArgs {
     /// Milliseconds the model waits for more requests after the first of a batch.
     #[arg(long, default_value_t = 5)]
     pub batch_wait_ms: u64,
+    /// Model threads, each running one batch at a time over the one copy of the model: while
+    /// one runs a batch, the next gathers and runs the requests that arrived meanwhile (default:
+    /// 2 on the CPU, 1 on a GPU).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub workers: Option<u64>,
     /// Most requests waiting for the model; more are answered 503. At most --queue +
     /// --max-batch requests are in progress at once (being read, decoded, waiting or running).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
@@ -145,8 +150,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_batch: args.max_batch as usize,
         max_wait: Duration::from_millis(args.batch_wait_ms),
         queue: args.queue as usize,
+        workers: args
+            .workers
+            .map_or(if device.is_cpu() { 2 } else { 1 }, |w| w as usize),
     };
-    let (engine, worker) = engine::Engine::start(
+    let (engine, workers) = engine::Engine::start(
         engine::WorkerParts {
             model,
             tokenizer: tokenizer.clone(),
@@ -154,7 +162,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         policy,
     )
-    .context("cannot start the model's thread")?;
+    .context("cannot start the model's threads")?;
     let max_in_flight = (args.queue + args.max_batch) as usize;
     let state = api::Shared {
         engine,
@@ -193,11 +201,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("server error")
     })?;
-    // Every handler has returned, and with them every sender of the queue: the worker ends.
+    // Every handler has returned, and with them every sender of the queue: the workers end.
     drop(runtime);
-    worker
-        .join()
-        .map_err(|_| anyhow::anyhow!("the model's thread crashed"))?;
+    for w in workers {
+        w.join()
+            .map_err(|_| anyhow::anyhow!("a model thread crashed"))?;
+    }
     eprintln!("adiff serve: stopped");
     Ok(())
 }
