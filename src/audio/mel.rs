@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use realfft::num_complex::Complex;
 use realfft::{RealFftPlanner, RealToComplex};
 
-use crate::audio::config::AudioConfig;
+use crate::audio::config::{AudioConfig, MelScale};
 use crate::error::{AdiffError, Result};
 
 /// Computes `[frames, n_mels]` log-mel spectrograms for fixed-length clips.
@@ -32,15 +32,14 @@ pub struct LogMelFrontEnd {
 }
 
 impl LogMelFrontEnd {
-    /// Front end with a mel matrix computed like librosa's `filters.mel(htk=False, norm="slaney")`.
+    /// Front end with the filterbank `cfg.mel_scale` names: librosa's
+    /// `filters.mel(htk=False, norm="slaney")` by default.
     pub fn new(cfg: &AudioConfig) -> Self {
-        let mel = slaney_mel_matrix(
-            cfg.sample_rate as f64,
-            cfg.n_fft,
-            cfg.n_mels,
-            cfg.fmin,
-            cfg.fmax,
-        );
+        let (sr, n_fft, n_mels) = (cfg.sample_rate as f64, cfg.n_fft, cfg.n_mels);
+        let mel = match cfg.mel_scale {
+            MelScale::Slaney => slaney_mel_matrix(sr, n_fft, n_mels, cfg.fmin, cfg.fmax),
+            MelScale::Log => log_filterbank(sr, n_fft, n_mels, cfg.fmin, cfg.fmax),
+        };
         Self::with_mel_matrix_unchecked(cfg, mel)
     }
 
@@ -277,12 +276,30 @@ fn mel_to_hz(mel: f64) -> f64 {
 /// librosa `filters.mel(sr, n_fft, n_mels, fmin, fmax, htk=False, norm="slaney")`, transposed to
 /// `[n_bins, n_mels]` row-major. Computed in f64 like librosa, stored as f32 like torchlibrosa.
 pub fn slaney_mel_matrix(sr: f64, n_fft: usize, n_mels: usize, fmin: f64, fmax: f64) -> Vec<f32> {
-    let n_bins = n_fft / 2 + 1;
-    let fft_freqs: Vec<f64> = (0..n_bins).map(|i| i as f64 * sr / n_fft as f64).collect();
     let (mmin, mmax) = (hz_to_mel(fmin), hz_to_mel(fmax));
-    let mel_f: Vec<f64> = (0..n_mels + 2)
+    let edges: Vec<f64> = (0..n_mels + 2)
         .map(|i| mel_to_hz(mmin + (mmax - mmin) * i as f64 / (n_mels + 1) as f64))
         .collect();
+    triangles(sr, n_fft, &edges)
+}
+
+/// Triangular bands as [`slaney_mel_matrix`]'s (slaney area normalisation), their edges and
+/// centres spaced evenly in `ln(f)` from `fmin` to `fmax` (`fmin > 0`).
+pub fn log_filterbank(sr: f64, n_fft: usize, n_mels: usize, fmin: f64, fmax: f64) -> Vec<f32> {
+    let (lmin, lmax) = (fmin.ln(), fmax.ln());
+    let edges: Vec<f64> = (0..n_mels + 2)
+        .map(|i| (lmin + (lmax - lmin) * i as f64 / (n_mels + 1) as f64).exp())
+        .collect();
+    triangles(sr, n_fft, &edges)
+}
+
+/// `[n_bins, n_mels]` triangles over the FFT bins: band `m` rises from `edges[m]` to
+/// `edges[m + 1]` and falls to `edges[m + 2]`, scaled to area 1 (librosa's `norm="slaney"`).
+fn triangles(sr: f64, n_fft: usize, edges: &[f64]) -> Vec<f32> {
+    let n_mels = edges.len() - 2;
+    let mel_f = edges;
+    let n_bins = n_fft / 2 + 1;
+    let fft_freqs: Vec<f64> = (0..n_bins).map(|i| i as f64 * sr / n_fft as f64).collect();
     let mut w = vec![0f32; n_bins * n_mels];
     for m in 0..n_mels {
         let (lo, ce, hi) = (mel_f[m], mel_f[m + 1], mel_f[m + 2]);
@@ -316,5 +333,55 @@ mod tests {
         for hz in [50.0, 500.0, 999.0, 1000.0, 4000.0, 14000.0] {
             assert!((mel_to_hz(hz_to_mel(hz)) - hz).abs() < 1e-9);
         }
+    }
+
+    /// The demo's front end: 32 kHz, 4096-point FFT, 32 bands over 50 Hz - 4 kHz.
+    const DEMO: (f64, usize, usize, f64, f64) = (32000.0, 4096, 32, 50.0, 4000.0);
+
+    #[test]
+    fn log_bands_are_geometric_slaney_triangles() {
+        let (sr, n_fft, n, lo, hi) = DEMO;
+        let w = log_filterbank(sr, n_fft, n, lo, hi);
+        // Edges from a constant ratio (powf, not the exp of evenly spaced logs the code uses).
+        let ratio = (hi / lo).powf(1.0 / (n + 1) as f64);
+        let edges: Vec<f64> = (0..n + 2).map(|i| lo * ratio.powi(i as i32)).collect();
+        let bins = n_fft / 2 + 1;
+        for b in 0..bins {
+            let f = b as f64 * sr / n_fft as f64;
+            for m in 0..n {
+                let (l, c, h) = (edges[m], edges[m + 1], edges[m + 2]);
+                let tri = ((f - l) / (c - l)).min((h - f) / (h - c)).max(0.0);
+                let want = tri * 2.0 / (h - l);
+                let got = w[b * n + m] as f64;
+                assert!(
+                    (got - want).abs() <= 1e-6 * want.max(1e-3),
+                    "bin {b} band {m}: {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    /// Frequency (Hz) of the FFT bin where band `m` peaks.
+    fn centre(w: &[f32], n: usize, sr: f64, n_fft: usize, m: usize) -> f64 {
+        let bins = n_fft / 2 + 1;
+        let b = (0..bins)
+            .max_by(|&i, &j| w[i * n + m].total_cmp(&w[j * n + m]))
+            .unwrap();
+        b as f64 * sr / n_fft as f64
+    }
+
+    #[test]
+    fn log_bands_sample_a_low_chord_more_finely_than_slaney_bands() {
+        // The lowest synthetic chord (crate::data::synthetic: root 150 Hz, ratios 1, 1.25, 1.5)
+        // spans 150-225 Hz: three log bands peak inside it (one per partial, about), one slaney
+        // band does (its bands are ~69 Hz apart below 1 kHz, as wide as the whole chord's span).
+        let (sr, n_fft, n, lo, hi) = DEMO;
+        let inside = |w: &[f32]| {
+            (0..n)
+                .filter(|&m| (150.0..=225.0).contains(&centre(w, n, sr, n_fft, m)))
+                .count()
+        };
+        assert!(inside(&log_filterbank(sr, n_fft, n, lo, hi)) >= 3);
+        assert!(inside(&slaney_mel_matrix(sr, n_fft, n, lo, hi)) <= 1);
     }
 }
