@@ -4,11 +4,12 @@
 #      pairs, a validation and a held-out test split, and a "pool" split whose clips the encoder
 #      never trains on (built beside stage 1);
 #   2. stage 1 with configs/demo.json (a tiny HTSAT, one block per stage and no patch norm, so
-#      it hears loudness, over a coarser log-mel: 4096-point window, hop 640, 32 mel bins from
-#      50 Hz to 4 kHz, 501 frames folded 4 times into a 128x128 image, so that HTSAT's final
+#      it hears loudness, over a coarser log-mel: 4096-point window, hop 640, 32 bands spaced
+#      evenly in log-frequency from 50 Hz to 4 kHz (narrow enough below 1 kHz to part a low
+#      chord from noise), 501 frames folded 4 times into a 128x128 image, so that HTSAT's final
 #      token grid has one frequency row and its pooled embedding keeps pitch; a 64-wide,
 #      4-layer GPT-2): HTSAT from scratch (--init-missing; bn0 gets the clips' log-mel
-#      statistics) learns to tag the training clips' attributes while GPT-2 learns the training
+#      statistics) learns to tag the training clips' attributes (16 epochs) while GPT-2 learns the training
 #      answers from scratch, side by side;
 #   3. the HTSAT embedding cache of all clips (HTSAT stays frozen from here on);
 #   4. stage 2 (GPT-2 frozen) on the training pairs, then stage 3 (GPT-2 unfrozen) on fresh
@@ -28,9 +29,9 @@
 #      held-out test split for tiers 1 and 2; the precision and recall per attribute (vs chance)
 #      are printed and saved next to the model (eval_synthetic.json).
 # The demo knows only the synthetic sound world (tones, buzzes, chords, noise, clicks, chirps).
-# Measured (docs/demo-model.md): about 1780 s on the 2-core Xeon, and on 200 held-out pairs
-# (seed 2) every difference named in 84.5% of the pairs. Its recipe before (STAGE3=lessons) named
-# them in 19%: it stopped after the first difference.
+# Measured (docs/demo-model.md): 1616 s on the 2-core Xeon, and on 200 held-out pairs (seed 2)
+# every difference named in 92.0% / 88.5% of the pairs (tiers 1 / 2). Its recipe before
+# (STAGE3=lessons) named them in 19%: it stopped after the first difference.
 # A killed run continues where it stopped when started again with the same WORK_DIR.
 #   usage: scripts/train_demo.sh [WORK_DIR]
 #   env:   TRAIN_PAIRS (2000), POOL_PAIRS (1400), VAL_PAIRS (40), TEST_PAIRS (200);

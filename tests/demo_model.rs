@@ -1,8 +1,10 @@
 //! The shipped demo model (`data/models/demo`, trained by `scripts/train_demo.sh`): the README's
 //! main-job command works on the bundled clips, and on 200 held-out synthetic pairs (seed 2, a
 //! seed no training split uses) `adiff eval --synthetic` gives at least 80% on loudness and
-//! pitch and 70% on source kind, at tiers 1 and 2; with `--dtype f16` and `--dtype i8` every
-//! attribute's accuracy stays within 2 points of f32's (see [`DTYPE_TOLERANCE`]).
+//! pitch and 70% on source kind, at tiers 1 and 2, and meets issue 33's goals for loudness,
+//! pitch, pattern, background and "all differences named" ([`NAMED_BAR`]); with `--dtype f16`
+//! and `--dtype i8` every attribute's accuracy stays within 2 points of f32's (see
+//! [`DTYPE_TOLERANCE`]).
 
 mod common;
 
@@ -17,11 +19,22 @@ const TEST_PAIRS: &str = "200";
 const TEST_SEED: &str = "2";
 /// The bar of issue 7, per attribute (fraction of the predictions that assert it).
 const BAR: [(&str, f64); 3] = [("loudness", 0.8), ("pitch", 0.8), ("source kind", 0.7)];
+/// Issue 33's goals the shipped model meets, per attribute: precision and recall at least these
+/// (f32, both tiers). Its source-kind goal (0.90 / 0.85) is not met yet: kind keeps issue 7's bar.
+const NAMED_BAR: [(&str, f64, f64); 4] = [
+    ("loudness", 0.9, 0.85),
+    ("pitch", 0.9, 0.85),
+    ("pattern", 0.7, 0.7),
+    ("background", 0.7, 0.7),
+];
+/// Issue 33: every difference of a pair named in at least this share of the differing pairs.
+const ALL_NAMED_BAR: f64 = 0.7;
 /// Largest accuracy change a reduced weight format may cause, per attribute. Issue 29's goal is
 /// 1 point; measured (2026-12-06) on the demo shipped until that evening: f16 changed no row, i8
 /// one row of 200 at tier 2, which moved pitch by 1.2 points (one claim of about 80); on the demo
-/// shipped since: f16 no row, i8 one row, no cell moved. A broken kernel or file format moves far
-/// more.
+/// shipped from that evening: f16 no row, i8 one row, no cell moved; on the demo shipped since
+/// 2026-12-07 (log bands): f16 no row, i8 one row of 400. A broken kernel or file format moves
+/// far more.
 const DTYPE_TOLERANCE: f64 = 0.02;
 /// Reduced formats checked against f32.
 const DTYPES: [&str; 2] = ["f16", "i8"];
@@ -166,12 +179,40 @@ fn held_out_pairs_clear_the_bar() {
             a["asserted"].as_u64().unwrap(),
         )
     };
+    let recall_of = |file: &serde_json::Value, attr: &str| {
+        file["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["attribute"] == attr)
+            .and_then(|a| a["recall"].as_f64())
+            .unwrap_or(0.0)
+    };
     let mut failures = Vec::new();
     // Files are in the order given: f32's two tiers first, then each dtype's.
     for (i, file) in files.iter().enumerate() {
         assert_eq!(file["rows"], 200);
         let (dtype, path) = &preds[i];
         let f32_file = &files[i % 2];
+        if *dtype == "f32" {
+            for (attr, precision, recall) in NAMED_BAR {
+                let (acc, _) = accuracy(file, attr);
+                let rec = recall_of(file, attr);
+                if acc < precision || rec < recall {
+                    failures.push(format!(
+                        "{}: {attr} precision {acc:.3} (bar {precision}), recall {rec:.3} (bar {recall})",
+                        file["file"]
+                    ));
+                }
+            }
+            let all = file["all_named_rate"].as_f64().unwrap_or(0.0);
+            if all < ALL_NAMED_BAR {
+                failures.push(format!(
+                    "{}: all named {all:.3} < {ALL_NAMED_BAR}",
+                    file["file"]
+                ));
+            }
+        }
         for (attr, bar) in BAR {
             let (acc, asserted) = accuracy(file, attr);
             assert!(asserted >= 20, "{attr}: too few claims");

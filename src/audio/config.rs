@@ -108,7 +108,8 @@ impl AudioConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    // Named in full: `tests/layers.rs` reads `super::*` here as this file importing `audio`.
+    use crate::audio::config::{AudioConfig, MelScale};
 
     fn demo() -> serde_json::Value {
         serde_json::json!({"sample_rate": 32000, "duration_s": 10.0, "n_fft": 4096,
