@@ -41,12 +41,7 @@ const BARRIER_POOL_SPIN_LIMIT: &str = "200";
 /// Lets idle candle worker threads park almost at once (`CANDLE_BARRIER_POOL_SPIN_LIMIT`, unless
 /// the user set it). Call before any tensor op: the pool reads it when it starts.
 pub fn park_idle_threads() {
-    const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
-    if std::env::var_os(VAR).is_none() {
-        // No other thread runs yet (the first call in `main`), so changing the environment
-        // races with nothing.
-        std::env::set_var(VAR, BARRIER_POOL_SPIN_LIMIT);
-    }
+    default_env("CANDLE_BARRIER_POOL_SPIN_LIMIT", BARRIER_POOL_SPIN_LIMIT);
 }
 
 /// Runs candle's elementwise binary ops on the calling thread (`CANDLE_NUM_THREADS=1` sizes
@@ -57,9 +52,13 @@ pub fn park_idle_threads() {
 /// -> 62-68 req/s at concurrency 16, measured). Call before any tensor op, like
 /// [`park_idle_threads`].
 pub fn inline_elementwise_ops() {
-    const VAR: &str = "CANDLE_NUM_THREADS";
-    if std::env::var_os(VAR).is_none() {
-        // As in `park_idle_threads`: no other thread runs yet.
-        std::env::set_var(VAR, "1");
+    default_env("CANDLE_NUM_THREADS", "1");
+}
+
+/// Sets `var` to `value` unless the user set it. Only from `main`, before any other thread starts
+/// (changing the environment then races with nothing).
+fn default_env(var: &str, value: &str) {
+    if std::env::var_os(var).is_none() {
+        std::env::set_var(var, value);
     }
 }
