@@ -44,6 +44,15 @@ pub fn fixed_length(samples: &[f32], target: usize, mode: CropMode) -> Vec<f32> 
     samples[offset..offset + target].to_vec()
 }
 
+/// [`fixed_length`] taking the samples by value: a clip already `target` long comes back as it
+/// is, with no copy.
+pub fn fixed_length_owned(samples: Vec<f32>, target: usize, mode: CropMode) -> Vec<f32> {
+    if samples.len() == target {
+        return samples;
+    }
+    fixed_length(&samples, target, mode)
+}
+
 /// Where [`fixed_length`] starts the crop of a `len`-sample waveform longer than `target`.
 pub fn crop_offset(len: usize, target: usize, mode: CropMode) -> usize {
     let slack = len.saturating_sub(target);

@@ -11,7 +11,7 @@ use std::io::ErrorKind;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
-use symphonia::core::audio::SampleBuffer;
+use symphonia::core::audio::{AudioBufferRef, SampleBuffer, Signal};
 use symphonia::core::codecs::{
     CodecParameters, CodecType, Decoder, DecoderOptions, CODEC_TYPE_FLAC, CODEC_TYPE_NULL,
     CODEC_TYPE_PCM_F32BE, CODEC_TYPE_PCM_F32LE, CODEC_TYPE_PCM_F64BE, CODEC_TYPE_PCM_F64LE,
@@ -299,24 +299,34 @@ impl Stream {
             if n_frames == 0 {
                 continue;
             }
-            // Reuse one interleaved f32 buffer; grow it only when a packet is larger than any
-            // before.
-            let buf = match &mut self.interleaved {
-                Some(b) if b.capacity() >= n_frames * n_ch => b,
-                slot => slot.insert(SampleBuffer::<f32>::new(n_frames as u64, spec)),
-            };
-            buf.copy_interleaved_ref(decoded);
             self.frames += n_frames as u64;
             let first = out.len();
-            // [n_frames * n_ch] interleaved -> [n_frames] mean over channels (f64 sum, exact
-            // for mono).
-            out.extend(buf.samples().chunks_exact(n_ch).map(|frame| {
-                if n_ch == 1 {
-                    frame[0]
-                } else {
-                    (frame.iter().map(|&s| s as f64).sum::<f64>() / n_ch as f64) as f32
+            match &decoded {
+                // The common case (16-bit mono PCM, the demo's clips) straight from the
+                // decoder's buffer, converted as symphonia's `IntoSample` does (`s / 32768`,
+                // exact): no interleaved copy in between.
+                AudioBufferRef::S16(b) if n_ch == 1 => {
+                    out.extend(b.chan(0).iter().map(|&s| f32::from(s) / 32_768.0))
                 }
-            }));
+                _ => {
+                    // Reuse one interleaved f32 buffer; grow it only when a packet is larger
+                    // than any before.
+                    let buf = match &mut self.interleaved {
+                        Some(b) if b.capacity() >= n_frames * n_ch => b,
+                        slot => slot.insert(SampleBuffer::<f32>::new(n_frames as u64, spec)),
+                    };
+                    buf.copy_interleaved_ref(decoded);
+                    // [n_frames * n_ch] interleaved -> [n_frames] mean over channels (f64 sum,
+                    // exact for mono).
+                    out.extend(buf.samples().chunks_exact(n_ch).map(|frame| {
+                        if n_ch == 1 {
+                            frame[0]
+                        } else {
+                            (frame.iter().map(|&s| s as f64).sum::<f64>() / n_ch as f64) as f32
+                        }
+                    }));
+                }
+            }
             // A Vorbis stream ends exactly at its last granule position (Vorbis I spec, A.2),
             // but symphonia 0.5 does not trim the final block's padding when it cannot see the
             // previous page's granule position (short files); cut to the declared end like

@@ -12,6 +12,7 @@ use realfft::num_complex::Complex;
 use realfft::{RealFftPlanner, RealToComplex};
 
 use crate::audio::config::{AudioConfig, MelScale};
+use crate::audio::rfft::LowBinsFft;
 use crate::error::{AdiffError, Result};
 
 /// Computes `[frames, n_mels]` log-mel spectrograms for fixed-length clips.
@@ -29,6 +30,10 @@ pub struct LogMelFrontEnd {
     /// projection runs over those bins only (in ascending bin order, as a dense sum would add
     /// them: the sums are bit-identical, only exact zeros are skipped).
     mel_filters: Vec<(usize, Vec<f32>)>,
+    /// The bins the mel bands read (`0..used`) when they all lie in the lowest quarter: the
+    /// real FFT's post-processing then runs for those bins only (bit-identical, see
+    /// [`crate::audio::rfft`]).
+    low: Option<LowBinsFft>,
 }
 
 impl LogMelFrontEnd {
@@ -82,13 +87,15 @@ impl LogMelFrontEnd {
                     _ => (0, Vec::new()),
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let low = LowBinsFft::new(n, used_bins(&mel_filters));
         Self {
             cfg: cfg.clone(),
             window,
             fft,
             mel_matrix,
             mel_filters,
+            low,
         }
     }
 
@@ -146,15 +153,20 @@ impl LogMelFrontEnd {
     pub fn power_spectrogram(&self, samples: &[f32]) -> Result<Vec<f32>> {
         let bins = self.cfg.num_bins();
         let mut out = Vec::new();
-        self.frames(samples, |spectrum| {
+        self.frames(samples, bins, |spectrum| {
             out.extend(spectrum[..bins].iter().map(|c| c.re * c.re + c.im * c.im));
         })?;
         Ok(out)
     }
 
-    /// Calls `each` with the spectrum `[num_bins]` of every frame in turn: reflect padding,
-    /// the window, one real FFT per frame.
-    fn frames(&self, samples: &[f32], mut each: impl FnMut(&[Complex<f32>])) -> Result<()> {
+    /// Calls `each` with the spectrum of every frame in turn (at least its first `bins` bins):
+    /// reflect padding, the window, one real FFT per frame.
+    fn frames(
+        &self,
+        samples: &[f32],
+        bins: usize,
+        mut each: impl FnMut(&[Complex<f32>]),
+    ) -> Result<()> {
         let n_fft = self.cfg.n_fft;
         let pad = n_fft / 2;
         if samples.len() <= pad {
@@ -165,8 +177,16 @@ impl LogMelFrontEnd {
         }
         let padded = reflect_pad(samples, pad);
         let mut input = self.fft.make_input_vec();
-        let mut spectrum = self.fft.make_output_vec();
-        let mut scratch = self.fft.make_scratch_vec();
+        let low = self.low.as_ref().filter(|l| l.bins() >= bins);
+        let mut low_scratch = low.map(|l| l.make_scratch());
+        let mut spectrum = match low {
+            Some(l) => vec![Complex::new(0.0, 0.0); l.bins()],
+            None => self.fft.make_output_vec(),
+        };
+        let mut scratch = match low {
+            Some(_) => Vec::new(),
+            None => self.fft.make_scratch_vec(),
+        };
         for f in 0..self.num_frames(samples.len()) {
             let start = f * self.cfg.hop_length;
             for ((x, &s), &w) in input
@@ -176,9 +196,13 @@ impl LogMelFrontEnd {
             {
                 *x = s * w;
             }
-            self.fft
-                .process_with_scratch(&mut input, &mut spectrum, &mut scratch)
-                .map_err(|e| AdiffError::Invalid(format!("fft: {e}")))?;
+            match (low, low_scratch.as_mut()) {
+                (Some(l), Some(ls)) => l.process(&input, &mut spectrum, ls),
+                _ => self
+                    .fft
+                    .process_with_scratch(&mut input, &mut spectrum, &mut scratch)
+                    .map_err(|e| AdiffError::Invalid(format!("fft: {e}")))?,
+            }
             each(&spectrum);
         }
         Ok(())
@@ -193,15 +217,10 @@ impl LogMelFrontEnd {
     pub fn log_mel(&self, samples: &[f32]) -> Result<Vec<f32>> {
         let mels = self.cfg.n_mels;
         let amin = self.cfg.log_amin as f32;
-        let used = self
-            .mel_filters
-            .iter()
-            .map(|(lo, w)| lo + w.len())
-            .max()
-            .unwrap_or(0);
+        let used = used_bins(&self.mel_filters);
         let mut power = vec![0f32; used];
         let mut out = Vec::with_capacity(self.num_frames(samples.len()) * mels);
-        self.frames(samples, |spectrum| {
+        self.frames(samples, used, |spectrum| {
             for (p, c) in power.iter_mut().zip(spectrum) {
                 *p = c.re * c.re + c.im * c.im;
             }
@@ -238,6 +257,15 @@ impl LogMelFrontEnd {
             device,
         )?)
     }
+}
+
+/// The FFT bins `0..used` some band of `filters` reads.
+fn used_bins(filters: &[(usize, Vec<f32>)]) -> usize {
+    filters
+        .iter()
+        .map(|(lo, w)| lo + w.len())
+        .max()
+        .unwrap_or(0)
 }
 
 /// numpy/torch `reflect` padding (the edge sample is not repeated).

@@ -8,6 +8,7 @@ pub mod config;
 pub mod decode;
 pub mod mel;
 pub mod resample;
+pub mod rfft;
 
 use std::path::Path;
 
@@ -170,40 +171,43 @@ pub fn load_source_clip_span(
         // Whole file (short: tiled), or the start.
         _ => (0, grid.window(0, target as u64, None).1, 0, 0),
     };
+    // Packets are decoded straight into `window`; those wholly before `lo` are dropped as they
+    // come (memory stays one packet plus the window), the rest is trimmed to [lo, hi) once.
     let mut window = Vec::new();
     let mut read = 0u64; // input frames seen
-    let mut chunk = Vec::new();
+    let mut dropped = 0u64; // input frames before window[0]
     let mut ended = false;
     while read < hi {
-        chunk.clear();
-        if !stream.next_into(&mut chunk)? {
+        let before = window.len();
+        if !stream.next_into(&mut window)? {
             ended = true;
             break;
         }
-        let (a, b) = (read, read + chunk.len() as u64);
-        read = b;
-        let (from_i, to_i) = (a.max(lo), b.min(hi));
-        if from_i < to_i {
-            window.extend_from_slice(&chunk[(from_i - a) as usize..(to_i - a) as usize]);
+        read += (window.len() - before) as u64;
+        if read <= lo {
+            window.clear();
+            dropped = read;
         }
     }
+    if lo > dropped {
+        window.drain(..(lo - dropped) as usize);
+    }
+    window.truncate((hi - lo) as usize);
     // A short file is read to its end; was it shorter than the clip?
     let total = if ended { Some(read) } else { len_in };
     if total.is_some_and(|n| grid.len_out(n) <= target as u64) {
         // Short: the whole file (all of it is in `window`, which started at 0), tiled.
-        let resampled = resample::resample(&window, from, to)
+        let window_len = window.len();
+        let resampled = resample::resample_owned(window, from, to)
             .map_err(|e| AdiffError::audio(path, e.to_string()))?;
         if resampled.is_empty() {
             return Err(AdiffError::audio(
                 path,
-                format!(
-                    "too short: {} samples at {from} Hz leave nothing at {to} Hz",
-                    window.len()
-                ),
+                format!("too short: {window_len} samples at {from} Hz leave nothing at {to} Hz"),
             ));
         }
-        let duration_s = window.len() as f64 / f64::from(from);
-        let clip = clip::fixed_length(&resampled, target, crop);
+        let duration_s = window_len as f64 / f64::from(from);
+        let clip = clip::fixed_length_owned(resampled, target, crop);
         let span = ClipSpan {
             duration_s: Some(duration_s),
             start_s: 0.0,
@@ -211,20 +215,17 @@ pub fn load_source_clip_span(
         };
         return finite(path, clip).map(|c| (c, span));
     }
-    let resampled = resample::resample(&window, from, to)
+    let mut clip = resample::resample_owned(window, from, to)
         .map_err(|e| AdiffError::audio(path, e.to_string()))?;
     let local = (offset - out_base) as usize;
-    let clip = resampled
-        .get(local..local + target)
-        .ok_or_else(|| {
-            AdiffError::audio(
-                path,
-                format!(
-                    "decoded {read} sample frames, fewer than the header's count: truncated file"
-                ),
-            )
-        })?
-        .to_vec();
+    if clip.len() < local + target {
+        return Err(AdiffError::audio(
+            path,
+            format!("decoded {read} sample frames, fewer than the header's count: truncated file"),
+        ));
+    }
+    clip.truncate(local + target);
+    clip.drain(..local);
     // The duration: known when the file was read to its end or its length was counted;
     // `--crop start` stops early, and then knows it from a lossless header only.
     let duration_frames = total.or(stream.exact_frames());

@@ -30,6 +30,15 @@ const ALIGN_SEARCH: usize = 4096;
 /// the smallest `skip` wins among (numerically) equal residuals.
 const ALIGN_TOLERANCE: f64 = 1e-9;
 
+/// [`resample`] taking the samples by value: at equal rates they come back as they are, with
+/// no copy.
+pub fn resample_owned(samples: Vec<f32>, from_hz: u32, to_hz: u32) -> Result<Vec<f32>> {
+    if from_hz == to_hz && from_hz != 0 {
+        return Ok(samples);
+    }
+    resample(&samples, from_hz, to_hz)
+}
+
 /// Resamples a mono waveform from `from_hz` to `to_hz`.
 ///
 /// The output has `round(len * to_hz / from_hz)` samples and is time-aligned with the input: sample

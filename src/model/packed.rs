@@ -348,7 +348,10 @@ impl Proj {
                 w, layout, b_vec, ..
             } => {
                 // The kernels work on raw slices: no gradients through them.
-                if m <= MATVEC_MAX_ROWS && !x.track_op() && !w.track_op() {
+                let few = m <= MATVEC_MAX_ROWS
+                    || (*layout == ops::WeightLayout::OutIn
+                        && kernels::f32_tiles_beat_gemm(x.dim(1)?, m));
+                if few && !x.track_op() && !w.track_op() {
                     if let Some(y) = matvec_f32(w, *layout, x, b_vec.as_deref())? {
                         return Ok(y);
                     }
@@ -862,6 +865,9 @@ mod kernels {
         bias: Option<&[f32]>,
     ) -> Vec<f32> {
         let level = level();
+        if f32_tiles(level, k) {
+            return matmul_f32_tiles(w, n, k, x, m, bias, level);
+        }
         matmul_rows(
             n,
             k,
@@ -872,6 +878,88 @@ mod kernels {
             // f32 rows are read in place (a copy per row was 6% of `adiff serve`'s model time).
             None::<fn(usize, &mut [f32])>,
         )
+    }
+
+    /// Weight rows per tile of [`matmul_f32_tiles`].
+    const TILE: usize = 16;
+
+    /// Whether [`matmul_f32`] runs on 16-row tiles: AVX-512 and `k` a multiple of 32 (the
+    /// dot product's two 16-lane accumulators with no scalar tail).
+    fn f32_tiles(level: Level, k: usize) -> bool {
+        level == Level::Avx512 && k > 0 && k.is_multiple_of(32)
+    }
+
+    /// Whether an f32 `[out, in]` projection of `k` inputs is faster on [`matmul_f32`] than on
+    /// a gemm for up to `m` activation rows: for small `k` (the demo's 64) the tiles' shuffled
+    /// sums beat gemm's packing of the whole weight at the batch sizes `adiff serve` decodes.
+    pub fn f32_tiles_beat_gemm(k: usize, m: usize) -> bool {
+        f32_tiles(level(), k) && k <= TILES_MAX_K && m <= TILES_MAX_ROWS
+    }
+    /// Inputs and activation rows up to which [`f32_tiles_beat_gemm`] holds.
+    const TILES_MAX_K: usize = 256;
+    const TILES_MAX_ROWS: usize = 32;
+
+    /// [`matmul_f32`] on tiles of 16 weight rows, each read from memory once and dotted with
+    /// every activation row while it is in cache: the same sums as [`dot_f32`] at
+    /// [`Level::Avx512`], bit for bit, whatever `m` (so a batch answers as its rows would alone).
+    fn matmul_f32_tiles(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        x: &[f32],
+        m: usize,
+        bias: Option<&[f32]>,
+        level: Level,
+    ) -> Vec<f32> {
+        let per_task = rows_per_task(n).next_multiple_of(TILE);
+        // Each task's `[m, len]` band of the output, in its own buffer.
+        let bands: Vec<Vec<f32>> = (0..n.div_ceil(per_task))
+            .into_par_iter()
+            .map(|task| {
+                let first = task * per_task;
+                let len = per_task.min(n - first);
+                let mut band = vec![0f32; m * len];
+                let mut o = 0;
+                while o + TILE <= len {
+                    let tile = &w[(first + o) * k..(first + o + TILE) * k];
+                    for r in 0..m {
+                        let out = &mut band[r * len + o..r * len + o + TILE];
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: f32_tiles checked AVX-512 and k % 32 == 0; `tile` holds 16 rows.
+                        unsafe {
+                            x86::dot16_f32_512(&x[r * k..(r + 1) * k], tile, out)
+                        };
+                        #[cfg(not(target_arch = "x86_64"))]
+                        for (j, y) in out.iter_mut().enumerate() {
+                            *y = dot_f32(&x[r * k..(r + 1) * k], &tile[j * k..(j + 1) * k], level);
+                        }
+                    }
+                    o += TILE;
+                }
+                for j in o..len {
+                    let wr = &w[(first + j) * k..(first + j + 1) * k];
+                    for r in 0..m {
+                        band[r * len + j] = dot_f32(&x[r * k..(r + 1) * k], wr, level);
+                    }
+                }
+                band
+            })
+            .collect();
+        let mut y = Vec::with_capacity(m * n);
+        for r in 0..m {
+            for band in &bands {
+                let len = band.len() / m;
+                y.extend_from_slice(&band[r * len..(r + 1) * len]);
+            }
+        }
+        if let Some(b) = bias {
+            for row in y.chunks_exact_mut(n) {
+                for (v, b) in row.iter_mut().zip(b) {
+                    *v += b;
+                }
+            }
+        }
+        y
     }
 
     /// `x` [m, k] times f32 `w` [k, n] (GPT-2's Conv1D layout), plus bias -> [m, n]: each task
@@ -1115,6 +1203,12 @@ mod kernels {
         }
     }
 
+    /// An f32 dot product at a given level (tests).
+    #[cfg(test)]
+    pub fn dot_f32_at(a: &[f32], b: &[f32], level: Level) -> f32 {
+        dot_f32(a, b, level)
+    }
+
     /// Weight row `o` dotted with `x` at a given level (tests).
     #[cfg(test)]
     pub fn dot_row_at(p: &Packed, x: &[f32], o: usize, level: Level) -> f32 {
@@ -1296,6 +1390,76 @@ mod kernels {
             s
         }
 
+        /// `out[o] = dot_f32_512(x, w[o * k..(o + 1) * k])` for 16 consecutive weight rows `w`
+        /// (`[16, k]`, `k = x.len()` a multiple of 32), bit for bit: the same two accumulators
+        /// per row, added, then summed by the same pairwise tree as `_mm512_reduce_add_ps`
+        /// (lanes `i` and `i + 8`, then `j` and `j + 4`, `l` and `l + 2`, 0 and 1), but for the
+        /// 16 rows at once by shuffles: the horizontal sum of each row was most of the cost of
+        /// a dot over a small model's 64 inputs (the demo's 50257-row head).
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn dot16_f32_512(x: &[f32], w: &[f32], out: &mut [f32]) {
+            let k = x.len();
+            debug_assert!(k.is_multiple_of(2 * LANES_512) && w.len() >= 16 * k && out.len() >= 16);
+            // Row o's accumulator goes to slot (o % 4) * 4 + o / 4: after the tree, lane o of
+            // the result holds row o's sum (see the layout notes below).
+            let mut p = [_mm512_setzero_ps(); 16];
+            for o in 0..16 {
+                let wr = w.as_ptr().add(o * k);
+                let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+                let mut i = 0;
+                while i < k {
+                    acc0 = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(x.as_ptr().add(i)),
+                        _mm512_loadu_ps(wr.add(i)),
+                        acc0,
+                    );
+                    acc1 = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(x.as_ptr().add(i + LANES_512)),
+                        _mm512_loadu_ps(wr.add(i + LANES_512)),
+                        acc1,
+                    );
+                    i += 2 * LANES_512;
+                }
+                p[(o % 4) * 4 + o / 4] = _mm512_add_ps(acc0, acc1);
+            }
+            // Level 1, t_i = a_i + a_{i+8}: 128-bit blocks 0,1 of a and b against blocks 2,3.
+            // b1[q] = [t(p[2q]) 0..8, t(p[2q+1]) 0..8].
+            let mut b1 = [_mm512_setzero_ps(); 8];
+            for (q, b) in b1.iter_mut().enumerate() {
+                let (a, c) = (p[2 * q], p[2 * q + 1]);
+                *b = _mm512_add_ps(
+                    _mm512_shuffle_f32x4::<0x44>(a, c),
+                    _mm512_shuffle_f32x4::<0xEE>(a, c),
+                );
+            }
+            // Level 2, u_j = t_j + t_{j+4}: blocks 0,2 against 1,3.
+            // b2[q] = [u(p[4q]), u(p[4q+1]), u(p[4q+2]), u(p[4q+3])], one 4-lane block each.
+            let mut b2 = [_mm512_setzero_ps(); 4];
+            for (q, b) in b2.iter_mut().enumerate() {
+                let (a, c) = (b1[2 * q], b1[2 * q + 1]);
+                *b = _mm512_add_ps(
+                    _mm512_shuffle_f32x4::<0x88>(a, c),
+                    _mm512_shuffle_f32x4::<0xDD>(a, c),
+                );
+            }
+            // Level 3, v_l = u_l + u_{l+2}, within each block: block i of b3[r] =
+            // [v(p[8r+i]) 0..2, v(p[8r+4+i]) 0..2].
+            let mut b3 = [_mm512_setzero_ps(); 2];
+            for (r, b) in b3.iter_mut().enumerate() {
+                let (a, c) = (b2[2 * r], b2[2 * r + 1]);
+                *b = _mm512_add_ps(
+                    _mm512_shuffle_ps::<0x44>(a, c),
+                    _mm512_shuffle_ps::<0xEE>(a, c),
+                );
+            }
+            // Level 4, s = v_0 + v_1: lane 4i + j = s(p[i + 4j]) = the sum of row 4i + j.
+            let s = _mm512_add_ps(
+                _mm512_shuffle_ps::<0x88>(b3[0], b3[1]),
+                _mm512_shuffle_ps::<0xDD>(b3[0], b3[1]),
+            );
+            _mm512_storeu_ps(out.as_mut_ptr(), s);
+        }
+
         #[target_feature(enable = "avx512f,f16c")]
         pub unsafe fn dot_f16_512(x: &[f32], w: &[f16]) -> f32 {
             let n = x.len().min(w.len());
@@ -1469,6 +1633,41 @@ mod tests {
                 let xt = Tensor::from_slice(&x, (m, k), cpu).unwrap();
                 let got = proj.forward(&xt).unwrap().flatten_all().unwrap();
                 check(&got.to_vec1::<f32>().unwrap(), "Proj::forward");
+            }
+        }
+    }
+
+    /// The 16-row tiles (AVX-512) give each output exactly the dot product a row alone gets,
+    /// at every batch size: `adiff serve`'s batches answer as `adiff explain` does.
+    #[test]
+    fn f32_tiles_are_bit_identical_to_single_dot_products() {
+        use super::kernels::{dot_f32_at, levels, matmul_f32, Level};
+        if !levels().contains(&Level::Avx512) {
+            return; // the tiles run on AVX-512 only; elsewhere matmul_f32 is the dot itself
+        }
+        // n = 200: twelve tiles and a tail of 8 rows; k = 64 (the demo), 96, 768 (full size).
+        for k in [64, 96, 768] {
+            let n = 200;
+            let w = values(n * k, 40 + k as u64);
+            let b = values(n, 41);
+            for m in [1, 3, 7, 16] {
+                let x = values(m * k, 42 + m as u64);
+                let got = matmul_f32(&w, n, k, &x, m, Some(&b));
+                for r in 0..m {
+                    for o in 0..n {
+                        let want = dot_f32_at(
+                            &x[r * k..(r + 1) * k],
+                            &w[o * k..(o + 1) * k],
+                            Level::Avx512,
+                        ) + b[o];
+                        assert_eq!(
+                            got[r * n + o].to_bits(),
+                            want.to_bits(),
+                            "k={k} m={m} row {r} output {o}: {} vs {want}",
+                            got[r * n + o]
+                        );
+                    }
+                }
             }
         }
     }

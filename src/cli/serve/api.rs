@@ -183,7 +183,14 @@ const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 async fn buffer_body(s: &Shared, req: Request, deadline: tokio::time::Instant) -> Buffered {
     use http_body_util::BodyExt;
     let (parts, mut body) = req.into_parts();
-    let mut data = Vec::new();
+    // Sized once from Content-Length (capped by the limit): growing by doubling copied a 1 MB
+    // upload several times over.
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut data = Vec::with_capacity(declared.min(s.max_body));
     loop {
         match tokio::time::timeout_at(deadline, body.frame()).await {
             Ok(None) => break,
