@@ -99,6 +99,10 @@ pub(crate) enum Proj {
         /// read a row-major operand (gemm is up to 1.5x slower on a transposed one at GPT-2's
         /// MLP shapes, measured); inference never pays for it.
         other: std::sync::OnceLock<Tensor>,
+        /// An `[out, in]` weight as 16-row tiles stored transposed (`kernels::f32_tiles_of`),
+        /// made at the first inference product that runs on them (`kernels::f32_tiles_apply`:
+        /// a small model's head decoding a batch); shared by the model's clones.
+        tiles: std::sync::OnceLock<std::sync::Arc<Vec<f32>>>,
     },
     /// Rows in f16 or int8, with the bias as a plain vector.
     Packed {
@@ -140,6 +144,7 @@ impl Proj {
                 w: w_out_in.contiguous()?,
                 layout: ops::WeightLayout::OutIn,
                 other: std::sync::OnceLock::new(),
+                tiles: std::sync::OnceLock::new(),
                 b,
                 b_vec,
             },
@@ -170,6 +175,7 @@ impl Proj {
             w: w_in_out.contiguous()?,
             layout: ops::WeightLayout::InOut,
             other: std::sync::OnceLock::new(),
+            tiles: std::sync::OnceLock::new(),
             b,
             b_vec,
         })
@@ -345,14 +351,19 @@ impl Proj {
                 return Ok(ops::linear_frozen(x, in_out, out_in, b.as_ref())?);
             }
             Proj::F32 {
-                w, layout, b_vec, ..
+                w,
+                layout,
+                b_vec,
+                tiles,
+                ..
             } => {
                 // The kernels work on raw slices: no gradients through them.
-                let few = m <= MATVEC_MAX_ROWS
-                    || (*layout == ops::WeightLayout::OutIn
-                        && kernels::f32_tiles_beat_gemm(x.dim(1)?, m));
-                if few && !x.track_op() && !w.track_op() {
-                    if let Some(y) = matvec_f32(w, *layout, x, b_vec.as_deref())? {
+                let k = x.dim(1)?;
+                let tiled = *layout == ops::WeightLayout::OutIn && kernels::f32_tiles_apply(k, m);
+                if (m <= MATVEC_MAX_ROWS || tiled) && !x.track_op() && !w.track_op() {
+                    if let Some(y) =
+                        matvec_f32(w, *layout, x, b_vec.as_deref(), tiled.then_some(tiles))?
+                    {
                         return Ok(y);
                     }
                 }
@@ -512,6 +523,7 @@ fn matvec_f32(
     layout: ops::WeightLayout,
     x: &Tensor,
     bias: Option<&[f32]>,
+    tiles: Option<&std::sync::OnceLock<std::sync::Arc<Vec<f32>>>>,
 ) -> Result<Option<Tensor>> {
     let (rows, cols) = w.dims2()?;
     let (m, _) = x.dims2()?;
@@ -525,9 +537,18 @@ fn matvec_f32(
     };
     let w = &data[l.start_offset()..l.start_offset() + rows * cols];
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
-    let (y, n) = match layout {
-        ops::WeightLayout::OutIn => (kernels::matmul_f32(w, rows, cols, &xs, m, bias), rows),
-        ops::WeightLayout::InOut => (
+    let (y, n) = match (layout, tiles) {
+        (ops::WeightLayout::OutIn, Some(tiles)) => {
+            let tiles = tiles.get_or_init(|| kernels::f32_tiles_of(w, rows, cols).into());
+            (
+                kernels::matmul_f32_tiled(w, tiles, rows, cols, &xs, m, bias),
+                rows,
+            )
+        }
+        (ops::WeightLayout::OutIn, None) => {
+            (kernels::matmul_f32(w, rows, cols, &xs, m, bias), rows)
+        }
+        (ops::WeightLayout::InOut, _) => (
             kernels::matmul_f32_in_out(w, rows, cols, &xs, m, bias),
             cols,
         ),
@@ -865,9 +886,6 @@ mod kernels {
         bias: Option<&[f32]>,
     ) -> Vec<f32> {
         let level = level();
-        if f32_tiles(level, k) {
-            return matmul_f32_tiles(w, n, k, x, m, bias, level);
-        }
         matmul_rows(
             n,
             k,
@@ -880,37 +898,60 @@ mod kernels {
         )
     }
 
-    /// Weight rows per tile of [`matmul_f32_tiles`].
+    /// Weight rows per tile of [`matmul_f32_tiled`].
     const TILE: usize = 16;
 
-    /// Whether [`matmul_f32`] runs on 16-row tiles: AVX-512 and `k` a multiple of 32 (the
-    /// dot product's two 16-lane accumulators with no scalar tail).
-    fn f32_tiles(level: Level, k: usize) -> bool {
-        level == Level::Avx512 && k > 0 && k.is_multiple_of(32)
+    /// Whether an f32 `[out, in]` product of `k` inputs and `m` activation rows runs on
+    /// [`matmul_f32_tiled`]: AVX-512, `k` a multiple of 32 (`dot_f32_512`'s two 16-lane
+    /// accumulators with no scalar tail) and small (the transposed copy is made for a small
+    /// model's head: the demo's 64), and a batch of a few to a few dozen rows, which gemm
+    /// served by packing the whole weight every call.
+    pub fn f32_tiles_apply(k: usize, m: usize) -> bool {
+        level() == Level::Avx512
+            && k > 0
+            && k.is_multiple_of(32)
+            && k <= TILES_MAX_K
+            && (2..=TILES_MAX_ROWS).contains(&m)
     }
-
-    /// Whether an f32 `[out, in]` projection of `k` inputs is faster on [`matmul_f32`] than on
-    /// a gemm for up to `m` activation rows: for small `k` (the demo's 64) the tiles' shuffled
-    /// sums beat gemm's packing of the whole weight at the batch sizes `adiff serve` decodes.
-    pub fn f32_tiles_beat_gemm(k: usize, m: usize) -> bool {
-        f32_tiles(level(), k) && k <= TILES_MAX_K && m <= TILES_MAX_ROWS
-    }
-    /// Inputs and activation rows up to which [`f32_tiles_beat_gemm`] holds.
+    /// Inputs and activation rows up to which [`f32_tiles_apply`] holds.
     const TILES_MAX_K: usize = 256;
     const TILES_MAX_ROWS: usize = 32;
 
-    /// [`matmul_f32`] on tiles of 16 weight rows, each read from memory once and dotted with
-    /// every activation row while it is in cache: the same sums as [`dot_f32`] at
-    /// [`Level::Avx512`], bit for bit, whatever `m` (so a batch answers as its rows would alone).
-    fn matmul_f32_tiles(
+    /// `w` `[n, k]` as tiles of 16 rows stored transposed: tile t at `t * 16 * k`,
+    /// `[k, 16]`, element `(i, j)` = `w[16t + j][i]`. The last `n % 16` rows are not copied
+    /// ([`matmul_f32_tiled`] reads them from `w`).
+    pub fn f32_tiles_of(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+        let full = n / TILE;
+        let mut tiles = vec![0f32; full * TILE * k];
+        tiles
+            .par_chunks_mut(TILE * k)
+            .enumerate()
+            .for_each(|(t, tile)| {
+                for j in 0..TILE {
+                    let row = &w[(t * TILE + j) * k..(t * TILE + j + 1) * k];
+                    for (i, &v) in row.iter().enumerate() {
+                        tile[i * TILE + j] = v;
+                    }
+                }
+            });
+        tiles
+    }
+
+    /// [`matmul_f32`] from [`f32_tiles_of`]'s tiles: every output is the same sum as
+    /// [`dot_f32`] at [`Level::Avx512`] gives it, bit for bit, whatever `m` (a batch answers
+    /// as its rows would alone), with the 16 outputs of a tile in the lanes of one register
+    /// and each tile read once for every activation row (see `x86::tile16_f32_512`).
+    /// Callers check [`f32_tiles_apply`].
+    pub fn matmul_f32_tiled(
         w: &[f32],
+        tiles: &[f32],
         n: usize,
         k: usize,
         x: &[f32],
         m: usize,
         bias: Option<&[f32]>,
-        level: Level,
     ) -> Vec<f32> {
+        let level = level();
         let per_task = rows_per_task(n).next_multiple_of(TILE);
         // Each task's `[m, len]` band of the output, in its own buffer.
         let bands: Vec<Vec<f32>> = (0..n.div_ceil(per_task))
@@ -921,17 +962,42 @@ mod kernels {
                 let mut band = vec![0f32; m * len];
                 let mut o = 0;
                 while o + TILE <= len {
-                    let tile = &w[(first + o) * k..(first + o + TILE) * k];
-                    for r in 0..m {
-                        let out = &mut band[r * len + o..r * len + o + TILE];
-                        #[cfg(target_arch = "x86_64")]
-                        // SAFETY: f32_tiles checked AVX-512 and k % 32 == 0; `tile` holds 16 rows.
-                        unsafe {
-                            x86::dot16_f32_512(&x[r * k..(r + 1) * k], tile, out)
-                        };
-                        #[cfg(not(target_arch = "x86_64"))]
-                        for (j, y) in out.iter_mut().enumerate() {
-                            *y = dot_f32(&x[r * k..(r + 1) * k], &tile[j * k..(j + 1) * k], level);
+                    let t = (first + o) / TILE;
+                    let tile = &tiles[t * TILE * k..(t + 1) * TILE * k];
+                    let mut r = 0;
+                    #[cfg(target_arch = "x86_64")]
+                    {
+                        // SAFETY: f32_tiles_apply checked AVX-512 and k % 32 == 0; `tile`
+                        // is [k, 16], `x` rows r.. and `band` rows r.. from column o exist.
+                        while r + 2 <= m {
+                            unsafe {
+                                x86::tile16_f32_512::<2>(
+                                    &x[r * k..],
+                                    k,
+                                    tile,
+                                    &mut band[r * len + o..],
+                                    len,
+                                )
+                            };
+                            r += 2;
+                        }
+                        if r < m {
+                            unsafe {
+                                x86::tile16_f32_512::<1>(
+                                    &x[r * k..],
+                                    k,
+                                    tile,
+                                    &mut band[r * len + o..],
+                                    len,
+                                )
+                            };
+                            r = m;
+                        }
+                    }
+                    for r in r..m {
+                        for j in 0..TILE {
+                            let row = &w[(first + o + j) * k..(first + o + j + 1) * k];
+                            band[r * len + o + j] = dot_f32(&x[r * k..(r + 1) * k], row, level);
                         }
                     }
                     o += TILE;
@@ -1390,74 +1456,64 @@ mod kernels {
             s
         }
 
-        /// `out[o] = dot_f32_512(x, w[o * k..(o + 1) * k])` for 16 consecutive weight rows `w`
-        /// (`[16, k]`, `k = x.len()` a multiple of 32), bit for bit: the same two accumulators
-        /// per row, added, then summed by the same pairwise tree as `_mm512_reduce_add_ps`
-        /// (lanes `i` and `i + 8`, then `j` and `j + 4`, `l` and `l + 2`, 0 and 1), but for the
-        /// 16 rows at once by shuffles: the horizontal sum of each row was most of the cost of
-        /// a dot over a small model's 64 inputs (the demo's 50257-row head).
+        /// `out[r * stride + j] = dot_f32_512(x[r], w[16t + j])` for the 16 weight rows of one
+        /// tile and `R` activation rows `x` (`[R, k]`, `k` a multiple of 32), bit for bit, from
+        /// the tile stored transposed (`tile[i * 16 + j] = w[16t + j][i]`, see
+        /// `f32_tiles_of`): with the 16 outputs in the lanes, every step of `dot_f32_512`
+        /// (lane `l`'s two accumulators over the even and odd 16-wide chunks, their sum, then
+        /// `_mm512_reduce_add_ps`'s pairwise tree: lanes `i` and `i + 8`, then `j` and `j + 4`,
+        /// `h` and `h + 2`, 0 and 1) is one vertical operation for 16 outputs at once, where the
+        /// row-major dot ended each 64-input output in a horizontal sum (most of its cost for
+        /// the demo's 50257-row head).
         #[target_feature(enable = "avx512f")]
-        pub unsafe fn dot16_f32_512(x: &[f32], w: &[f32], out: &mut [f32]) {
-            let k = x.len();
-            debug_assert!(k.is_multiple_of(2 * LANES_512) && w.len() >= 16 * k && out.len() >= 16);
-            // Row o's accumulator goes to slot (o % 4) * 4 + o / 4: after the tree, lane o of
-            // the result holds row o's sum (see the layout notes below).
-            let mut p = [_mm512_setzero_ps(); 16];
-            for o in 0..16 {
-                let wr = w.as_ptr().add(o * k);
-                let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-                let mut i = 0;
-                while i < k {
-                    acc0 = _mm512_fmadd_ps(
-                        _mm512_loadu_ps(x.as_ptr().add(i)),
-                        _mm512_loadu_ps(wr.add(i)),
-                        acc0,
-                    );
-                    acc1 = _mm512_fmadd_ps(
-                        _mm512_loadu_ps(x.as_ptr().add(i + LANES_512)),
-                        _mm512_loadu_ps(wr.add(i + LANES_512)),
-                        acc1,
-                    );
-                    i += 2 * LANES_512;
+        pub unsafe fn tile16_f32_512<const R: usize>(
+            x: &[f32],
+            k: usize,
+            tile: &[f32],
+            out: &mut [f32],
+            stride: usize,
+        ) {
+            debug_assert!(k.is_multiple_of(2 * LANES_512) && x.len() >= R * k);
+            debug_assert!(tile.len() >= 16 * k && out.len() >= (R - 1) * stride + 16);
+            let (xp, tp) = (x.as_ptr(), tile.as_ptr());
+            let zero = _mm512_setzero_ps();
+            // t[i][r] = p_i + p_{i+8} for row r, where p_l = acc0_l + acc1_l are lane l of
+            // dot_f32_512's accumulators (input 16c + l of chunk c): each weight vector is
+            // loaded once for the R rows.
+            let mut t = [[zero; R]; 8];
+            for (i, ti) in t.iter_mut().enumerate() {
+                for l in [i, i + 8] {
+                    let (mut acc0, mut acc1) = ([zero; R], [zero; R]);
+                    let mut c = l;
+                    while c < k {
+                        let w0 = _mm512_loadu_ps(tp.add(c * LANES_512));
+                        let w1 = _mm512_loadu_ps(tp.add((c + LANES_512) * LANES_512));
+                        for r in 0..R {
+                            let xr = xp.add(r * k + c);
+                            acc0[r] = _mm512_fmadd_ps(_mm512_set1_ps(*xr), w0, acc0[r]);
+                            acc1[r] =
+                                _mm512_fmadd_ps(_mm512_set1_ps(*xr.add(LANES_512)), w1, acc1[r]);
+                        }
+                        c += 2 * LANES_512;
+                    }
+                    for r in 0..R {
+                        let p = _mm512_add_ps(acc0[r], acc1[r]);
+                        ti[r] = if l == i { p } else { _mm512_add_ps(ti[r], p) };
+                    }
                 }
-                p[(o % 4) * 4 + o / 4] = _mm512_add_ps(acc0, acc1);
             }
-            // Level 1, t_i = a_i + a_{i+8}: 128-bit blocks 0,1 of a and b against blocks 2,3.
-            // b1[q] = [t(p[2q]) 0..8, t(p[2q+1]) 0..8].
-            let mut b1 = [_mm512_setzero_ps(); 8];
-            for (q, b) in b1.iter_mut().enumerate() {
-                let (a, c) = (p[2 * q], p[2 * q + 1]);
-                *b = _mm512_add_ps(
-                    _mm512_shuffle_f32x4::<0x44>(a, c),
-                    _mm512_shuffle_f32x4::<0xEE>(a, c),
-                );
+            // u_j = t_j + t_{j+4}, v_h = u_h + u_{h+2}, s = v_0 + v_1.
+            #[allow(clippy::needless_range_loop)] // r indexes the inner arrays of `t`
+            for r in 0..R {
+                let u = [
+                    _mm512_add_ps(t[0][r], t[4][r]),
+                    _mm512_add_ps(t[1][r], t[5][r]),
+                    _mm512_add_ps(t[2][r], t[6][r]),
+                    _mm512_add_ps(t[3][r], t[7][r]),
+                ];
+                let v = [_mm512_add_ps(u[0], u[2]), _mm512_add_ps(u[1], u[3])];
+                _mm512_storeu_ps(out.as_mut_ptr().add(r * stride), _mm512_add_ps(v[0], v[1]));
             }
-            // Level 2, u_j = t_j + t_{j+4}: blocks 0,2 against 1,3.
-            // b2[q] = [u(p[4q]), u(p[4q+1]), u(p[4q+2]), u(p[4q+3])], one 4-lane block each.
-            let mut b2 = [_mm512_setzero_ps(); 4];
-            for (q, b) in b2.iter_mut().enumerate() {
-                let (a, c) = (b1[2 * q], b1[2 * q + 1]);
-                *b = _mm512_add_ps(
-                    _mm512_shuffle_f32x4::<0x88>(a, c),
-                    _mm512_shuffle_f32x4::<0xDD>(a, c),
-                );
-            }
-            // Level 3, v_l = u_l + u_{l+2}, within each block: block i of b3[r] =
-            // [v(p[8r+i]) 0..2, v(p[8r+4+i]) 0..2].
-            let mut b3 = [_mm512_setzero_ps(); 2];
-            for (r, b) in b3.iter_mut().enumerate() {
-                let (a, c) = (b2[2 * r], b2[2 * r + 1]);
-                *b = _mm512_add_ps(
-                    _mm512_shuffle_ps::<0x44>(a, c),
-                    _mm512_shuffle_ps::<0xEE>(a, c),
-                );
-            }
-            // Level 4, s = v_0 + v_1: lane 4i + j = s(p[i + 4j]) = the sum of row 4i + j.
-            let s = _mm512_add_ps(
-                _mm512_shuffle_ps::<0x88>(b3[0], b3[1]),
-                _mm512_shuffle_ps::<0xDD>(b3[0], b3[1]),
-            );
-            _mm512_storeu_ps(out.as_mut_ptr(), s);
         }
 
         #[target_feature(enable = "avx512f,f16c")]
@@ -1641,18 +1697,20 @@ mod tests {
     /// at every batch size: `adiff serve`'s batches answer as `adiff explain` does.
     #[test]
     fn f32_tiles_are_bit_identical_to_single_dot_products() {
-        use super::kernels::{dot_f32_at, levels, matmul_f32, Level};
+        use super::kernels::{dot_f32_at, f32_tiles_of, levels, matmul_f32_tiled, Level};
         if !levels().contains(&Level::Avx512) {
-            return; // the tiles run on AVX-512 only; elsewhere matmul_f32 is the dot itself
+            return; // the tiles run on AVX-512 only
         }
-        // n = 200: twelve tiles and a tail of 8 rows; k = 64 (the demo), 96, 768 (full size).
-        for k in [64, 96, 768] {
+        // n = 200: twelve tiles and a tail of 8 rows; k = 64 (the demo), 96, 256; m odd and
+        // even (the kernel takes rows in pairs).
+        for k in [64, 96, 256] {
             let n = 200;
             let w = values(n * k, 40 + k as u64);
             let b = values(n, 41);
-            for m in [1, 3, 7, 16] {
+            let tiles = f32_tiles_of(&w, n, k);
+            for m in [1, 2, 3, 7, 16] {
                 let x = values(m * k, 42 + m as u64);
-                let got = matmul_f32(&w, n, k, &x, m, Some(&b));
+                let got = matmul_f32_tiled(&w, &tiles, n, k, &x, m, Some(&b));
                 for r in 0..m {
                     for o in 0..n {
                         let want = dot_f32_at(
