@@ -203,11 +203,32 @@ impl Stream {
                 SymError::Unsupported(what) => err(format!("unsupported codec ({what})")),
                 other => err(format!("cannot set up the {codec_name} decoder ({other})")),
             })?;
-        Ok(Self {
+        Ok(Self::with_parts(
+            path,
+            Source::Symphonia(format, decoder),
+            track_id,
+            params,
+            codec_name,
+        ))
+    }
+
+    /// A stream at its start, reading `source`.
+    fn with_parts(
+        path: &Path,
+        source: Source,
+        track_id: u32,
+        params: CodecParameters,
+        codec_name: String,
+    ) -> Self {
+        let (format, decoder, pcm) = match source {
+            Source::Symphonia(f, d) => (Some(f), Some(d), None),
+            Source::Pcm(p) => (None, None, Some(p)),
+        };
+        Self {
             path: path.to_path_buf(),
-            format: Some(format),
-            decoder: Some(decoder),
-            pcm: None,
+            format,
+            decoder,
+            pcm,
             track_id,
             sample_rate: params.sample_rate,
             channels: params.channels.map(|c| c.count()),
@@ -220,7 +241,7 @@ impl Stream {
             frames: 0,
             emitted: 0,
             ended: false,
-        })
+        }
     }
 
     /// A stream over a 16-bit mono PCM WAV in memory, read without symphonia.
@@ -233,24 +254,7 @@ impl Stream {
             .with_bits_per_coded_sample(16)
             .with_n_frames(frames)
             .clone();
-        Self {
-            path: path.to_path_buf(),
-            format: None,
-            decoder: None,
-            sample_rate: Some(pcm.sample_rate),
-            channels: Some(1),
-            pcm: Some(pcm),
-            track_id: 0,
-            params,
-            codec_name: "pcm_s16le".into(),
-            interleaved: None,
-            decoded_packets: 0,
-            skipped_packets: 0,
-            last_skip_reason: String::new(),
-            frames: 0,
-            emitted: 0,
-            ended: false,
-        }
+        Self::with_parts(path, Source::Pcm(pcm), 0, params, "pcm_s16le".into())
     }
 
     /// [`Self::next_into`] for [`Pcm16`]: up to [`PCM_CHUNK`] samples, `s / 32768` as
@@ -468,6 +472,12 @@ impl Stream {
         }
         self.sample_rate().map(|_| ())
     }
+}
+
+/// What a [`Stream`] reads from.
+enum Source {
+    Symphonia(Box<dyn FormatReader>, Box<dyn Decoder>),
+    Pcm(Pcm16),
 }
 
 /// Samples [`Stream::next_pcm`] hands out per call.

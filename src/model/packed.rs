@@ -898,6 +898,17 @@ mod kernels {
         )
     }
 
+    /// `y` `[m, n]` plus `bias` `[n]` on every row.
+    fn add_bias(y: &mut [f32], n: usize, bias: Option<&[f32]>) {
+        if let Some(b) = bias {
+            for row in y.chunks_exact_mut(n) {
+                for (v, b) in row.iter_mut().zip(b) {
+                    *v += b;
+                }
+            }
+        }
+    }
+
     /// Weight rows per tile of [`matmul_f32_tiled`].
     const TILE: usize = 16;
 
@@ -1018,13 +1029,7 @@ mod kernels {
                 y.extend_from_slice(&band[r * len..(r + 1) * len]);
             }
         }
-        if let Some(b) = bias {
-            for row in y.chunks_exact_mut(n) {
-                for (v, b) in row.iter_mut().zip(b) {
-                    *v += b;
-                }
-            }
-        }
+        add_bias(&mut y, n, bias);
         y
     }
 
@@ -1166,13 +1171,7 @@ mod kernels {
             }
             y
         };
-        if let Some(b) = bias {
-            for row in y.chunks_exact_mut(n) {
-                for (v, b) in row.iter_mut().zip(b) {
-                    *v += b;
-                }
-            }
-        }
+        add_bias(&mut y, n, bias);
         y
     }
 
