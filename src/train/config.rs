@@ -76,6 +76,22 @@ pub struct TrainConfig {
     /// throughout.
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+    /// Batches of similar answer lengths (the `group_by_length` of Hugging Face's Trainer):
+    /// each epoch's shuffled order is cut into runs of [`GROUP_BY_LENGTH_STEPS`] optimizer
+    /// steps, and each run is sorted by answer length, longest first. A batch is padded to its
+    /// longest answer, so one tier-3 paragraph among tier-1 answers made every row of the batch
+    /// cost a paragraph. The order stays a function of the seed and the epoch (exact resume).
+    /// Stages 2 and 3 only. false (the default): batches as drawn.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub group_by_length: bool,
+}
+
+/// Optimizer steps per run of examples [`TrainConfig::group_by_length`] sorts (Hugging Face's
+/// "megabatch" is 50 batches).
+pub const GROUP_BY_LENGTH_STEPS: usize = 50;
+
+fn is_false(x: &bool) -> bool {
+    !*x
 }
 
 /// The arithmetic of a training step (see [`TrainConfig::precision`]).

@@ -66,6 +66,15 @@ impl TrainTask for ExplanationTask {
         Ok(answer_loss(&self.model.model, &b)?.detach())
     }
 
+    /// Answer tokens of each training row (" <|endoftext|>" included, cut as training cuts).
+    fn train_lengths(&self) -> Result<Option<Vec<usize>>> {
+        self.train
+            .iter()
+            .map(|ex| Ok(self.batcher.answer_ids(ex)?.len()))
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
     fn samples(&self, indices: &[usize], max_tokens: usize) -> Result<Vec<String>> {
         let m = &self.model.model;
         let b = self.batch(&self.val, indices, VAL_EPOCH)?;

@@ -18,7 +18,7 @@ use rand::SeedableRng;
 
 use crate::error::{AdiffError, Result};
 use crate::train::average::WeightAverage;
-use crate::train::config::TrainConfig;
+use crate::train::config::{TrainConfig, GROUP_BY_LENGTH_STEPS};
 use crate::train::dist::{self, Communicator};
 use crate::train::optim::{clip_scale, AdamW, GradAccumulator};
 use crate::train::state::{CheckpointDir, DataOrder, TrainMeta};
@@ -41,6 +41,11 @@ pub trait TrainTask {
     }
     /// Mean loss of validation examples `indices`.
     fn val_loss(&self, indices: &[usize]) -> Result<Tensor>;
+    /// The length of each training example's target (answer tokens), for
+    /// `group_by_length`; None for a task whose examples all cost alike.
+    fn train_lengths(&self) -> Result<Option<Vec<usize>>> {
+        Ok(None)
+    }
     /// A few generated texts for validation examples `indices` (for the log).
     fn samples(&self, indices: &[usize], max_tokens: usize) -> Result<Vec<String>>;
     /// The trainable tensors, sorted by name.
@@ -86,6 +91,40 @@ pub fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
     order.shuffle(&mut rng);
     order
 }
+
+/// `order` with each run of `steps` optimizer steps (`per_step` examples each) sorted by
+/// `lengths` (longest first, stable), cut into its steps, and the steps of the run shuffled
+/// again (seeded by `seed`, the epoch and the run): every step holds similar lengths, and the
+/// steps of different lengths stay mixed in time. (Left sorted, as Hugging Face's sampler
+/// leaves its megabatches, the demo's runs went tier 3, then 2, then 1, and the model
+/// answered tier-3 prompts in tier-2 sentences: measured in docs/demo-model.md.)
+pub fn group_by_length(
+    mut order: Vec<usize>,
+    lengths: &[usize],
+    per_step: usize,
+    steps: usize,
+    seed: u64,
+    epoch: u64,
+) -> Vec<usize> {
+    let per_step = per_step.max(1);
+    let mut out = Vec::with_capacity(order.len());
+    for (r, run) in order.chunks_mut(per_step * steps.max(1)).enumerate() {
+        run.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+        let mut pieces: Vec<&[usize]> = run.chunks(per_step).collect();
+        // A short last piece (the epoch's end) keeps its place: the step count stays the same.
+        let last = match pieces.last() {
+            Some(p) if p.len() < per_step => pieces.pop(),
+            _ => None,
+        };
+        let mix = seed ^ epoch.wrapping_mul(EPOCH_MIX) ^ (r as u64).wrapping_mul(RUN_MIX);
+        pieces.shuffle(&mut rand::rngs::StdRng::seed_from_u64(mix));
+        out.extend(pieces.into_iter().chain(last).flatten());
+    }
+    out
+}
+
+/// Mixed into the seed for each run of [`group_by_length`].
+const RUN_MIX: u64 = 0xD1B5_4A32_D192_ED03;
 
 /// `log.jsonl`; `file` is None on the ranks other than 0 of a data-parallel run.
 struct Log {
@@ -296,8 +335,22 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
         Ok(Some(sum / count as f64))
     };
 
+    let lengths = match cfg.group_by_length {
+        false => None,
+        true => Some(task.train_lengths()?.ok_or_else(|| {
+            AdiffError::Config(
+                "group_by_length: this stage's examples have no answer lengths to group by \
+                 (stages 2 and 3 only)"
+                    .into(),
+            )
+        })?),
+    };
     while epoch < cfg.epochs {
         let order = epoch_order(cfg.seed, epoch, n);
+        let order = match &lengths {
+            Some(l) => group_by_length(order, l, per_step, GROUP_BY_LENGTH_STEPS, cfg.seed, epoch),
+            None => order,
+        };
         while position < steps_per_epoch {
             if opts.stop_after_steps.is_some_and(|s| step >= s) {
                 let path = save(
@@ -510,4 +563,48 @@ pub fn run(task: &dyn TrainTask, cfg: &TrainConfig, opts: &RunOptions) -> Result
         model: Some(model),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every example still comes once per epoch; each run is sorted longest first, runs stay
+    /// where the shuffle put them, and ties keep their shuffled order.
+    #[test]
+    fn group_by_length_sorts_within_runs_only() {
+        let lengths: Vec<usize> = (0..103).map(|i| (i * 37) % 11).collect();
+        let shuffled = epoch_order(5, 2, lengths.len());
+        // Runs of 4 steps of 5 examples.
+        let grouped = group_by_length(shuffled.clone(), &lengths, 5, 4, 5, 2);
+        let mut seen = grouped.clone();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..103).collect::<Vec<_>>());
+        for (run, before) in grouped.chunks(20).zip(shuffled.chunks(20)) {
+            let mut a = run.to_vec();
+            let mut b = before.to_vec();
+            a.sort_unstable();
+            b.sort_unstable();
+            assert_eq!(a, b, "a run keeps its examples");
+            // Each step of the run is a slice of the run sorted longest first.
+            let mut sorted = before.to_vec();
+            sorted.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+            let steps: Vec<&[usize]> = sorted.chunks(5).collect();
+            for step in run.chunks(5) {
+                assert!(steps.contains(&step), "{step:?} is not one of {steps:?}");
+            }
+        }
+        // The steps are mixed again: not the sorted order in every run.
+        let sorted_runs: Vec<usize> = shuffled
+            .chunks(20)
+            .flat_map(|c| {
+                let mut c = c.to_vec();
+                c.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+                c
+            })
+            .collect();
+        assert_ne!(grouped, sorted_runs);
+        // A pure function of its inputs: a resumed run gets the same order.
+        assert_eq!(grouped, group_by_length(shuffled, &lengths, 5, 4, 5, 2));
+    }
 }
