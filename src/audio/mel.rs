@@ -175,8 +175,8 @@ impl LogMelFrontEnd {
                 samples.len()
             )));
         }
-        let padded = reflect_pad(samples, pad);
         let mut input = self.fft.make_input_vec();
+        let mut edge = Vec::new();
         let low = self.low.as_ref().filter(|l| l.bins() >= bins);
         let mut low_scratch = low.map(|l| l.make_scratch());
         let mut spectrum = match low {
@@ -188,20 +188,18 @@ impl LogMelFrontEnd {
             None => self.fft.make_scratch_vec(),
         };
         for f in 0..self.num_frames(samples.len()) {
-            let start = f * self.cfg.hop_length;
-            for ((x, &s), &w) in input
-                .iter_mut()
-                .zip(&padded[start..start + n_fft])
-                .zip(&self.window)
-            {
-                *x = s * w;
-            }
+            let frame = padded_frame(samples, pad, f * self.cfg.hop_length, n_fft, &mut edge);
             match (low, low_scratch.as_mut()) {
-                (Some(l), Some(ls)) => l.process(&input, &mut spectrum, ls),
-                _ => self
-                    .fft
-                    .process_with_scratch(&mut input, &mut spectrum, &mut scratch)
-                    .map_err(|e| AdiffError::Invalid(format!("fft: {e}")))?,
+                // The window is applied as the low-bins FFT reads the frame.
+                (Some(l), Some(ls)) => l.process_windowed(frame, &self.window, &mut spectrum, ls),
+                _ => {
+                    for ((x, &s), &w) in input.iter_mut().zip(frame).zip(&self.window) {
+                        *x = s * w;
+                    }
+                    self.fft
+                        .process_with_scratch(&mut input, &mut spectrum, &mut scratch)
+                        .map_err(|e| AdiffError::Invalid(format!("fft: {e}")))?
+                }
             }
             each(&spectrum);
         }
@@ -306,7 +304,35 @@ fn used_bins(filters: &[(usize, Vec<f32>)]) -> usize {
         .unwrap_or(0)
 }
 
-/// numpy/torch `reflect` padding (the edge sample is not repeated).
+/// Samples `start..start + n` of `x` reflect-padded by `pad` on each side ([`reflect_pad`]),
+/// without padding the whole clip: a frame inside the clip is a slice of it, one that reaches
+/// into the padding is built in `edge`.
+fn padded_frame<'a>(
+    x: &'a [f32],
+    pad: usize,
+    start: usize,
+    n: usize,
+    edge: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    let len = x.len();
+    if start >= pad && start + n <= pad + len {
+        return &x[start - pad..start - pad + n];
+    }
+    edge.clear();
+    edge.extend((start..start + n).map(|p| {
+        if p < pad {
+            x[pad - p]
+        } else if p < pad + len {
+            x[p - pad]
+        } else {
+            x[len - 2 - (p - pad - len)]
+        }
+    }));
+    edge
+}
+
+/// numpy/torch `reflect` padding (the reference [`padded_frame`] is tested against) (the edge sample is not repeated).
+#[cfg(test)]
 fn reflect_pad(x: &[f32], pad: usize) -> Vec<f32> {
     let n = x.len();
     let mut out = Vec::with_capacity(n + 2 * pad);
@@ -455,6 +481,25 @@ mod tests {
                         "frame {f} band {m}"
                     );
                 }
+            }
+        }
+    }
+
+    /// Every frame, at the edges and inside, is the slice of the whole padded clip.
+    #[test]
+    fn padded_frames_are_slices_of_the_reflect_padded_clip() {
+        for (len, n, hop) in [(9, 8, 2), (5, 8, 1), (1000, 64, 7), (65, 128, 16)] {
+            let pad = n / 2;
+            let x: Vec<f32> = (0..len).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let padded = reflect_pad(&x, pad);
+            let mut edge = Vec::new();
+            for start in (0..=padded.len() - n).step_by(hop) {
+                let got = padded_frame(&x, pad, start, n, &mut edge).to_vec();
+                assert_eq!(
+                    got,
+                    padded[start..start + n],
+                    "len {len} n {n} start {start}"
+                );
             }
         }
     }

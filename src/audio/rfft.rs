@@ -76,13 +76,42 @@ impl LowBinsFft {
     /// mis-sized slices (callers size them from `self`).
     pub fn process(&self, input: &[f32], out: &mut [Complex<f32>], s: &mut LowBinsScratch) {
         assert_eq!(input.len(), self.n, "LowBinsFft input length");
-        assert!(out.len() >= self.bins, "LowBinsFft output length");
-        if self.bins == 0 {
-            return;
-        }
         // [n] real -> [n/2] complex pairs (x[2j], x[2j+1]), as realfft reads them.
         for (z, p) in s.pairs.iter_mut().zip(input.chunks_exact(2)) {
             *z = Complex::new(p[0], p[1]);
+        }
+        self.finish(out, s);
+    }
+
+    /// [`Self::process`] of `frame * window` (elementwise, the same products), without the
+    /// windowed frame as a buffer of its own.
+    pub fn process_windowed(
+        &self,
+        frame: &[f32],
+        window: &[f32],
+        out: &mut [Complex<f32>],
+        s: &mut LowBinsScratch,
+    ) {
+        assert!(
+            frame.len() == self.n && window.len() == self.n,
+            "LowBinsFft frame length"
+        );
+        for ((z, p), w) in s
+            .pairs
+            .iter_mut()
+            .zip(frame.chunks_exact(2))
+            .zip(window.chunks_exact(2))
+        {
+            *z = Complex::new(p[0] * w[0], p[1] * w[1]);
+        }
+        self.finish(out, s);
+    }
+
+    /// The complex FFT of `s.pairs` and the post-processing of bins `0..bins` into `out`.
+    fn finish(&self, out: &mut [Complex<f32>], s: &mut LowBinsScratch) {
+        assert!(out.len() >= self.bins, "LowBinsFft output length");
+        if self.bins == 0 {
+            return;
         }
         self.fft
             .process_outofplace_with_scratch(&mut s.pairs, &mut s.z, &mut s.scratch);
