@@ -274,7 +274,7 @@ impl Stream {
         out.extend(
             bytes
                 .chunks_exact(2)
-                .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32_768.0),
+                .map(|b| pcm16_to_f32(i16::from_le_bytes([b[0], b[1]]))),
         );
         let n = (stop - pcm.pos) as u64 / 2;
         pcm.pos = stop;
@@ -381,7 +381,7 @@ impl Stream {
                 // decoder's buffer, converted as symphonia's `IntoSample` does (`s / 32768`,
                 // exact): no interleaved copy in between.
                 AudioBufferRef::S16(b) if n_ch == 1 => {
-                    out.extend(b.chan(0).iter().map(|&s| f32::from(s) / 32_768.0))
+                    out.extend(b.chan(0).iter().map(|&s| pcm16_to_f32(s)))
                 }
                 _ => {
                     // Reuse one interleaved f32 buffer; grow it only when a packet is larger
@@ -478,6 +478,11 @@ impl Stream {
 enum Source {
     Symphonia(Box<dyn FormatReader>, Box<dyn Decoder>),
     Pcm(Pcm16),
+}
+
+/// A 16-bit sample as symphonia's `IntoSample` converts it: `s / 32768` (exact).
+fn pcm16_to_f32(s: i16) -> f32 {
+    f32::from(s) / 32_768.0
 }
 
 /// Samples [`Stream::next_pcm`] hands out per call.

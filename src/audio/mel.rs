@@ -175,9 +175,13 @@ impl LogMelFrontEnd {
                 samples.len()
             )));
         }
-        let mut input = self.fft.make_input_vec();
         let mut edge = Vec::new();
         let low = self.low.as_ref().filter(|l| l.bins() >= bins);
+        // The windowed frame for realfft (the low-bins FFT windows as it reads).
+        let mut input = match low {
+            Some(_) => Vec::new(),
+            None => self.fft.make_input_vec(),
+        };
         let mut low_scratch = low.map(|l| l.make_scratch());
         let mut spectrum = match low {
             Some(l) => vec![Complex::new(0.0, 0.0); l.bins()],

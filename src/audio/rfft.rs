@@ -1,7 +1,7 @@
 //! The lowest bins of a real FFT, bit for bit what `realfft` computes for them, for the cost of
 //! those bins only.
 //!
-//! Tensors: input `[n]` real samples, output `[bins]` complex, `bins <= n/4`.
+//! Tensors: frame and window `[n]` real samples, output `[bins]` complex, `bins <= n/4`.
 //!
 //! A real FFT of even length `n` is a complex FFT `Z` of length `n/2` over the samples taken in
 //! pairs, then a post-processing pass that builds each bin `X[k]` from `Z[k]`, `Z[n/2-k]` and a
@@ -72,19 +72,9 @@ impl LowBinsFft {
         }
     }
 
-    /// `out[k] = X[k]` for `k < bins`, where `X` is the real FFT of `input` (`[n]`). Panics on
-    /// mis-sized slices (callers size them from `self`).
-    pub fn process(&self, input: &[f32], out: &mut [Complex<f32>], s: &mut LowBinsScratch) {
-        assert_eq!(input.len(), self.n, "LowBinsFft input length");
-        // [n] real -> [n/2] complex pairs (x[2j], x[2j+1]), as realfft reads them.
-        for (z, p) in s.pairs.iter_mut().zip(input.chunks_exact(2)) {
-            *z = Complex::new(p[0], p[1]);
-        }
-        self.finish(out, s);
-    }
-
-    /// [`Self::process`] of `frame * window` (elementwise, the same products), without the
-    /// windowed frame as a buffer of its own.
+    /// `out[k] = X[k]` for `k < bins`, where `X` is the real FFT of `frame * window`
+    /// (elementwise, `[n]` each), the window applied as the frame is read into the FFT's input.
+    /// Panics on mis-sized slices (callers size them from `self`).
     pub fn process_windowed(
         &self,
         frame: &[f32],
@@ -164,7 +154,9 @@ mod tests {
             let mut want = full.make_output_vec();
             full.process(&mut x.clone(), &mut want).unwrap();
             let mut got = vec![Complex::new(f32::NAN, f32::NAN); bins];
-            fast.process(&x, &mut got, &mut fast.make_scratch());
+            // A window of ones: x * 1 is x exactly.
+            let ones = vec![1f32; n];
+            fast.process_windowed(&x, &ones, &mut got, &mut fast.make_scratch());
             for k in 0..bins {
                 assert_eq!(
                     (got[k].re.to_bits(), got[k].im.to_bits()),

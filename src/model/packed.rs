@@ -972,44 +972,27 @@ mod kernels {
                 let len = per_task.min(n - first);
                 let mut band = vec![0f32; m * len];
                 let mut o = 0;
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = tiles;
+                // Whole tiles on AVX-512 (the only level f32_tiles_apply accepts); the rows
+                // past the last whole tile, below, as single dot products.
+                #[cfg(target_arch = "x86_64")]
                 while o + TILE <= len {
                     let t = (first + o) / TILE;
                     let tile = &tiles[t * TILE * k..(t + 1) * TILE * k];
                     let mut r = 0;
-                    #[cfg(target_arch = "x86_64")]
-                    {
-                        // SAFETY: f32_tiles_apply checked AVX-512 and k % 32 == 0; `tile`
-                        // is [k, 16], `x` rows r.. and `band` rows r.. from column o exist.
-                        while r + 2 <= m {
-                            unsafe {
-                                x86::tile16_f32_512::<2>(
-                                    &x[r * k..],
-                                    k,
-                                    tile,
-                                    &mut band[r * len + o..],
-                                    len,
-                                )
-                            };
-                            r += 2;
+                    while r < m {
+                        let out = &mut band[r * len + o..];
+                        // SAFETY: f32_tiles_apply checked AVX-512 and k % 32 == 0; `tile` is
+                        // [k, 16], `x` has rows r.. and `band` rows r.. from column o.
+                        unsafe {
+                            if r + 2 <= m {
+                                x86::tile16_f32_512::<2>(&x[r * k..], k, tile, out, len);
+                            } else {
+                                x86::tile16_f32_512::<1>(&x[r * k..], k, tile, out, len);
+                            }
                         }
-                        if r < m {
-                            unsafe {
-                                x86::tile16_f32_512::<1>(
-                                    &x[r * k..],
-                                    k,
-                                    tile,
-                                    &mut band[r * len + o..],
-                                    len,
-                                )
-                            };
-                            r = m;
-                        }
-                    }
-                    for r in r..m {
-                        for j in 0..TILE {
-                            let row = &w[(first + o + j) * k..(first + o + j + 1) * k];
-                            band[r * len + o + j] = dot_f32(&x[r * k..(r + 1) * k], row, level);
-                        }
+                        r += 2;
                     }
                     o += TILE;
                 }
