@@ -9,12 +9,12 @@
 #      chord from noise), 501 frames folded 4 times into a 128x128 image, so that HTSAT's final
 #      token grid has one frequency row and its pooled embedding keeps pitch; a 64-wide,
 #      4-layer GPT-2): HTSAT from scratch (--init-missing; bn0 gets the clips' log-mel
-#      statistics) learns to tag the training clips' attributes (16 epochs) while GPT-2 learns the training
-#      answers from scratch, side by side;
+#      statistics) learns to tag the training clips' attributes (16 epochs) while GPT-2 learns the
+#      training answers from scratch, side by side;
 #   3. the HTSAT embedding cache of all clips (HTSAT stays frozen from here on);
 #   4. stage 2 (GPT-2 frozen) on the training pairs, then stage 3 (GPT-2 unfrozen) on fresh
 #      pairs of the training and pool clips (build-dataset synthetic-remix; no pair is seen
-#      twice), in five phases, each from the one before (configs/train/demo_stage3.json each):
+#      twice), in five phases, each from the one before:
 #      a. background lessons alone (pairs that differ in the background only, or in it and 0-2
 #         other attributes: --including); interleaved with the others from the start, the model
 #         never learns to read the background;
@@ -23,15 +23,18 @@
 #         lessons --including 0-2 other differences (kind 15%, loudness 5%, pitch 17.5%,
 #         pattern 5%, background 10%), so that the model names every difference, not only the
 #         first (one-difference lessons alone teach it to stop after one; pitch needs them);
-#      c.-e. three kind-weighted phases (kind 30% + 15%), on b's pairs, then twice on fresh ones:
-#         each brings back the source kind that learning the background cost;
+#      c.-d. two kind-weighted phases (kind 30% + 15%), on b's pairs, then on fresh ones: each
+#         brings back the source kind that learning the background cost;
+#      e. tier 3: a kind-weighted phase on fresh pairs with each pair's tier-1, tier-2 and
+#         tier-3 answers (configs/train/demo_stage3_detail.json: 2 epochs, answers up to 128
+#         tokens, batches of similar answer lengths);
 #   5. the model into data/models/demo/, then `adiff infer` + `adiff eval --synthetic` on the
-#      held-out test split for tiers 1 and 2; the precision and recall per attribute (vs chance)
+#      held-out test split for tiers 1, 2 and 3; the precision and recall per attribute (vs chance)
 #      are printed and saved next to the model (eval_synthetic.json).
 # The demo knows only the synthetic sound world (tones, buzzes, chords, noise, clicks, chirps).
-# Measured (docs/demo-model.md): 1616 s on the 2-core Xeon, and on 200 held-out pairs (seed 2)
-# every difference named in 92.0% / 88.5% of the pairs (tiers 1 / 2). Its recipe before
-# (STAGE3=lessons) named them in 19%: it stopped after the first difference.
+# Measured (docs/demo-model.md): 1800 s on the 2-core Xeon, and on 200 held-out pairs (seed 2)
+# every difference named in 88.5% / 87.5% / 51.5% of the pairs (tiers 1 / 2 / 3). The stage 3
+# before (STAGE3=lessons) named them in 19%: it stopped after the first difference.
 # A killed run continues where it stopped when started again with the same WORK_DIR.
 #   usage: scripts/train_demo.sh [WORK_DIR]
 #   env:   TRAIN_PAIRS (2000), POOL_PAIRS (1400), VAL_PAIRS (40), TEST_PAIRS (200);
@@ -83,16 +86,17 @@ lap data
 # The pool and the test split are built on the core the decoder leaves idle (after it ends:
 # truth.jsonl is appended to by one build at a time).
 lessons() {
-  $A build-dataset synthetic -o "$d" --count "$POOL_PAIRS" --seed 4 --split pool
-  $A build-dataset synthetic -o "$d" --count "$TEST_PAIRS" --seed 2 --split test
-  touch "$work/lessons.done"
+  $A build-dataset synthetic -o "$d" --count "$POOL_PAIRS" --seed 4 --split pool &&
+    $A build-dataset synthetic -o "$d" --count "$TEST_PAIRS" --seed 2 --split test &&
+    touch "$work/lessons.done"
 }
 train=("$d"/train_fewwords_answer.csv "$d"/train_sentence_answer.csv)
 val=("$d"/val_sentence_answer.csv)
 # --resume where a stage already has checkpoints (a killed script continues where it stopped).
 resume() { if [ -d "$1/checkpoints" ]; then echo --resume; fi; }
 # The two halves of stage 1 are independent: run them side by side, one thread each (the tiny
-# models gain nothing from a second thread, measured: 28 clips/s either way); the decoder ends
+# models gain nothing from a second thread, measured: 28 clips/s either way, and the encoder
+# alone on two threads took 76 ms a step against 77 on one beside the decoder); the decoder ends
 # long before the encoder, and its core then builds the lessons and the test split.
 enc=0; dec=0
 [ -f "$work/enc/model.safetensors" ] || { RAYON_NUM_THREADS=1 $A train-stage1 --part encoder "${dev[@]}" \
@@ -126,7 +130,8 @@ R=$REMIX_PAIRS
 remix() { $A build-dataset synthetic-remix -o "$d" --from train,pool --seed "$1" --count "$2" \
   --split "$3" "${@:4}" 2> /dev/null; }
 I=$((R * 9 / 4))
-csvs() { for s in "$@"; do echo "$d/${s}_fewwords_answer.csv" "$d/${s}_sentence_answer.csv"; done; }
+# csvs SPLIT...: the answer CSVs of each split at the tiers in CSV_TIERS (default 1 and 2).
+csvs() { for s in "$@"; do for t in ${CSV_TIERS:-fewwords sentence}; do echo "$d/${s}_${t}_answer.csv"; done; done; }
 prev=$work/stage2
 # phase NAME TRAIN_CONFIG SPLIT...: one stage-3 phase from the previous phase's model.
 phase() {
@@ -163,21 +168,25 @@ else
   remix 275 $((I * 5 / 100)) hi-pattern --including pattern
   remix 276 $((I * 5 / 100)) hi-background --including background
   remix 277 $((I * 5 / 100)) bxi-background --including background
-  # kind_lessons P S: fresh pairs for one kind-weighted phase, splits P-kind, Pi-* and
-  # Px-background, remix seeds S1-S7: kind 30% + 15%, the others as above.
+  # kind_lessons P S [N]: fresh pairs for one kind-weighted phase, splits P-kind, Pi-* and
+  # Px-background, remix seeds S1-S7, N pairs making 100% (default I): kind 30% + 15%, the
+  # others as above.
   kind_lessons() {
-    remix "${2}1" $((I * 30 / 100)) "$1-kind" --differ-in kind
-    remix "${2}2" $((I * 15 / 100)) "$1i-kind" --including kind
-    remix "${2}3" $((I * 5 / 100)) "$1i-loudness" --including loudness
-    remix "${2}4" $((I * 175 / 1000)) "$1i-pitch" --including pitch
-    remix "${2}5" $((I * 5 / 100)) "$1i-pattern" --including pattern
-    remix "${2}6" $((I * 5 / 100)) "$1i-background" --including background
-    remix "${2}7" $((I * 10 / 100)) "$1x-background" --differ-in background
+    local n=${3:-$I}
+    remix "${2}1" $((n * 30 / 100)) "$1-kind" --differ-in kind
+    remix "${2}2" $((n * 15 / 100)) "$1i-kind" --including kind
+    remix "${2}3" $((n * 5 / 100)) "$1i-loudness" --including loudness
+    remix "${2}4" $((n * 175 / 1000)) "$1i-pitch" --including pitch
+    remix "${2}5" $((n * 5 / 100)) "$1i-pattern" --including pattern
+    remix "${2}6" $((n * 5 / 100)) "$1i-background" --including background
+    remix "${2}7" $((n * 10 / 100)) "$1x-background" --differ-in background
   }
   kind_lessons k 37
-  kind_lessons m 47
-  # Five phases, each from the one before (configs/train/demo_stage3.json, lr 0.001 cosine to
-  # 0.0001 each):
+  # The last phase's pairs: 2/5 of I (6480 for the default R), each with its tier-1, tier-2
+  # and tier-3 answers.
+  kind_lessons t 47 $((I * 2 / 5))
+  # Five phases, each from the one before (lr 0.001 cosine to 0.0001 each;
+  # configs/train/demo_stage3.json for the first four):
   # 1. background lessons alone: mixed in with the others from the start, the model never learns
   #    to read the background (its claims stay at chance); alone it does in 600 steps;
   phase stage3-1-background demo_stage3.json s3-background bx-background hi-background bxi-background
@@ -185,23 +194,28 @@ else
   #    what the background gained);
   phase stage3-2-all demo_stage3.json s3-kind s3-loudness s3-pitch s3-pattern s3-background s3-mixed \
     hi-kind hi-loudness hi-pitch hi-pattern hi-background bx-background bxi-background
-  # 3.-5. kind-weighted phases, on the same lessons, then twice on fresh pairs: each brings the
+  # 3.-4. kind-weighted phases, on the same lessons, then on fresh pairs: each brings the
   #    kind further back while the other four stay.
   phase stage3-3-kind demo_stage3.json s3-kind hi-kind hi-loudness hi-pitch hi-pattern hi-background \
     bx-background
   kind_splits() { for x in -kind i-kind i-loudness i-pitch i-pattern i-background x-background; do echo "$1$x"; done; }
   phase stage3-4-kind demo_stage3.json $(kind_splits k)
-  phase stage3-5-kind demo_stage3.json $(kind_splits m)
+  # 5. tier 3: a kind-weighted phase on fresh pairs whose answers are given at all three tiers
+  #    (configs/train/demo_stage3_detail.json: 2 epochs, answers up to 128 tokens; the
+  #    paragraphs are ~90). Tiers 1 and 2 are in it so that the model keeps them.
+  CSV_TIERS="fewwords sentence detail" phase stage3-5-tiers demo_stage3_detail.json $(kind_splits t)
 fi
 mkdir -p "$out"
 cp "$prev/model.safetensors" "$out/model.safetensors"
 cp "$prev/config.json" "$out/config.json"
 cp "$work/enc/labels.json" "$out/labels.json"
 preds=()
-for tier in fewwords sentence; do
-  rm -f "$work/test_preds_$tier.csv"
+tiers=(fewwords sentence); [ "$STAGE3" = lessons ] || tiers+=(detail)
+for tier in "${tiers[@]}"; do
+  rm -f "$work/test_preds_$tier.csv" "$work/test_preds_$tier.csv.settings.json"
+  tokens=40; [ "$tier" = detail ] && tokens=128
   ADIFF_MODELS=$(dirname "$out") $A infer "$d/test_${tier}_answer.csv" --audio-root "$d" \
-    --model "$(basename "$out")" --max-tokens 40 "${dev[@]}" \
+    --model "$(basename "$out")" --max-tokens "$tokens" "${dev[@]}" \
     -o "$work/test_preds_$tier.csv"
   preds+=("$work/test_preds_$tier.csv")
 done

@@ -4,7 +4,7 @@
 //! pitch and 70% on source kind, at tiers 1 and 2, and meets issue 33's goals for loudness,
 //! pitch, pattern, background and "all differences named" ([`NAMED_BAR`]); with `--dtype f16`
 //! and `--dtype i8` every attribute's accuracy stays within 2 points of f32's (see
-//! [`DTYPE_TOLERANCE`]).
+//! [`DTYPE_TOLERANCE`]); at tier 3 (paragraphs) it stays above [`DETAIL_FLOOR`].
 
 mod common;
 
@@ -20,7 +20,7 @@ const TEST_SEED: &str = "2";
 /// The bar of issue 7, per attribute (fraction of the predictions that assert it).
 const BAR: [(&str, f64); 3] = [("loudness", 0.8), ("pitch", 0.8), ("source kind", 0.7)];
 /// Issue 33's goals the shipped model meets, per attribute: precision and recall at least these
-/// (f32, both tiers). Its source-kind goal (0.90 / 0.85) is not met yet: kind keeps issue 7's bar.
+/// (f32, tiers 1 and 2). Its source-kind goal (0.90 / 0.85) is not met yet: kind keeps issue 7's bar.
 const NAMED_BAR: [(&str, f64, f64); 4] = [
     ("loudness", 0.9, 0.85),
     ("pitch", 0.9, 0.85),
@@ -29,6 +29,20 @@ const NAMED_BAR: [(&str, f64, f64); 4] = [
 ];
 /// Issue 33: every difference of a pair named in at least this share of the differing pairs.
 const ALL_NAMED_BAR: f64 = 0.7;
+/// Tier 3 (f32), precision and recall per attribute: floors about 5 points under what the
+/// shipped model measured (docs/demo-model.md), so that a model or decoder that paragraphs
+/// worse fails while one row more or less does not. Issue 33's goals (0.90 / 0.85, 0.70 / 0.70)
+/// are met at tier 3 by loudness and pitch only; these floors are not those goals.
+/// Measured (2026-12-07, AVX-512 Xeon): 95.0/89.7, 93.0/85.9, 62.8/61.0, 77.7/50.0, 88.5/69.4.
+const DETAIL_FLOOR: [(&str, f64, f64); 5] = [
+    ("loudness", 0.90, 0.85),
+    ("pitch", 0.88, 0.80),
+    ("source kind", 0.57, 0.55),
+    ("pattern", 0.72, 0.45),
+    ("background", 0.83, 0.64),
+];
+/// Tier 3: every difference of a pair named, floor (as [`DETAIL_FLOOR`]; measured 51.5%).
+const DETAIL_ALL_NAMED_FLOOR: f64 = 0.46;
 /// Largest accuracy change a reduced weight format may cause, per attribute. Issue 29's goal is
 /// 1 point; measured (2026-12-06) on the demo shipped until that evening: f16 changed no row, i8
 /// one row of 200 at tier 2, which moved pitch by 1.2 points (one claim of about 80); on the demo
@@ -62,7 +76,7 @@ fn explain_examples(extra: &[&str]) -> std::process::Output {
 }
 
 /// The README's main job, scored against the example clips' true attributes
-/// (`data/examples/truth.jsonl`, the generator's record of the pair): at tiers 1 and 2 every
+/// (`data/examples/truth.jsonl`, the generator's record of the pair): at tiers 1, 2 and 3 every
 /// claim the answer makes is right and every attribute in which the clips differ (loudness and
 /// source kind) is named (issue 33: the demo names every difference). A substring check would
 /// pass any tier-2-shaped sentence.
@@ -104,7 +118,17 @@ fn main_job_command_explains_the_bundled_clips() {
         tier2.starts_with("The second audio is"),
         "not tier 2: {tier2}"
     );
-    for text in [tier2, explain("1")] {
+    // Tier 3, the CLI's default: a paragraph (both captions, then the differences), and no
+    // notice, since the demo was trained on it.
+    let out = explain_examples(&[]);
+    let tier3 = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("note:"), "{err}");
+    assert!(
+        tier3.starts_with("The first audio is") && tier3.matches(". ").count() >= 2,
+        "not tier 3: {tier3}"
+    );
+    for text in [tier3, tier2, explain("1")] {
         assert_eq!(wrong_claims(&text), Vec::<String>::new(), "{text}");
         let claims = parse_explanation(&text);
         let missed: Vec<&Attribute> = differing
@@ -237,6 +261,46 @@ fn held_out_pairs_clear_the_bar() {
             path.display(),
             base.lines().count()
         );
+    }
+    // Tier 3 (f32): paragraphs decoded with up to 128 tokens, as scripts/train_demo.sh does.
+    let detail = dir.join("preds_detail_f32.csv");
+    ok(adiff()
+        .arg("infer")
+        .arg(dir.join("test_detail_answer.csv"))
+        .arg("--audio-root")
+        .arg(&dir)
+        .args(["--model", "demo", "--max-tokens", "128"])
+        .arg("-o")
+        .arg(&detail)
+        .output()
+        .unwrap());
+    let report = dir.join("eval_detail.json");
+    ok(adiff()
+        .args(["eval", "--synthetic"])
+        .arg(dir.join("truth.jsonl"))
+        .arg(&detail)
+        .arg("--json")
+        .arg(&report)
+        .output()
+        .unwrap());
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let file = &v["files"][0];
+    assert_eq!(file["rows"], 200);
+    for (attr, precision, recall) in DETAIL_FLOOR {
+        let (acc, _) = accuracy(file, attr);
+        let rec = recall_of(file, attr);
+        if acc < precision || rec < recall {
+            failures.push(format!(
+                "tier 3: {attr} precision {acc:.3} (floor {precision}), recall {rec:.3} (floor {recall})"
+            ));
+        }
+    }
+    let all = file["all_named_rate"].as_f64().unwrap_or(0.0);
+    if all < DETAIL_ALL_NAMED_FLOOR {
+        failures.push(format!(
+            "tier 3: all named {all:.3} < {DETAIL_ALL_NAMED_FLOOR}"
+        ));
     }
     assert!(failures.is_empty(), "{failures:?}");
     std::fs::remove_dir_all(&dir).ok();
