@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{ok, root};
@@ -139,6 +139,102 @@ fn main_job_command_explains_the_bundled_clips() {
     }
 }
 
+/// `adiff infer` of the test split's `tier` CSV in `dir` with the demo model; the predictions' path.
+fn infer(dir: &Path, tier: &str, dtype: &str, max_tokens: &str) -> PathBuf {
+    let out = dir.join(format!("preds_{tier}_{dtype}.csv"));
+    ok(adiff()
+        .arg("infer")
+        .arg(dir.join(format!("test_{tier}_answer.csv")))
+        .arg("--audio-root")
+        .arg(dir)
+        .args([
+            "--model",
+            "demo",
+            "--max-tokens",
+            max_tokens,
+            "--dtype",
+            dtype,
+        ])
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap());
+    out
+}
+
+/// `adiff eval --synthetic` of `preds` against `dir`'s truth; its JSON report's files, in order.
+fn eval_synthetic<'a>(
+    dir: &Path,
+    preds: impl IntoIterator<Item = &'a PathBuf>,
+    name: &str,
+) -> Vec<serde_json::Value> {
+    let report = dir.join(name);
+    ok(adiff()
+        .args(["eval", "--synthetic"])
+        .arg(dir.join("truth.jsonl"))
+        .args(preds)
+        .arg("--json")
+        .arg(&report)
+        .output()
+        .unwrap());
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    v["files"].as_array().unwrap().clone()
+}
+
+/// An attribute's entry in one file of an `eval --synthetic` report.
+fn attribute<'a>(file: &'a serde_json::Value, attr: &str) -> &'a serde_json::Value {
+    file["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["attribute"] == attr)
+        .unwrap()
+}
+
+/// Precision (0 when nothing was asserted) and the number of answers asserting `attr`.
+fn accuracy(file: &serde_json::Value, attr: &str) -> (f64, u64) {
+    let a = attribute(file, attr);
+    (
+        a["accuracy"].as_f64().unwrap_or(0.0),
+        a["asserted"].as_u64().unwrap(),
+    )
+}
+
+/// Recall (0 when no pair differs in `attr`).
+fn recall_of(file: &serde_json::Value, attr: &str) -> f64 {
+    attribute(file, attr)["recall"].as_f64().unwrap_or(0.0)
+}
+
+/// Where `file` falls under `bars` (precision, recall per attribute) or `all_named` ("all
+/// differences named"), one line each; `what` names the bars in the lines.
+fn below(
+    file: &serde_json::Value,
+    bars: &[(&str, f64, f64)],
+    all_named: f64,
+    what: &str,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for &(attr, precision, recall) in bars {
+        let (acc, _) = accuracy(file, attr);
+        let rec = recall_of(file, attr);
+        if acc < precision || rec < recall {
+            failures.push(format!(
+                "{}: {attr} precision {acc:.3} ({what} {precision}), recall {rec:.3} ({what} {recall})",
+                file["file"]
+            ));
+        }
+    }
+    let all = file["all_named_rate"].as_f64().unwrap_or(0.0);
+    if all < all_named {
+        failures.push(format!(
+            "{}: all named {all:.3} < {all_named}",
+            file["file"]
+        ));
+    }
+    failures
+}
+
 #[test]
 fn held_out_pairs_clear_the_bar() {
     let dir: PathBuf =
@@ -163,55 +259,11 @@ fn held_out_pairs_clear_the_bar() {
     let mut preds: Vec<(&str, PathBuf)> = Vec::new();
     for dtype in std::iter::once("f32").chain(DTYPES) {
         for tier in ["fewwords", "sentence"] {
-            let out = dir.join(format!("preds_{tier}_{dtype}.csv"));
-            ok(adiff()
-                .arg("infer")
-                .arg(dir.join(format!("test_{tier}_answer.csv")))
-                .arg("--audio-root")
-                .arg(&dir)
-                .args(["--model", "demo", "--max-tokens", "40", "--dtype", dtype])
-                .arg("-o")
-                .arg(&out)
-                .output()
-                .unwrap());
-            preds.push((dtype, out));
+            preds.push((dtype, infer(&dir, tier, dtype, "40")));
         }
     }
-    let report = dir.join("eval.json");
-    ok(adiff()
-        .args(["eval", "--synthetic"])
-        .arg(dir.join("truth.jsonl"))
-        .args(preds.iter().map(|(_, p)| p))
-        .arg("--json")
-        .arg(&report)
-        .output()
-        .unwrap());
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    let files = v["files"].as_array().unwrap();
+    let files = eval_synthetic(&dir, preds.iter().map(|(_, p)| p), "eval.json");
     assert_eq!(files.len(), preds.len());
-    let accuracy = |file: &serde_json::Value, attr: &str| {
-        let a = file["attributes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["attribute"] == attr)
-            .unwrap()
-            .clone();
-        (
-            a["accuracy"].as_f64().unwrap_or(0.0),
-            a["asserted"].as_u64().unwrap(),
-        )
-    };
-    let recall_of = |file: &serde_json::Value, attr: &str| {
-        file["attributes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["attribute"] == attr)
-            .and_then(|a| a["recall"].as_f64())
-            .unwrap_or(0.0)
-    };
     let mut failures = Vec::new();
     // Files are in the order given: f32's two tiers first, then each dtype's.
     for (i, file) in files.iter().enumerate() {
@@ -219,23 +271,7 @@ fn held_out_pairs_clear_the_bar() {
         let (dtype, path) = &preds[i];
         let f32_file = &files[i % 2];
         if *dtype == "f32" {
-            for (attr, precision, recall) in NAMED_BAR {
-                let (acc, _) = accuracy(file, attr);
-                let rec = recall_of(file, attr);
-                if acc < precision || rec < recall {
-                    failures.push(format!(
-                        "{}: {attr} precision {acc:.3} (bar {precision}), recall {rec:.3} (bar {recall})",
-                        file["file"]
-                    ));
-                }
-            }
-            let all = file["all_named_rate"].as_f64().unwrap_or(0.0);
-            if all < ALL_NAMED_BAR {
-                failures.push(format!(
-                    "{}: all named {all:.3} < {ALL_NAMED_BAR}",
-                    file["file"]
-                ));
-            }
+            failures.extend(below(file, &NAMED_BAR, ALL_NAMED_BAR, "bar"));
         }
         for (attr, bar) in BAR {
             let (acc, asserted) = accuracy(file, attr);
@@ -263,45 +299,15 @@ fn held_out_pairs_clear_the_bar() {
         );
     }
     // Tier 3 (f32): paragraphs decoded with up to 128 tokens, as scripts/train_demo.sh does.
-    let detail = dir.join("preds_detail_f32.csv");
-    ok(adiff()
-        .arg("infer")
-        .arg(dir.join("test_detail_answer.csv"))
-        .arg("--audio-root")
-        .arg(&dir)
-        .args(["--model", "demo", "--max-tokens", "128"])
-        .arg("-o")
-        .arg(&detail)
-        .output()
-        .unwrap());
-    let report = dir.join("eval_detail.json");
-    ok(adiff()
-        .args(["eval", "--synthetic"])
-        .arg(dir.join("truth.jsonl"))
-        .arg(&detail)
-        .arg("--json")
-        .arg(&report)
-        .output()
-        .unwrap());
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    let file = &v["files"][0];
-    assert_eq!(file["rows"], 200);
-    for (attr, precision, recall) in DETAIL_FLOOR {
-        let (acc, _) = accuracy(file, attr);
-        let rec = recall_of(file, attr);
-        if acc < precision || rec < recall {
-            failures.push(format!(
-                "tier 3: {attr} precision {acc:.3} (floor {precision}), recall {rec:.3} (floor {recall})"
-            ));
-        }
-    }
-    let all = file["all_named_rate"].as_f64().unwrap_or(0.0);
-    if all < DETAIL_ALL_NAMED_FLOOR {
-        failures.push(format!(
-            "tier 3: all named {all:.3} < {DETAIL_ALL_NAMED_FLOOR}"
-        ));
-    }
+    let detail = infer(&dir, "detail", "f32", "128");
+    let files = eval_synthetic(&dir, [&detail], "eval_detail.json");
+    assert_eq!(files[0]["rows"], 200);
+    failures.extend(below(
+        &files[0],
+        &DETAIL_FLOOR,
+        DETAIL_ALL_NAMED_FLOOR,
+        "floor",
+    ));
     assert!(failures.is_empty(), "{failures:?}");
     std::fs::remove_dir_all(&dir).ok();
 }
