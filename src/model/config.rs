@@ -66,6 +66,15 @@ impl AdiffConfig {
         self.cross_projection.validate()?;
         self.gpt2.validate()?;
         self.text.validate()?;
+        if let Some(v) = &self.text.vocabulary {
+            if v.len() != self.gpt2.vocab_size {
+                return err(format!(
+                    "text.vocabulary has {} ids but gpt2.vocab_size is {}; they must agree",
+                    v.len(),
+                    self.gpt2.vocab_size
+                ));
+            }
+        }
         let h = &self.htsat;
         if h.depths.is_empty() || h.depths.len() != h.num_heads.len() {
             return err(

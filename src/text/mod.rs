@@ -1,5 +1,6 @@
-//! Text side: the GPT-2 tokenizer with ADIFF's prompt encoding.
+//! Text side: the GPT-2 tokenizer with ADIFF's prompt encoding, and a model's own vocabulary.
 
 pub mod config;
 pub mod prompts;
 pub mod tokenizer;
+pub mod vocabulary;

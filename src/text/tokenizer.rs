@@ -4,6 +4,10 @@
 //! `!` is already id 0, so padding uses id 0, but `!` also becomes a *special added token*: every
 //! `!` in a prompt is split out before BPE and becomes id 0 on its own (`"wow!!"` -> `[42773, 0, 0]`,
 //! not `[42773, 3228]`). Prompts are `prompt + " <|endoftext|>"`, truncated and padded to 40 ids.
+//!
+//! A model with its own vocabulary (`text.vocabulary`, see [`crate::text::vocabulary`]) gets its
+//! ids renumbered here: [`Gpt2Tokenizer::encode`] returns model ids and refuses a token the model
+//! does not have, [`Gpt2Tokenizer::decode`] takes model ids.
 
 use std::path::Path;
 
@@ -11,6 +15,7 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use crate::error::{AdiffError, Result};
 use crate::text::config::TextConfig;
+use crate::text::vocabulary::Vocabulary;
 
 /// The shipped `data/gpt2/tokenizer.json` (see `data/README.md` for where it came from), compiled
 /// in so the CLI needs no extra file.
@@ -41,7 +46,10 @@ pub struct Gpt2Tokenizer {
     text: TextConfig,
     /// `" <|endoftext|>"`, appended to every prompt.
     prompt_suffix: String,
+    /// Number of model ids.
     vocab_size: usize,
+    /// The model's own vocabulary; `None`: model ids are GPT-2 ids.
+    vocabulary: Option<Vocabulary>,
 }
 
 impl Gpt2Tokenizer {
@@ -61,31 +69,51 @@ impl Gpt2Tokenizer {
     }
 
     fn new(mut inner: Tokenizer, text: &TextConfig) -> Result<Self> {
+        let gpt2_size = inner.get_vocab_size(true);
+        let vocabulary = text.vocabulary()?;
+        if let Some(v) = &vocabulary {
+            if let Some(&bad) = v.gpt2_ids().iter().find(|&&g| g as usize >= gpt2_size) {
+                return Err(AdiffError::Tokenizer(format!(
+                    "text.vocabulary lists GPT-2 id {bad}, but the tokenizer has {gpt2_size} ids"
+                )));
+            }
+        }
+        // The config's special ids are model ids; the tokenizer needs their GPT-2 ids.
+        let gpt2_id = |id: u32| match &vocabulary {
+            Some(v) => v.to_gpt2(id),
+            None => Some(id),
+        };
         let name = |id: u32, what: &str| {
-            inner.id_to_token(id).ok_or_else(|| {
-                AdiffError::Tokenizer(format!("{what} id {id} is not in the vocabulary"))
-            })
+            gpt2_id(id)
+                .and_then(|g| inner.id_to_token(g))
+                .ok_or_else(|| {
+                    AdiffError::Tokenizer(format!("{what} id {id} is not in the vocabulary"))
+                })
         };
         let pad = name(text.pad_token_id, "pad")?;
         let eos = name(text.eos_token_id, "eos")?;
         // The pad token string comes from the vocabulary ("!" for id 0), registered as special.
         inner.add_special_tokens(&[AddedToken::from(pad.clone(), true)]);
-        if inner.token_to_id(&pad) != Some(text.pad_token_id) {
+        if inner.token_to_id(&pad) != gpt2_id(text.pad_token_id) {
             return Err(AdiffError::Tokenizer(format!(
                 "pad token {pad:?} did not keep id {}",
                 text.pad_token_id
             )));
         }
-        let vocab_size = inner.get_vocab_size(true);
+        let vocab_size = match &vocabulary {
+            Some(v) => v.len(),
+            None => inner.get_vocab_size(true),
+        };
         Ok(Self {
             inner,
             text: text.clone(),
             prompt_suffix: format!("{PROMPT_EOS_SEPARATOR}{eos}"),
             vocab_size,
+            vocabulary,
         })
     }
 
-    /// Number of ids, added tokens included.
+    /// Number of model ids (GPT-2's, added tokens included, or the model's own vocabulary's).
     pub fn vocab_size(&self) -> usize {
         self.vocab_size
     }
@@ -101,13 +129,28 @@ impl Gpt2Tokenizer {
         Ok(())
     }
 
-    /// Plain encoding (no padding or truncation), `!` split out as the pad id.
+    /// Plain encoding (no padding or truncation), `!` split out as the pad id; model ids.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .inner
             .encode(text, true)
             .map_err(|e| AdiffError::Tokenizer(format!("cannot encode {text:?}: {e}")))?;
-        Ok(enc.get_ids().to_vec())
+        let ids = enc.get_ids();
+        let Some(v) = &self.vocabulary else {
+            return Ok(ids.to_vec());
+        };
+        ids.iter()
+            .map(|&g| {
+                v.to_model(g).ok_or_else(|| {
+                    let token = self.inner.decode(&[g], false).unwrap_or_default();
+                    AdiffError::Tokenizer(format!(
+                        "the model's vocabulary ({} tokens) has no token {token:?} (GPT-2 id {g}), \
+                         needed for {text:?}",
+                        v.len()
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// ADIFF's prompt ids: `prompt + " <|endoftext|>"`, cut to the first `prompt_length` ids
@@ -119,7 +162,7 @@ impl Gpt2Tokenizer {
         Ok(ids)
     }
 
-    /// Ids back to text exactly (`skip_special_tokens=False`, no clean-up).
+    /// Model ids back to text exactly (`skip_special_tokens=False`, no clean-up).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.vocab_size) {
             return Err(AdiffError::Tokenizer(format!(
@@ -127,6 +170,15 @@ impl Gpt2Tokenizer {
                 self.vocab_size
             )));
         }
+        let mapped: Vec<u32>;
+        let ids = match &self.vocabulary {
+            // In range (checked above), so every id maps.
+            Some(v) => {
+                mapped = ids.iter().filter_map(|&i| v.to_gpt2(i)).collect();
+                &mapped[..]
+            }
+            None => ids,
+        };
         self.inner
             .decode(ids, false)
             .map_err(|e| AdiffError::Tokenizer(format!("cannot decode: {e}")))
@@ -193,5 +245,54 @@ mod tests {
     fn decode_rejects_unknown_ids() {
         let e = tok().decode(&[1, 999_999]).unwrap_err().to_string();
         assert!(e.contains("999999"), "{e}");
+    }
+
+    /// The base text settings with a vocabulary of the reference prompt's tokens: model ids
+    /// 0-2 are `<|endoftext|>`, `!` and a bare space, the prompt's words follow.
+    fn tok_with_vocabulary() -> (Gpt2Tokenizer, Vec<u32>) {
+        let base: serde_json::Value =
+            serde_json::from_str(include_str!("../../configs/base.json")).unwrap();
+        let mut text: TextConfig = serde_json::from_value(base["text"].clone()).unwrap();
+        let words = [18438, 391, 262, 3580, 1022, 734, 2709, 4267, 287, 3703, 13];
+        let mut vocabulary = vec![50256, 0, 220];
+        vocabulary.extend(words);
+        text.vocabulary = Some(vocabulary.clone());
+        (text.separator_token_id, text.eos_token_id) = (0, 0);
+        (text.pad_token_id, text.stop_token_id) = (1, 2);
+        (Gpt2Tokenizer::bundled(&text).unwrap(), vocabulary)
+    }
+
+    #[test]
+    fn a_vocabulary_renumbers_prompts_and_decodes_back() {
+        let (t, vocabulary) = tok_with_vocabulary();
+        assert_eq!(t.vocab_size(), 14);
+        let prompt = "Explain the difference between the two audios in detail.";
+        let ids = t.encode_prompt(prompt).unwrap();
+        // The GPT-2 ids of `reference_prompt_ids`, each replaced by its position in the list.
+        let gpt2 = [
+            18438, 391, 262, 3580, 1022, 262, 734, 2709, 4267, 287, 3703, 13, 220, 50256,
+        ];
+        let mut want: Vec<u32> = gpt2
+            .iter()
+            .map(|g| vocabulary.iter().position(|v| v == g).unwrap() as u32)
+            .collect();
+        want.resize(40, 1);
+        assert_eq!(ids, want);
+        assert_eq!(t.decode(&ids[..12]).unwrap(), prompt);
+        let e = t.decode(&[14]).unwrap_err().to_string();
+        assert!(
+            e.contains("cannot decode id 14: the vocabulary has 14 ids"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_vocabulary_refuses_a_token_it_lacks() {
+        let (t, _) = tok_with_vocabulary();
+        let e = t.encode("Explain the two dogs").unwrap_err().to_string();
+        assert!(
+            e.contains("the model's vocabulary (14 tokens) has no token \" dogs\" (GPT-2 id 6844)"),
+            "{e}"
+        );
     }
 }

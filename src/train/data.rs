@@ -25,7 +25,7 @@ use crate::train::trainer::epoch_order;
 
 /// What the answers end with, as in the reference data loader: the first token (a space, 220)
 /// is where generation stops.
-const ANSWER_SUFFIX: &str = " <|endoftext|>";
+pub const ANSWER_SUFFIX: &str = " <|endoftext|>";
 
 /// One training example.
 #[derive(Debug, Clone, PartialEq)]
@@ -185,7 +185,8 @@ impl Batcher {
     pub fn answer_ids(&self, ex: &Example) -> Result<Vec<u32>> {
         let mut ids = self
             .tokenizer
-            .encode(&format!("{}{ANSWER_SUFFIX}", ex.answer))?;
+            .encode(&format!("{}{ANSWER_SUFFIX}", ex.answer))
+            .map_err(|e| AdiffError::Invalid(format!("{}: {e}", ex.origin)))?;
         ids.truncate(self.max_answer_tokens);
         if ids.is_empty() {
             return Err(AdiffError::Invalid(format!("{}: empty answer", ex.origin)));
@@ -211,7 +212,9 @@ impl Batcher {
         let mut prompt_ids = Vec::new();
         let mut answers = Vec::new();
         for (&i, ex) in indices.iter().zip(&rows) {
-            prompt_ids.extend(self.tokenizer.encode_prompt(self.prompt(ex, epoch, i))?);
+            let prompt = self.prompt(ex, epoch, i);
+            let ids = self.tokenizer.encode_prompt(prompt);
+            prompt_ids.extend(ids.map_err(|e| AdiffError::Invalid(format!("{}: {e}", ex.origin)))?);
             answers.push(self.answer_ids(ex)?);
         }
         let plen = prompt_ids.len() / rows.len();
@@ -241,4 +244,45 @@ pub fn hold_out<T>(mut train: Vec<T>, val: Vec<T>, cfg: &TrainConfig) -> (Vec<T>
         }
     }
     (kept, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::AdiffConfig;
+
+    /// A row whose answer has a token the model's vocabulary lacks is refused with its
+    /// `file:line` and the token, not a bare tokenizer error.
+    #[test]
+    fn an_answer_outside_the_vocabulary_names_its_row() {
+        let mut text = AdiffConfig::tiny().text;
+        // `<|endoftext|>`, `!`, a bare space, " the", " second", " audio", " is", " louder", "."
+        let vocabulary = vec![0, 13, 220, 262, 1218, 6597, 318, 27089, 50256];
+        (text.pad_token_id, text.stop_token_id) = (0, 2);
+        (text.separator_token_id, text.eos_token_id) = (8, 8);
+        text.vocabulary = Some(vocabulary);
+        let batcher = Batcher {
+            tokenizer: Gpt2Tokenizer::bundled(&text).unwrap(),
+            prompts: PromptDatabase::bundled().unwrap(),
+            sample_prompts: false,
+            max_answer_tokens: 40,
+            pad_id: text.pad_token_id,
+            seed: 0,
+        };
+        let mut ex = Example {
+            audio1: "a.wav".into(),
+            audio2: "b.wav".into(),
+            kind: None,
+            caption1: String::new(),
+            caption2: String::new(),
+            input: "explain".into(),
+            answer: " the second audio is louder.".into(),
+            origin: "train_sentence_answer.csv:7".into(),
+        };
+        assert_eq!(batcher.answer_ids(&ex).unwrap().len(), 8);
+        ex.answer = " the second audio is quieter.".into();
+        let e = batcher.answer_ids(&ex).unwrap_err().to_string();
+        assert!(e.contains("train_sentence_answer.csv:7"), "{e}");
+        assert!(e.contains("has no token \" quieter\""), "{e}");
+    }
 }

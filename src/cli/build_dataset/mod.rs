@@ -1,11 +1,13 @@
 //! `adiff build-dataset`: make data for training and evaluation. `pairs` builds ACD/CLD-style
 //! difference data from a caption dataset (paper, section 2.1 and appendix E); `synthetic`
-//! renders pairs with known differences; `synthetic-remix` pairs rendered clips anew; `embed-cache` precomputes HTSAT embeddings.
+//! renders pairs with known differences; `synthetic-remix` pairs rendered clips anew; `embed-cache` precomputes HTSAT embeddings;
+//! `vocabulary` gives a model from scratch the GPT-2 tokens of a dataset.
 
 pub mod embed_cache;
 pub mod pairs;
 pub mod remix;
 pub mod synthetic;
+pub mod vocabulary;
 
 /// Build a dataset (see the subcommands).
 #[derive(Debug, clap::Args)]
@@ -21,6 +23,7 @@ pub enum BuildDatasetCommand {
     Synthetic(synthetic::SyntheticArgs),
     SyntheticRemix(remix::RemixArgs),
     EmbedCache(embed_cache::EmbedCacheArgs),
+    Vocabulary(vocabulary::VocabularyArgs),
 }
 
 pub fn run(args: BuildDatasetArgs) -> anyhow::Result<()> {
@@ -29,5 +32,6 @@ pub fn run(args: BuildDatasetArgs) -> anyhow::Result<()> {
         BuildDatasetCommand::Synthetic(a) => synthetic::run(a),
         BuildDatasetCommand::SyntheticRemix(a) => remix::run(a),
         BuildDatasetCommand::EmbedCache(a) => embed_cache::run(a),
+        BuildDatasetCommand::Vocabulary(a) => vocabulary::run(a),
     }
 }
