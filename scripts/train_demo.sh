@@ -8,13 +8,14 @@
 #      evenly in log-frequency from 50 Hz to 4 kHz (narrow enough below 1 kHz to part a low
 #      chord from noise), 501 frames folded 4 times into a 128x128 image, so that HTSAT's final
 #      token grid has one frequency row and its pooled embedding keeps pitch; a 64-wide,
-#      4-layer GPT-2): HTSAT from scratch (--init-missing; bn0 gets the clips' log-mel
+#      4-layer GPT-2 that keeps only the 437 GPT-2 tokens of the training and validation texts
+#      and the prompts, `build-dataset vocabulary`, so its head is 437 rows, not 50257): HTSAT from scratch (--init-missing; bn0 gets the clips' log-mel
 #      statistics) learns to tag the training clips' attributes (16 epochs) while GPT-2 learns the
 #      training answers from scratch, side by side;
 #   3. the HTSAT embedding cache of all clips (HTSAT stays frozen from here on);
 #   4. stage 2 (GPT-2 frozen) on the training pairs, then stage 3 (GPT-2 unfrozen) on fresh
 #      pairs of the training and pool clips (build-dataset synthetic-remix; no pair is seen
-#      twice), in five phases, each from the one before:
+#      twice), in three phases, each from the one before:
 #      a. background lessons alone (pairs that differ in the background only, or in it and 0-2
 #         other attributes: --including); interleaved with the others from the start, the model
 #         never learns to read the background;
@@ -23,17 +24,16 @@
 #         lessons --including 0-2 other differences (kind 15%, loudness 5%, pitch 17.5%,
 #         pattern 5%, background 10%), so that the model names every difference, not only the
 #         first (one-difference lessons alone teach it to stop after one; pitch needs them);
-#      c.-d. two kind-weighted phases (kind 30% + 15%), on b's pairs, then on fresh ones: each
-#         brings back the source kind that learning the background cost;
-#      e. tier 3: a kind-weighted phase on fresh pairs with each pair's tier-1, tier-2 and
-#         tier-3 answers (configs/train/demo_stage3_detail.json: 2 epochs, answers up to 128
-#         tokens, batches of similar answer lengths);
+#      c. all three tiers: a kind-weighted phase (kind 30% + 15%) on 31185 fresh pairs with
+#         each pair's tier-1, tier-2 and tier-3 answers (configs/train/demo_stage3_detail.json:
+#         2 epochs, 11696 steps, answers up to 128 tokens, batches of similar answer lengths);
+#         it brings back the source kind that learning the background cost;
 #   5. the model into data/models/demo/, then `adiff infer` + `adiff eval --synthetic` on the
 #      held-out test split for tiers 1, 2 and 3; the precision and recall per attribute (vs chance)
 #      are printed and saved next to the model (eval_synthetic.json).
 # The demo knows only the synthetic sound world (tones, buzzes, chords, noise, clicks, chirps).
-# Measured (docs/demo-model.md): 1800 s on the 2-core Xeon, and on 200 held-out pairs (seed 2)
-# every difference named in 88.5% / 87.5% / 51.5% of the pairs (tiers 1 / 2 / 3). The stage 3
+# Measured (docs/demo-model.md): 1641 s on the 2-core Xeon, and on 200 held-out pairs
+# (seed 2) every difference named in 98.0% / 97.0% / 95.5% of the pairs (tiers 1 / 2 / 3). The stage 3
 # before (STAGE3=lessons) named them in 19%: it stopped after the first difference.
 # A killed run continues where it stopped when started again with the same WORK_DIR.
 #   usage: scripts/train_demo.sh [WORK_DIR]
@@ -66,7 +66,6 @@ REMIX_PAIRS=${REMIX_PAIRS:-7200}
 if [ -z "${ADIFF:-}" ]; then cargo build --release -q; ADIFF=./target/release/adiff; fi
 A=$ADIFF
 dev=(--device "$DEVICE")
-cfg=configs/demo.json
 # The training configs with this run's seed.
 tc=$work/train-configs
 mkdir -p "$tc"
@@ -82,6 +81,11 @@ if [ ! -f "$work/data.done" ]; then
   $A build-dataset synthetic -o "$d" --count "$VAL_PAIRS" --seed 3 --split val
   touch "$work/data.done"
 fi
+# The demo's GPT-2 keeps only the GPT-2 tokens of its texts (437; every split's answers use
+# the same words): configs/demo.json with text.vocabulary, used by every stage from here on.
+cfg=$work/config.json
+[ -f "$cfg" ] || $A build-dataset vocabulary --config configs/demo.json -o "$cfg" \
+  "$d"/train_*_answer.csv "$d"/val_*_answer.csv
 lap data
 # The pool and the test split are built on the core the decoder leaves idle (after it ends:
 # truth.jsonl is appended to by one build at a time).
@@ -168,11 +172,10 @@ else
   remix 275 $((I * 5 / 100)) hi-pattern --including pattern
   remix 276 $((I * 5 / 100)) hi-background --including background
   remix 277 $((I * 5 / 100)) bxi-background --including background
-  # kind_lessons P S [N]: fresh pairs for one kind-weighted phase, splits P-kind, Pi-* and
-  # Px-background, remix seeds S1-S7, N pairs making 100% (default I): kind 30% + 15%, the
-  # others as above.
+  # kind_lessons P S N: N pairs making 100% for one kind-weighted phase, splits P-kind, Pi-*
+  # and Px-background, remix seeds S1-S7: kind 30% + 15%, the others as above.
   kind_lessons() {
-    local n=${3:-$I}
+    local n=$3
     remix "${2}1" $((n * 30 / 100)) "$1-kind" --differ-in kind
     remix "${2}2" $((n * 15 / 100)) "$1i-kind" --including kind
     remix "${2}3" $((n * 5 / 100)) "$1i-loudness" --including loudness
@@ -181,12 +184,10 @@ else
     remix "${2}6" $((n * 5 / 100)) "$1i-background" --including background
     remix "${2}7" $((n * 10 / 100)) "$1x-background" --differ-in background
   }
-  kind_lessons k 37
-  # The last phase's pairs: 2/5 of I (6480 for the default R), each with its tier-1, tier-2
-  # and tier-3 answers.
-  kind_lessons t 47 $((I * 2 / 5))
-  # Five phases, each from the one before (lr 0.001 cosine to 0.0001 each;
-  # configs/train/demo_stage3.json for the first four):
+  # The last phase's pairs: 11/5 of I (35640 for the default R; 31185 after the shares), each
+  # with its tier-1, tier-2 and tier-3 answers.
+  kind_lessons x 61 $((I * 11 / 5))
+  # Three phases, each from the one before (lr 0.001 cosine to 0.0001 each):
   # 1. background lessons alone: mixed in with the others from the start, the model never learns
   #    to read the background (its claims stay at chance); alone it does in 600 steps;
   phase stage3-1-background demo_stage3.json s3-background bx-background hi-background bxi-background
@@ -194,16 +195,12 @@ else
   #    what the background gained);
   phase stage3-2-all demo_stage3.json s3-kind s3-loudness s3-pitch s3-pattern s3-background s3-mixed \
     hi-kind hi-loudness hi-pitch hi-pattern hi-background bx-background bxi-background
-  # 3.-4. kind-weighted phases, on the same lessons, then on fresh pairs: each brings the
-  #    kind further back while the other four stay.
-  phase stage3-3-kind demo_stage3.json s3-kind hi-kind hi-loudness hi-pitch hi-pattern hi-background \
-    bx-background
+  # 3. all three tiers: a kind-weighted phase on fresh pairs whose answers are given at tiers 1,
+  #    2 and 3 (configs/train/demo_stage3_detail.json: 2 epochs, answers up to 128 tokens; the
+  #    paragraphs are ~90). It brings the kind back and teaches the paragraphs; tiers 1 and 2
+  #    are in it so that the model keeps them.
   kind_splits() { for x in -kind i-kind i-loudness i-pitch i-pattern i-background x-background; do echo "$1$x"; done; }
-  phase stage3-4-kind demo_stage3.json $(kind_splits k)
-  # 5. tier 3: a kind-weighted phase on fresh pairs whose answers are given at all three tiers
-  #    (configs/train/demo_stage3_detail.json: 2 epochs, answers up to 128 tokens; the
-  #    paragraphs are ~90). Tiers 1 and 2 are in it so that the model keeps them.
-  CSV_TIERS="fewwords sentence detail" phase stage3-5-tiers demo_stage3_detail.json $(kind_splits t)
+  CSV_TIERS="fewwords sentence detail" phase stage3-3-tiers demo_stage3_detail.json $(kind_splits x)
 fi
 mkdir -p "$out"
 cp "$prev/model.safetensors" "$out/model.safetensors"
