@@ -24,7 +24,7 @@ use crate::train::data::{read_examples, ANSWER_SUFFIX};
 /// Why: a small GPT-2 trained from scratch spends most of a training step on its head, the
 /// 50257-row `wte` multiplied with every answer position three times (logits, the gradient to
 /// the hidden state and to `wte`), and most of AdamW's work on the rows of tokens it never
-/// sees. The demo's texts use under 2000 tokens.
+/// sees. The demo's texts use 437 of them.
 ///
 /// The model then reads and writes only these tokens: `explain --prompt` with a word outside
 /// them is refused with an error that names the token. Not for pretrained GPT-2 weights, which
