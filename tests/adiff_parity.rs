@@ -206,17 +206,7 @@ fn explain_cli_gives_the_reference_text_and_convert_round_trips() {
         "--json".into(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let answer = &v["answers"][0];
-    assert_eq!(answer["prompt"], row["prompt"]);
-    assert_eq!(
-        answer["tokens"].as_u64().unwrap() as usize,
-        row["reference_ids"].as_array().unwrap().len()
-    );
-    assert_eq!(
-        answer["explanation"].as_str().unwrap(),
-        row["reference_text"].as_str().unwrap().trim()
-    );
+    common::assert_reference_answer(&o.stdout, row);
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -144,17 +144,7 @@ fn a_trimmed_model_explains_like_the_full_one() {
     args.extend(["--config".into(), cfg_path.display().to_string()]);
     args.extend(["--tier", "3", "--max-tokens", "30", "--json"].map(String::from));
     let o = ok(adiff(&args));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let answer = &v["answers"][0];
-    assert_eq!(answer["prompt"], row["prompt"]);
-    assert_eq!(
-        answer["tokens"].as_u64().unwrap() as usize,
-        row["reference_ids"].as_array().unwrap().len()
-    );
-    assert_eq!(
-        answer["explanation"].as_str().unwrap(),
-        row["reference_text"].as_str().unwrap().trim()
-    );
+    common::assert_reference_answer(&o.stdout, &row);
 
     // A prompt with a word the vocabulary lacks: one line naming the token.
     let mut bad = args.clone();

@@ -152,3 +152,19 @@ pub fn synthetic_dataset(tag: &str, name: &str, count: u32, seed: u32) -> PathBu
     ok(adiff(&args));
     dir
 }
+
+/// `explain --json` output whose first answer is the PyTorch reference's for fixture row `row`
+/// of `tests/fixtures/adiff/adiff_tiny_expected.json`: same prompt, token count and text.
+pub fn assert_reference_answer(stdout: &[u8], row: &serde_json::Value) {
+    let v: serde_json::Value = serde_json::from_slice(stdout).unwrap();
+    let answer = &v["answers"][0];
+    assert_eq!(answer["prompt"], row["prompt"]);
+    assert_eq!(
+        answer["tokens"].as_u64().unwrap() as usize,
+        row["reference_ids"].as_array().unwrap().len()
+    );
+    assert_eq!(
+        answer["explanation"].as_str().unwrap(),
+        row["reference_text"].as_str().unwrap().trim()
+    );
+}
