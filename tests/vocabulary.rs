@@ -152,6 +152,44 @@ fn a_trimmed_model_explains_like_the_full_one() {
     bad.extend(["--prompt", "explain the difference in detail dogs"].map(String::from));
     assert_one_line_error(&adiff(&bad), "has no token \" dogs\"");
 
+    // `infer`: a row whose prompt the model cannot read is skipped with its line (exit 2, as
+    // for a missing audio file); the other row is explained as by `explain`.
+    let csv = dir.join("pairs.csv");
+    let audio = fixture("htsat");
+    std::fs::write(
+        &csv,
+        format!(
+            "taskname,filepath1,filepath2,caption1,caption2,input,answer\n\
+             t,clip_a.wav,clip_b.wav,c1,c2,{},ref\n\
+             t,clip_a.wav,clip_b.wav,c1,c2,explain the difference in detail dogs,ref\n",
+            row["prompt"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let preds = dir.join("preds.csv");
+    let mut infer: Vec<String> = vec!["infer".into(), csv.display().to_string()];
+    infer.extend(["--audio-root".into(), audio.display().to_string()]);
+    infer.extend([
+        "-o".into(),
+        preds.display().to_string(),
+        "--max-tokens".into(),
+        "30".into(),
+    ]);
+    infer.extend(args[3..args.len() - 5].iter().cloned());
+    let o = adiff(&infer);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("skipped line 3:") && err.contains("has no token \" dogs\""),
+        "{err}"
+    );
+    assert!(err.contains("1 pair(s) explained, 1 skipped"), "{err}");
+    let written = std::fs::read_to_string(&preds).unwrap();
+    assert!(
+        written.contains(row["reference_text"].as_str().unwrap().trim()),
+        "{written}"
+    );
+
     // A config whose vocab_size disagrees with its vocabulary is refused, naming both.
     let mut wrong = cfg.clone();
     wrong.gpt2.vocab_size = 50257;

@@ -30,8 +30,9 @@ pub const EXIT_NONE_EXPLAINED: i32 = 3;
 /// `prediction`. Re-running with the same output skips the rows already there, so an
 /// interrupted run resumes; the model and settings of a run are kept in OUTPUT.settings.json,
 /// and a resume with others is refused. A row whose audio
-/// is missing or broken (or not in --embed-cache) is reported with its line and reason and
-/// skipped; the run goes on and a summary ends it.
+/// is missing or broken (or not in --embed-cache), or whose prompt has a token the model's own
+/// vocabulary lacks, is reported with its line and reason and skipped; the run goes on and a
+/// summary ends it.
 /// With --crop random every file uses --crop-seed, so a file gets the same crop in every row.
 /// With --sample, row i (0-based, in the input) samples from --seed + i: its text does not
 /// depend on --batch-size, on other rows being skipped, or on a resume.
@@ -225,14 +226,19 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         for r in batch {
             let a = &cache[r.filepath1.as_str()];
             let b = &cache[r.filepath2.as_str()];
-            match (a, b) {
-                (Ok(a), Ok(b)) => {
+            // A prompt the model cannot read (a token outside its own vocabulary) skips its
+            // row like a missing audio file.
+            let prompt = tokenizer
+                .encode_prompt(&r.prompt)
+                .map_err(|e| e.to_string());
+            match (a, b, &prompt) {
+                (Ok(a), Ok(b), Ok(p)) => {
                     ready.push(r);
                     e1.push(a.clone());
                     e2.push(b.clone());
-                    ids.extend(tokenizer.encode_prompt(&r.prompt)?);
+                    ids.extend_from_slice(p);
                 }
-                (Err(e), _) | (_, Err(e)) => {
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                     pb.suspend(|| eprintln!("skipped line {}: {e}", r.line));
                     skipped += 1;
                     pb.inc(1);
