@@ -7,6 +7,7 @@
 //! - bad requests (missing part, corrupt audio, oversized body, wrong key, unknown route or
 //!   method, bad options, a path outside the allowed folder, a time limit passed) get a 4xx JSON
 //!   error naming the problem, and the server keeps serving;
+//! - a prompt outside the demo model's own vocabulary gets a 400 naming the token;
 //! - SIGTERM stops it cleanly (exit 0).
 //!
 //! No test asserts a duration; the 408 test uses a time limit no request can meet (1 µs).
@@ -35,9 +36,14 @@ struct Server {
 impl Server {
     /// Starts `adiff serve <tiny model> --port 0 <extra>` and waits for its "listening" line.
     fn start(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_model(&tiny_model_args(), extra, env)
+    }
+
+    /// The same with other model arguments (e.g. `--model demo`).
+    fn start_model(model: &[String], extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_adiff"));
         cmd.arg("serve")
-            .args(tiny_model_args())
+            .args(model)
             .args(["--port", "0"])
             .args(extra)
             .current_dir(root())
@@ -518,6 +524,26 @@ fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
     let (status, v) = post("/v1/explain", &ct, &body);
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["answers"].as_array().unwrap().len(), 1);
+}
+
+/// The demo model has its own vocabulary (437 GPT-2 tokens): a prompt with another token is the
+/// client's error (400, naming the token), not the server's, and the server keeps serving.
+#[test]
+fn a_prompt_outside_the_models_vocabulary_gets_400() {
+    let server = Server::start_model(&["--model".into(), "demo".into()], &[], &[]);
+    let (a, b) = (fixture("htsat/clip_a.wav"), fixture("htsat/clip_b.wav"));
+    let (body, ct) = multipart(
+        &[("audio1", &a), ("audio2", &b)],
+        &[("prompt", "what do the dogs do")],
+    );
+    assert_error(
+        server.post("/v1/explain", &ct, &body),
+        400,
+        "has no token \"what\"",
+    );
+    let (body, ct) = multipart(&[("audio1", &a), ("audio2", &b)], &[("tier", "1")]);
+    let (status, v) = server.post("/v1/explain", &ct, &body);
+    assert_eq!(status, 200, "{v}");
 }
 
 #[test]
