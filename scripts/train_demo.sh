@@ -33,7 +33,8 @@
 #      are printed and saved next to the model (eval_synthetic.json).
 # The demo knows only the synthetic sound world (tones, buzzes, chords, noise, clicks, chirps).
 # Measured (docs/demo-model.md): 1641 s on the 2-core Xeon, and on 200 held-out pairs
-# (seed 2) every difference named in 98.0% / 97.0% / 95.5% of the pairs (tiers 1 / 2 / 3). The stage 3
+# (seed 2) every difference named in 98.0% / 97.0% / 95.5% of the pairs (tiers 1 / 2 / 3), with
+# SEED 0 (SEED 1: 76.0 / 74.5 / 73.5%, its pitch claims 60-71% right). The stage 3
 # before (STAGE3=lessons) named them in 19%: it stopped after the first difference.
 # A killed run continues where it stopped when started again with the same WORK_DIR.
 #   usage: scripts/train_demo.sh [WORK_DIR]
