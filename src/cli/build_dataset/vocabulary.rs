@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::model::config::AdiffConfig;
-use crate::text::config::TextConfig;
 use crate::text::prompts::{PromptDatabase, PromptKind};
 use crate::text::tokenizer::Gpt2Tokenizer;
 use crate::train::data::{read_examples, ANSWER_SUFFIX};
@@ -100,11 +99,11 @@ pub fn run(args: VocabularyArgs) -> anyhow::Result<()> {
     }
     let vocabulary: Vec<u32> = kept.into_iter().collect();
     let renumber = |id: u32| vocabulary.binary_search(&id).expect("kept above") as u32;
-    let old: TextConfig = cfg.text.clone();
-    cfg.text.separator_token_id = renumber(old.separator_token_id);
-    cfg.text.pad_token_id = renumber(old.pad_token_id);
-    cfg.text.stop_token_id = renumber(old.stop_token_id);
-    cfg.text.eos_token_id = renumber(old.eos_token_id);
+    let t = &mut cfg.text;
+    t.separator_token_id = renumber(t.separator_token_id);
+    t.pad_token_id = renumber(t.pad_token_id);
+    t.stop_token_id = renumber(t.stop_token_id);
+    t.eos_token_id = renumber(t.eos_token_id);
     cfg.gpt2.vocab_size = vocabulary.len();
     let n = vocabulary.len();
     cfg.text.vocabulary = Some(vocabulary);
