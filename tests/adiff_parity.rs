@@ -165,8 +165,7 @@ fn greedy_ids_match_pytorch() {
 
 #[test]
 fn explain_cli_gives_the_reference_text_and_convert_round_trips() {
-    let dir = std::env::temp_dir().join(format!("adiff-test-{}-explain", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::Scratch::new("adiff-test-explain");
     let out = dir.join("tiny.safetensors");
     let parts = tiny_checkpoint_parts();
     let mut args: Vec<String> = vec!["convert".into()];
@@ -207,7 +206,6 @@ fn explain_cli_gives_the_reference_text_and_convert_round_trips() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     common::assert_reference_answer(&o.stdout, row);
-    std::fs::remove_dir_all(dir).ok();
 }
 
 /// The whole model in bf16 (`--dtype bf16`, the GPU default; on the CPU through candle's generic

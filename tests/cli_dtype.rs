@@ -10,15 +10,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::{adiff, assert_one_line_error, fixture, ok, root};
 
-fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("adiff-dtype-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp_dir(name: &str) -> common::Scratch {
+    common::Scratch::new(&format!("adiff-dtype-{name}"))
 }
 
 fn s(p: &Path) -> String {
@@ -83,7 +80,6 @@ fn converted_files_load_packed_and_match_quantizing_at_load() {
         // Asking for the stored format again changes nothing.
         assert_eq!(explain(&packed, &["--dtype", dtype]), from_file, "{dtype}");
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -141,7 +137,6 @@ fn packed_files_are_for_inference_only() {
     ]);
     assert_one_line_error(&out, "inference only: train from the f32 checkpoint");
     assert!(!run.exists());
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -184,7 +179,6 @@ fn infer_is_not_resumed_with_another_dtype() {
     };
     ok(infer(&["--dtype", "f16"]));
     assert_one_line_error(&infer(&[]), "dtype (then \"f16\", now \"f32\")");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// `embed --dtype f16` holds HTSAT's Swin linears as f16: the embeddings move (the flag is not
@@ -226,7 +220,6 @@ fn embed_dtype_holds_htsat_in_f16() {
     eprintln!("embedding max |f16 - f32| = {worst:e} (max |value| {scale:e})");
     assert!(worst > 0.0, "--dtype f16 changed nothing");
     assert!(worst <= 1e-2 * scale, "{worst} vs max |value| {scale}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// `--dtype bf16` (a GPU's default) runs every weight and activation in bf16; on the CPU it goes
@@ -282,5 +275,4 @@ fn bf16_answers_equal_f32_on_the_demo() {
     );
     assert_one_line_error(&o, "convert --dtype bf16 is not supported");
     assert!(!dir.join("demo.bf16.safetensors").exists());
-    std::fs::remove_dir_all(&dir).ok();
 }

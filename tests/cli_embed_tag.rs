@@ -14,10 +14,8 @@ fn fixture(name: &str) -> PathBuf {
     common::fixture("htsat").join(name)
 }
 
-fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("adiff-test-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp_dir(name: &str) -> common::Scratch {
+    common::Scratch::new(&format!("adiff-test-{name}"))
 }
 
 #[test]
@@ -74,7 +72,6 @@ fn embed_writes_the_documented_tensors() {
         paths,
         vec![a.display().to_string(), b.display().to_string()]
     );
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
@@ -190,7 +187,6 @@ fn bad_inputs_give_one_line_errors() {
         cfg.to_str().unwrap(),
     ]);
     assert_one_line_error(&out, "windowsize");
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
@@ -310,7 +306,6 @@ fn embed_reads_every_supported_format_rate_and_layout() {
             "{f}: embedding differs from the reference decode's by {worst} (max |e| {scale})"
         );
     }
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
@@ -467,7 +462,6 @@ fn tag_of_a_long_file_holds_only_its_window() {
             }
         }
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// `tag --window` over clip_a twice (20 s): two windows, each clip_a itself, so every event's
@@ -557,5 +551,4 @@ fn tag_window_stitches_the_windows_on_the_file_axis() {
         !ok && err.trim().lines().count() == 1 && err.contains("--window 12"),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -333,8 +333,7 @@ fn every_subcommand_help_shows_its_examples() {
 #[test]
 fn convert_output_has_the_usual_file_mode() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("adiff-convert-mode-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::Scratch::new("adiff-convert-mode");
     let out = dir.join("demo.safetensors");
     let out_s = out.display().to_string();
     ok(adiff(&[
@@ -344,5 +343,4 @@ fn convert_output_has_the_usual_file_mode() {
     let want = 0o666 & !adiff::model::checkpoint::process_umask();
     assert_eq!(mode(&out), want, "{out_s}: {:o}", mode(&out));
     assert_eq!(mode(&out.with_extension("json")), want);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -62,7 +62,7 @@ fn read_predictions(path: &Path) -> Vec<(String, String, String, String)> {
 
 #[test]
 fn infer_writes_reference_predictions_skips_broken_rows_and_resumes() {
-    let dir = std::env::temp_dir().join(format!("adiff-test-{}-infer", std::process::id()));
+    let dir = common::Scratch::new("adiff-test-infer");
     let audio = dir.join("audio");
     std::fs::create_dir_all(&audio).unwrap();
     std::fs::copy(fixture("htsat/clip_a.wav"), audio.join("a.wav")).unwrap();
@@ -125,12 +125,11 @@ fn infer_writes_reference_predictions_skips_broken_rows_and_resumes() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(read_predictions(&out), preds);
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
 fn infer_names_a_missing_column() {
-    let dir = std::env::temp_dir().join(format!("adiff-test-{}-infer-cols", std::process::id()));
+    let dir = common::Scratch::new("adiff-test-infer-cols");
     std::fs::create_dir_all(&dir).unwrap();
     let csv_path = dir.join("bad.csv");
     std::fs::write(
@@ -145,7 +144,6 @@ fn infer_names_a_missing_column() {
         err.contains("missing column 'input'") && err.trim_end().lines().count() == 1,
         "{err}"
     );
-    std::fs::remove_dir_all(dir).ok();
 }
 
 /// Sampled predictions of `infer` at `--batch-size`, from the `prediction` column.
@@ -184,9 +182,7 @@ fn sampled(data: &Path, audio_root: &Path, out: &Path, batch: &str) -> Vec<Strin
 /// row's index in the input CSV: the same text in all three cases.
 #[test]
 fn sampled_infer_does_not_depend_on_batching_skips_or_resume() {
-    let dir = std::env::temp_dir().join(format!("adiff-test-{}-infer-sample", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::Scratch::new("adiff-test-infer-sample");
     let audio = fixture("htsat");
     let rows = |third: &str| {
         format!(
@@ -221,16 +217,13 @@ fn sampled_infer_does_not_depend_on_batching_skips_or_resume() {
     std::fs::write(dir.join("b8.csv"), cut.join("\n") + "\n").unwrap();
     let resumed = sampled(&all, &audio, &dir.join("b8.csv"), "8");
     assert_eq!(resumed, one, "a resumed run differs");
-    std::fs::remove_dir_all(dir).ok();
 }
 
 /// `--batch-size auto` is 8 on the CPU (said on stderr) and predicts what a fixed batch size
 /// predicts; a batch size of 0 or a word is one error line.
 #[test]
 fn batch_size_auto_on_the_cpu() {
-    let dir = std::env::temp_dir().join(format!("adiff-test-{}-infer-auto", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::Scratch::new("adiff-test-infer-auto");
     let data = fixture("adiff/pairs.csv");
     let audio = fixture("htsat");
     let fixed = dir.join("fixed.csv");
@@ -255,5 +248,4 @@ fn batch_size_auto_on_the_cpu() {
             "{err}"
         );
     }
-    std::fs::remove_dir_all(dir).ok();
 }

@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{ok, root};
+use common::{ok, root, Scratch};
 
 /// Held-out pairs and their seed (the training splits use seeds 1, 3, 4; stage 3 remixes only
 /// training and pool clips).
@@ -241,9 +241,7 @@ fn below(
 
 #[test]
 fn held_out_pairs_clear_the_bar() {
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("adiff-demo-model-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = Scratch::new("adiff-demo-model");
     ok(adiff()
         .args([
             "build-dataset",
@@ -313,7 +311,6 @@ fn held_out_pairs_clear_the_bar() {
         "floor",
     ));
     assert!(failures.is_empty(), "{failures:?}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Mono PCM16 32 kHz WAV data chunk of a bundled example clip.
@@ -331,7 +328,7 @@ fn example_pcm(name: &str) -> Vec<u8> {
 /// --batch-size.
 #[test]
 fn explain_window_explains_each_pair_of_windows() {
-    let dir = std::env::temp_dir().join(format!("adiff-demo-window-{}", std::process::id()));
+    let dir = Scratch::new("adiff-demo-window");
     std::fs::create_dir_all(&dir).unwrap();
     let (f, s) = (
         example_pcm("demo_first.wav"),
@@ -432,7 +429,6 @@ fn explain_window_explains_each_pair_of_windows() {
             .collect::<Vec<_>>()
     };
     assert_eq!(sampled("1"), sampled("4"));
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A model whose config says it was trained on tiers 1 and 2 (the demo's weights under a config
@@ -440,7 +436,7 @@ fn explain_window_explains_each_pair_of_windows() {
 /// 1 and 2, and a prompt of one's own, get none.
 #[test]
 fn a_tier_the_model_was_not_trained_on_gets_a_notice() {
-    let dir = std::env::temp_dir().join(format!("adiff-demo-tiers-{}", std::process::id()));
+    let dir = Scratch::new("adiff-demo-tiers");
     std::fs::create_dir_all(&dir).unwrap();
     let demo = root().join("data/models/demo");
     let mut cfg: serde_json::Value =
@@ -481,5 +477,4 @@ fn a_tier_the_model_was_not_trained_on_gets_a_notice() {
         let (_, err) = run(extra);
         assert!(!err.contains("note:"), "{extra:?}: {err}");
     }
-    std::fs::remove_dir_all(&dir).ok();
 }

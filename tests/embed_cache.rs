@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use adiff::audio::{load_clip, CropMode};
@@ -28,11 +28,8 @@ fn adiff(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("adiff-test-{}-{name}", std::process::id()));
-    std::fs::remove_dir_all(&d).ok();
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp(name: &str) -> common::Scratch {
+    common::Scratch::new(&format!("adiff-test-{name}"))
 }
 
 fn s(p: &Path) -> &str {
@@ -205,7 +202,6 @@ fn cache_equals_on_the_fly_and_infer_with_it_writes_the_same() {
         err.contains("'audio/elsewhere.wav' is not cached") && err.contains("1 skipped"),
         "{err}"
     );
-    std::fs::remove_dir_all(dir).ok();
 }
 
 /// The tiny HTSAT checkpoint with one weight changed, as safetensors.
@@ -343,5 +339,4 @@ fn rebuild_skips_cached_shards_and_stale_cache_is_refused() {
         ]),
         &["no index.json"],
     );
-    std::fs::remove_dir_all(dir).ok();
 }

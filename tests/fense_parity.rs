@@ -207,11 +207,8 @@ fn bad_model_dirs_are_errors_naming_the_file() {
     assert!(err.contains("echecker_tiny.ckpt"), "{err}");
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("adiff-fense-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("scratch dir");
-    d
+fn scratch(name: &str) -> common::Scratch {
+    common::Scratch::new(&format!("adiff-fense-{name}"))
 }
 
 fn copy_dir(from: &Path, to: &Path) {

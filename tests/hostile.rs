@@ -8,11 +8,8 @@ use std::path::{Path, PathBuf};
 
 use common::{adiff, assert_one_line_error, fixture, root};
 
-fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("adiff-hostile-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp_dir(name: &str) -> common::Scratch {
+    common::Scratch::new(&format!("adiff-hostile-{name}"))
 }
 
 fn s(p: &Path) -> &str {

@@ -353,8 +353,7 @@ fn eval_cli_meteor_extracted_directory() {
 /// A wrong `--meteor-data` is one clear error line.
 #[test]
 fn eval_cli_meteor_bad_data() {
-    let dir = std::env::temp_dir().join(format!("adiff-meteor-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::Scratch::new("adiff-meteor-bad");
     let csv_path = dir.join("x_sentence_preds.csv");
     std::fs::write(&csv_path, "answer,prediction\na dog,a cat\n").unwrap();
     let not_jar = dir.join("meteor-1.5.jar");
@@ -362,7 +361,7 @@ fn eval_cli_meteor_bad_data() {
     for (data, needle) in [
         (dir.join("missing.jar"), "does not exist"),
         (not_jar.clone(), "is not a jar"),
-        (dir.clone(), "nonbreaking/english.prefixes"),
+        (dir.to_path_buf(), "nonbreaking/english.prefixes"),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_adiff"))
             .env_remove("ADIFF_METEOR_DATA")
@@ -376,7 +375,6 @@ fn eval_cli_meteor_bad_data() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
         assert!(stderr.contains(needle), "{stderr}");
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The paraphrase table's binary cache (`paraphrase_cache`): built beside the table at first use;

@@ -1,7 +1,7 @@
 //! `explain --plot`'s figure: rendered from synthetic data (no model) and decoded back, plus an
 //! end-to-end run of `adiff explain --plot` on the tiny fixture model.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 mod common;
@@ -12,10 +12,8 @@ use adiff::plot::{
 };
 use common::{root, tiny_model_args};
 
-fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("adiff-test-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp_dir(name: &str) -> common::Scratch {
+    common::Scratch::new(&format!("adiff-test-{name}"))
 }
 
 /// Shapes of the real model: 1001 log-mel frames x 64 bins, 1024 event frames.
@@ -410,7 +408,6 @@ fn figure_layout_puts_each_panel_in_its_place() {
             );
         }
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -440,7 +437,6 @@ fn figure_decodes_with_the_expected_size_and_content() {
     // No temp file is left behind.
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert_eq!(left.len(), 1, "{left:?}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -458,7 +454,6 @@ fn unwritable_path_is_an_error_naming_it() {
         "{err}"
     );
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -489,7 +484,6 @@ fn malformed_data_is_an_error_not_a_panic() {
         .to_string();
     assert!(msg.contains("no audio to draw"), "{msg}");
     assert!(!path.exists());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -605,7 +599,6 @@ fn explain_cli_writes_the_plot() {
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains(&bad.display().to_string()), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Frame spacing and half FFT window of the real front end (hop 320, FFT 1024, 32 kHz).

@@ -21,7 +21,7 @@ fn model_args() -> Vec<String> {
 }
 
 /// A synthetic dataset with its embedding cache, in a fresh scratch folder.
-fn dataset(name: &str) -> PathBuf {
+fn dataset(name: &str) -> common::Scratch {
     common::synthetic_dataset("adiff-train", name, 8, 3)
 }
 
@@ -141,7 +141,6 @@ fn stopped_and_resumed_equals_uninterrupted_and_frozen_stays_frozen() {
     assert!(moved >= 100, "only {moved} trainable tensors moved");
     let log = std::fs::read_to_string(dir.join("parts/log.jsonl")).unwrap();
     assert_eq!(log.matches("\"event\":\"resume\"").count(), 2);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Weight averaging: the averages travel in the checkpoints (a stopped and resumed run exports
@@ -178,7 +177,6 @@ fn weight_average_resumes_exactly_and_is_exported() {
     );
     let log = std::fs::read_to_string(dir.join("full/log.jsonl")).unwrap();
     assert!(log.contains("\"event\":\"weights_averaged\""));
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Makes `path` a FIFO.
@@ -313,7 +311,6 @@ fn killed_and_resumed_equals_uninterrupted() {
         &dir.join("full/model.safetensors"),
         &dir.join("killed/model.safetensors"),
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -352,7 +349,6 @@ fn misuse_is_one_error_line() {
         stage2(&dir, &bad, "run3", &[]).output().unwrap(),
         "bad.json",
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// `--resume` accepted a different `--train` CSV silently (it refused another model or config):
@@ -388,7 +384,6 @@ fn resume_on_other_data_is_refused() {
     assert!(err.contains("was trained on other data"), "{err}");
     // The same files resume.
     ok(stage2(&dir, &cfg, "run", &["--resume"]).output().unwrap());
-    std::fs::remove_dir_all(dir).ok();
 }
 
 /// `adiff train` (stage 2 into stage 3 in one run) on the tiny recipes with `epochs` epochs.
@@ -530,7 +525,6 @@ fn train_runs_stage_two_into_three_and_resumes_across_the_boundary() {
     let log = std::fs::read_to_string(dir.join("inside/stage3/log.jsonl")).unwrap();
     assert!(log.contains("\"event\":\"resume\""), "{log}");
     assert!(log.contains("\"step\":2"), "{log}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// `adiff train` SIGKILLed at the stage boundary (stage 2's model written, stage 3 started but
@@ -589,7 +583,6 @@ fn train_killed_at_the_stage_boundary_resumes_exactly() {
         .output()
         .unwrap());
     assert_same_runs(&dir, "full", "killed");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Per-step training losses from `log.jsonl`.
@@ -681,5 +674,4 @@ fn bf16_mixed_precision_tracks_f32_and_resumes_exactly() {
         &dir.join("bf16/model.safetensors"),
         &dir.join("parts/model.safetensors"),
     );
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +36,7 @@ fn adiff() -> Command {
 }
 
 /// A synthetic dataset of 12 pairs with its embedding cache, in a fresh scratch folder.
-fn dataset(name: &str) -> PathBuf {
+fn dataset(name: &str) -> common::Scratch {
     common::synthetic_dataset("adiff-dist", name, 12, 5)
 }
 
@@ -201,7 +201,6 @@ fn two_ranks_of_half_the_batch_train_as_one_rank_of_the_whole() {
     for (a, b) in l1.iter().zip(&l2) {
         assert!((a - b).abs() < 1e-6 * a.abs(), "{l1:?} {l2:?}");
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -240,7 +239,6 @@ fn stopped_and_resumed_on_two_ranks_equals_uninterrupted_and_other_world_is_refu
         &dir.join("parts/model.safetensors"),
     );
     assert_eq!(d, 0.0, "resumed run differs from the uninterrupted one");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -264,7 +262,6 @@ fn a_rank_that_never_comes_fails_the_others_within_the_timeout() {
     .to_string();
     assert!(e.contains("waiting for rank(s) [1]"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(60));
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -297,7 +294,6 @@ fn without_nccl_the_launch_is_refused_in_one_line() {
     let out = c.env("WORLD_SIZE", "2").env("RANK", "1").output().unwrap();
     common::assert_one_line_error(&out, "torchrun launch with 2 ranks");
     assert!(!dir.join("out/log.jsonl").exists());
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -327,5 +323,4 @@ fn train_runs_both_stages_on_two_ranks() {
         let log = std::fs::read_to_string(dir.join(format!("run/{stage}/log.jsonl"))).unwrap();
         assert_eq!(log.matches("\"world_size\":2").count(), 1, "{log}");
     }
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -402,11 +402,8 @@ fn adiff() -> Command {
     Command::new(env!("CARGO_BIN_EXE_adiff"))
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("adiff-stage1-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> common::Scratch {
+    common::Scratch::new(&format!("adiff-stage1-{name}"))
 }
 
 fn load(path: &Path) -> HashMap<String, Tensor> {
@@ -600,7 +597,6 @@ fn encoder_cli_trains_freezes_and_resumes() {
     assert!(!part.join("model.safetensors").exists());
     run(&part, &["--resume"]);
     assert_same_weights(&model, &load(&part.join("model.safetensors")));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The decoder run on the synthetic explanations (`--text-from-csv`, plain lines or answers after
@@ -649,7 +645,6 @@ fn decoder_cli_trains_gpt2_only(name: &str, extra: &[&str]) {
             assert!(same, "{name} is outside GPT-2 but changed");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -687,7 +682,6 @@ fn caption_prefix_refuses_text_files() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--caption-prefix reads"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -771,7 +765,6 @@ fn labels_from_a_csv() {
     );
     // Only-synthetic labels keep the synthetic layout.
     assert_eq!(label_set_for(&files[..1]).len(), NUM_LABELS);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -799,7 +792,6 @@ fn truth_records_by_split() {
     assert_eq!(test.len(), 2);
     assert!(test.iter().all(|f| f.path.contains("test_")));
     assert_eq!(test[0].labels.len(), 5);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `--init-missing` with a checkpoint that has no GPT-2 (a stage-1 encoder's output): GPT-2
@@ -1046,7 +1038,6 @@ fn encoder_embedding_tagger_trains_and_is_not_exported() {
     assert!(!refused.status.success());
     let msg = String::from_utf8_lossy(&refused.stderr);
     assert!(msg.contains("embedding_tagging_weight"), "{msg}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `precision: "bf16"` in stage 1: both parts train in mixed precision with losses close to
@@ -1104,5 +1095,4 @@ fn stage1_trains_in_bf16_mixed_precision() {
     }
     assert!(worst["decoder"] <= 2e-3, "{worst:?}");
     assert!(worst["encoder"] <= 3e-2, "{worst:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

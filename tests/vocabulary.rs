@@ -10,7 +10,7 @@ mod common;
 use common::{adiff, assert_one_line_error, fixture, ok, root, tiny_checkpoint_parts};
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use adiff::model::adiff::Adiff;
 use adiff::model::checkpoint::Checkpoint;
@@ -23,10 +23,8 @@ const WTE: &str = "caption_decoder.gpt.transformer.wte.weight";
 /// Every STRIDE-th GPT-2 id is kept besides the reference's, so that the argmax has rivals.
 const STRIDE: u32 = 97;
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("adiff-test-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn temp_dir(tag: &str) -> common::Scratch {
+    common::Scratch::new(&format!("adiff-test-{tag}"))
 }
 
 fn expected_row() -> serde_json::Value {
@@ -203,7 +201,6 @@ fn a_trimmed_model_explains_like_the_full_one() {
             vocabulary.len()
         ),
     );
-    std::fs::remove_dir_all(dir).ok();
 }
 
 const CSV_HEADER: &str = "taskname,filepath1,filepath2,caption1,caption2,input,answer\n";
@@ -293,5 +290,4 @@ fn build_dataset_vocabulary_keeps_every_token_of_its_csvs() {
     text.stop_token_id = vocabulary.len() as u32;
     let e = text.validate().unwrap_err().to_string();
     assert!(e.contains("text.stop_token_id"), "{e}");
-    std::fs::remove_dir_all(dir).ok();
 }
