@@ -20,9 +20,9 @@ const TEST_SEED: &str = "2";
 /// The bar of issue 7, per attribute (fraction of the predictions that assert it).
 const BAR: [(&str, f64); 3] = [("loudness", 0.8), ("pitch", 0.8), ("source kind", 0.7)];
 /// Issue 33's goals, per attribute: precision and recall at least these (f32, tiers 1 and 2).
-/// Measured (2026-12-07, third session, AVX-512 Xeon), tier 1 / tier 2: loudness 98.7/100,
-/// 98.7/98.7; pitch 100/100, 100/99.0; source kind 94.8/94.8, 93.6/94.8; pattern and background
-/// 98.8-100 (docs/demo-model.md).
+/// Measured (2026-12-07, fifth session, AVX-512 Xeon), tier 1 / tier 2: loudness 98.7/96.2,
+/// 98.7/97.4; pitch 100/100, 100/100; source kind 92.0/89.6, 92.1/90.9; pattern and background
+/// 98.7-100 (docs/demo-model.md).
 const GOALS: [(&str, f64, f64); 5] = [
     ("loudness", 0.9, 0.85),
     ("pitch", 0.9, 0.85),
@@ -31,22 +31,22 @@ const GOALS: [(&str, f64, f64); 5] = [
     ("background", 0.7, 0.7),
 ];
 /// Issue 33: every difference of a pair named in at least this share of the differing pairs
-/// (measured 98.0% / 97.0% at tiers 1 / 2).
+/// (measured 95.0% / 96.5% at tiers 1 / 2).
 const ALL_NAMED_BAR: f64 = 0.7;
 /// Tier 3 (f32), precision and recall per attribute: the larger of issue 33's goal and a floor
 /// about 5 points under what the shipped model measured, so that a model or decoder that
-/// paragraphs worse fails while a few rows more or less do not. Measured (2026-12-07, third
-/// session, AVX-512 Xeon): loudness 98.5/98.7, pitch 99.0/98.0, source kind 94.5/92.2, pattern
-/// 100/100, background 100/100.
+/// paragraphs worse fails while a few rows more or less do not. Measured (2026-12-07, fifth
+/// session, AVX-512 Xeon): loudness 98.0/94.9, pitch 100/100, source kind 95.0/88.3, pattern
+/// 99.5/98.7, background 100/100.
 const DETAIL_FLOOR: [(&str, f64, f64); 5] = [
-    ("loudness", 0.93, 0.93),
-    ("pitch", 0.94, 0.93),
-    ("source kind", 0.9, 0.87),
-    ("pattern", 0.95, 0.95),
+    ("loudness", 0.93, 0.9),
+    ("pitch", 0.95, 0.95),
+    ("source kind", 0.9, 0.85),
+    ("pattern", 0.95, 0.94),
     ("background", 0.95, 0.95),
 ];
-/// Tier 3: every difference of a pair named, floor (as [`DETAIL_FLOOR`]; measured 95.5%).
-const DETAIL_ALL_NAMED_FLOOR: f64 = 0.9;
+/// Tier 3: every difference of a pair named, floor (as [`DETAIL_FLOOR`]; measured 94.0%).
+const DETAIL_ALL_NAMED_FLOOR: f64 = 0.89;
 /// Largest accuracy change a reduced weight format may cause, per attribute. Issue 29's goal is
 /// 1 point; measured (2026-12-06) on the demo shipped until that evening: f16 changed no row, i8
 /// one row of 200 at tier 2, which moved pitch by 1.2 points (one claim of about 80); on the demo
