@@ -157,7 +157,7 @@ fn a_trimmed_model_explains_like_the_full_one() {
     std::fs::write(
         &csv,
         format!(
-            "taskname,filepath1,filepath2,caption1,caption2,input,answer\n\
+            "{CSV_HEADER}\
              t,clip_a.wav,clip_b.wav,c1,c2,{},ref\n\
              t,clip_a.wav,clip_b.wav,c1,c2,explain the difference in detail dogs,ref\n",
             row["prompt"].as_str().unwrap()

@@ -123,46 +123,42 @@ pub fn write_pcm16_wav(path: &Path, data: &[u8]) {
     std::fs::write(path, w).unwrap();
 }
 
-/// A scratch folder `<tmp>/<name>-<pid>`, made empty, and removed when dropped: also when the
-/// test panics, so a failed run leaves nothing behind (a failed demo-model run used to leave
+/// A fresh scratch folder `<tmp>/<name>XXXXXX` (tempfile's), removed when dropped: also when
+/// the test panics, so a failed run leaves nothing behind (a failed demo-model run used to leave
 /// 250 MB of clips in /tmp each time). Derefs to its path.
-pub struct Scratch(PathBuf);
+pub struct Scratch(tempfile::TempDir);
 
 impl Scratch {
     pub fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        Scratch(
+            tempfile::Builder::new()
+                .prefix(&format!("{name}-"))
+                .tempdir()
+                .unwrap(),
+        )
     }
 }
 
 impl std::ops::Deref for Scratch {
     type Target = Path;
     fn deref(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 }
 
 impl AsRef<Path> for Scratch {
     fn as_ref(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 }
 
 impl AsRef<OsStr> for Scratch {
     fn as_ref(&self) -> &OsStr {
-        self.0.as_os_str()
+        self.0.path().as_os_str()
     }
 }
 
-/// A fresh scratch folder `<tmp>/<tag>-<name>-<pid>` holding a synthetic dataset (`data/`, from
+/// A fresh scratch folder `<tmp>/<tag>-<name>-XXXXXX` holding a synthetic dataset (`data/`, from
 /// `build-dataset synthetic --count count --seed seed`) and its embedding cache (`data/cache`)
 /// for the tiny model: what the training tests train on.
 pub fn synthetic_dataset(tag: &str, name: &str, count: u32, seed: u32) -> Scratch {
